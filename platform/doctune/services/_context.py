@@ -1,0 +1,51 @@
+"""The handles every service needs: settings, the metadata store, the object store.
+
+One :class:`Platform` per process (API server, job driver, CLI in-process
+calls); built lazily so importing doctune costs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+
+from doctune.config import Settings, load_settings
+from doctune.store.db import Database
+from doctune.store.objects import ObjectStore
+
+
+@dataclass
+class Principal:
+    """Who is calling: a tenant's member/viewer, or the platform admin (tenant None)."""
+
+    key_id: str
+    role: str
+    tenant_id: str | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin" and self.tenant_id is None
+
+
+class Platform:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or load_settings()
+
+    @cached_property
+    def db(self) -> Database:
+        return Database(self.settings.database_url)
+
+    @cached_property
+    def objects(self) -> ObjectStore:
+        return ObjectStore(self.settings)
+
+    def ray_jobs_client(self):
+        from ray.job_submission import JobSubmissionClient
+
+        from doctune.errors import DoctuneError
+
+        if not self.settings.ray_dashboard_url:
+            raise DoctuneError("no Ray cluster configured: run `doctune up` or set DOCTUNE_RAY_DASHBOARD_URL", "unavailable")
+        os.environ.update(self.settings.ray_env())
+        return JobSubmissionClient(self.settings.ray_dashboard_url)

@@ -1,0 +1,102 @@
+"""Tenants and API keys: who may call, and which tenant's objects they see.
+
+Keys look like ``dtk_<id>_<secret>``; only the id and a salted scrypt hash of
+the secret are stored. Used by the API (every route), the Serve endpoints
+(every request) and the CLI's bootstrap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+
+from sqlalchemy import select
+
+from doctune.errors import DoctuneError
+from doctune.services._context import Platform, Principal
+from doctune.spec import TenantSpec
+from doctune.store.db import ApiKey, Tenant
+
+ROLES = ("admin", "member", "viewer")
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
+_cache: dict[str, tuple[float, Principal]] = {}
+_CACHE_S = 60.0
+
+
+def _hash(secret: str, salt: str) -> str:
+    return hashlib.scrypt(secret.encode(), salt=bytes.fromhex(salt), **_SCRYPT).hex()
+
+
+def _issue_key(p: Platform, tenant_id: str | None, role: str) -> str:
+    if role not in ROLES:
+        raise DoctuneError(f"role must be one of {ROLES}; got {role!r}", "invalid_request", field="role")
+    key_id = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(24)
+    salt = secrets.token_hex(16)
+    with p.db.session() as s:
+        s.add(ApiKey(id=key_id, tenant_id=tenant_id, role=role, salt=salt, hash=_hash(secret, salt)))
+    return f"dtk_{key_id}_{secret}"
+
+
+def create_admin_key(p: Platform) -> str:
+    """A platform-admin key (tenant None); `doctune up` makes the first one."""
+    return _issue_key(p, None, "admin")
+
+
+def create_tenant(p: Platform, caller: Principal, spec: TenantSpec) -> tuple[Tenant, str]:
+    """Create a tenant and its first member key (returned once, never stored in clear)."""
+    if not caller.is_admin:
+        raise DoctuneError("only a platform admin can create tenants", "forbidden")
+    with p.db.session() as s:
+        if s.get(Tenant, spec.name):
+            raise DoctuneError(f"tenant {spec.name!r} already exists; pick another name", "conflict", field="name")
+        tenant = Tenant(id=spec.name, display_name=spec.display_name)
+        s.add(tenant)
+    return tenant, _issue_key(p, spec.name, "member")
+
+
+def get_tenant(p: Platform, tenant_id: str) -> Tenant | None:
+    with p.db.session() as s:
+        return s.get(Tenant, tenant_id)
+
+
+def authenticate(p: Platform, key: str | None) -> Principal:
+    """The principal behind an API key; raises ``unauthenticated`` for a missing or bad key."""
+    if not key:
+        raise DoctuneError("missing API key; send 'Authorization: Bearer <key>'", "unauthenticated")
+    key = key.removeprefix("Bearer ").strip()
+    hit = _cache.get(key)
+    if hit and hit[0] > time.monotonic():
+        return hit[1]
+    parts = key.split("_", 2)
+    if len(parts) != 3 or parts[0] != "dtk":
+        raise DoctuneError("malformed API key; keys look like dtk_<id>_<secret>", "unauthenticated")
+    with p.db.session() as s:
+        row = s.execute(select(ApiKey).where(ApiKey.id == parts[1])).scalar_one_or_none()
+    if row is None or row.revoked_at is not None or not hmac.compare_digest(row.hash, _hash(parts[2], row.salt)):
+        raise DoctuneError("invalid or revoked API key", "unauthenticated")
+    principal = Principal(key_id=row.id, role=row.role, tenant_id=row.tenant_id)
+    _cache[key] = (time.monotonic() + _CACHE_S, principal)
+    return principal
+
+
+def check_tenant_access(caller: Principal, tenant_id: str, *, write: bool = False) -> None:
+    """Raise unless ``caller`` may act on ``tenant_id``'s objects.
+
+    A caller naming another tenant in a spec gets 403; routes that look an id
+    up use :func:`visible` instead, so another tenant's ids read as 404.
+    """
+    if caller.is_admin:
+        return
+    if caller.tenant_id != tenant_id:
+        raise DoctuneError(
+            f"your key belongs to tenant {caller.tenant_id!r}, not {tenant_id!r}", "forbidden", field="tenant"
+        )
+    if write and caller.role == "viewer":
+        raise DoctuneError("viewer keys are read-only; ask a member of your tenant", "forbidden")
+
+
+def visible(caller: Principal, tenant_id: str) -> bool:
+    return caller.is_admin or caller.tenant_id == tenant_id

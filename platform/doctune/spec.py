@@ -1,0 +1,213 @@
+"""The typed descriptions of work: the single source of truth for every door.
+
+The REST bodies, the CLI's YAML files, ``ray job submit`` entrypoints and (later)
+the CRD schemas and console forms are all these pydantic models. Every field
+has a description; every value that can be wrong has a validator; validation
+reports every bad field at once (see :func:`parse_job_spec`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from doctune.errors import DoctuneError, from_validation_error
+
+__all__ = [
+    "DatasetRef",
+    "DeepSpeedSpec",
+    "DeploymentSpec",
+    "EarlyStoppingSpec",
+    "JobSpec",
+    "LoraSpec",
+    "ResourcesSpec",
+    "TenantSpec",
+    "TuningSpec",
+    "load_job_spec",
+    "parse_job_spec",
+]
+
+SLUG = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _slug(value: str, what: str) -> str:
+    if not SLUG.match(value):
+        raise ValueError(
+            f"{what} must be 1-63 lowercase letters, digits or '-', starting and ending "
+            f"with a letter or digit; got {value!r}"
+        )
+    return value
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraSpec(_Spec):
+    r: int = Field(8, ge=1, le=256, description="LoRA rank: the inner dimension of the low-rank update. Typical 4..64.")
+    alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator; the update is scaled by alpha / r. Typical 2*r.")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input, in [0, 1).")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["query", "key", "value", "dense"],
+        min_length=1,
+        description="Names (suffixes) of the linear layers that get LoRA adapters, e.g. query/value for BERT, q_proj/v_proj for decoders.",
+    )
+
+
+class TuningSpec(_Spec):
+    method: Literal["full", "lora"] = Field("lora", description="'full' trains every weight; 'lora' trains low-rank adapters plus the task head.")
+    lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA settings, used when method is 'lora'.")
+    merge_adapter: bool = Field(
+        True,
+        description="On export, merge the LoRA weights into the base model (a plain transformers model) instead of keeping them as a separate adapter.",
+    )
+
+
+class DeepSpeedSpec(_Spec):
+    zero_stage: int = Field(2, ge=0, le=3, description="ZeRO stage: 0 off, 1 shards optimizer state, 2 also gradients, 3 also parameters.")
+    offload_optimizer: bool = Field(False, description="Keep optimizer state in CPU memory (ZeRO stage >= 1).")
+    offload_params: bool = Field(False, description="Keep parameters in CPU memory (ZeRO stage 3 only).")
+
+    @model_validator(mode="after")
+    def _offload_needs_stage(self) -> "DeepSpeedSpec":
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError(f"offload_params needs zero_stage 3; got zero_stage {self.zero_stage}. Set zero_stage: 3 or offload_params: false")
+        if self.offload_optimizer and self.zero_stage == 0:
+            raise ValueError("offload_optimizer needs zero_stage >= 1; set zero_stage: 2 or offload_optimizer: false")
+        return self
+
+
+class EarlyStoppingSpec(_Spec):
+    metric: str = Field("macro_f1", description="Dev-set metric to watch, e.g. macro_f1, accuracy, loss.")
+    mode: Literal["max", "min"] = Field("max", description="'max' if larger is better (f1, accuracy), 'min' for loss.")
+    patience: int = Field(3, ge=1, le=1000, description="Stop after this many evaluations without improvement.")
+    min_delta: float = Field(0.0, ge=0.0, description="An improvement smaller than this does not count.")
+
+
+class ResourcesSpec(_Spec):
+    cpu: float = Field(1.0, gt=0, le=256, description="Logical CPUs per training worker (fractions allowed).")
+    gpu: float = Field(0.0, ge=0, le=16, description="GPUs per training worker; 0 trains on the CPU.")
+    threads: int | None = Field(None, ge=1, le=256, description="torch intra-op threads per worker; default max(1, floor(cpu)).")
+
+
+class DatasetRef(_Spec):
+    id: str = Field(..., min_length=1, max_length=64, description="Id of a dataset uploaded to the tenant (see `doctune datasets upload`).")
+
+
+class JobSpec(_Spec):
+    """One fine-tuning job: what to train, on what, how, and with what resources."""
+
+    tenant: str = Field(..., description="Tenant that owns the job (slug).")
+    name: str | None = Field(None, max_length=100, description="Optional human-readable name.")
+    task: str = Field(..., description="Task plugin: classification (more in later releases).")
+    base_model: str = Field(
+        "all-minilm-l6-v2",
+        description="A catalog name (all-minilm-l6-v2), a local directory in Hugging Face format, or s3://bucket/prefix.",
+    )
+    dataset: DatasetRef = Field(..., description="The dataset to train and evaluate on.")
+    tuning: TuningSpec = Field(default_factory=TuningSpec, description="Full fine-tuning or LoRA.")
+    deepspeed: DeepSpeedSpec = Field(default_factory=DeepSpeedSpec, description="DeepSpeed ZeRO settings.")
+    micro_batch_size: int = Field(8, ge=1, le=4096, description="Examples per worker per forward pass.")
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1024, description="Micro-batches accumulated before each optimizer step.")
+    epochs: float | None = Field(None, gt=0, le=1000, description="Passes over the training split; set this or max_steps.")
+    max_steps: int | None = Field(None, ge=1, le=10_000_000, description="Optimizer steps to run; set this or epochs.")
+    learning_rate: float = Field(5e-4, description="Peak learning rate. Typical 1e-5..5e-5 for full tuning, 1e-4..1e-3 for LoRA.")
+    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of steps spent warming the LR up linearly from 0.")
+    weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="AdamW weight decay.")
+    max_seq_length: int = Field(128, ge=8, le=8192, description="Tokens per document after truncation.")
+    early_stopping: EarlyStoppingSpec | None = Field(None, description="Stop when a dev metric stops improving; omit to train to the end.")
+    eval_interval: int = Field(50, ge=1, description="Evaluate on the dev split every this many optimizer steps (and at the end).")
+    checkpoint_interval: int = Field(50, ge=1, description="Save a checkpoint to the object store every this many optimizer steps.")
+    num_workers: int = Field(2, ge=1, le=1024, description="Ray Train workers (data-parallel ranks).")
+    resources_per_worker: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Resources each worker reserves.")
+    max_failures: int = Field(2, ge=0, le=100, description="Worker failures to recover from (resuming from the last checkpoint) before the job fails.")
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed for weight init, data order and dropout.")
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant_slug(cls, v: str) -> str:
+        return _slug(v, "tenant")
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, v: str) -> str:
+        from doctune.tasks import task_names
+
+        if v not in task_names():
+            raise ValueError(f"unknown task {v!r}; choose one of: {', '.join(task_names())}")
+        return v
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _lr_positive(cls, v: float) -> float:
+        if not v > 0 or v > 1:
+            raise ValueError(f"learning_rate must be > 0 and <= 1; got {v}. Typical values are 1e-5 .. 5e-4")
+        return v
+
+    @model_validator(mode="after")
+    def _length(self) -> "JobSpec":
+        if (self.epochs is None) == (self.max_steps is None):
+            raise ValueError("set exactly one of epochs or max_steps (e.g. epochs: 3 or max_steps: 200)")
+        return self
+
+
+class DeploymentSpec(_Spec):
+    """Serve a registered model behind an autoscaled, authenticated HTTP endpoint."""
+
+    tenant: str = Field(..., description="Tenant that owns the deployment (slug).")
+    model_id: str = Field(..., min_length=1, max_length=64, description="Registered model to serve.")
+    name: str = Field(..., description="Endpoint name (slug); the route is /<tenant>/<name>.")
+    min_replicas: int = Field(1, ge=0, le=100, description="Fewest replicas the autoscaler keeps.")
+    max_replicas: int = Field(2, ge=1, le=100, description="Most replicas the autoscaler starts.")
+    target_ongoing_requests: float = Field(2.0, gt=0, description="Requests in flight per replica the autoscaler aims for.")
+    num_cpus: float = Field(0.5, gt=0, le=64, description="Logical CPUs each replica reserves.")
+    max_batch_size: int = Field(8, ge=1, le=1024, description="Requests batched together by the replica.")
+
+    @field_validator("tenant", "name")
+    @classmethod
+    def _slugs(cls, v: str) -> str:
+        return _slug(v, "name")
+
+    @model_validator(mode="after")
+    def _replicas(self) -> "DeploymentSpec":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})")
+        return self
+
+
+class TenantSpec(_Spec):
+    name: str = Field(..., description="Tenant id (slug), e.g. 'legal-team'.")
+    display_name: str | None = Field(None, max_length=200, description="Human-readable name.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_slug(cls, v: str) -> str:
+        return _slug(v, "name")
+
+
+def parse_job_spec(data: Any) -> JobSpec:
+    """Validate a mapping as a JobSpec, raising one DoctuneError that lists every bad field."""
+    if not isinstance(data, dict):
+        raise DoctuneError(f"a job spec must be a mapping of fields; got {type(data).__name__}", "invalid_spec")
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+
+
+def load_job_spec(path: str | Path, **overrides: Any) -> JobSpec:
+    """Read a YAML (or JSON) job spec file; ``overrides`` replace top-level fields."""
+    p = Path(path)
+    if not p.exists():
+        raise DoctuneError(f"spec file {p} does not exist", "invalid_request", field="spec")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise DoctuneError(f"{p} is not valid YAML: {exc}", "invalid_spec", field="spec") from None
+    if isinstance(data, dict):
+        data.update({k: v for k, v in overrides.items() if v is not None})
+    return parse_job_spec(data)

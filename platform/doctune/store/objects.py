@@ -1,0 +1,147 @@
+"""The object store: one S3 client for every S3 server (SeaweedFS, MinIO, AWS).
+
+Keys always live under ``tenants/<tenant-id>/``; :func:`tenant_key` builds them
+and refuses names that would climb out of that prefix. Ray Train writes
+checkpoints through :meth:`ObjectStore.pyarrow_fs`, the same endpoint and keys.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Iterator
+
+from doctune.config import Settings
+from doctune.errors import DoctuneError
+
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def tenant_key(tenant: str, *parts: str) -> str:
+    for p in (tenant, *parts):
+        for seg in p.split("/"):
+            if not _SAFE.match(seg) or seg in (".", ".."):
+                raise DoctuneError(
+                    f"name {seg!r} is not allowed in a storage path; use letters, digits, '.', '_' or '-'",
+                    "invalid_request",
+                    field="name",
+                )
+    return "/".join(("tenants", tenant, *parts))
+
+
+class ObjectStore:
+    def __init__(self, settings: Settings) -> None:
+        if not settings.s3_endpoint:
+            raise DoctuneError(
+                "no object store configured: run `doctune up`, or set DOCTUNE_S3_ENDPOINT, "
+                "DOCTUNE_S3_ACCESS_KEY and DOCTUNE_S3_SECRET_KEY",
+                "unavailable",
+            )
+        import boto3
+        from botocore.config import Config
+
+        self.settings = settings
+        self.bucket = settings.bucket
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=settings.s3_endpoint,
+            aws_access_key_id=settings.s3_access_key,
+            aws_secret_access_key=settings.s3_secret_key,
+            region_name=settings.s3_region,
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"}),
+        )
+
+    def ensure_bucket(self) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError:
+            self.client.create_bucket(Bucket=self.bucket)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+    def get_bytes(self, key: str) -> bytes:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise DoctuneError(f"object {key} not found", "not_found") from None
+            raise
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        for page in pages:
+            for obj in page.get("Contents", []):
+                yield obj["Key"]
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = list(self.list_keys(prefix))
+        for i in range(0, len(keys), 1000):
+            self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]]}
+            )
+        return len(keys)
+
+    def upload_dir(self, local: str | Path, prefix: str) -> int:
+        local = Path(local)
+        n = 0
+        for path in sorted(local.rglob("*")):
+            if path.is_file():
+                self.client.upload_file(str(path), self.bucket, f"{prefix}/{path.relative_to(local).as_posix()}")
+                n += 1
+        return n
+
+    def download_dir(self, prefix: str, local: str | Path) -> int:
+        local = Path(local)
+        n = 0
+        prefix = prefix.rstrip("/") + "/"
+        for key in self.list_keys(prefix):
+            dest = local / key[len(prefix) :]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            self.client.download_file(self.bucket, key, str(dest))
+            n += 1
+        if n == 0:
+            raise DoctuneError(f"nothing stored under {prefix}", "not_found")
+        return n
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def key_of(self, uri: str) -> str:
+        head = f"s3://{self.bucket}/"
+        if not uri.startswith(head):
+            raise DoctuneError(f"{uri} is not in bucket {self.bucket}", "invalid_request")
+        return uri[len(head) :]
+
+    def presign_download(self, key: str, expires_s: int = 3600) -> str:
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s
+        )
+
+    def pyarrow_fs(self):
+        """A pyarrow S3 filesystem on the same endpoint, for Ray Train's RunConfig."""
+        import pyarrow.fs
+
+        endpoint = self.settings.s3_endpoint
+        scheme = "https" if endpoint.startswith("https") else "http"
+        return pyarrow.fs.S3FileSystem(
+            access_key=self.settings.s3_access_key,
+            secret_key=self.settings.s3_secret_key,
+            endpoint_override=endpoint.split("://", 1)[-1],
+            scheme=scheme,
+            region=self.settings.s3_region,
+        )
+
+
+def object_store_from_env() -> ObjectStore:
+    from doctune.config import load_settings
+
+    return ObjectStore(load_settings())
+
+
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")

@@ -1,0 +1,69 @@
+"""Task plugins, registered by name.
+
+A plugin is a module under ``doctune.tasks`` exposing ``PLUGIN``, an object
+satisfying :class:`TaskPlugin`. Adding a task means adding a folder here;
+nothing else changes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from functools import cache
+from typing import Any, Protocol
+
+__all__ = ["TaskPlugin", "get_task", "task_names"]
+
+
+class TaskPlugin(Protocol):
+    name: str
+
+    def validate_record(self, record: dict[str, Any], where: str) -> dict[str, Any]:
+        """Check one parsed JSONL record; raise DoctuneError naming ``where`` (file:line) and the field."""
+
+    def check_splits(self, splits: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+        """Cross-split checks (labels in dev/test seen in train); returns dataset info (e.g. labels)."""
+
+    def stratify_key(self, record: dict[str, Any]) -> Any:
+        """Value to stratify splits on."""
+
+    def build_model(self, base_path: str, info: dict[str, Any]) -> Any:
+        """The trainable transformers model for this task, with a fresh head."""
+
+    def encode(self, records: list[dict[str, Any]], tokenizer: Any, info: dict[str, Any], max_len: int) -> list[dict[str, Any]]:
+        """Tokenized examples ready for :meth:`collate`."""
+
+    def collate(self, batch: list[dict[str, Any]], tokenizer: Any) -> dict[str, Any]:
+        """Pad a batch into tensors."""
+
+    def predictions(self, outputs: Any, batch: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+        """(predicted, gold) for a batch, as plain Python values."""
+
+    def metrics(self, predicted: list[Any], gold: list[Any], info: dict[str, Any]) -> dict[str, float]:
+        """Evaluation metrics (at least the ones early stopping can watch)."""
+
+    def predict(self, model: Any, tokenizer: Any, inputs: list[Any], info: dict[str, Any], max_len: int) -> list[dict[str, Any]]:
+        """Serving: raw request inputs to JSON-ready predictions."""
+
+
+@cache
+def _registry() -> dict[str, TaskPlugin]:
+    out: dict[str, TaskPlugin] = {}
+    for mod in pkgutil.iter_modules(__path__):
+        if mod.ispkg and not mod.name.startswith("_"):
+            plugin = importlib.import_module(f"{__name__}.{mod.name}").PLUGIN
+            out[plugin.name] = plugin
+    return out
+
+
+def task_names() -> list[str]:
+    return sorted(_registry())
+
+
+def get_task(name: str) -> TaskPlugin:
+    from doctune.errors import DoctuneError
+
+    try:
+        return _registry()[name]
+    except KeyError:
+        raise DoctuneError(f"unknown task {name!r}; choose one of: {', '.join(task_names())}", "invalid_spec", field="task") from None

@@ -1,0 +1,54 @@
+"""Build the DeepSpeed config from a JobSpec: ZeRO stage and offload, gradient
+accumulation, the optimizer and the LR schedule all live here, in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from doctune.spec import JobSpec
+
+
+def build_deepspeed_config(spec: JobSpec, world_size: int, total_steps: int, *, on_gpu: bool = False) -> dict[str, Any]:
+    ds = spec.deepspeed
+    warmup = min(int(spec.warmup_ratio * total_steps), max(total_steps - 1, 0))
+    zero: dict[str, Any] = {"stage": ds.zero_stage}
+    if ds.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": on_gpu}
+    if ds.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": on_gpu}
+    cfg: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": spec.micro_batch_size,
+        "gradient_accumulation_steps": spec.gradient_accumulation_steps,
+        "train_batch_size": spec.micro_batch_size * spec.gradient_accumulation_steps * world_size,
+        "gradient_clipping": 1.0,
+        "optimizer": {
+            "type": "AdamW",
+            "params": {
+                "lr": spec.learning_rate,
+                "betas": [0.9, 0.999],
+                "eps": 1e-8,
+                "weight_decay": spec.weight_decay,
+                # On the CPU DeepSpeed's fused kernels don't exist; torch's AdamW needs no op build.
+                "torch_adam": not on_gpu,
+            },
+        },
+        "scheduler": {
+            "type": "WarmupDecayLR",
+            "params": {
+                "warmup_min_lr": 0.0,
+                "warmup_max_lr": spec.learning_rate,
+                "warmup_num_steps": warmup,
+                "total_num_steps": max(total_steps, warmup + 1),
+                "warmup_type": "linear",
+            },
+        },
+        "zero_optimization": zero,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if on_gpu:
+        cfg["bf16"] = {"enabled": True}
+    if ds.offload_optimizer and not on_gpu:
+        # CPU offload on a CPU-only host: DeepSpeedCPUAdam (built once into TORCH_EXTENSIONS_DIR).
+        cfg["optimizer"]["params"].pop("torch_adam")
+    return cfg

@@ -1,0 +1,298 @@
+"""The per-worker training loop that Ray Train runs on every rank.
+
+Each rank builds the task's model (LoRA via peft when asked), wraps it in a
+DeepSpeed engine built from the JobSpec, trains on its shard, evaluates on dev
+every ``eval_interval`` steps, saves DeepSpeed checkpoints to the object store
+every ``checkpoint_interval`` steps (through ``ray.train.report``), and resumes
+from the newest one when Ray Train restarts the worker group after a failure.
+Rank 0 streams progress to the driver's ProgressActor (no ``report`` cost) and
+exports the final model in Hugging Face format.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+STATE_FILE = "doctune_state.json"
+CKPT_TAG = "state"
+
+
+class WorkerError(Exception):
+    """A failure inside a training worker, with the rank and step it happened at."""
+
+    def __init__(self, message: str, rank: int, step: int) -> None:
+        super().__init__(message, rank, step)
+        self.message, self.rank, self.step = message, rank, step
+
+    def __str__(self) -> str:
+        return f"rank {self.rank}, step {self.step}: {self.message}"
+
+
+def _shard_for_eval(n: int, rank: int, world: int) -> list[int]:
+    """Equal-length shards (padded with -1) so every rank runs the same number of
+    forward passes, which ZeRO-3's collective parameter gathers require."""
+    mine = list(range(rank, n, world))
+    per = math.ceil(n / world)
+    return mine + [-1] * (per - len(mine))
+
+
+def evaluate(engine, examples, plugin, tokenizer, info, batch_size: int) -> dict[str, Any]:
+    import torch
+    import torch.distributed as dist
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    idx = _shard_for_eval(len(examples), rank, world)
+    local: list[tuple[int, Any, Any]] = []
+    losses = []
+    engine.eval()
+    with torch.no_grad():
+        for i in range(0, len(idx), batch_size):
+            chunk = idx[i : i + batch_size]
+            batch = plugin.collate([examples[j if j >= 0 else 0] for j in chunk], tokenizer)
+            batch = {k: v.to(engine.device) for k, v in batch.items()}
+            out = engine(**batch)
+            pred, gold = plugin.predictions(out, batch)
+            for j, pr, g in zip(chunk, pred, gold):
+                if j >= 0:
+                    local.append((j, pr, g))
+            losses.append(float(out.loss))
+    engine.train()
+    gathered: list[Any] = [None] * world
+    dist.all_gather_object(gathered, (local, losses))
+    rows = sorted((r for part, _ in gathered for r in part), key=lambda r: r[0])
+    all_losses = [l for _, part in gathered for l in part]
+    metrics = plugin.metrics([r[1] for r in rows], [r[2] for r in rows], info)
+    metrics["loss"] = sum(all_losses) / max(len(all_losses), 1)
+    metrics["n"] = len(rows)
+    return metrics
+
+
+def _load_split(store, dataset_uri: str, split: str) -> list[dict[str, Any]]:
+    blob = store.get_bytes(f"{store.key_of(dataset_uri)}/{split}.jsonl")
+    return [json.loads(l) for l in blob.decode().splitlines() if l.strip()]
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    use_gpu = config.get("use_gpu", False)
+    if not use_gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+    import deepspeed
+    import ray.train
+    import torch
+    import torch.distributed as dist
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    from doctune.config import load_settings
+    from doctune.spec import JobSpec
+    from doctune.store.objects import ObjectStore
+    from doctune.tasks import get_task
+    from doctune.train.ds_config import build_deepspeed_config
+    from doctune.train.models import resolve_base_model
+
+    spec = JobSpec.model_validate(config["spec"])
+    info = config["dataset_info"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    progress = config.get("progress")
+    threads = spec.resources_per_worker.threads or max(1, int(spec.resources_per_worker.cpu))
+    torch.set_num_threads(threads)
+    torch.manual_seed(spec.seed)
+    if progress is not None:
+        progress.register_worker.remote(rank, os.getpid())
+
+    deepspeed.init_distributed("nccl" if use_gpu else "gloo")
+    plugin = get_task(spec.task)
+    store = ObjectStore(load_settings())
+    splits = {s: _load_split(store, config["dataset_uri"], s) for s in ("train", "dev", "test")}
+
+    from transformers import AutoTokenizer
+
+    base = resolve_base_model(spec.base_model)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    encoded = {s: plugin.encode(r, tokenizer, info, spec.max_seq_length) for s, r in splits.items()}
+    model = plugin.build_model(base, info)
+    if spec.tuning.method == "lora":
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        lora = spec.tuning.lora
+        present = {n.split(".")[-1] for n, _ in model.named_modules()}
+        heads = [h for h in plugin.head_modules() if h in present]
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                task_type=TaskType.SEQ_CLS,
+                r=lora.r,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                target_modules=lora.target_modules,
+                modules_to_save=heads,
+            ),
+        )
+
+    sampler = DistributedSampler(encoded["train"], num_replicas=world, rank=rank, shuffle=True, seed=spec.seed)
+    loader = DataLoader(
+        encoded["train"],
+        batch_size=spec.micro_batch_size,
+        sampler=sampler,
+        collate_fn=lambda b: plugin.collate(b, tokenizer),
+    )
+    gas = spec.gradient_accumulation_steps
+    steps_per_epoch = max(1, len(loader) // gas)
+    total_steps = spec.max_steps or max(1, math.ceil(spec.epochs * steps_per_epoch))
+    ds_cfg = build_deepspeed_config(spec, world, total_steps, on_gpu=use_gpu)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model,
+        model_parameters=[p for p in model.parameters() if p.requires_grad],
+        config=ds_cfg,
+        dist_init_required=False,
+    )
+
+    state: dict[str, Any] = {"history": [], "best": None, "bad_evals": 0, "baseline": None, "checkpoint_step": 0}
+    ckpt = ray.train.get_checkpoint() or config.get("resume_from")
+    resumed_from = 0
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            engine.load_checkpoint(d, tag=CKPT_TAG, load_module_strict=False, load_lr_scheduler_states=True)
+            state = json.loads((Path(d) / STATE_FILE).read_text())
+        resumed_from = engine.global_steps
+    eval_bs = spec.micro_batch_size * 2
+
+    def send(**fields: Any) -> None:
+        if progress is not None and rank == 0:
+            progress.update.remote(fields)
+
+    send(phase="starting", total_steps=total_steps, resumed_from_step=resumed_from, step=engine.global_steps)
+    if state["baseline"] is None:
+        # Baseline = the base model with the task's fresh (untrained) head, evaluated the same way.
+        send(phase="baseline")
+        state["baseline"] = {
+            "kind": "untrained_head",
+            "dev": evaluate(engine, encoded["dev"], plugin, tokenizer, info, eval_bs),
+            "test": evaluate(engine, encoded["test"], plugin, tokenizer, info, eval_bs),
+        }
+        send(baseline=state["baseline"])
+
+    def save_and_report(metrics: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            engine.save_checkpoint(tmp, tag=CKPT_TAG, exclude_frozen_parameters=True)
+            state["checkpoint_step"] = engine.global_steps
+            if rank == 0:
+                (Path(tmp) / STATE_FILE).write_text(json.dumps(state))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        send(last_checkpoint_step=engine.global_steps)
+
+    micro_done = engine.global_steps * gas
+    epoch = micro_done // max(len(loader), 1)
+    skip = micro_done % max(len(loader), 1)
+    t0, s0 = time.monotonic(), engine.global_steps
+    window: list[float] = []
+    stop = engine.global_steps >= total_steps
+    engine.train()
+    while not stop:
+        sampler.set_epoch(epoch)
+        for i, batch in enumerate(loader):
+            if i < skip:
+                continue
+            batch = {k: v.to(engine.device) for k, v in batch.items()}
+            before = engine.global_steps
+            loss = engine(**batch).loss
+            engine.backward(loss)
+            engine.step()
+            window.append(float(loss))
+            if engine.global_steps == before:  # inside a gradient-accumulation window
+                continue
+            step = engine.global_steps
+            rate = (step - s0) / max(time.monotonic() - t0, 1e-6)
+            send(
+                phase="training",
+                step=step,
+                epoch=epoch,
+                loss=sum(window) / len(window),
+                lr=engine.get_lr()[0],
+                steps_per_s=rate,
+                eta_s=(total_steps - step) / rate if rate > 0 else None,
+            )
+            window = []
+            metrics: dict[str, Any] = {"step": step, "epoch": epoch}
+            if step % spec.eval_interval == 0 or step >= total_steps:
+                send(phase="evaluating")
+                dev = evaluate(engine, encoded["dev"], plugin, tokenizer, info, eval_bs)
+                state["history"].append({"step": step, **{k: v for k, v in dev.items() if k != "per_class"}})
+                send(history=state["history"])
+                metrics.update({f"dev_{k}": v for k, v in dev.items() if isinstance(v, (int, float))})
+                es = spec.early_stopping
+                if es is not None:
+                    value = dev[es.metric]
+                    better = state["best"] is None or (
+                        value > state["best"] + es.min_delta if es.mode == "max" else value < state["best"] - es.min_delta
+                    )
+                    state["best"], state["bad_evals"] = (value, 0) if better else (state["best"], state["bad_evals"] + 1)
+                    if state["bad_evals"] >= es.patience:
+                        send(early_stopped_at=step)
+                        stop = True
+            if step % spec.checkpoint_interval == 0 and step < total_steps and not stop:
+                save_and_report(metrics)
+            if step >= total_steps:
+                stop = True
+            if stop:
+                break
+        skip = 0
+        epoch += 1
+
+    send(phase="testing")
+    test = evaluate(engine, encoded["test"], plugin, tokenizer, info, eval_bs)
+    dev = evaluate(engine, encoded["dev"], plugin, tokenizer, info, eval_bs)
+    send(phase="exporting")
+    export_prefix = config["export_prefix"]
+    gather = (
+        deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=0)
+        if spec.deepspeed.zero_stage == 3
+        else nullcontext()
+    )
+    with gather:
+        if rank == 0:
+            _export(engine.module, tokenizer, spec, info, store, export_prefix)
+    dist.barrier()
+    final = {
+        "step": engine.global_steps,
+        "epoch": epoch,
+        "resumed_from_step": resumed_from,
+        "test": test,
+        "dev": dev,
+        "baseline": state["baseline"],
+        "history": state["history"],
+        "total_steps": total_steps,
+    }
+    ray.train.report({"final": json.dumps(final), "step": engine.global_steps})
+    send(phase="done", step=engine.global_steps)
+
+
+def _export(module, tokenizer, spec, info, store, prefix: str) -> None:
+    """Write the model in Hugging Face format (LoRA merged or kept as an adapter)."""
+    merged = spec.tuning.method == "full" or spec.tuning.merge_adapter
+    model = module
+    if spec.tuning.method == "lora" and spec.tuning.merge_adapter:
+        model = module.merge_and_unload()
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        meta = {
+            "task": spec.task,
+            "labels": info.get("labels"),
+            "max_seq_length": spec.max_seq_length,
+            "tuning": spec.tuning.method,
+            "lora_merged": merged if spec.tuning.method == "lora" else None,
+            "base_model": spec.base_model,
+        }
+        (Path(tmp) / "doctune.json").write_text(json.dumps(meta, indent=2))
+        store.upload_dir(tmp, prefix)

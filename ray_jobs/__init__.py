@@ -1,0 +1,1 @@
+"""Thin entrypoints that `ray job submit` runs; the logic lives in doctune."""
