@@ -10,7 +10,7 @@ from doctune.spec import JobSpec
 
 def build_deepspeed_config(spec: JobSpec, world_size: int, total_steps: int, *, on_gpu: bool = False) -> dict[str, Any]:
     ds = spec.deepspeed
-    warmup = min(int(spec.warmup_ratio * total_steps), max(total_steps - 1, 0))
+    warmup = max(1, int(spec.warmup_ratio * total_steps))  # DeepSpeed requires >= 1
     zero: dict[str, Any] = {"stage": ds.zero_stage}
     if ds.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": on_gpu}

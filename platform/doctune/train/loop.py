@@ -273,8 +273,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         "history": state["history"],
         "total_steps": total_steps,
     }
-    ray.train.report({"final": json.dumps(final), "step": engine.global_steps})
-    send(phase="done", step=engine.global_steps)
+    if progress is not None and rank == 0:  # wait for delivery: the driver reads it after fit()
+        ray.get(progress.update.remote({"final": final, "phase": "done", "step": engine.global_steps}))
 
 
 def _export(module, tokenizer, spec, info, store, prefix: str) -> None:

@@ -7,7 +7,6 @@ rank 0 into the job record, and on success registers the exported model.
 
 from __future__ import annotations
 
-import json
 import threading
 from typing import Any
 
@@ -107,7 +106,8 @@ def run_job(job_id: str, p: Platform | None = None) -> dict[str, Any]:
     )
     try:
         result = trainer.fit()
-        final = json.loads(result.metrics["final"])
+        _, last = ray.get(progress.get.remote(), timeout=30)
+        final = last["final"]
     except Exception as exc:
         stop.set()
         message = str(getattr(exc, "message", None) or exc)
@@ -116,10 +116,6 @@ def run_job(job_id: str, p: Platform | None = None) -> dict[str, Any]:
     finally:
         stop.set()
         pumper.join(timeout=5)
-    try:
-        _, last = ray.get(progress.get.remote(), timeout=10)
-    except Exception:
-        last = {}
     info = {"labels": dataset.info.get("labels"), "max_seq_length": spec.max_seq_length}
     model = Model(
         id=model_id,
@@ -134,7 +130,7 @@ def run_job(job_id: str, p: Platform | None = None) -> dict[str, Any]:
     with p.db.session() as s:
         s.add(model)
     metrics = {**final, "checkpoint_path": result.checkpoint.path if result.checkpoint else None}
-    update_job(p, job_id, status="succeeded", metrics=metrics, model_id=model_id, progress={**last, "phase": "done"})
+    update_job(p, job_id, status="succeeded", metrics=metrics, model_id=model_id, progress={k: v for k, v in last.items() if k != "final"})
     return metrics
 
 

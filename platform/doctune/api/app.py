@@ -1,0 +1,188 @@
+"""The REST API: routes translate HTTP to service calls, and DoctuneErrors to HTTP.
+
+Started by `doctune up` (uvicorn, 127.0.0.1) or by the Helm chart's Deployment.
+Every route but /healthz needs ``Authorization: Bearer <api key>``. Errors are
+always ``{"error": {"code", "message", "field"?}}``; never a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import Depends, FastAPI, Form, Header, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from doctune.errors import DoctuneError, from_validation_error
+from doctune.services import datasets as datasets_svc
+from doctune.services import deployments as deployments_svc
+from doctune.services import jobs as jobs_svc
+from doctune.services import registry as registry_svc
+from doctune.services import tenants as tenants_svc
+from doctune.services._context import Platform, Principal
+from doctune.spec import DeploymentSpec, TenantSpec, parse_job_spec
+
+log = logging.getLogger("doctune.api")
+
+
+def _job_view(job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "tenant": job.tenant_id,
+        "task": job.task,
+        "status": job.status,
+        "spec": job.spec,
+        "progress": job.progress or {},
+        "metrics": job.metrics or {},
+        "error": job.error,
+        "model_id": job.model_id,
+        "created_at": job.created_at.isoformat() if job.created_at else None,
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
+
+
+def _dataset_view(ds) -> dict[str, Any]:
+    return {"id": ds.id, "tenant": ds.tenant_id, "name": ds.name, "task": ds.task, "uri": ds.uri, "info": ds.info}
+
+
+def _model_view(m) -> dict[str, Any]:
+    return {"id": m.id, "tenant": m.tenant_id, "job_id": m.job_id, "task": m.task, "uri": m.uri,
+            "merged": m.merged, "info": m.info, "metrics": m.metrics}
+
+
+def _deployment_view(d, serve_url: str) -> dict[str, Any]:
+    return {"id": d.id, "tenant": d.tenant_id, "name": d.name, "model_id": d.model_id, "status": d.status,
+            "route": d.route, "url": f"{serve_url}{d.route}/predict", "message": d.message, "spec": d.spec}
+
+
+def create_app(platform: Platform | None = None) -> FastAPI:
+    p = platform or Platform()
+    p.db.migrate()
+    app = FastAPI(title="doctune", version="0.1.0")
+
+    @app.exception_handler(DoctuneError)
+    async def _doctune_error(_: Request, exc: DoctuneError) -> JSONResponse:
+        return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        err = from_validation_error(exc, "invalid_request")
+        return JSONResponse(err.to_dict(), status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error")
+        err = DoctuneError("internal error; the platform logged the details", "internal")
+        return JSONResponse(err.to_dict(), status_code=500)
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next):
+        length = request.headers.get("content-length")
+        limit = p.settings.max_upload_bytes + 1024 * 1024
+        if length and length.isdigit() and int(length) > limit:
+            err = DoctuneError(
+                f"request body is {length} bytes, over the {p.settings.max_upload_bytes}-byte upload limit",
+                "too_large",
+                field="body",
+            )
+            return JSONResponse(err.to_dict(), status_code=413)
+        return await call_next(request)
+
+    def caller(authorization: str | None = Header(default=None)) -> Principal:
+        return tenants_svc.authenticate(p, authorization)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    # ---------------------------------------------------------------- tenants
+    @app.post("/v1/tenants", status_code=201)
+    def create_tenant(body: dict[str, Any], who: Principal = Depends(caller)) -> dict[str, Any]:
+        spec = _parse(TenantSpec, body)
+        tenant, key = tenants_svc.create_tenant(p, who, spec)
+        return {"tenant": {"id": tenant.id, "display_name": tenant.display_name}, "api_key": key}
+
+    @app.get("/v1/whoami")
+    def whoami(who: Principal = Depends(caller)) -> dict[str, Any]:
+        return {"tenant": who.tenant_id, "role": who.role, "key_id": who.key_id}
+
+    # ---------------------------------------------------------------- datasets
+    @app.post("/v1/datasets", status_code=201)
+    async def upload_dataset(
+        name: str = Form(...),
+        task: str = Form(...),
+        tenant: str | None = Form(None),
+        dev_fraction: float = Form(0.1),
+        test_fraction: float = Form(0.1),
+        seed: int = Form(42),
+        data: UploadFile | None = None,
+        train: UploadFile | None = None,
+        dev: UploadFile | None = None,
+        test: UploadFile | None = None,
+        who: Principal = Depends(caller),
+    ) -> dict[str, Any]:
+        files = {k: await f.read() for k, f in (("data", data), ("train", train), ("dev", dev), ("test", test)) if f}
+        row = datasets_svc.upload_dataset(
+            p, who, tenant=tenant or who.tenant_id or "", name=name, task=task, files=files,
+            dev_fraction=dev_fraction, test_fraction=test_fraction, seed=seed,
+        )
+        return _dataset_view(row)
+
+    @app.get("/v1/datasets")
+    def list_datasets(who: Principal = Depends(caller)) -> list[dict[str, Any]]:
+        return [_dataset_view(d) for d in datasets_svc.list_datasets(p, who)]
+
+    @app.get("/v1/datasets/{dataset_id}")
+    def get_dataset(dataset_id: str, who: Principal = Depends(caller)) -> dict[str, Any]:
+        return _dataset_view(datasets_svc.get_dataset(p, who, dataset_id))
+
+    # ---------------------------------------------------------------- jobs
+    @app.post("/v1/jobs", status_code=201)
+    def submit_job(body: dict[str, Any], who: Principal = Depends(caller)) -> dict[str, Any]:
+        if isinstance(body, dict) and "tenant" not in body and who.tenant_id:
+            body = {**body, "tenant": who.tenant_id}
+        return _job_view(jobs_svc.submit_job(p, who, parse_job_spec(body)))
+
+    @app.get("/v1/jobs")
+    def list_jobs(who: Principal = Depends(caller)) -> list[dict[str, Any]]:
+        return [_job_view(j) for j in jobs_svc.list_jobs(p, who)]
+
+    @app.get("/v1/jobs/{job_id}")
+    def get_job(job_id: str, who: Principal = Depends(caller)) -> dict[str, Any]:
+        return _job_view(jobs_svc.get_job(p, who, job_id))
+
+    @app.post("/v1/jobs/{job_id}/cancel")
+    def cancel_job(job_id: str, who: Principal = Depends(caller)) -> dict[str, Any]:
+        return _job_view(jobs_svc.cancel_job(p, who, job_id))
+
+    # ---------------------------------------------------------------- models
+    @app.get("/v1/models/{model_id}")
+    def get_model(model_id: str, who: Principal = Depends(caller)) -> dict[str, Any]:
+        return _model_view(registry_svc.get_model(p, who, model_id))
+
+    # ---------------------------------------------------------------- deployments
+    @app.post("/v1/deployments", status_code=201)
+    def deploy(body: dict[str, Any], who: Principal = Depends(caller)) -> dict[str, Any]:
+        if isinstance(body, dict) and "tenant" not in body and who.tenant_id:
+            body = {**body, "tenant": who.tenant_id}
+        spec = _parse(DeploymentSpec, body)
+        return _deployment_view(deployments_svc.deploy_model(p, who, spec), p.settings.serve_url)
+
+    @app.get("/v1/deployments/{deployment_id}")
+    def get_deployment(deployment_id: str, who: Principal = Depends(caller)) -> dict[str, Any]:
+        return _deployment_view(deployments_svc.get_deployment(p, who, deployment_id), p.settings.serve_url)
+
+    return app
+
+
+def _parse(model, body: Any):
+    from pydantic import ValidationError
+
+    if not isinstance(body, dict):
+        raise DoctuneError("request body must be a JSON object", "invalid_request")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None

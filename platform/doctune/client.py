@@ -1,0 +1,63 @@
+"""A small HTTP client for the doctune API, used by the CLI, the demo and tests.
+
+Error bodies come back as :class:`DoctuneError` with the server's code, message
+and field, so callers handle remote and local errors the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from doctune.errors import HTTP_STATUS, DoctuneError
+
+
+class DoctuneClient:
+    def __init__(self, api_url: str, api_key: str | None, timeout: float = 120.0) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(base_url=api_url, headers=headers, timeout=timeout)
+
+    def _check(self, r: httpx.Response) -> Any:
+        if r.status_code < 400:
+            return r.json()
+        try:
+            err = r.json()["error"]
+        except Exception:
+            raise DoctuneError(f"HTTP {r.status_code}: {r.text[:500]}", "internal") from None
+        code = err.get("code") if err.get("code") in HTTP_STATUS else "internal"
+        raise DoctuneError(err.get("message", ""), code, field=err.get("field"), errors=err.get("errors"))
+
+    @retry(retry=retry_if_exception_type(httpx.TransportError), stop=stop_after_attempt(4), wait=wait_exponential(0.5, max=4), reraise=True)
+    def request(self, method: str, path: str, **kw: Any) -> Any:
+        return self._check(self.http.request(method, path, **kw))
+
+    def create_tenant(self, name: str, display_name: str | None = None) -> dict[str, Any]:
+        return self.request("POST", "/v1/tenants", json={"name": name, "display_name": display_name})
+
+    def upload_dataset(self, name: str, task: str, files: dict[str, bytes | Path], tenant: str | None = None, **form: Any) -> dict[str, Any]:
+        blobs = {k: (f"{k}.jsonl", v.read_bytes() if isinstance(v, Path) else v, "application/jsonl") for k, v in files.items()}
+        data = {"name": name, "task": task, **{k: str(v) for k, v in form.items()}}
+        if tenant:
+            data["tenant"] = tenant
+        return self.request("POST", "/v1/datasets", data=data, files=blobs)
+
+    def submit_job(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", "/v1/jobs", json=spec)
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/jobs/{job_id}")
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        return self.request("POST", f"/v1/jobs/{job_id}/cancel")
+
+    def get_model(self, model_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/models/{model_id}")
+
+    def deploy(self, model_id: str, name: str, **spec: Any) -> dict[str, Any]:
+        return self.request("POST", "/v1/deployments", json={"model_id": model_id, "name": name, **spec})
+
+    def get_deployment(self, deployment_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/deployments/{deployment_id}")

@@ -1,0 +1,1 @@
+"""Ray Serve endpoints for registered models (see ``doctune.serve.app``)."""

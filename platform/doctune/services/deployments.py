@@ -1,0 +1,66 @@
+"""Deployments: put a registered model behind an autoscaled Ray Serve endpoint.
+
+:func:`deploy_model` records the deployment and submits ``python -m
+ray_jobs.deploy`` to the Ray cluster, which runs ``serve.run`` there (the API
+process never holds a Ray driver). The route is ``/<tenant>/<name>``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from sqlalchemy import select
+
+from doctune.errors import DoctuneError
+from doctune.services._context import Platform, Principal
+from doctune.services.registry import get_model
+from doctune.services.tenants import check_tenant_access, visible
+from doctune.spec import DeploymentSpec
+from doctune.store.db import Deployment, new_id
+
+
+def deploy_model(p: Platform, caller: Principal, spec: DeploymentSpec) -> Deployment:
+    check_tenant_access(caller, spec.tenant, write=True)
+    model = get_model(p, caller, spec.model_id)
+    if model.tenant_id != spec.tenant:
+        raise DoctuneError(f"model {spec.model_id!r} not found", "not_found", field="model_id")
+    route = f"/{spec.tenant}/{spec.name}"
+    with p.db.session() as s:
+        existing = s.execute(
+            select(Deployment).where(Deployment.tenant_id == spec.tenant, Deployment.name == spec.name)
+        ).scalar_one_or_none()
+        if existing is not None:
+            row = existing
+            row.model_id, row.spec, row.status, row.message = spec.model_id, spec.model_dump(mode="json"), "deploying", None
+        else:
+            row = Deployment(
+                id=new_id("dep"), tenant_id=spec.tenant, name=spec.name, model_id=spec.model_id,
+                spec=spec.model_dump(mode="json"), route=route, status="deploying",
+            )
+            s.add(row)
+    env = {"DOCTUNE_HOME": p.settings.home} if p.settings.home else {}
+    try:
+        p.ray_jobs_client().submit_job(
+            entrypoint=f"{sys.executable} -m ray_jobs.deploy --deployment-id {row.id}",
+            runtime_env={"env_vars": env},
+        )
+    except DoctuneError:
+        raise
+    except Exception as exc:
+        set_status(p, row.id, "failed", f"the Ray cluster did not accept the deployment: {exc}")
+        raise DoctuneError(f"the Ray cluster did not accept the deployment: {exc}", "unavailable") from None
+    return row
+
+
+def set_status(p: Platform, deployment_id: str, status: str, message: str | None = None) -> None:
+    with p.db.session() as s:
+        row = s.get(Deployment, deployment_id)
+        row.status, row.message = status, message
+
+
+def get_deployment(p: Platform, caller: Principal, deployment_id: str) -> Deployment:
+    with p.db.session() as s:
+        row = s.get(Deployment, deployment_id)
+    if row is None or not visible(caller, row.tenant_id):
+        raise DoctuneError(f"deployment {deployment_id!r} not found", "not_found", field="deployment_id")
+    return row

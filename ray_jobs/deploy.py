@@ -1,0 +1,45 @@
+"""Deploy (or update) one doctune deployment as a Ray Serve application.
+
+    python -m ray_jobs.deploy --deployment-id dep-...   (submitted by the platform)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ray_jobs.deploy")
+    ap.add_argument("--deployment-id", required=True)
+    args = ap.parse_args(argv)
+
+    import ray
+    from ray import serve
+
+    from doctune.serve.app import build_application
+    from doctune.services._context import Platform
+    from doctune.services.deployments import set_status
+    from doctune.store.db import Deployment, Model
+
+    p = Platform()
+    with p.db.session() as s:
+        dep = s.get(Deployment, args.deployment_id)
+        model = s.get(Model, dep.model_id)
+    try:
+        ray.init()
+        serve.start(http_options={"host": "127.0.0.1" if p.settings.serve_port else "0.0.0.0",
+                                  "port": p.settings.serve_port or 8000})
+        serve.run(build_application(dep, model, p.settings.home or None),
+                  name=f"{dep.tenant_id}-{dep.name}", route_prefix=dep.route, blocking=False)
+    except Exception as exc:
+        set_status(p, dep.id, "failed", str(exc)[-2000:])
+        print(f"deployment {dep.id} failed: {exc}", file=sys.stderr)
+        return 1
+    set_status(p, dep.id, "running", f"serving model {model.id} at {dep.route}")
+    print(f"deployment {dep.id} running at {dep.route}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
