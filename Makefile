@@ -1,0 +1,50 @@
+# doctune — the two commands a new user needs: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+export DS_ACCELERATOR ?= cpu
+export HF_HUB_OFFLINE := 1
+export RAY_USAGE_STATS_ENABLED := 0
+export GRADIO_ANALYTICS_ENABLED := False
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install run test test-unit bench down clean
+
+install: $(STAMP)
+
+# Reinstall whenever pyproject.toml changes. torch is pinned to the local CPU wheel
+# (torch==2.13.0); installing it first keeps pip from choosing a CUDA build.
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+# Start the embedded stack and run the demo job; the stack stays up afterwards.
+run: install
+	$(VENV)/bin/doctune demo
+
+down: install
+	$(VENV)/bin/doctune down
+
+# Unit + integration tests (real Ray, real S3 server, SQLite and PostgreSQL when
+# DOCTUNE_TEST_DATABASE_URL is set). pytest exits 5 when it collects no tests:
+# that is a failure here, not a pass.
+test: install
+	@set -o pipefail; $(PY) -m pytest -p no:cacheprovider -ra $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+test-unit: install
+	$(PY) -m pytest -p no:cacheprovider -ra tests/unit
+
+# Benchmarks (not part of `make test`): writes docs/benchmarks.md.
+bench: install
+	$(PY) -m tests.bench.run_bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,41 @@
+"""Shared fixtures: database URLs (SQLite always, PostgreSQL when
+DOCTUNE_TEST_DATABASE_URL is set) and environment hygiene for every test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _db_params():
+    params = ["sqlite"]
+    if os.environ.get("DOCTUNE_TEST_DATABASE_URL"):
+        params.append("postgresql")
+    return params
+
+
+@pytest.fixture(params=_db_params())
+def database_url(request, tmp_path):
+    """A fresh, empty database: a SQLite file, or a throwaway schema in PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'doctune.db'}"
+        return
+    from sqlalchemy import create_engine, text
+
+    base = os.environ["DOCTUNE_TEST_DATABASE_URL"]
+    schema = f"doctune_test_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(base)
+    with admin.begin() as c:
+        c.execute(text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in base else "?"
+    yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    with admin.begin() as c:
+        c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()

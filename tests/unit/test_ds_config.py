@@ -1,0 +1,30 @@
+"""The DeepSpeed config carries the spec's ZeRO stage, offload, accumulation and schedule."""
+
+from doctune.spec import parse_job_spec
+from doctune.train import build_deepspeed_config
+
+BASE = {"tenant": "demo", "task": "classification", "dataset": {"id": "ds-1"}, "max_steps": 100}
+
+
+def test_zero2_with_accumulation():
+    spec = parse_job_spec({**BASE, "micro_batch_size": 8, "gradient_accumulation_steps": 4})
+    cfg = build_deepspeed_config(spec, world_size=2, total_steps=100)
+    assert cfg["zero_optimization"] == {"stage": 2}
+    assert cfg["train_batch_size"] == 8 * 4 * 2
+    assert cfg["gradient_accumulation_steps"] == 4
+    assert cfg["scheduler"]["params"]["total_num_steps"] == 100
+    assert cfg["scheduler"]["params"]["warmup_num_steps"] == 10
+    assert cfg["optimizer"]["params"]["torch_adam"] is True  # CPU: no fused-kernel build
+
+
+def test_zero3_offload():
+    spec = parse_job_spec({**BASE, "deepspeed": {"zero_stage": 3, "offload_optimizer": True, "offload_params": True}})
+    cfg = build_deepspeed_config(spec, world_size=1, total_steps=5)
+    z = cfg["zero_optimization"]
+    assert z["stage"] == 3 and z["offload_param"]["device"] == "cpu" and z["offload_optimizer"]["device"] == "cpu"
+    assert cfg["scheduler"]["params"]["warmup_num_steps"] >= 1
+
+
+def test_gpu_uses_bf16():
+    spec = parse_job_spec(BASE)
+    assert build_deepspeed_config(spec, 8, 10, on_gpu=True)["bf16"] == {"enabled": True}
