@@ -1,0 +1,101 @@
+"""One real local stack for the whole session: a Ray head (2 logical CPUs, token
+auth on), a SeaweedFS `weed` S3 server, SQLite, and the API server, on free
+ports under a temporary DOCTUNE_HOME. Nothing here is mocked."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from doctune.client import DoctuneClient
+from doctune.data import load_bbc_news, split_records, to_jsonl
+
+
+def poll(fn, deadline_s: float, what: str, interval: float = 1.0):
+    """Call fn until it returns something truthy, or fail after deadline_s."""
+    end = time.monotonic() + deadline_s
+    last = None
+    while time.monotonic() < end:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {deadline_s}s waiting for {what}; last value: {last!r}")
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    from doctune.local import LocalStack, find_free_port_base
+
+    home = tmp_path_factory.mktemp("doctune-home")
+    os.environ["DOCTUNE_HOME"] = str(home)
+    for var in [v for v in os.environ if v.startswith("DOCTUNE_") and v not in ("DOCTUNE_HOME", "DOCTUNE_TEST_DATABASE_URL")]:
+        os.environ.pop(var)
+    local = LocalStack(home=home, base=find_free_port_base(), num_cpus=2)
+    settings = local.up(echo=lambda _: None)
+    os.environ.update(settings.ray_env())
+    yield settings
+    local.down(echo=lambda _: None)
+
+
+@pytest.fixture(scope="session")
+def admin(stack):
+    return DoctuneClient(stack.api_url, stack.admin_key)
+
+
+@pytest.fixture(scope="session")
+def tenant_a(admin):
+    return admin.create_tenant("team-a")["api_key"]
+
+
+@pytest.fixture(scope="session")
+def tenant_b(admin):
+    return admin.create_tenant("team-b")["api_key"]
+
+
+@pytest.fixture(scope="session")
+def client_a(stack, tenant_a):
+    return DoctuneClient(stack.api_url, tenant_a)
+
+
+@pytest.fixture(scope="session")
+def client_b(stack, tenant_b):
+    return DoctuneClient(stack.api_url, tenant_b)
+
+
+@pytest.fixture(scope="session")
+def bbc_small():
+    """A small real BBC subset (30 articles per class)."""
+    return load_bbc_news(limit_per_class=30)
+
+
+@pytest.fixture(scope="session")
+def bbc_dataset(client_a, bbc_small):
+    return client_a.upload_dataset("bbc-small", "classification", {"data": to_jsonl(bbc_small)}, seed=42)
+
+
+def tiny_job(dataset_id: str, **overrides) -> dict:
+    """A tiny but real job: MiniLM, LoRA, ZeRO-2, 2 workers sharing 1 logical CPU."""
+    spec = {
+        "task": "classification",
+        "base_model": "all-minilm-l6-v2",
+        "dataset": {"id": dataset_id},
+        "tuning": {"method": "lora", "lora": {"r": 8, "alpha": 16, "target_modules": ["query", "key", "value", "dense"]}},
+        "deepspeed": {"zero_stage": 2},
+        "micro_batch_size": 4,
+        "gradient_accumulation_steps": 1,
+        "max_steps": 20,
+        "learning_rate": 2e-3,
+        "warmup_ratio": 0.1,
+        "max_seq_length": 64,
+        "eval_interval": 10,
+        "checkpoint_interval": 10,
+        "num_workers": 2,
+        "resources_per_worker": {"cpu": 0.5, "threads": 1},
+        "seed": 42,
+    }
+    spec.update(overrides)
+    return spec

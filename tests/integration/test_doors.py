@@ -1,0 +1,71 @@
+"""The other doors into the same service: `ray job submit` runs a JobSpec file on
+the token-protected head, and `doctune up/status` behave well when run twice or
+when a port is taken."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from doctune.local import LocalStack, Ports, find_free_port_base
+
+from .conftest import tiny_job
+
+BIN = Path(sys.executable).parent
+
+
+def test_ray_job_submit_runs_a_spec_file(stack, admin, bbc_dataset, tmp_path):
+    spec = tiny_job(bbc_dataset["id"], tenant="team-a", max_steps=2, checkpoint_interval=100, name="via-ray-submit")
+    f = tmp_path / "job.yaml"
+    f.write_text(yaml.safe_dump(spec))
+    env = {**os.environ, **stack.ray_env()}
+    out = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", stack.ray_dashboard_url, "--",
+         sys.executable, "-m", "ray_jobs.finetune", "--spec", str(f)],
+        env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "macro-F1 0." in out.stdout or "macro-F1 1." in out.stdout
+    jobs = admin.request("GET", "/v1/jobs")
+    mine = [j for j in jobs if j["spec"].get("name") == "via-ray-submit"]
+    assert len(mine) == 1 and mine[0]["status"] == "succeeded" and mine[0]["metrics"]["step"] == 2
+
+
+def test_ray_head_refuses_clients_without_the_token(stack):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env["RAY_AUTH_MODE"] = "token"
+    env["RAY_AUTH_TOKEN"] = "wrong-token"
+    out = subprocess.run([str(BIN / "ray"), "job", "list", "--address", stack.ray_dashboard_url],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+
+
+def test_up_twice_is_harmless(stack):
+    lines: list[str] = []
+    LocalStack(home=Path(stack.home), base=Ports(int(stack.s3_endpoint.rsplit(":", 1)[1]) - 33).base, num_cpus=2).up(echo=lines.append)
+    assert all("already running" in l for l in lines if l.startswith(("s3", "ray", "api")))
+    out = subprocess.run([str(BIN / "doctune"), "status"], env={**os.environ, "DOCTUNE_HOME": stack.home},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.count(" up ") == 4, out.stdout
+
+
+def test_port_in_use_and_stale_pid_get_clear_messages(tmp_path):
+    base = find_free_port_base(start=45000)
+    home = tmp_path / "home"
+    (home / "run").mkdir(parents=True)
+    (home / "run" / "weed.pid").write_text("999999")  # a process that no longer exists
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", Ports(base).s3))
+        blocker.listen()
+        out = subprocess.run([str(BIN / "doctune"), "up"], capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "DOCTUNE_HOME": str(home), "DOCTUNE_PORT_BASE": str(base)})
+    assert out.returncode == 2
+    assert "removed stale pid file for weed" in out.stdout
+    assert f"s3={Ports(base).s3}" in out.stderr and "DOCTUNE_PORT_BASE" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (home / "run" / "weed.pid").exists()

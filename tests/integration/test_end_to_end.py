@@ -1,0 +1,98 @@
+"""A tenant's documents become a served, fine-tuned model: a tiny real job runs on
+Ray + DeepSpeed, checkpoints land under the tenant's prefix in the S3 server, the
+exported model loads with plain transformers, beats the untrained baseline, and
+the Serve endpoint answers only the owner's key."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from doctune.data import split_records
+from doctune.errors import DoctuneError
+from doctune.store.objects import ObjectStore
+
+from .conftest import poll, tiny_job
+
+JOB_DEADLINE = 900
+
+
+@pytest.fixture(scope="module")
+def finished_job(client_a, bbc_dataset):
+    job = client_a.submit_job(tiny_job(bbc_dataset["id"]))
+    assert job["status"] == "queued" and job["tenant"] == "team-a"
+    return poll(lambda: (j := client_a.get_job(job["id"]))["status"] in ("succeeded", "failed") and j,
+                JOB_DEADLINE, "the tiny job to finish", interval=2)
+
+
+def test_job_succeeds_with_full_step_count(finished_job):
+    assert finished_job["status"] == "succeeded", finished_job["error"]
+    assert finished_job["metrics"]["step"] == 20
+    assert finished_job["progress"]["worker_pids"].keys() == {"0", "1"}
+
+
+def test_checkpoints_are_in_the_tenants_prefix(stack, finished_job):
+    keys = list(ObjectStore(stack).list_keys(f"tenants/team-a/jobs/{finished_job['id']}/checkpoints/"))
+    assert any("checkpoint" in k and k.endswith("_optim_states.pt") for k in keys), keys[:20]
+    assert any(k.endswith("doctune_state.json") for k in keys)
+
+
+def test_exported_model_loads_with_plain_transformers(stack, finished_job, client_a, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model_info = client_a.get_model(finished_job["model_id"])
+    assert model_info["merged"] is True
+    store = ObjectStore(stack)
+    store.download_dir(store.key_of(model_info["uri"]), tmp_path)
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    assert set(model.config.id2label.values()) == {"business", "entertainment", "politics", "sports", "tech"}
+    logits = model(**tok(["Shares in the bank rose after profits beat forecasts."], return_tensors="pt")).logits
+    assert logits.shape == (1, 5)
+
+
+def test_training_beats_the_untrained_baseline(finished_job):
+    m = finished_job["metrics"]
+    assert m["baseline"]["kind"] == "untrained_head"
+    assert m["dev"]["accuracy"] > m["baseline"]["dev"]["accuracy"]
+    assert m["test"]["macro_f1"] > m["baseline"]["test"]["macro_f1"]
+
+
+@pytest.fixture(scope="module")
+def endpoint(client_a, finished_job, stack):
+    dep = client_a.deploy(finished_job["model_id"], "bbc", min_replicas=1, max_replicas=2)
+    dep = poll(lambda: (d := client_a.get_deployment(dep["id"]))["status"] != "deploying" and d, 300, "deployment")
+    assert dep["status"] == "running", dep["message"]
+    return dep
+
+
+def test_endpoint_answers_with_a_label_from_the_dataset(endpoint, tenant_a, bbc_small):
+    doc = split_records(bbc_small, "classification", seed=42)["test"][0]
+    r = httpx.post(endpoint["url"], json={"inputs": [doc["text"], "Parliament votes on the budget."]},
+                   headers={"Authorization": f"Bearer {tenant_a}"}, timeout=60)
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    labels = {"business", "entertainment", "politics", "sports", "tech"}
+    assert len(preds) == 2 and all(p["label"] in labels for p in preds)
+    assert abs(sum(preds[0]["probabilities"].values()) - 1) < 1e-4
+
+
+@pytest.mark.parametrize("header, status", [(None, 401), ("Bearer dtk_000000000000_nope", 401), ("garbage", 401)])
+def test_endpoint_refuses_missing_or_bad_keys(endpoint, header, status):
+    headers = {"Authorization": header} if header else {}
+    r = httpx.post(endpoint["url"], json={"inputs": ["x"]}, headers=headers, timeout=30)
+    assert r.status_code == status
+    assert r.json()["error"]["code"] == "unauthenticated"
+
+
+def test_endpoint_refuses_another_tenants_key(endpoint, tenant_b):
+    r = httpx.post(endpoint["url"], json={"inputs": ["x"]}, headers={"Authorization": f"Bearer {tenant_b}"}, timeout=30)
+    assert r.status_code == 403
+
+
+def test_other_tenant_cannot_see_job_model_or_deployment(client_b, finished_job, endpoint):
+    for call, arg in ((client_b.get_job, finished_job["id"]), (client_b.get_model, finished_job["model_id"]),
+                      (client_b.get_deployment, endpoint["id"])):
+        with pytest.raises(DoctuneError) as e:
+            call(arg)
+        assert e.value.code == "not_found"

@@ -1,0 +1,34 @@
+"""When a training worker dies mid-run, Ray Train restarts the worker group and
+the job continues from the last checkpoint in the object store: it finishes with
+the full step count and does not start over from step 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from .conftest import poll, tiny_job
+
+
+def test_killed_worker_resumes_from_last_checkpoint(client_a, bbc_dataset):
+    spec = tiny_job(bbc_dataset["id"], max_steps=24, checkpoint_interval=6, eval_interval=100, name="resume")
+    job = client_a.submit_job(spec)
+
+    def checkpointed():
+        j = client_a.get_job(job["id"])
+        assert j["status"] not in ("failed", "succeeded"), j
+        pr = j["progress"]
+        return pr.get("last_checkpoint_step", 0) >= 6 and pr.get("step", 0) >= 8 and len(pr.get("worker_pids", {})) == 2 and pr
+
+    progress = poll(checkpointed, 600, "a checkpoint at step 6 and training past it", interval=0.5)
+    saved_step = progress["last_checkpoint_step"]
+    victim = progress["worker_pids"]["1"]
+    os.kill(victim, signal.SIGKILL)
+
+    done = poll(lambda: (j := client_a.get_job(job["id"]))["status"] in ("succeeded", "failed") and j, 900,
+                "the resumed job to finish", interval=2)
+    assert done["status"] == "succeeded", done["error"]
+    m = done["metrics"]
+    assert m["step"] == 24
+    assert m["resumed_from_step"] >= saved_step > 0
+    assert victim not in done["progress"]["worker_pids"].values()
