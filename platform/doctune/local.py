@@ -322,15 +322,25 @@ class LocalStack:
     def _ray_pids(self) -> list[int]:
         import psutil
 
-        marker = str(self.ray_tmp)
-        out = []
+        # Our head's processes name its temp dir or its GCS port; their children
+        # (dashboard modules, workers) may name neither, so take whole trees.
+        markers = (str(self.ray_tmp), f":{self.ports.gcs} ", f":{self.ports.gcs}\0")
+        roots = []
         for proc in psutil.process_iter(["pid", "cmdline"]):
             try:
-                if any(marker in part for part in proc.info["cmdline"] or []):
-                    out.append(proc.info["pid"])
+                cmd = "\0".join(proc.info["cmdline"] or []) + "\0"
+                if "ray" in cmd and any(m.replace(" ", "\0") in cmd for m in markers):
+                    roots.append(proc)
             except (psutil.Error, TypeError):
                 continue
-        return out
+        out = {p.pid for p in roots}
+        for p in roots:
+            try:
+                out.update(c.pid for c in p.children(recursive=True))
+            except psutil.Error:
+                continue
+        out.discard(os.getpid())
+        return sorted(out)
 
     def _kill_ray(self) -> None:
         _terminate(self._ray_pids(), grace_s=8)

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
-
 from doctune.data import parse_jsonl, split_records, to_jsonl, validate_splits
 from doctune.errors import DoctuneError
 from doctune.services._context import Platform, Principal
-from doctune.services.tenants import check_tenant_access, visible
+from doctune.services.tenants import check_tenant_access, get_owned, list_owned
 from doctune.spec import _slug
 from doctune.store.db import Dataset, new_id
 from doctune.store.objects import tenant_key
@@ -79,19 +77,11 @@ def upload_dataset(
 
 
 def get_dataset(p: Platform, caller: Principal, dataset_id: str) -> Dataset:
-    with p.db.session() as s:
-        row = s.get(Dataset, dataset_id)
-    if row is None or not visible(caller, row.tenant_id):
-        raise DoctuneError(f"dataset {dataset_id!r} not found", "not_found", field="dataset.id")
-    return row
+    return get_owned(p, caller, Dataset, dataset_id, "dataset", "dataset.id")
 
 
 def list_datasets(p: Platform, caller: Principal) -> list[Dataset]:
-    with p.db.session() as s:
-        q = select(Dataset).order_by(Dataset.created_at.desc())
-        if not caller.is_admin:
-            q = q.where(Dataset.tenant_id == caller.tenant_id)
-        return list(s.execute(q).scalars())
+    return list_owned(p, caller, Dataset)
 
 
 def read_split(p: Platform, dataset: Dataset, split: str) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from doctune.errors import DoctuneError
 from doctune.services._context import Platform, Principal
 from doctune.services.registry import get_model
-from doctune.services.tenants import check_tenant_access, visible
+from doctune.services.tenants import check_tenant_access, get_owned
 from doctune.spec import DeploymentSpec
 from doctune.store.db import Deployment, new_id
 
@@ -59,8 +59,4 @@ def set_status(p: Platform, deployment_id: str, status: str, message: str | None
 
 
 def get_deployment(p: Platform, caller: Principal, deployment_id: str) -> Deployment:
-    with p.db.session() as s:
-        row = s.get(Deployment, deployment_id)
-    if row is None or not visible(caller, row.tenant_id):
-        raise DoctuneError(f"deployment {deployment_id!r} not found", "not_found", field="deployment_id")
-    return row
+    return get_owned(p, caller, Deployment, deployment_id, "deployment", "deployment_id")

@@ -11,12 +11,10 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from sqlalchemy import select
-
 from doctune.errors import DoctuneError
 from doctune.services._context import Platform, Principal
 from doctune.services.datasets import get_dataset
-from doctune.services.tenants import check_tenant_access, get_tenant, visible
+from doctune.services.tenants import check_tenant_access, get_owned, get_tenant, list_owned
 from doctune.spec import JobSpec
 from doctune.store.db import Job, new_id, now
 
@@ -80,10 +78,7 @@ def update_job(p: Platform, job_id: str, **fields: Any) -> Job:
 
 
 def get_job(p: Platform, caller: Principal, job_id: str, *, sync: bool = True) -> Job:
-    with p.db.session() as s:
-        job = s.get(Job, job_id)
-    if job is None or not visible(caller, job.tenant_id):
-        raise DoctuneError(f"job {job_id!r} not found", "not_found", field="job_id")
+    job = get_owned(p, caller, Job, job_id, "job", "job_id")
     if sync and job.status not in TERMINAL and job.ray_submission_id:
         job = _sync_with_ray(p, job)
     return job
@@ -108,11 +103,7 @@ def _sync_with_ray(p: Platform, job: Job) -> Job:
 
 
 def list_jobs(p: Platform, caller: Principal) -> list[Job]:
-    with p.db.session() as s:
-        q = select(Job).order_by(Job.created_at.desc())
-        if not caller.is_admin:
-            q = q.where(Job.tenant_id == caller.tenant_id)
-        return list(s.execute(q).scalars())
+    return list_owned(p, caller, Job)
 
 
 def cancel_job(p: Platform, caller: Principal, job_id: str) -> Job:

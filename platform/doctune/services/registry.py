@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from doctune.errors import DoctuneError
 from doctune.services._context import Platform, Principal
-from doctune.services.tenants import visible
+from doctune.services.tenants import get_owned
 from doctune.store.db import Model
 
 
 def get_model(p: Platform, caller: Principal, model_id: str) -> Model:
-    with p.db.session() as s:
-        row = s.get(Model, model_id)
-    if row is None or not visible(caller, row.tenant_id):
-        raise DoctuneError(f"model {model_id!r} not found", "not_found", field="model_id")
-    return row
+    return get_owned(p, caller, Model, model_id, "model", "model_id")

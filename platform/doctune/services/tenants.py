@@ -100,3 +100,22 @@ def check_tenant_access(caller: Principal, tenant_id: str, *, write: bool = Fals
 
 def visible(caller: Principal, tenant_id: str) -> bool:
     return caller.is_admin or caller.tenant_id == tenant_id
+
+
+def get_owned(p: Platform, caller: Principal, table, object_id: str, what: str, field: str):
+    """The row ``object_id`` of ``table`` if the caller may see it; otherwise 404 —
+    another tenant's ids look exactly like ids that do not exist."""
+    with p.db.session() as s:
+        row = s.get(table, object_id)
+    if row is None or not visible(caller, row.tenant_id):
+        raise DoctuneError(f"{what} {object_id!r} not found", "not_found", field=field)
+    return row
+
+
+def list_owned(p: Platform, caller: Principal, table) -> list:
+    """The caller's rows of ``table``, newest first (an admin sees every tenant's)."""
+    with p.db.session() as s:
+        q = select(table).order_by(table.created_at.desc())
+        if not caller.is_admin:
+            q = q.where(table.tenant_id == caller.tenant_id)
+        return list(s.execute(q).scalars())

@@ -208,7 +208,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             loss = engine(**batch).loss
             engine.backward(loss)
             engine.step()
-            window.append(float(loss))
+            window.append(loss.detach().item())
             if engine.global_steps == before:  # inside a gradient-accumulation window
                 continue
             step = engine.global_steps
