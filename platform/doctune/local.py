@@ -146,6 +146,9 @@ class LocalStack:
                 "RAY_USAGE_STATS_ENABLED": "0",
                 "GRADIO_ANALYTICS_ENABLED": "False",
                 "PYTHONUNBUFFERED": "1",
+                # Ray maps 127.0.0.1 to the host's routable address unless this is off;
+                # with it off every Ray process binds to loopback only.
+                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             }
         )
         return env
