@@ -140,7 +140,11 @@ class LocalStack:
         env.update(
             {
                 "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu"),
-                "TORCH_EXTENSIONS_DIR": str(self.home / "cache" / "torch_extensions"),
+                # DeepSpeed's CPU ops (shm comm, CPU Adam) compile once (~1-2 min) into this
+                # cache, shared by every stack of this user rather than rebuilt per home.
+                "TORCH_EXTENSIONS_DIR": os.environ.get(
+                    "TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "doctune" / "torch_extensions")
+                ),
                 "HF_HUB_OFFLINE": "1",
                 "TOKENIZERS_PARALLELISM": "false",
                 "RAY_USAGE_STATS_ENABLED": "0",

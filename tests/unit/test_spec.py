@@ -65,11 +65,14 @@ def test_cross_field_rules(patch, needle):
     assert needle in e.value.message
 
 
-def test_every_field_has_a_description():
-    from doctune.spec import JobSpec
+@pytest.mark.parametrize("model", ["JobSpec", "DeploymentSpec", "TenantSpec"])
+def test_every_field_has_a_description(model):
+    import doctune.spec
 
-    schema = JobSpec.model_json_schema()
-    missing = [name for name, prop in schema["properties"].items() if not prop.get("description")]
+    schema = getattr(doctune.spec, model).model_json_schema()
+    parts = [schema, *schema.get("$defs", {}).values()]
+    missing = [f"{p.get('title')}.{name}" for p in parts for name, prop in p.get("properties", {}).items()
+               if not prop.get("description")]
     assert missing == []
 
 

@@ -100,9 +100,35 @@ def create_app(platform: Platform | None = None) -> FastAPI:
     # ---------------------------------------------------------------- tenants
     @app.post("/v1/tenants", status_code=201)
     def create_tenant(body: dict[str, Any], who: Principal = Depends(caller)) -> dict[str, Any]:
+        if not who.is_admin:
+            raise DoctuneError("only a platform admin can create tenants", "forbidden")
         spec = _parse(TenantSpec, body)
         tenant, key = tenants_svc.create_tenant(p, who, spec)
         return {"tenant": {"id": tenant.id, "display_name": tenant.display_name}, "api_key": key}
+
+    @app.get("/v1/keys")
+    def list_keys(who: Principal = Depends(caller)) -> list[dict[str, Any]]:
+        return tenants_svc.list_keys(p, who)
+
+    @app.post("/v1/keys", status_code=201)
+    def create_key(body: dict[str, Any], who: Principal = Depends(caller)) -> dict[str, Any]:
+        tenant = _claim_tenant(body, who).get("tenant")
+        if not isinstance(tenant, str) or not tenant:
+            raise DoctuneError("name the tenant the key is for", "invalid_request", field="tenant")
+        role = body.get("role", "member")
+        if role not in ("member", "viewer"):
+            raise DoctuneError(f"role must be 'member' or 'viewer'; got {role!r}", "invalid_request", field="role")
+        view, key = tenants_svc.create_key(p, who, tenant, role)
+        return {**view, "api_key": key}
+
+    @app.post("/v1/keys/{key_id}/rotate", status_code=201)
+    def rotate_key(key_id: str, who: Principal = Depends(caller)) -> dict[str, Any]:
+        view, key = tenants_svc.rotate_key(p, who, key_id)
+        return {**view, "api_key": key}
+
+    @app.delete("/v1/keys/{key_id}")
+    def revoke_key(key_id: str, who: Principal = Depends(caller)) -> dict[str, Any]:
+        return tenants_svc.revoke_key(p, who, key_id)
 
     @app.get("/v1/whoami")
     def whoami(who: Principal = Depends(caller)) -> dict[str, Any]:
@@ -141,9 +167,7 @@ def create_app(platform: Platform | None = None) -> FastAPI:
     # ---------------------------------------------------------------- jobs
     @app.post("/v1/jobs", status_code=201)
     def submit_job(body: dict[str, Any], who: Principal = Depends(caller)) -> dict[str, Any]:
-        if isinstance(body, dict) and "tenant" not in body and who.tenant_id:
-            body = {**body, "tenant": who.tenant_id}
-        return _job_view(jobs_svc.submit_job(p, who, parse_job_spec(body)))
+        return _job_view(jobs_svc.submit_job(p, who, parse_job_spec(_claim_tenant(body, who))))
 
     @app.get("/v1/jobs")
     def list_jobs(who: Principal = Depends(caller)) -> list[dict[str, Any]]:
@@ -165,9 +189,7 @@ def create_app(platform: Platform | None = None) -> FastAPI:
     # ---------------------------------------------------------------- deployments
     @app.post("/v1/deployments", status_code=201)
     def deploy(body: dict[str, Any], who: Principal = Depends(caller)) -> dict[str, Any]:
-        if isinstance(body, dict) and "tenant" not in body and who.tenant_id:
-            body = {**body, "tenant": who.tenant_id}
-        spec = _parse(DeploymentSpec, body)
+        spec = _parse(DeploymentSpec, _claim_tenant(body, who))
         return _deployment_view(deployments_svc.deploy_model(p, who, spec), p.settings.serve_url)
 
     @app.get("/v1/deployments/{deployment_id}")
@@ -175,6 +197,18 @@ def create_app(platform: Platform | None = None) -> FastAPI:
         return _deployment_view(deployments_svc.get_deployment(p, who, deployment_id), p.settings.serve_url)
 
     return app
+
+
+def _claim_tenant(body: Any, who: Principal) -> dict[str, Any]:
+    """Default a body's tenant to the caller's, and refuse another tenant's before
+    validating anything else: a foreign tenant learns nothing from field errors."""
+    if not isinstance(body, dict):
+        raise DoctuneError("request body must be a JSON object", "invalid_request")
+    if "tenant" not in body and who.tenant_id:
+        body = {**body, "tenant": who.tenant_id}
+    if isinstance(body.get("tenant"), str):
+        tenants_svc.check_tenant_access(who, body["tenant"], write=True)
+    return body
 
 
 def _parse(model, body: Any):

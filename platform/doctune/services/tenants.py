@@ -17,12 +17,12 @@ from sqlalchemy import select
 from doctune.errors import DoctuneError
 from doctune.services._context import Platform, Principal
 from doctune.spec import TenantSpec
-from doctune.store.db import ApiKey, Tenant
+from doctune.store.db import ApiKey, Tenant, now
 
 ROLES = ("admin", "member", "viewer")
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 _cache: dict[str, tuple[float, Principal]] = {}
-_CACHE_S = 60.0
+_CACHE_S = 30.0  # a revoked key stops working here at once, and in other processes within this
 
 
 def _hash(secret: str, salt: str) -> str:
@@ -43,6 +43,59 @@ def _issue_key(p: Platform, tenant_id: str | None, role: str) -> str:
 def create_admin_key(p: Platform) -> str:
     """A platform-admin key (tenant None); `doctune up` makes the first one."""
     return _issue_key(p, None, "admin")
+
+
+def _key_view(row: ApiKey) -> dict:
+    return {"id": row.id, "tenant": row.tenant_id, "role": row.role,
+            "created_at": row.created_at.isoformat() if row.created_at else None,
+            "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None}
+
+
+def create_key(p: Platform, caller: Principal, tenant_id: str, role: str) -> tuple[dict, str]:
+    """A new key for ``tenant_id``; members may issue member and viewer keys for their own tenant."""
+    check_tenant_access(caller, tenant_id, write=True)
+    if role == "admin":
+        raise DoctuneError("tenant keys are 'member' or 'viewer'; admin keys belong to the platform", "invalid_request", field="role")
+    if get_tenant(p, tenant_id) is None:
+        raise DoctuneError(f"tenant {tenant_id!r} not found", "not_found", field="tenant")
+    key = _issue_key(p, tenant_id, role)
+    with p.db.session() as s:
+        return _key_view(s.get(ApiKey, key.split("_")[1])), key
+
+
+def list_keys(p: Platform, caller: Principal) -> list[dict]:
+    """Keys by id (their public prefix) only; secrets are never stored, so never shown."""
+    with p.db.session() as s:
+        q = select(ApiKey).order_by(ApiKey.created_at)
+        if not caller.is_admin:
+            q = q.where(ApiKey.tenant_id == caller.tenant_id)
+        return [_key_view(r) for r in s.execute(q).scalars()]
+
+
+def revoke_key(p: Platform, caller: Principal, key_id: str) -> dict:
+    with p.db.session() as s:
+        row = s.get(ApiKey, key_id)
+        if row is None or not (caller.is_admin or row.tenant_id == caller.tenant_id):
+            raise DoctuneError(f"key {key_id!r} not found", "not_found", field="key_id")
+        if row.tenant_id is not None:
+            check_tenant_access(caller, row.tenant_id, write=True)
+        elif not caller.is_admin:
+            raise DoctuneError("only an admin can revoke admin keys", "forbidden")
+        if row.revoked_at is None:
+            row.revoked_at = now()
+        view = _key_view(row)
+    for secret, (_, who) in list(_cache.items()):
+        if who.key_id == key_id:
+            _cache.pop(secret, None)
+    return view
+
+
+def rotate_key(p: Platform, caller: Principal, key_id: str) -> tuple[dict, str]:
+    """Revoke ``key_id`` and issue a key with the same tenant and role (shown once)."""
+    old = revoke_key(p, caller, key_id)
+    key = _issue_key(p, old["tenant"], old["role"])
+    with p.db.session() as s:
+        return _key_view(s.get(ApiKey, key.split("_")[1])), key
 
 
 def create_tenant(p: Platform, caller: Principal, spec: TenantSpec) -> tuple[Tenant, str]:
