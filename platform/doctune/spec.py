@@ -24,6 +24,7 @@ __all__ = [
     "EarlyStoppingSpec",
     "JobSpec",
     "LoraSpec",
+    "QuotaSpec",
     "ResourcesSpec",
     "TenantSpec",
     "TuningSpec",
@@ -187,6 +188,18 @@ class TenantSpec(_Spec):
     @classmethod
     def _name_slug(cls, v: str) -> str:
         return _slug(v, "name")
+
+
+class QuotaSpec(_Spec):
+    """A tenant's limits and fair-share weight. A field left out keeps its current value;
+    null means unlimited."""
+
+    weight: float | None = Field(None, gt=0, le=1000, description="Fair-share weight: a tenant with weight 2 gets twice the share of one with 1.")
+    max_concurrent_jobs: int | None = Field(None, ge=0, le=10_000, description="Jobs starting or running at once.")
+    max_cpus: float | None = Field(None, ge=0, description="Logical CPUs the tenant's running jobs may hold together.")
+    max_gpus: float | None = Field(None, ge=0, description="GPUs the tenant's running jobs may hold together.")
+    max_storage_bytes: int | None = Field(None, ge=0, description="Bytes the tenant may keep in the object store (datasets, checkpoints, models).")
+    max_deployments: int | None = Field(None, ge=0, le=10_000, description="Deployments (endpoints) the tenant may have.")
 
 
 def parse_job_spec(data: Any) -> JobSpec:

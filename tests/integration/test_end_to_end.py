@@ -31,6 +31,15 @@ def test_job_succeeds_with_full_step_count(finished_job):
     assert finished_job["progress"]["worker_pids"].keys() == {"0", "1"}
 
 
+def test_lifecycle_and_progress_are_events(client_a, finished_job):
+    events = client_a.request("GET", f"/v1/jobs/{finished_job['id']}/events", params={"limit": 1000})["events"]
+    assert [e["status"] for e in events if e["kind"] == "status"] == ["queued", "running", "succeeded"]
+    assert all(e["reason"] for e in events if e["kind"] == "status")
+    kinds = {e["kind"] for e in events}
+    assert {"progress", "eval", "checkpoint"} <= kinds
+    assert [e["data"]["step"] for e in events if e["kind"] == "eval"] == [10, 20]
+
+
 def test_checkpoints_are_in_the_tenants_prefix(stack, finished_job):
     keys = list(ObjectStore(stack).list_keys(f"tenants/team-a/jobs/{finished_job['id']}/checkpoints/"))
     assert any("checkpoint" in k and k.endswith("_optim_states.pt") for k in keys), keys[:20]

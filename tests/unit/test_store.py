@@ -84,3 +84,24 @@ def test_terminal_status_is_sticky(platform):
     jobs_svc.update_job(platform, "job-x", status="cancelled")
     job = jobs_svc.update_job(platform, "job-x", status="succeeded")
     assert job.status == "cancelled" and job.finished_at is not None and job.started_at is not None
+
+
+def test_status_changes_are_events_with_reasons(platform):
+    admin = tenants.authenticate(platform, tenants.create_admin_key(platform))
+    tenants.create_tenant(platform, admin, TenantSpec(name="team-a"))
+    with platform.db.session() as s:
+        s.add(Job(id="job-e", tenant_id="team-a", task="classification", spec={}))
+    jobs_svc.update_job(platform, "job-e", status="running", reason="driver started")
+    jobs_svc.update_job(platform, "job-e", progress={"step": 3})  # not a transition: no status event
+    for step in range(5):
+        jobs_svc.add_event(platform, "job-e", "progress", {"step": step})
+    jobs_svc.update_job(platform, "job-e", status="failed", error={"code": "training_failed", "message": "OOM on rank 1"})
+    page1 = jobs_svc.list_events(platform, admin, "job-e", limit=4)
+    page2 = jobs_svc.list_events(platform, admin, "job-e", after=page1[-1].id, limit=100)
+    events = page1 + page2
+    assert [e.id for e in events] == sorted({e.id for e in events})
+    statuses = [(e.status, e.reason) for e in events if e.kind == "status"]
+    assert statuses == [("running", "driver started"), ("failed", "OOM on rank 1")]
+    assert [e.data["step"] for e in events if e.kind == "progress"] == [0, 1, 2, 3, 4]
+    with pytest.raises(DoctuneError):
+        jobs_svc.list_events(platform, admin, "job-e", limit=0)

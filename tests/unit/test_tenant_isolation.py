@@ -27,7 +27,7 @@ def world(database_url, tmp_path):
     _, key_a = tenants.create_tenant(p, admin, TenantSpec(name="team-a"))
     _, key_b = tenants.create_tenant(p, admin, TenantSpec(name="team-b"))
     ids = {"dataset_id": "ds-a", "job_id": "job-a", "model_id": "model-a", "deployment_id": "dep-a",
-           "key_id": key_a.split("_")[1]}
+           "key_id": key_a.split("_")[1], "tenant_id": "team-a"}
     with p.db.session() as s:
         s.add(Dataset(id="ds-a", tenant_id="team-a", name="a", task="classification", uri="s3://doctune/tenants/team-a/datasets/ds-a", info={"labels": ["x", "y"]}))
         s.add(Job(id="job-a", tenant_id="team-a", task="classification", spec={"tenant": "team-a"}, status="succeeded"))
@@ -51,7 +51,7 @@ def test_foreign_key_is_denied_on_every_route(world):
     assert len(routes) >= 15
     hdr = {"Authorization": f"Bearer {key_b}"}
     body = {"tenant": "team-a", "model_id": "model-a", "name": "stolen", "task": "classification",
-            "dataset": {"id": "ds-a"}, "max_steps": 1, "role": "member"}
+            "dataset": {"id": "ds-a"}, "max_steps": 1, "role": "member", "max_concurrent_jobs": 99}
     for method, path in routes:
         url = re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], path)
         if path == "/v1/datasets" and method == "POST":
@@ -60,7 +60,9 @@ def test_foreign_key_is_denied_on_every_route(world):
         else:
             r = client.request(method, url, headers=hdr, json=body if method in ("POST", "PUT", "PATCH") else None)
         assert r.status_code < 500, (method, path, r.text)
-        if r.status_code < 400:
+        if path == "/v1/whoami":
+            assert r.json()["tenant"] == "team-b"
+        elif r.status_code < 400:
             assert "team-a" not in r.text and "ds-a" not in r.text, (method, path, r.text)
         else:
             assert r.status_code in (403, 404), (method, path, r.status_code, r.text)
@@ -103,3 +105,17 @@ def test_keys_list_rotate_revoke(world):
     assert client.get("/v1/jobs/job-a", headers=n).status_code == 200
     assert client.delete(f"/v1/keys/{new_key.split('_')[1]}", headers=n).status_code == 200
     assert client.get("/v1/jobs", headers=n).status_code == 401
+
+
+def test_admin_sets_quotas_members_cannot(world):
+    p, client, key_a, _, _ = world
+    from doctune.services.tenants import create_admin_key
+
+    admin = {"Authorization": f"Bearer {create_admin_key(p)}"}
+    a = {"Authorization": f"Bearer {key_a}"}
+    r = client.put("/v1/tenants/team-a/quota", headers=admin, json={"max_concurrent_jobs": 1, "max_cpus": None})
+    assert r.status_code == 200 and r.json()["quota"]["max_concurrent_jobs"] == 1 and r.json()["quota"]["max_cpus"] is None
+    assert client.get("/v1/tenants/team-a", headers=a).json()["quota"]["max_concurrent_jobs"] == 1
+    assert client.put("/v1/tenants/team-a/quota", headers=a, json={"max_concurrent_jobs": 50}).status_code == 403
+    bad = client.put("/v1/tenants/team-a/quota", headers=admin, json={"max_cpus": -1, "max_jobs": 3})
+    assert bad.status_code == 422 and {e["field"] for e in bad.json()["error"]["errors"]} == {"max_cpus", "max_jobs"}

@@ -21,7 +21,7 @@ from doctune.services import jobs as jobs_svc
 from doctune.services import registry as registry_svc
 from doctune.services import tenants as tenants_svc
 from doctune.services._context import Platform, Principal
-from doctune.spec import DeploymentSpec, TenantSpec, parse_job_spec
+from doctune.spec import DeploymentSpec, QuotaSpec, TenantSpec, parse_job_spec
 
 log = logging.getLogger("doctune.api")
 
@@ -61,6 +61,30 @@ def create_app(platform: Platform | None = None) -> FastAPI:
     p = platform or Platform()
     p.db.migrate()
     app = FastAPI(title="doctune", version="0.1.0")
+
+    @app.on_event("startup")
+    def _reconcile() -> None:  # a restarted API loses no job: ask Ray what happened meanwhile
+        import threading
+
+        def run() -> None:
+            try:
+                n = jobs_svc.reconcile_with_ray(p)
+                if n:
+                    log.warning("reconciled %d job(s) with the Ray Jobs API", n)
+            except Exception:
+                log.exception("could not reconcile jobs with Ray")
+
+        if p.settings.ray_dashboard_url:
+            threading.Thread(target=run, daemon=True).start()
+            from doctune.services.scheduler import Dispatcher
+
+            p.dispatcher = Dispatcher(p)
+            p.dispatcher.start()
+
+    @app.on_event("shutdown")
+    def _stop_dispatcher() -> None:
+        if p.dispatcher is not None:
+            p.dispatcher.stop()
 
     @app.exception_handler(DoctuneError)
     async def _doctune_error(_: Request, exc: DoctuneError) -> JSONResponse:
@@ -105,6 +129,17 @@ def create_app(platform: Platform | None = None) -> FastAPI:
         spec = _parse(TenantSpec, body)
         tenant, key = tenants_svc.create_tenant(p, who, spec)
         return {"tenant": {"id": tenant.id, "display_name": tenant.display_name}, "api_key": key}
+
+    @app.get("/v1/tenants/{tenant_id}")
+    def get_tenant(tenant_id: str, who: Principal = Depends(caller)) -> dict[str, Any]:
+        return tenants_svc.describe_tenant(p, who, tenant_id)
+
+    @app.put("/v1/tenants/{tenant_id}/quota")
+    def set_quota(tenant_id: str, body: dict[str, Any], who: Principal = Depends(caller)) -> dict[str, Any]:
+        if not who.is_admin:
+            raise DoctuneError("only a platform admin can set quotas", "forbidden")
+        spec = _parse(QuotaSpec, body)
+        return tenants_svc.set_quota(p, who, tenant_id, spec.model_dump(exclude_unset=True))
 
     @app.get("/v1/keys")
     def list_keys(who: Principal = Depends(caller)) -> list[dict[str, Any]]:
@@ -176,6 +211,15 @@ def create_app(platform: Platform | None = None) -> FastAPI:
     @app.get("/v1/jobs/{job_id}")
     def get_job(job_id: str, who: Principal = Depends(caller)) -> dict[str, Any]:
         return _job_view(jobs_svc.get_job(p, who, job_id))
+
+    @app.get("/v1/jobs/{job_id}/events")
+    def job_events(job_id: str, after: int = 0, limit: int = 100, who: Principal = Depends(caller)) -> dict[str, Any]:
+        events = jobs_svc.list_events(p, who, job_id, after=after, limit=limit)
+        return {
+            "events": [{"id": e.id, "at": e.at.isoformat(), "kind": e.kind, "status": e.status, "reason": e.reason, "data": e.data}
+                       for e in events],
+            "next_after": events[-1].id if events else after,
+        }
 
     @app.post("/v1/jobs/{job_id}/cancel")
     def cancel_job(job_id: str, who: Principal = Depends(caller)) -> dict[str, Any]:

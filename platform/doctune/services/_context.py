@@ -31,6 +31,7 @@ class Principal:
 class Platform:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or load_settings()
+        self.dispatcher = None  # the API server sets its Dispatcher here, so submissions wake it
 
     @cached_property
     def db(self) -> Database:

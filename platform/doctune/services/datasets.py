@@ -62,11 +62,14 @@ def upload_dataset(
     info = validate_splits(splits, task)
     info["split"] = split_how
 
+    blobs = {split: to_jsonl(recs) for split, recs in splits.items()}
+    _check_storage_quota(p, tenant, sum(len(b) for b in blobs.values()))
+    info["bytes"] = sum(len(b) for b in blobs.values())
     dataset_id = new_id("ds")
     prefix = tenant_key(tenant, "datasets", dataset_id)
     try:
-        for split, recs in splits.items():
-            p.objects.put_bytes(f"{prefix}/{split}.jsonl", to_jsonl(recs))
+        for split, blob in blobs.items():
+            p.objects.put_bytes(f"{prefix}/{split}.jsonl", blob)
         with p.db.session() as s:
             row = Dataset(id=dataset_id, tenant_id=tenant, name=name, task=task, uri=p.objects.uri(prefix), info=info)
             s.add(row)
@@ -74,6 +77,22 @@ def upload_dataset(
         p.objects.delete_prefix(prefix + "/")
         raise
     return row
+
+
+def _check_storage_quota(p: Platform, tenant: str, adding: int) -> None:
+    from doctune.services.tenants import get_tenant
+
+    limit = get_tenant(p, tenant).max_storage_bytes
+    if limit is None:
+        return
+    used = p.objects.prefix_bytes(tenant_key(tenant) + "/")
+    if used + adding > limit:
+        raise DoctuneError(
+            f"tenant {tenant} stores {used} bytes; {adding} more would pass its storage quota of {limit} bytes. "
+            "Delete old datasets or models, or ask an admin to raise max_storage_bytes",
+            "quota_exceeded",
+            field="max_storage_bytes",
+        )
 
 
 def get_dataset(p: Platform, caller: Principal, dataset_id: str) -> Dataset:

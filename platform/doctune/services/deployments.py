@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import sys
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from doctune.errors import DoctuneError
 from doctune.services._context import Platform, Principal
 from doctune.services.registry import get_model
 from doctune.services.tenants import check_tenant_access, get_owned
 from doctune.spec import DeploymentSpec
-from doctune.store.db import Deployment, new_id
+from doctune.store.db import Deployment, Tenant, new_id
 
 
 def deploy_model(p: Platform, caller: Principal, spec: DeploymentSpec) -> Deployment:
@@ -29,6 +29,15 @@ def deploy_model(p: Platform, caller: Principal, spec: DeploymentSpec) -> Deploy
         existing = s.execute(
             select(Deployment).where(Deployment.tenant_id == spec.tenant, Deployment.name == spec.name)
         ).scalar_one_or_none()
+        limit = s.get(Tenant, spec.tenant).max_deployments
+        if existing is None and limit is not None:
+            count = s.execute(select(func.count()).select_from(Deployment).where(
+                Deployment.tenant_id == spec.tenant, Deployment.status != "failed")).scalar_one()
+            if count >= limit:
+                raise DoctuneError(
+                    f"tenant {spec.tenant} has {count} deployment(s), its quota is {limit}; "
+                    "update an existing one (same name) or ask an admin to raise max_deployments",
+                    "quota_exceeded", field="max_deployments")
         if existing is not None:
             row = existing
             row.model_id, row.spec, row.status, row.message = spec.model_id, spec.model_dump(mode="json"), "deploying", None

@@ -8,20 +8,21 @@ writes progress, metrics and the final status back through :func:`update_job`.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
+
+from sqlalchemy import select
 
 from doctune.errors import DoctuneError
 from doctune.services._context import Platform, Principal
 from doctune.services.datasets import get_dataset
 from doctune.services.tenants import check_tenant_access, get_owned, get_tenant, list_owned
 from doctune.spec import JobSpec
-from doctune.store.db import Job, new_id, now
+from doctune.store.db import Job, JobEvent, new_id, now
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
-def create_job_record(p: Platform, caller: Principal, spec: JobSpec) -> Job:
+def create_job_record(p: Platform, caller: Principal, spec: JobSpec, priority: int = 0) -> Job:
     """Check the spec against stored state (tenant, dataset, model) and record the job as queued."""
     check_tenant_access(caller, spec.tenant, write=True)
     if get_tenant(p, spec.tenant) is None:
@@ -39,42 +40,72 @@ def create_job_record(p: Platform, caller: Principal, spec: JobSpec) -> Job:
     from doctune.train.models import resolve_base_model
 
     resolve_base_model(spec.base_model, check_only=True)
-    job = Job(id=new_id("job"), tenant_id=spec.tenant, task=spec.task, spec=spec.model_dump(mode="json"))
+    job = Job(id=new_id("job"), tenant_id=spec.tenant, task=spec.task, spec=spec.model_dump(mode="json"),
+              priority=priority)
     with p.db.session() as s:
         s.add(job)
+        s.flush()
+        s.add(JobEvent(job_id=job.id, kind="status", status="queued", reason=f"submitted by {caller.key_id}"))
     return job
 
 
 def submit_job(p: Platform, caller: Principal, spec: JobSpec) -> Job:
+    """Queue a job; the dispatcher starts it on Ray when its tenant's quota and the
+    cluster allow (see doctune.services.scheduler)."""
     job = create_job_record(p, caller, spec)
-    entrypoint = f"{sys.executable} -m ray_jobs.finetune --job-id {job.id}"
-    env = {"DOCTUNE_HOME": p.settings.home} if p.settings.home else {}
-    try:
-        client = p.ray_jobs_client()
-        sid = client.submit_job(entrypoint=entrypoint, submission_id=job.id, runtime_env={"env_vars": env})
-    except DoctuneError:
-        update_job(p, job.id, status="failed", error={"code": "unavailable", "message": "no Ray cluster"})
-        raise
-    except Exception as exc:  # the cluster refused or is down: the job is recorded as failed, not lost
-        update_job(p, job.id, status="failed", error={"code": "unavailable", "message": str(exc)[:500]})
-        raise DoctuneError(f"the Ray cluster did not accept the job: {exc}", "unavailable") from None
-    return update_job(p, job.id, ray_submission_id=sid)
+    if p.dispatcher is not None:
+        p.dispatcher.wake()
+    return job
 
 
-def update_job(p: Platform, job_id: str, **fields: Any) -> Job:
+def update_job(p: Platform, job_id: str, *, reason: str | None = None, **fields: Any) -> Job:
+    """Change a job's record; a status change is also recorded as an event with its reason."""
     with p.db.session() as s:
         job = s.get(Job, job_id)
         if job is None:
             raise DoctuneError(f"job {job_id!r} not found", "not_found")
-        if job.status in TERMINAL and fields.get("status") not in (None, job.status):
+        new_status = fields.get("status")
+        if job.status in TERMINAL and new_status not in (None, job.status):
             return job  # a cancelled job stays cancelled even if its driver reports late
-        if fields.get("status") == "running" and job.started_at is None:
+        if new_status == "running" and job.started_at is None:
             job.started_at = now()
-        if fields.get("status") in TERMINAL:
+        if new_status in TERMINAL:
             job.finished_at = now()
+        if new_status is not None and new_status != job.status:
+            if reason is None and fields.get("error"):
+                reason = fields["error"].get("message", "")[:1000]
+            s.add(JobEvent(job_id=job_id, kind="status", status=new_status, reason=reason,
+                           data={"from": job.status}))
         for k, v in fields.items():
             setattr(job, k, v)
     return job
+
+
+def add_event(p: Platform, job_id: str, kind: str, data: dict[str, Any], reason: str | None = None) -> None:
+    with p.db.session() as s:
+        s.add(JobEvent(job_id=job_id, kind=kind, reason=reason, data=data))
+
+
+def list_events(p: Platform, caller: Principal, job_id: str, *, after: int = 0, limit: int = 100) -> list[JobEvent]:
+    """A page of a job's events, oldest first, with ids greater than ``after``."""
+    get_owned(p, caller, Job, job_id, "job", "job_id")
+    if not 1 <= limit <= 1000:
+        raise DoctuneError(f"limit must be 1..1000; got {limit}", "invalid_request", field="limit")
+    with p.db.session() as s:
+        q = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after).order_by(JobEvent.id).limit(limit)
+        return list(s.execute(q).scalars())
+
+
+def reconcile_with_ray(p: Platform) -> int:
+    """At API start: bring every unfinished job's record in line with the Ray Jobs API,
+    so a restart of the API server loses no job. Returns how many changed."""
+    changed = 0
+    with p.db.session() as s:
+        pending = list(s.execute(select(Job).where(Job.status.not_in(TERMINAL), Job.ray_submission_id.is_not(None))).scalars())
+    for job in pending:
+        if _sync_with_ray(p, job).status != job.status:
+            changed += 1
+    return changed
 
 
 def get_job(p: Platform, caller: Principal, job_id: str, *, sync: bool = True) -> Job:
@@ -96,9 +127,16 @@ def _sync_with_ray(p: Platform, job: Job) -> Job:
             fresh = s.get(Job, job.id)
         if fresh.status in TERMINAL:
             return fresh
-        return update_job(p, job.id, status="failed", error={"code": "internal", "message": (info.message or "driver failed")[:2000]})
+        return update_job(p, job.id, status="failed", error={"code": "internal", "message": (info.message or "driver failed")[:2000]},
+                          reason="the Ray job failed without reporting (driver died)")
     if status == "STOPPED":
-        return update_job(p, job.id, status="cancelled")
+        return update_job(p, job.id, status="cancelled", reason="the Ray job was stopped")
+    if status == "SUCCEEDED":
+        with p.db.session() as s:
+            fresh = s.get(Job, job.id)
+        if fresh.status not in TERMINAL:  # driver exited 0 without recording (should not happen)
+            return update_job(p, job.id, status="failed", error={"code": "internal", "message": "driver ended without a result"})
+        return fresh
     return job
 
 
@@ -116,4 +154,4 @@ def cancel_job(p: Platform, caller: Principal, job_id: str) -> Job:
             p.ray_jobs_client().stop_job(job.ray_submission_id)
         except Exception as exc:
             raise DoctuneError(f"could not stop the job on Ray: {exc}", "unavailable") from None
-    return update_job(p, job.id, status="cancelled")
+    return update_job(p, job.id, status="cancelled", reason=f"cancelled by {caller.key_id}")

@@ -172,3 +172,32 @@ def list_owned(p: Platform, caller: Principal, table) -> list:
         if not caller.is_admin:
             q = q.where(table.tenant_id == caller.tenant_id)
         return list(s.execute(q).scalars())
+
+
+QUOTA_FIELDS = ("weight", "max_concurrent_jobs", "max_cpus", "max_gpus", "max_storage_bytes", "max_deployments")
+
+
+def tenant_view(t: Tenant) -> dict:
+    return {"id": t.id, "display_name": t.display_name, "quota": {f: getattr(t, f) for f in QUOTA_FIELDS}}
+
+
+def set_quota(p: Platform, caller: Principal, tenant_id: str, changes: dict) -> dict:
+    """Admin only. ``changes`` holds only the fields to change (None = unlimited)."""
+    if not caller.is_admin:
+        raise DoctuneError("only a platform admin can set quotas", "forbidden")
+    with p.db.session() as s:
+        t = s.get(Tenant, tenant_id)
+        if t is None:
+            raise DoctuneError(f"tenant {tenant_id!r} not found", "not_found", field="tenant")
+        for k, v in changes.items():
+            if k == "weight" and v is None:
+                raise DoctuneError("weight cannot be unlimited; give a number > 0", "invalid_spec", field="weight")
+            setattr(t, k, v)
+        return tenant_view(t)
+
+
+def describe_tenant(p: Platform, caller: Principal, tenant_id: str) -> dict:
+    t = get_tenant(p, tenant_id)
+    if t is None or not visible(caller, tenant_id):
+        raise DoctuneError(f"tenant {tenant_id!r} not found", "not_found", field="tenant")
+    return tenant_view(t)

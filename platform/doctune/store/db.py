@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, String, Text, create_engine, event
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 
@@ -35,6 +35,22 @@ class Tenant(Base):
     id: Mapped[str] = mapped_column(String(63), primary_key=True)
     display_name: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    # quotas (None: unlimited) and the fair-share weight; see doctune.services.scheduler
+    weight: Mapped[float] = mapped_column(Float, default=1.0, server_default="1.0")
+    max_concurrent_jobs: Mapped[int | None] = mapped_column(Integer, default=2)
+    max_cpus: Mapped[float | None] = mapped_column(Float)
+    max_gpus: Mapped[float | None] = mapped_column(Float)
+    max_storage_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    max_deployments: Mapped[int | None] = mapped_column(Integer, default=4)
+
+
+class DispatchLock(Base):
+    """One row; the dispatcher updates it first in its transaction, so only one
+    dispatcher (of any API replica) decides at a time, on SQLite and PostgreSQL."""
+
+    __tablename__ = "dispatch_lock"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ApiKey(Base):
@@ -66,6 +82,7 @@ class Job(Base):
     task: Mapped[str] = mapped_column(String(32))
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     ray_submission_id: Mapped[str | None] = mapped_column(String(128))
     progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -74,6 +91,20 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class JobEvent(Base):
+    """One thing that happened to a job: a status transition (with its reason),
+    progress, an evaluation, a checkpoint. Paged by id."""
+
+    __tablename__ = "job_events"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class Model(Base):

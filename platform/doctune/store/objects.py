@@ -19,6 +19,7 @@ _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def tenant_key(tenant: str, *parts: str) -> str:
+    """``tenants/<tenant>/<parts...>``, refusing any segment that is not a plain name."""
     for p in (tenant, *parts):
         for seg in p.split("/"):
             if not _SAFE.match(seg) or seg in (".", ".."):
@@ -78,6 +79,13 @@ class ObjectStore:
         for page in pages:
             for obj in page.get("Contents", []):
                 yield obj["Key"]
+
+    def prefix_bytes(self, prefix: str) -> int:
+        """Bytes stored under ``prefix`` (storage accounting and quotas)."""
+        total = 0
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            total += sum(o["Size"] for o in page.get("Contents", []))
+        return total
 
     def delete_prefix(self, prefix: str) -> int:
         keys = list(self.list_keys(prefix))

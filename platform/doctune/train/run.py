@@ -12,7 +12,7 @@ from typing import Any
 
 from doctune.errors import DoctuneError
 from doctune.services._context import Platform
-from doctune.services.jobs import update_job
+from doctune.services.jobs import add_event, update_job
 from doctune.spec import JobSpec
 from doctune.store.db import Dataset, Job, Model, new_id
 from doctune.store.objects import tenant_key
@@ -43,6 +43,20 @@ def _progress_actor_cls():
     return ProgressActor
 
 
+def record_progress_events(p: Platform, job_id: str, prev: dict[str, Any], state: dict[str, Any]) -> None:
+    """Turn what changed between two progress snapshots into job events."""
+    if state.get("step") != prev.get("step") and state.get("phase") == "training":
+        add_event(p, job_id, "progress", {k: state.get(k) for k in ("step", "total_steps", "epoch", "loss", "lr", "steps_per_s", "eta_s")})
+    history = state.get("history") or []
+    for entry in history[len(prev.get("history") or []):]:
+        add_event(p, job_id, "eval", entry)
+    if state.get("last_checkpoint_step") not in (None, prev.get("last_checkpoint_step")):
+        add_event(p, job_id, "checkpoint", {"step": state["last_checkpoint_step"]})
+    if state.get("resumed_from_step") and state.get("resumed_from_step") != prev.get("resumed_from_step"):
+        add_event(p, job_id, "resumed", {"step": state["resumed_from_step"]},
+                  reason="Ray Train restarted the workers; resumed from the last checkpoint")
+
+
 def run_job(job_id: str, p: Platform | None = None) -> dict[str, Any]:
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -59,7 +73,7 @@ def run_job(job_id: str, p: Platform | None = None) -> dict[str, Any]:
     spec = JobSpec.model_validate(job.spec)
     if job.status in ("succeeded", "failed", "cancelled"):
         raise DoctuneError(f"job {job_id} is already {job.status}", "conflict")
-    update_job(p, job_id, status="running", progress={"phase": "scheduling"})
+    update_job(p, job_id, status="running", progress={"phase": "scheduling"}, reason="the job's Ray driver started")
 
     if not ray.is_initialized():
         ray.init(log_to_driver=True)
@@ -68,14 +82,15 @@ def run_job(job_id: str, p: Platform | None = None) -> dict[str, Any]:
     progress = _progress_actor_cls().remote()
     stop = threading.Event()
 
-    def pump() -> None:  # progress actor -> job record, every 2 s
-        seen = -1
+    def pump() -> None:  # progress actor -> job record + events, every 2 s
+        seen, prev = -1, {}
         while not stop.is_set():
             try:
                 version, state = ray.get(progress.get.remote(), timeout=10)
                 if version != seen:
-                    update_job(p, job_id, progress=state)
-                    seen = version
+                    update_job(p, job_id, progress={k: v for k, v in state.items() if k != "final"})
+                    record_progress_events(p, job_id, prev, state)
+                    seen, prev = version, state
             except Exception:
                 pass
             stop.wait(2.0)
@@ -111,7 +126,8 @@ def run_job(job_id: str, p: Platform | None = None) -> dict[str, Any]:
     except Exception as exc:
         stop.set()
         message = str(getattr(exc, "message", None) or exc)
-        update_job(p, job_id, status="failed", error={"code": "training_failed", "message": message[-4000:]})
+        update_job(p, job_id, status="failed", error={"code": "training_failed", "message": message[-4000:]},
+                   reason="training failed (after any retries from checkpoints)")
         raise
     finally:
         stop.set()
@@ -130,18 +146,28 @@ def run_job(job_id: str, p: Platform | None = None) -> dict[str, Any]:
     with p.db.session() as s:
         s.add(model)
     metrics = {**final, "checkpoint_path": result.checkpoint.path if result.checkpoint else None}
-    update_job(p, job_id, status="succeeded", metrics=metrics, model_id=model_id, progress={k: v for k, v in last.items() if k != "final"})
+    update_job(p, job_id, status="succeeded", metrics=metrics, model_id=model_id,
+               progress={k: v for k, v in last.items() if k != "final"}, reason=f"trained and registered model {model_id}")
     return metrics
 
 
 def submit_spec_directly(spec: JobSpec, p: Platform | None = None) -> str:
     """For `ray job submit -- python -m ray_jobs.finetune --spec job.yaml`: record the
-    job as the cluster operator (whoever holds the Ray token) and run it here."""
+    job under the tenant of ``DOCTUNE_API_KEY`` (or, without one, as the cluster
+    operator who holds the Ray token) and start it here if the tenant's quota allows."""
+    import os
+
     from doctune.services._context import Principal
     from doctune.services.jobs import create_job_record
+    from doctune.services.scheduler import claim_direct
+    from doctune.services.tenants import authenticate
 
     p = p or Platform()
-    operator = Principal(key_id="ray-operator", role="admin", tenant_id=None)
-    job = create_job_record(p, operator, spec)
+    key = os.environ.get("DOCTUNE_API_KEY")
+    caller = authenticate(p, key) if key else Principal(key_id="ray-operator", role="admin", tenant_id=None)
+    job = create_job_record(p, caller, spec)
+    claim_direct(p, job.id)
+    sid = os.environ.get("RAY_JOB_SUBMISSION_ID")
+    if sid:
+        update_job(p, job.id, ray_submission_id=sid)
     return job.id
-

@@ -1,0 +1,264 @@
+"""The job queue: which queued jobs start, and starting them on Ray.
+
+:func:`plan_dispatch` is the policy, a pure function: weighted fair share (a
+tenant's running CPUs+GPUs divided by its weight, lowest first), then priority,
+then age; a job starts only if the cluster has room and its tenant's quotas
+(concurrent jobs, CPUs, GPUs) allow. Each tenant's queue is served in order
+(priority, then age), so a large job at the head is not overtaken by that
+tenant's later small ones.
+
+:func:`claim_jobs` applies the policy inside one transaction that first takes
+the dispatch lock row, so concurrent dispatchers (API replicas, threads) can
+never start more than a quota allows, on SQLite or PostgreSQL.
+:func:`dispatch_once` claims, then submits the claimed jobs to the Ray Jobs API;
+the API server runs it every second (:class:`Dispatcher`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+
+from doctune.errors import DoctuneError
+from doctune.services._context import Platform
+from doctune.store.db import DispatchLock, Job, JobEvent, Tenant, now
+
+log = logging.getLogger("doctune.scheduler")
+ACTIVE = ("starting", "running")
+GPU_WEIGHT = 8.0  # a GPU counts as this many CPUs when comparing shares
+
+
+@dataclass(frozen=True)
+class Demand:
+    cpus: float
+    gpus: float = 0.0
+
+
+@dataclass
+class TenantState:
+    weight: float = 1.0
+    max_jobs: int | None = None
+    max_cpus: float | None = None
+    max_gpus: float | None = None
+    running_jobs: int = 0
+    running_cpus: float = 0.0
+    running_gpus: float = 0.0
+
+    def share(self) -> float:
+        return (self.running_cpus + GPU_WEIGHT * self.running_gpus) / max(self.weight, 1e-9)
+
+    def allows(self, d: Demand) -> str | None:
+        """None if the quota allows ``d`` on top of what runs; else why not."""
+        if self.max_jobs is not None and self.running_jobs + 1 > self.max_jobs:
+            return f"at its concurrent-job quota ({self.max_jobs})"
+        if self.max_cpus is not None and self.running_cpus + d.cpus > self.max_cpus + 1e-9:
+            return f"CPU quota {self.max_cpus} would be exceeded"
+        if self.max_gpus is not None and self.running_gpus + d.gpus > self.max_gpus + 1e-9:
+            return f"GPU quota {self.max_gpus} would be exceeded"
+        return None
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    id: str
+    tenant: str
+    demand: Demand
+    priority: int = 0
+    created_at: datetime | float = 0.0
+
+
+@dataclass
+class Plan:
+    start: list[str] = field(default_factory=list)
+    waiting: dict[str, str] = field(default_factory=dict)  # job id -> why it waits
+
+
+def plan_dispatch(tenants: dict[str, TenantState], queued: list[QueuedJob], free: Demand) -> Plan:
+    """Decide which queued jobs start now. Pure: mutates only its own copies."""
+    state = {k: TenantState(**vars(v)) for k, v in tenants.items()}
+    queues: dict[str, list[QueuedJob]] = {}
+    for job in sorted(queued, key=lambda j: (-j.priority, j.created_at, j.id)):
+        queues.setdefault(job.tenant, []).append(job)
+    cpus, gpus = free.cpus, free.gpus
+    plan = Plan()
+    while True:
+        candidates = []
+        for tenant, q in queues.items():
+            if not q:
+                continue
+            head = q[0]
+            ts = state.setdefault(tenant, TenantState())
+            why = ts.allows(head.demand)
+            if why is None and (head.demand.cpus > cpus + 1e-9 or head.demand.gpus > gpus + 1e-9):
+                why = f"waiting for cluster room ({head.demand.cpus:g} CPU, {head.demand.gpus:g} GPU needed)"
+            if why is None:
+                candidates.append((ts.share(), -head.priority, head.created_at, head.id, tenant))
+            else:
+                plan.waiting[head.id] = f"tenant {tenant} {why}" if why.startswith(("at", "CPU", "GPU")) else why
+        if not candidates:
+            break
+        *_, tenant = min(candidates)
+        job = queues[tenant].pop(0)
+        plan.waiting.pop(job.id, None)
+        ts = state[tenant]
+        ts.running_jobs += 1
+        ts.running_cpus += job.demand.cpus
+        ts.running_gpus += job.demand.gpus
+        cpus -= job.demand.cpus
+        gpus -= job.demand.gpus
+        plan.start.append(job.id)
+    for q in queues.values():
+        for job in q[1:]:
+            plan.waiting.setdefault(job.id, "behind an earlier job of the same tenant")
+    return plan
+
+
+def job_demand(spec: dict[str, Any]) -> Demand:
+    r = spec.get("resources_per_worker") or {}
+    n = spec.get("num_workers", 1)
+    return Demand(cpus=n * float(r.get("cpu", 1.0)), gpus=n * float(r.get("gpu", 0.0)))
+
+
+def tenant_states(s, tenants: list[Tenant], active: list[Job]) -> dict[str, TenantState]:
+    out = {t.id: TenantState(weight=t.weight, max_jobs=t.max_concurrent_jobs, max_cpus=t.max_cpus, max_gpus=t.max_gpus)
+           for t in tenants}
+    for job in active:
+        ts = out.setdefault(job.tenant_id, TenantState())
+        d = job_demand(job.spec)
+        ts.running_jobs += 1
+        ts.running_cpus += d.cpus
+        ts.running_gpus += d.gpus
+    return out
+
+
+def claim_jobs(p: Platform, cluster_free: Demand) -> list[Job]:
+    """Mark the jobs the policy starts as 'starting', under the dispatch lock.
+
+    ``cluster_free`` is what Ray reports free; jobs already 'starting' have not
+    reached Ray yet, so their demand is taken off it here."""
+    with p.db.session() as s:
+        s.execute(update(DispatchLock).where(DispatchLock.id == 1).values(at=now()))  # the lock
+        tenants = list(s.execute(select(Tenant)).scalars())
+        active = list(s.execute(select(Job).where(Job.status.in_(ACTIVE))).scalars())
+        queued = list(s.execute(select(Job).where(Job.status == "queued")).scalars())
+        if not queued:
+            return []
+        starting = [job_demand(j.spec) for j in active if j.status == "starting"]
+        free = Demand(cluster_free.cpus - sum(d.cpus for d in starting), cluster_free.gpus - sum(d.gpus for d in starting))
+        plan = plan_dispatch(
+            tenant_states(s, tenants, active),
+            [QueuedJob(j.id, j.tenant_id, job_demand(j.spec), j.priority, j.created_at) for j in queued],
+            free,
+        )
+        by_id = {j.id: j for j in queued}
+        claimed = []
+        for job_id in plan.start:
+            job = by_id[job_id]
+            job.status = "starting"
+            s.add(JobEvent(job_id=job_id, kind="status", status="starting", reason="dispatched: quota and cluster room allow it",
+                           data={"from": "queued"}))
+            claimed.append(job)
+        for job_id, why in plan.waiting.items():
+            prog = dict(by_id[job_id].progress or {})
+            if prog.get("queue_reason") != why:
+                by_id[job_id].progress = {**prog, "phase": "queued", "queue_reason": why}
+    return claimed
+
+
+def cluster_free(p: Platform) -> Demand:
+    """Free logical CPUs/GPUs as Ray's dashboard reports them."""
+    import httpx
+
+    r = httpx.get(f"{p.settings.ray_dashboard_url}/api/cluster_status",
+                  headers={"Authorization": f"Bearer {p.settings.ray_token()}"}, timeout=10)
+    r.raise_for_status()
+    usage = r.json()["data"]["clusterStatus"]["loadMetricsReport"]["usage"]
+    cpu_used, cpu_total = usage.get("CPU", [0.0, 0.0])
+    gpu_used, gpu_total = usage.get("GPU", [0.0, 0.0])
+    return Demand(cpu_total - cpu_used, gpu_total - gpu_used)
+
+
+def submit_to_ray(p: Platform, job: Job) -> None:
+    from doctune.services.jobs import update_job
+
+    env = {"DOCTUNE_HOME": p.settings.home} if p.settings.home else {}
+    try:
+        sid = p.ray_jobs_client().submit_job(
+            entrypoint=f"{sys.executable} -m ray_jobs.finetune --job-id {job.id}",
+            submission_id=job.id,
+            runtime_env={"env_vars": env},
+        )
+    except Exception as exc:
+        update_job(p, job.id, status="failed", error={"code": "unavailable", "message": f"Ray refused the job: {exc}"[:2000]})
+        return
+    update_job(p, job.id, ray_submission_id=sid)
+
+
+def dispatch_once(p: Platform) -> list[str]:
+    try:
+        free = cluster_free(p)
+    except Exception as exc:
+        log.warning("cannot read Ray's free resources, not dispatching: %s", exc)
+        return []
+    claimed = claim_jobs(p, free)
+    for job in claimed:
+        submit_to_ray(p, job)
+    return [j.id for j in claimed]
+
+
+class Dispatcher:
+    """Runs :func:`dispatch_once` every ``interval_s`` in a daemon thread."""
+
+    def __init__(self, p: Platform, interval_s: float = 1.0) -> None:
+        self.p, self.interval_s = p, interval_s
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="doctune-dispatcher", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                dispatch_once(self.p)
+            except DoctuneError as exc:
+                log.warning("dispatch: %s", exc)
+            except Exception:
+                log.exception("dispatch failed")
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+
+
+def claim_direct(p: Platform, job_id: str) -> None:
+    """For a job whose driver already runs on Ray (`ray job submit`): it starts now if
+    its tenant's quota allows, else it fails with ``quota_exceeded``. Under the lock."""
+    from doctune.services.jobs import update_job
+
+    with p.db.session() as s:
+        s.execute(update(DispatchLock).where(DispatchLock.id == 1).values(at=now()))
+        job = s.get(Job, job_id)
+        tenant = s.get(Tenant, job.tenant_id)
+        active = list(s.execute(select(Job).where(Job.status.in_(ACTIVE), Job.tenant_id == job.tenant_id)).scalars())
+        why = tenant_states(s, [tenant], active)[tenant.id].allows(job_demand(job.spec))
+        if why is None:
+            job.status = "starting"
+            s.add(JobEvent(job_id=job_id, kind="status", status="starting", reason="started by `ray job submit`",
+                           data={"from": "queued"}))
+    if why is not None:
+        update_job(p, job_id, status="failed", error={"code": "quota_exceeded", "message": f"tenant {tenant.id} {why}"})
+        raise DoctuneError(f"tenant {tenant.id} {why}; wait for a job to finish or ask an admin to raise the quota",
+                           "quota_exceeded", field="tenant")
