@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import Depends, FastAPI, Form, Header, Request, UploadFile
+from fastapi import Depends, FastAPI, Form, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from doctune.errors import DoctuneError, from_validation_error
 from doctune.services import datasets as datasets_svc
@@ -95,6 +96,13 @@ def create_app(platform: Platform | None = None) -> FastAPI:
         err = from_validation_error(exc, "invalid_request")
         return JSONResponse(err.to_dict(), status_code=422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 409: "conflict", 413: "too_large"}.get(
+            exc.status_code, "invalid_request" if exc.status_code < 500 else "internal")
+        message = str(exc.detail) if exc.status_code != 404 else "no such route; see /docs for the API"
+        return JSONResponse({"error": {"code": code, "message": message}}, status_code=exc.status_code)
+
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:
         log.exception("internal error")
@@ -175,9 +183,9 @@ def create_app(platform: Platform | None = None) -> FastAPI:
         name: str = Form(...),
         task: str = Form(...),
         tenant: str | None = Form(None),
-        dev_fraction: float = Form(0.1),
-        test_fraction: float = Form(0.1),
-        seed: int = Form(42),
+        dev_fraction: float = Form(0.1, gt=0, lt=0.5, description="Fraction of 'data' held out for dev."),
+        test_fraction: float = Form(0.1, gt=0, lt=0.5, description="Fraction of 'data' held out for test."),
+        seed: int = Form(42, ge=0, le=2**32 - 1, description="Seed of the stratified split."),
         data: UploadFile | None = None,
         train: UploadFile | None = None,
         dev: UploadFile | None = None,
@@ -213,7 +221,7 @@ def create_app(platform: Platform | None = None) -> FastAPI:
         return _job_view(jobs_svc.get_job(p, who, job_id))
 
     @app.get("/v1/jobs/{job_id}/events")
-    def job_events(job_id: str, after: int = 0, limit: int = 100, who: Principal = Depends(caller)) -> dict[str, Any]:
+    def job_events(job_id: str, after: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000), who: Principal = Depends(caller)) -> dict[str, Any]:
         events = jobs_svc.list_events(p, who, job_id, after=after, limit=limit)
         return {
             "events": [{"id": e.id, "at": e.at.isoformat(), "kind": e.kind, "status": e.status, "reason": e.reason, "data": e.data}
