@@ -22,10 +22,14 @@ import yaml
 from doctune.errors import DoctuneError
 
 app = typer.Typer(help="doctune: fine-tune and serve document-AI models.", no_args_is_help=True, add_completion=False)
-tenants_app = typer.Typer(help="Tenants and their API keys.", no_args_is_help=True)
+tenants_app = typer.Typer(help="Tenants, their quotas and usage.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys: list (ids only), create, rotate, revoke.", no_args_is_help=True)
+models_app = typer.Typer(help="Registered models.", no_args_is_help=True)
 datasets_app = typer.Typer(help="Upload and inspect datasets.", no_args_is_help=True)
 jobs_app = typer.Typer(help="Submit, follow and cancel fine-tuning jobs.", no_args_is_help=True)
 app.add_typer(tenants_app, name="tenants")
+app.add_typer(keys_app, name="keys")
+app.add_typer(models_app, name="models")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(jobs_app, name="jobs")
 
@@ -56,8 +60,34 @@ def _run(fn, *args: Any, **kw: Any) -> Any:
         _fail(exc)
 
 
-def _print(obj: Any) -> None:
+OUTPUT = {"format": "json"}
+
+
+@app.callback()
+def _options(output: str = typer.Option("json", "--output", "-o", help="json, or table for lists.")) -> None:
+    if output not in ("json", "table"):
+        _fail(DoctuneError(f"--output must be json or table; got {output!r}", "invalid_request", field="output"))
+    OUTPUT["format"] = output
+
+
+def _print(obj: Any, columns: tuple[str, ...] = ()) -> None:
+    """JSON by default (for scripts); ``--output table`` renders lists of records."""
+    if OUTPUT["format"] == "table" and isinstance(obj, list) and columns:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(*columns)
+        for row in obj:
+            table.add_row(*(str(_dig(row, c)) for c in columns))
+        Console().print(table)
+        return
     typer.echo(json.dumps(obj, indent=2, default=str))
+
+
+def _dig(row: dict, path: str) -> Any:
+    for part in path.split("."):
+        row = row.get(part) if isinstance(row, dict) else None
+    return "" if row is None else row
 
 
 # ------------------------------------------------------------------- stack
@@ -102,6 +132,91 @@ def status() -> None:
 def tenants_create(name: str, display_name: Optional[str] = None, api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY")) -> None:
     """Create a tenant (admin key); prints its first API key once."""
     _print(_run(_client(api_key).create_tenant, name, display_name))
+
+
+@tenants_app.command("show")
+def tenants_show(tenant: str, api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY")) -> None:
+    """A tenant's quotas."""
+    _print(_run(_client(api_key).request, "GET", f"/v1/tenants/{tenant}"))
+
+
+@tenants_app.command("quota")
+def tenants_quota(
+    tenant: str,
+    weight: Optional[float] = None,
+    max_jobs: Optional[int] = typer.Option(None, help="Concurrent jobs."),
+    max_cpus: Optional[float] = None,
+    max_gpus: Optional[float] = None,
+    max_storage_bytes: Optional[int] = None,
+    max_deployments: Optional[int] = None,
+    api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY"),
+) -> None:
+    """Set a tenant's quotas and fair-share weight (admin). Only the options given change."""
+    body = {k: v for k, v in {"weight": weight, "max_concurrent_jobs": max_jobs, "max_cpus": max_cpus, "max_gpus": max_gpus,
+                              "max_storage_bytes": max_storage_bytes, "max_deployments": max_deployments}.items() if v is not None}
+    _print(_run(_client(api_key).request, "PUT", f"/v1/tenants/{tenant}/quota", json=body))
+
+
+@tenants_app.command("usage")
+def tenants_usage(api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY")) -> None:
+    """Trained tokens, worker CPU/GPU-seconds and stored bytes, per tenant."""
+    _print(_run(_client(api_key).request, "GET", "/v1/usage"),
+           ("tenant", "jobs", "trained_tokens", "worker_cpu_seconds", "worker_gpu_seconds", "storage_bytes"))
+
+
+# ------------------------------------------------------------------- keys
+@keys_app.command("list")
+def keys_list(api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY")) -> None:
+    """Your tenant's keys, by id (the public prefix); secrets are never shown again."""
+    _print(_run(_client(api_key).request, "GET", "/v1/keys"), ("id", "tenant", "role", "created_at", "revoked_at"))
+
+
+@keys_app.command("create")
+def keys_create(role: str = typer.Option("member", help="member or viewer"), tenant: Optional[str] = None,
+                api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY")) -> None:
+    """Issue a new key (printed once)."""
+    body = {"role": role, **({"tenant": tenant} if tenant else {})}
+    _print(_run(_client(api_key).request, "POST", "/v1/keys", json=body))
+
+
+@keys_app.command("rotate")
+def keys_rotate(key_id: str, api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY")) -> None:
+    """Revoke a key and issue its replacement (printed once)."""
+    _print(_run(_client(api_key).request, "POST", f"/v1/keys/{key_id}/rotate"))
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY")) -> None:
+    """Revoke a key now."""
+    _print(_run(_client(api_key).request, "DELETE", f"/v1/keys/{key_id}"))
+
+
+# ------------------------------------------------------------------- models
+@models_app.command("get")
+def models_get(model_id: str, api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY")) -> None:
+    """A model's metrics (fine-tuned beside baseline) and where it is stored."""
+    _print(_run(_client(api_key).get_model, model_id))
+
+
+@models_app.command("download")
+def models_download(model_id: str, dest: Path = typer.Option(Path("."), help="Folder to write the model into."),
+                    api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY")) -> None:
+    """Download a model's files through short-lived presigned URLs."""
+    import httpx
+    from tqdm import tqdm
+
+    files = _run(_client(api_key).request, "GET", f"/v1/models/{model_id}/files")
+    out = dest / model_id
+    with tqdm(total=sum(f["bytes"] for f in files), unit="B", unit_scale=True, desc=model_id) as bar:
+        for f in files:
+            target = out / f["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with httpx.stream("GET", f["url"], timeout=120) as r, open(target, "wb") as fh:
+                r.raise_for_status()
+                for chunk in r.iter_bytes():
+                    fh.write(chunk)
+                    bar.update(len(chunk))
+    typer.echo(f"wrote {len(files)} files to {out}")
 
 
 # ------------------------------------------------------------------- datasets
@@ -185,6 +300,40 @@ def jobs_submit(
 def jobs_get(job_id: str, api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY")) -> None:
     """Show a job's status, progress and metrics."""
     _print(_run(_client(api_key).get_job, job_id))
+
+
+@jobs_app.command("list")
+def jobs_list(api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY")) -> None:
+    """Your tenant's jobs, newest first."""
+    _print(_run(_client(api_key).request, "GET", "/v1/jobs"),
+           ("id", "tenant", "task", "status", "progress.step", "progress.total_steps", "progress.queue_reason", "model_id"))
+
+
+@jobs_app.command("events")
+def jobs_events(job_id: str, after: int = 0, limit: int = 100,
+                api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY")) -> None:
+    """A page of a job's events (status changes with reasons, progress, evals, checkpoints)."""
+    page = _run(_client(api_key).request, "GET", f"/v1/jobs/{job_id}/events", params={"after": after, "limit": limit})
+    _print(page["events"] if OUTPUT["format"] == "table" else page, ("id", "at", "kind", "status", "reason", "data"))
+
+
+@jobs_app.command("logs")
+def jobs_logs(job_id: str, follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the job ends."),
+              api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY")) -> None:
+    """The job's Ray driver log; -f follows it."""
+    client = _client(api_key)
+    offset = 0
+    while True:
+        chunk = _run(client.request, "GET", f"/v1/jobs/{job_id}/logs", params={"offset": offset})
+        if chunk["text"]:
+            typer.echo(chunk["text"], nl=False)
+        offset = chunk["offset"]
+        if not follow or _run(client.get_job, job_id)["status"] in ("succeeded", "failed", "cancelled"):
+            if follow:  # what the driver printed last
+                tail = _run(client.request, "GET", f"/v1/jobs/{job_id}/logs", params={"offset": offset})["text"]
+                typer.echo(tail, nl=False)
+            return
+        time.sleep(2)
 
 
 @jobs_app.command("cancel")

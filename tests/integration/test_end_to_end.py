@@ -5,6 +5,8 @@ the Serve endpoint answers only the owner's key."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -33,7 +35,7 @@ def test_job_succeeds_with_full_step_count(finished_job):
 
 def test_lifecycle_and_progress_are_events(client_a, finished_job):
     events = client_a.request("GET", f"/v1/jobs/{finished_job['id']}/events", params={"limit": 1000})["events"]
-    assert [e["status"] for e in events if e["kind"] == "status"] == ["queued", "running", "succeeded"]
+    assert [e["status"] for e in events if e["kind"] == "status"] == ["queued", "starting", "running", "succeeded"]
     assert all(e["reason"] for e in events if e["kind"] == "status")
     kinds = {e["kind"] for e in events}
     assert {"progress", "eval", "checkpoint"} <= kinds
@@ -105,3 +107,34 @@ def test_other_tenant_cannot_see_job_model_or_deployment(client_b, finished_job,
         with pytest.raises(DoctuneError) as e:
             call(arg)
         assert e.value.code == "not_found"
+
+
+def _cli(stack, key, *args):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "DOCTUNE_HOME": stack.home, "DOCTUNE_API_KEY": key}
+    return subprocess.run([str(Path(sys.executable).parent / "doctune"), *args], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_shows_jobs_logs_usage_and_downloads_models(stack, tenant_a, finished_job, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    out = _cli(stack, tenant_a, "-o", "table", "jobs", "list")
+    assert out.returncode == 0 and finished_job["id"] in out.stdout and "succeeded" in out.stdout
+    logs = _cli(stack, tenant_a, "jobs", "logs", finished_job["id"])
+    assert logs.returncode == 0 and f"doctune job {finished_job['id']}" in logs.stdout
+    usage = json.loads(_cli(stack, tenant_a, "tenants", "usage").stdout)
+    assert usage[0]["tenant"] == "team-a" and usage[0]["trained_tokens"] > 0 and usage[0]["storage_bytes"] > 0
+    assert finished_job["metrics"]["usage"]["trained_tokens"] == finished_job["metrics"]["tokens_seen"] > 0
+    dl = _cli(stack, tenant_a, "models", "download", finished_job["model_id"], "--dest", str(tmp_path))
+    assert dl.returncode == 0, dl.stderr
+    AutoModelForSequenceClassification.from_pretrained(tmp_path / finished_job["model_id"])
+
+
+def test_cli_errors_are_one_line_and_nonzero(stack, tenant_b, finished_job):
+    out = _cli(stack, tenant_b, "jobs", "get", finished_job["id"])
+    assert out.returncode == 2 and "error [not_found]" in out.stderr and "Traceback" not in out.stderr

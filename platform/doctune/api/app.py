@@ -21,6 +21,7 @@ from doctune.services import deployments as deployments_svc
 from doctune.services import jobs as jobs_svc
 from doctune.services import registry as registry_svc
 from doctune.services import tenants as tenants_svc
+from doctune.services import usage as usage_svc
 from doctune.services._context import Platform, Principal
 from doctune.spec import DeploymentSpec, QuotaSpec, TenantSpec, parse_job_spec
 
@@ -229,6 +230,11 @@ def create_app(platform: Platform | None = None) -> FastAPI:
             "next_after": events[-1].id if events else after,
         }
 
+    @app.get("/v1/jobs/{job_id}/logs")
+    def job_logs(job_id: str, offset: int = Query(0, ge=0), who: Principal = Depends(caller)) -> dict[str, Any]:
+        text = jobs_svc.job_logs(p, who, job_id)
+        return {"text": text[offset:], "offset": len(text)}
+
     @app.post("/v1/jobs/{job_id}/cancel")
     def cancel_job(job_id: str, who: Principal = Depends(caller)) -> dict[str, Any]:
         return _job_view(jobs_svc.cancel_job(p, who, job_id))
@@ -237,6 +243,14 @@ def create_app(platform: Platform | None = None) -> FastAPI:
     @app.get("/v1/models/{model_id}")
     def get_model(model_id: str, who: Principal = Depends(caller)) -> dict[str, Any]:
         return _model_view(registry_svc.get_model(p, who, model_id))
+
+    @app.get("/v1/models/{model_id}/files")
+    def model_files(model_id: str, who: Principal = Depends(caller)) -> list[dict[str, Any]]:
+        return registry_svc.presign_model_files(p, who, model_id)
+
+    @app.get("/v1/usage")
+    def usage(who: Principal = Depends(caller)) -> list[dict[str, Any]]:
+        return usage_svc.tenant_usage(p, who)
 
     # ---------------------------------------------------------------- deployments
     @app.post("/v1/deployments", status_code=201)

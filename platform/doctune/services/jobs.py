@@ -155,3 +155,16 @@ def cancel_job(p: Platform, caller: Principal, job_id: str) -> Job:
         except Exception as exc:
             raise DoctuneError(f"could not stop the job on Ray: {exc}", "unavailable") from None
     return update_job(p, job.id, status="cancelled", reason=f"cancelled by {caller.key_id}")
+
+
+def job_logs(p: Platform, caller: Principal, job_id: str) -> str:
+    """The Ray job's driver log (what `ray job logs` shows), for the caller's own job."""
+    job = get_job(p, caller, job_id, sync=False)
+    if not job.ray_submission_id:
+        return ""
+    try:
+        return p.ray_jobs_client().get_job_logs(job.ray_submission_id)
+    except DoctuneError:
+        raise
+    except Exception as exc:
+        raise DoctuneError(f"could not read the job's log from Ray: {exc}", "unavailable") from None

@@ -196,6 +196,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     skip = micro_done % max(len(loader), 1)
     t0, s0 = time.monotonic(), engine.global_steps
     window: list[float] = []
+    local_tokens = 0
     stop = engine.global_steps >= total_steps
     engine.train()
     while not stop:
@@ -205,6 +206,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 continue
             batch = {k: v.to(engine.device) for k, v in batch.items()}
             before = engine.global_steps
+            local_tokens += int(batch["attention_mask"].sum())
             loss = engine(**batch).loss
             engine.backward(loss)
             engine.step()
@@ -212,11 +214,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if engine.global_steps == before:  # inside a gradient-accumulation window
                 continue
             step = engine.global_steps
+            seen = torch.tensor([local_tokens], dtype=torch.long)
+            dist.all_reduce(seen)  # one scalar per optimizer step: exact tokens across ranks
+            state["tokens_seen"] = state.get("tokens_seen", 0) + int(seen)
+            local_tokens = 0
             rate = (step - s0) / max(time.monotonic() - t0, 1e-6)
             send(
                 phase="training",
                 step=step,
                 epoch=epoch,
+                tokens_seen=state["tokens_seen"],
                 loss=sum(window) / len(window),
                 lr=engine.get_lr()[0],
                 steps_per_s=rate,
@@ -265,6 +272,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     dist.barrier()
     final = {
         "step": engine.global_steps,
+        "tokens_seen": state.get("tokens_seen", 0),
         "epoch": epoch,
         "resumed_from_step": resumed_from,
         "test": test,

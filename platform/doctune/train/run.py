@@ -8,6 +8,7 @@ rank 0 into the job record, and on success registers the exported model.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from doctune.errors import DoctuneError
@@ -46,7 +47,7 @@ def _progress_actor_cls():
 def record_progress_events(p: Platform, job_id: str, prev: dict[str, Any], state: dict[str, Any]) -> None:
     """Turn what changed between two progress snapshots into job events."""
     if state.get("step") != prev.get("step") and state.get("phase") == "training":
-        add_event(p, job_id, "progress", {k: state.get(k) for k in ("step", "total_steps", "epoch", "loss", "lr", "steps_per_s", "eta_s")})
+        add_event(p, job_id, "progress", {k: state.get(k) for k in ("step", "total_steps", "epoch", "loss", "lr", "tokens_seen", "steps_per_s", "eta_s")})
     history = state.get("history") or []
     for entry in history[len(prev.get("history") or []):]:
         add_event(p, job_id, "eval", entry)
@@ -119,6 +120,7 @@ def run_job(job_id: str, p: Platform | None = None) -> dict[str, Any]:
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
     )
+    fit_started = time.monotonic()
     try:
         result = trainer.fit()
         _, last = ray.get(progress.get.remote(), timeout=30)
@@ -145,7 +147,14 @@ def run_job(job_id: str, p: Platform | None = None) -> dict[str, Any]:
     )
     with p.db.session() as s:
         s.add(model)
-    metrics = {**final, "checkpoint_path": result.checkpoint.path if result.checkpoint else None}
+    wall = time.monotonic() - fit_started
+    usage = {
+        "trained_tokens": final.get("tokens_seen", 0),
+        "worker_cpu_seconds": round(wall * spec.num_workers * spec.resources_per_worker.cpu, 1),
+        "worker_gpu_seconds": round(wall * spec.num_workers * spec.resources_per_worker.gpu, 1),
+        "wall_seconds": round(wall, 1),
+    }
+    metrics = {**final, "usage": usage, "checkpoint_path": result.checkpoint.path if result.checkpoint else None}
     update_job(p, job_id, status="succeeded", metrics=metrics, model_id=model_id,
                progress={k: v for k, v in last.items() if k != "final"}, reason=f"trained and registered model {model_id}")
     return metrics
@@ -167,7 +176,4 @@ def submit_spec_directly(spec: JobSpec, p: Platform | None = None) -> str:
     caller = authenticate(p, key) if key else Principal(key_id="ray-operator", role="admin", tenant_id=None)
     job = create_job_record(p, caller, spec)
     claim_direct(p, job.id)
-    sid = os.environ.get("RAY_JOB_SUBMISSION_ID")
-    if sid:
-        update_job(p, job.id, ray_submission_id=sid)
     return job.id
