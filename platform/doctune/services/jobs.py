@@ -103,7 +103,7 @@ def reconcile_with_ray(p: Platform) -> int:
     with p.db.session() as s:
         pending = list(s.execute(select(Job).where(Job.status.not_in(TERMINAL), Job.ray_submission_id.is_not(None))).scalars())
     for job in pending:
-        if _sync_with_ray(p, job).status != job.status:
+        if _sync_with_ray(p, job, force=True).status != job.status:
             changed += 1
     return changed
 
@@ -115,8 +115,18 @@ def get_job(p: Platform, caller: Principal, job_id: str, *, sync: bool = True) -
     return job
 
 
-def _sync_with_ray(p: Platform, job: Job) -> Job:
-    """A driver that died without reporting (OOM, killed node) still ends the job."""
+_last_sync: dict[str, float] = {}
+SYNC_EVERY_S = 10.0
+
+
+def _sync_with_ray(p: Platform, job: Job, *, force: bool = False) -> Job:
+    """A driver that died without reporting (OOM, killed node) still ends the job.
+    Asks Ray at most every SYNC_EVERY_S per job: pollers must not load the dashboard."""
+    import time
+
+    if not force and time.monotonic() - _last_sync.get(job.id, -1e9) < SYNC_EVERY_S:
+        return job
+    _last_sync[job.id] = time.monotonic()
     try:
         info = p.ray_jobs_client().get_job_info(job.ray_submission_id)
     except Exception:

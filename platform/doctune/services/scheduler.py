@@ -201,6 +201,9 @@ def submit_to_ray(p: Platform, job: Job) -> None:
 
 
 def dispatch_once(p: Platform) -> list[str]:
+    with p.db.session() as s:  # nothing queued: leave Ray's dashboard (and the CPU) alone
+        if s.execute(select(Job.id).where(Job.status == "queued").limit(1)).first() is None:
+            return []
     try:
         free = cluster_free(p)
     except Exception as exc:

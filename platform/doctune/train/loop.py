@@ -16,11 +16,13 @@ import math
 import os
 import tempfile
 import time
+from collections import deque
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 STATE_FILE = "doctune_state.json"
+RATE_WINDOW = 20
 CKPT_TAG = "state"
 
 
@@ -194,7 +196,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     micro_done = engine.global_steps * gas
     epoch = micro_done // max(len(loader), 1)
     skip = micro_done % max(len(loader), 1)
-    t0, s0 = time.monotonic(), engine.global_steps
+    step_times: deque[float] = deque([time.monotonic()], maxlen=RATE_WINDOW + 1)
     window: list[float] = []
     local_tokens = 0
     stop = engine.global_steps >= total_steps
@@ -218,7 +220,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             dist.all_reduce(seen)  # one scalar per optimizer step: exact tokens across ranks
             state["tokens_seen"] = state.get("tokens_seen", 0) + int(seen)
             local_tokens = 0
-            rate = (step - s0) / max(time.monotonic() - t0, 1e-6)
+            step_times.append(time.monotonic())  # rate over the last RATE_WINDOW steps: steady state, not warm-up
+            rate = (len(step_times) - 1) / max(step_times[-1] - step_times[0], 1e-6)
             send(
                 phase="training",
                 step=step,
