@@ -1,7 +1,7 @@
 """Run one fine-tuning job on the Ray cluster this driver was submitted to.
 
     ray job submit --address http://127.0.0.1:8265 -- python -m ray_jobs.finetune --spec job.yaml
-    python -m ray_jobs.finetune --job-id job-...   (what the platform itself submits)
+    python -m ray_jobs.finetune --job-id job-...   (what the platform's dispatcher submits)
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ray_jobs.finetune", description=__doc__.splitlines()[0])
     group = ap.add_mutually_exclusive_group(required=True)
     group.add_argument("--job-id", help="a job already recorded by the platform (API/CLI submissions)")
-    group.add_argument("--spec", help="a JobSpec YAML file (direct `ray job submit` use)")
+    group.add_argument("--spec", help="a JobSpec YAML file (direct `ray job submit` use; DOCTUNE_API_KEY names the tenant)")
     args = ap.parse_args(argv)
 
     from doctune.spec import load_job_spec
@@ -26,12 +26,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         job_id = args.job_id or submit_spec_directly(load_job_spec(args.spec))
         print(f"doctune job {job_id}", flush=True)
-        metrics = run_job(job_id)
+        result = run_job(job_id)
     except DoctuneError as exc:
         print(f"error [{exc.code}]: {exc.message}", file=sys.stderr)
         return 2
-    test, base = metrics["test"], metrics["baseline"]["test"]
-    print(json.dumps({"job_id": job_id, "step": metrics["step"], "test_macro_f1": test["macro_f1"],
+    if "paused_at" in result:
+        print(f"paused at step {result['paused_at']}; checkpoint {result['checkpoint']}")
+        return 0
+    if result.get("requeued"):
+        print(f"attempt failed; re-queued as attempt {result['attempt']}")
+        return 0
+    test, base = result["test"], result["baseline"]["test"]
+    print(json.dumps({"job_id": job_id, "step": result["step"], "test_macro_f1": test["macro_f1"],
                       "baseline_test_macro_f1": base["macro_f1"]}))
     print(f"macro-F1 {test['macro_f1']:.2f}")
     return 0

@@ -125,7 +125,8 @@ class JobSpec(_Spec):
     checkpoint_interval: int = Field(50, ge=1, description="Save a checkpoint to the object store every this many optimizer steps.")
     num_workers: int = Field(2, ge=1, le=1024, description="Ray Train workers (data-parallel ranks).")
     resources_per_worker: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Resources each worker reserves.")
-    max_failures: int = Field(2, ge=0, le=100, description="Worker failures to recover from (resuming from the last checkpoint) before the job fails.")
+    max_failures: int = Field(2, ge=0, le=100, description="Worker failures Ray Train recovers from within one attempt, restarting the workers from the last checkpoint.")
+    retries: int = Field(1, ge=0, le=10, description="Times a failed attempt is re-queued as a new attempt that resumes from its last checkpoint.")
     seed: int = Field(42, ge=0, le=2**32 - 1, description="Seed for weight init, data order and dropout.")
 
     @field_validator("tenant")

@@ -105,3 +105,19 @@ def test_status_changes_are_events_with_reasons(platform):
     assert [e.data["step"] for e in events if e.kind == "progress"] == [0, 1, 2, 3, 4]
     with pytest.raises(DoctuneError):
         jobs_svc.list_events(platform, admin, "job-e", limit=0)
+
+
+def test_pause_and_resume_a_queued_job(platform):
+    admin = tenants.authenticate(platform, tenants.create_admin_key(platform))
+    _, key = tenants.create_tenant(platform, admin, TenantSpec(name="team-a"))
+    member = tenants.authenticate(platform, key)
+    with platform.db.session() as s:
+        s.add(Job(id="job-q", tenant_id="team-a", task="classification", spec={}))
+    assert jobs_svc.pause_job(platform, member, "job-q").status == "paused"
+    with pytest.raises(DoctuneError) as e:
+        jobs_svc.pause_job(platform, member, "job-q")
+    assert e.value.code == "conflict"
+    assert jobs_svc.resume_job(platform, member, "job-q").status == "queued"
+    with pytest.raises(DoctuneError):
+        jobs_svc.resume_job(platform, member, "job-q")
+    assert jobs_svc.cancel_job(platform, member, "job-q").status == "cancelled"

@@ -39,6 +39,9 @@ def _job_view(job) -> dict[str, Any]:
         "metrics": job.metrics or {},
         "error": job.error,
         "model_id": job.model_id,
+        "attempt": job.attempt,
+        "pause_requested": job.control == "pause",
+        "resume_from": job.resume_from,
         "created_at": job.created_at.isoformat() if job.created_at else None,
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
@@ -234,6 +237,14 @@ def create_app(platform: Platform | None = None) -> FastAPI:
     def job_logs(job_id: str, offset: int = Query(0, ge=0), who: Principal = Depends(caller)) -> dict[str, Any]:
         text = jobs_svc.job_logs(p, who, job_id)
         return {"text": text[offset:], "offset": len(text)}
+
+    @app.post("/v1/jobs/{job_id}/pause")
+    def pause_job(job_id: str, who: Principal = Depends(caller)) -> dict[str, Any]:
+        return _job_view(jobs_svc.pause_job(p, who, job_id))
+
+    @app.post("/v1/jobs/{job_id}/resume")
+    def resume_job(job_id: str, who: Principal = Depends(caller)) -> dict[str, Any]:
+        return _job_view(jobs_svc.resume_job(p, who, job_id))
 
     @app.post("/v1/jobs/{job_id}/cancel")
     def cancel_job(job_id: str, who: Principal = Depends(caller)) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from doctune.spec import JobSpec
 from doctune.store.db import Job, JobEvent, new_id, now
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+ACTIVE = ("starting", "running")
 
 
 def create_job_record(p: Platform, caller: Principal, spec: JobSpec, priority: int = 0) -> Job:
@@ -101,7 +102,7 @@ def reconcile_with_ray(p: Platform) -> int:
     so a restart of the API server loses no job. Returns how many changed."""
     changed = 0
     with p.db.session() as s:
-        pending = list(s.execute(select(Job).where(Job.status.not_in(TERMINAL), Job.ray_submission_id.is_not(None))).scalars())
+        pending = list(s.execute(select(Job).where(Job.status.in_(ACTIVE), Job.ray_submission_id.is_not(None))).scalars())
     for job in pending:
         if _sync_with_ray(p, job, force=True).status != job.status:
             changed += 1
@@ -132,6 +133,8 @@ def _sync_with_ray(p: Platform, job: Job, *, force: bool = False) -> Job:
     except Exception:
         return job
     status = str(getattr(info.status, "value", info.status))
+    if job.status not in ACTIVE:
+        return job  # queued or paused: the Ray job named here belongs to an earlier run
     if status == "FAILED":
         with p.db.session() as s:  # re-read: the driver may have just written the real outcome
             fresh = s.get(Job, job.id)
@@ -154,12 +157,36 @@ def list_jobs(p: Platform, caller: Principal) -> list[Job]:
     return list_owned(p, caller, Job)
 
 
+def pause_job(p: Platform, caller: Principal, job_id: str) -> Job:
+    """A queued job is held; a running one saves a checkpoint at its next step and stops."""
+    job = get_job(p, caller, job_id, sync=False)
+    check_tenant_access(caller, job.tenant_id, write=True)
+    if job.status == "queued":
+        return update_job(p, job.id, status="paused", reason=f"paused while queued by {caller.key_id}")
+    if job.status not in ACTIVE:
+        raise DoctuneError(f"job {job_id} is {job.status}; only queued or running jobs can be paused", "conflict")
+    return update_job(p, job.id, control="pause", reason=None)
+
+
+def resume_job(p: Platform, caller: Principal, job_id: str) -> Job:
+    """Re-queue a paused job; it continues from the checkpoint taken when it paused."""
+    job = get_job(p, caller, job_id, sync=False)
+    check_tenant_access(caller, job.tenant_id, write=True)
+    if job.status != "paused":
+        raise DoctuneError(f"job {job_id} is {job.status}; only paused jobs can be resumed", "conflict")
+    job = update_job(p, job.id, status="queued", control=None, ray_submission_id=None,
+                     reason=f"resumed by {caller.key_id}" + (f" from {job.resume_from}" if job.resume_from else ""))
+    if p.dispatcher is not None:
+        p.dispatcher.wake()
+    return job
+
+
 def cancel_job(p: Platform, caller: Principal, job_id: str) -> Job:
     job = get_job(p, caller, job_id, sync=False)
     check_tenant_access(caller, job.tenant_id, write=True)
     if job.status in TERMINAL:
         raise DoctuneError(f"job {job_id} already {job.status}", "conflict")
-    if job.ray_submission_id:
+    if job.ray_submission_id and job.status in ACTIVE:
         try:
             p.ray_jobs_client().stop_job(job.ray_submission_id)
         except Exception as exc:

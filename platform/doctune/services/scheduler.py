@@ -187,11 +187,14 @@ def cluster_free(p: Platform) -> Demand:
 def submit_to_ray(p: Platform, job: Job) -> None:
     from doctune.services.jobs import update_job
 
+    import uuid
+
     env = {"DOCTUNE_HOME": p.settings.home} if p.settings.home else {}
+    first_run = job.attempt == 1 and not job.resume_from
     try:
         sid = p.ray_jobs_client().submit_job(
             entrypoint=f"{sys.executable} -m ray_jobs.finetune --job-id {job.id}",
-            submission_id=job.id,
+            submission_id=job.id if first_run else f"{job.id}-a{job.attempt}-{uuid.uuid4().hex[:6]}",
             runtime_env={"env_vars": env},
         )
     except Exception as exc:

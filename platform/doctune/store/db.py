@@ -83,6 +83,9 @@ class Job(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    control: Mapped[str | None] = mapped_column(String(16))  # "pause" while a pause is requested
+    resume_from: Mapped[str | None] = mapped_column(Text)  # checkpoint path (bucket/key) the next run starts from
     ray_submission_id: Mapped[str | None] = mapped_column(String(128))
     progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

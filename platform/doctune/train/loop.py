@@ -199,6 +199,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     step_times: deque[float] = deque([time.monotonic()], maxlen=RATE_WINDOW + 1)
     window: list[float] = []
     local_tokens = 0
+    pause_requested = False
+    stop_ref = progress.should_stop.remote() if (progress is not None and rank == 0) else None
     stop = engine.global_steps >= total_steps
     engine.train()
     while not stop:
@@ -216,10 +218,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if engine.global_steps == before:  # inside a gradient-accumulation window
                 continue
             step = engine.global_steps
-            seen = torch.tensor([local_tokens], dtype=torch.long)
-            dist.all_reduce(seen)  # one scalar per optimizer step: exact tokens across ranks
-            state["tokens_seen"] = state.get("tokens_seen", 0) + int(seen)
+            if rank == 0 and stop_ref is not None and ray.wait([stop_ref], timeout=0)[0]:
+                pause_requested = ray.get(stop_ref)
+                stop_ref = None if pause_requested else progress.should_stop.remote()
+            # one small all-reduce per optimizer step: exact tokens across ranks, and rank 0's pause flag
+            shared = torch.tensor([local_tokens, int(pause_requested and rank == 0)], dtype=torch.long)
+            dist.all_reduce(shared)
+            state["tokens_seen"] = state.get("tokens_seen", 0) + int(shared[0])
             local_tokens = 0
+            if int(shared[1]) and step < total_steps:  # pause: checkpoint now and leave
+                save_and_report({"step": step, "epoch": epoch})
+                if progress is not None and rank == 0:
+                    ray.get(progress.update.remote({"paused_at": step, "phase": "paused", "step": step,
+                                                    "tokens_seen": state["tokens_seen"]}))
+                return
             step_times.append(time.monotonic())  # rate over the last RATE_WINDOW steps: steady state, not warm-up
             rate = (len(step_times) - 1) / max(step_times[-1] - step_times[0], 1e-6)
             send(

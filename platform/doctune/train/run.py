@@ -17,6 +17,7 @@ from doctune.services.jobs import add_event, update_job
 from doctune.spec import JobSpec
 from doctune.store.db import Dataset, Job, Model, new_id
 from doctune.store.objects import tenant_key
+from doctune.train.loop import STATE_FILE
 
 
 def _progress_actor_cls():
@@ -24,11 +25,13 @@ def _progress_actor_cls():
 
     @ray.remote(num_cpus=0)
     class ProgressActor:
-        """Collects rank 0's progress; the driver copies it into the job record."""
+        """Collects rank 0's progress (the driver copies it into the job record) and
+        carries a stop request from the driver to rank 0 (pause)."""
 
         def __init__(self) -> None:
             self.state: dict[str, Any] = {"worker_pids": {}}
             self.version = 0
+            self.stop_requested = False
 
         def update(self, fields: dict[str, Any]) -> None:
             self.state.update(fields)
@@ -41,7 +44,19 @@ def _progress_actor_cls():
         def get(self) -> tuple[int, dict[str, Any]]:
             return self.version, self.state
 
+        def request_stop(self) -> None:
+            self.stop_requested = True
+
+        def should_stop(self) -> bool:
+            return self.stop_requested
+
     return ProgressActor
+
+
+def latest_checkpoint(p: Platform, prefix: str) -> str | None:
+    """Newest complete checkpoint (it has our state file) under ``prefix``, as bucket/key."""
+    done = sorted(k.rsplit("/", 1)[0] for k in p.objects.list_keys(prefix) if k.endswith("/" + STATE_FILE))
+    return f"{p.settings.bucket}/{done[-1]}" if done else None
 
 
 def record_progress_events(p: Platform, job_id: str, prev: dict[str, Any], state: dict[str, Any]) -> None:
@@ -59,8 +74,10 @@ def record_progress_events(p: Platform, job_id: str, prev: dict[str, Any], state
 
 
 def run_job(job_id: str, p: Platform | None = None) -> dict[str, Any]:
+    """Run one attempt of a job. Ends succeeded, paused (checkpoint kept), re-queued
+    as the next attempt (from its last checkpoint), or failed."""
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from doctune.train.loop import train_loop_per_worker
@@ -74,7 +91,8 @@ def run_job(job_id: str, p: Platform | None = None) -> dict[str, Any]:
     spec = JobSpec.model_validate(job.spec)
     if job.status in ("succeeded", "failed", "cancelled"):
         raise DoctuneError(f"job {job_id} is already {job.status}", "conflict")
-    update_job(p, job_id, status="running", progress={"phase": "scheduling"}, reason="the job's Ray driver started")
+    resumed = f" (attempt {job.attempt}, from {job.resume_from})" if job.resume_from else f" (attempt {job.attempt})"
+    update_job(p, job_id, status="running", progress={"phase": "scheduling"}, reason="the job's Ray driver started" + resumed)
 
     if not ray.is_initialized():
         ray.init(log_to_driver=True)
@@ -83,8 +101,8 @@ def run_job(job_id: str, p: Platform | None = None) -> dict[str, Any]:
     progress = _progress_actor_cls().remote()
     stop = threading.Event()
 
-    def pump() -> None:  # progress actor -> job record + events, every 2 s
-        seen, prev = -1, {}
+    def pump() -> None:  # progress actor -> job record + events; pause requests -> rank 0; every 2 s
+        seen, prev, stop_sent = -1, {}, False
         while not stop.is_set():
             try:
                 version, state = ray.get(progress.get.remote(), timeout=10)
@@ -92,6 +110,11 @@ def run_job(job_id: str, p: Platform | None = None) -> dict[str, Any]:
                     update_job(p, job_id, progress={k: v for k, v in state.items() if k != "final"})
                     record_progress_events(p, job_id, prev, state)
                     seen, prev = version, state
+                if not stop_sent:
+                    with p.db.session() as s:
+                        if s.get(Job, job_id).control == "pause":
+                            progress.request_stop.remote()
+                            stop_sent = True
             except Exception:
                 pass
             stop.wait(2.0)
@@ -101,6 +124,9 @@ def run_job(job_id: str, p: Platform | None = None) -> dict[str, Any]:
     resources = {"CPU": spec.resources_per_worker.cpu}
     if use_gpu:
         resources["GPU"] = spec.resources_per_worker.gpu
+    fs = p.objects.pyarrow_fs()
+    checkpoints = f"{p.settings.bucket}/{tenant_key(spec.tenant, 'jobs', job_id, 'checkpoints')}"
+    attempt_dir = f"attempt-{job.attempt}"
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -110,30 +136,57 @@ def run_job(job_id: str, p: Platform | None = None) -> dict[str, Any]:
             "export_prefix": tenant_key(spec.tenant, "models", model_id),
             "progress": progress,
             "use_gpu": use_gpu,
+            "resume_from": Checkpoint(path=job.resume_from, filesystem=fs) if job.resume_from else None,
         },
         scaling_config=ScalingConfig(num_workers=spec.num_workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
-            name="checkpoints",
-            storage_path=f"{p.settings.bucket}/{tenant_key(spec.tenant, 'jobs', job_id)}",
-            storage_filesystem=p.objects.pyarrow_fs(),
+            name=attempt_dir,  # checkpoints are kept per attempt
+            storage_path=checkpoints,
+            storage_filesystem=fs,
             failure_config=FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
     )
     fit_started = time.monotonic()
+
+    def usage(tokens: int) -> dict[str, Any]:  # this attempt's usage added to earlier attempts'
+        wall = time.monotonic() - fit_started
+        prior = (job.metrics or {}).get("usage") or {}
+        now = {"trained_tokens": tokens,
+               "worker_cpu_seconds": wall * spec.num_workers * spec.resources_per_worker.cpu,
+               "worker_gpu_seconds": wall * spec.num_workers * spec.resources_per_worker.gpu,
+               "wall_seconds": wall}
+        return {k: round(prior.get(k, 0) + v, 1) for k, v in now.items()}
+
     try:
         result = trainer.fit()
         _, last = ray.get(progress.get.remote(), timeout=30)
-        final = last["final"]
     except Exception as exc:
         stop.set()
-        message = str(getattr(exc, "message", None) or exc)
-        update_job(p, job_id, status="failed", error={"code": "training_failed", "message": message[-4000:]},
-                   reason="training failed (after any retries from checkpoints)")
+        pumper.join(timeout=5)
+        message = str(getattr(exc, "message", None) or exc)[-4000:]
+        if job.attempt <= spec.retries:
+            ckpt = latest_checkpoint(p, f"{tenant_key(spec.tenant, 'jobs', job_id, 'checkpoints', attempt_dir)}/") or job.resume_from
+            update_job(p, job_id, status="queued", attempt=job.attempt + 1, resume_from=ckpt, ray_submission_id=None,
+                       metrics={"usage": usage(0)},
+                       error={"code": "training_failed", "message": message, "attempt": job.attempt},
+                       reason=f"attempt {job.attempt} failed; retrying as attempt {job.attempt + 1} "
+                              + (f"from checkpoint {ckpt}" if ckpt else "from the start (no checkpoint yet)"))
+            return {"requeued": True, "attempt": job.attempt + 1}
+        update_job(p, job_id, status="failed", error={"code": "training_failed", "message": message, "attempt": job.attempt},
+                   reason=f"training failed on attempt {job.attempt} of {spec.retries + 1}")
         raise
     finally:
         stop.set()
         pumper.join(timeout=5)
+    if last.get("paused_at") is not None and last.get("final") is None:
+        path = result.checkpoint.path if result.checkpoint else job.resume_from
+        update_job(p, job_id, status="paused", control=None, resume_from=path, ray_submission_id=None,
+                   metrics={"usage": usage(last.get("tokens_seen", 0))},
+                   progress={k: v for k, v in last.items() if k != "final"},
+                   reason=f"paused at step {last['paused_at']}; checkpoint {path}")
+        return {"paused_at": last["paused_at"], "checkpoint": path}
+    final = last["final"]
     info = {"labels": dataset.info.get("labels"), "max_seq_length": spec.max_seq_length}
     model = Model(
         id=model_id,
@@ -147,14 +200,9 @@ def run_job(job_id: str, p: Platform | None = None) -> dict[str, Any]:
     )
     with p.db.session() as s:
         s.add(model)
-    wall = time.monotonic() - fit_started
-    usage = {
-        "trained_tokens": final.get("tokens_seen", 0),
-        "worker_cpu_seconds": round(wall * spec.num_workers * spec.resources_per_worker.cpu, 1),
-        "worker_gpu_seconds": round(wall * spec.num_workers * spec.resources_per_worker.gpu, 1),
-        "wall_seconds": round(wall, 1),
-    }
-    metrics = {**final, "usage": usage, "checkpoint_path": result.checkpoint.path if result.checkpoint else None}
+    totals = usage(0)
+    totals["trained_tokens"] = final.get("tokens_seen", 0)  # counted across resumes by the loop itself
+    metrics = {**final, "usage": totals, "checkpoint_path": result.checkpoint.path if result.checkpoint else None}
     update_job(p, job_id, status="succeeded", metrics=metrics, model_id=model_id,
                progress={k: v for k, v in last.items() if k != "final"}, reason=f"trained and registered model {model_id}")
     return metrics

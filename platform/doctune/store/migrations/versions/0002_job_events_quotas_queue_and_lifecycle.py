@@ -1,4 +1,4 @@
-"""job events, quotas and the dispatch queue
+"""job events, quotas, queue and lifecycle
 
 Revision ID: 0002
 Revises: 0001
@@ -36,6 +36,9 @@ def upgrade() -> None:
 
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('priority', sa.Integer(), server_default='0', nullable=False))
+        batch_op.add_column(sa.Column('attempt', sa.Integer(), server_default='1', nullable=False))
+        batch_op.add_column(sa.Column('control', sa.String(length=16), nullable=True))
+        batch_op.add_column(sa.Column('resume_from', sa.Text(), nullable=True))
 
     with op.batch_alter_table('tenants', schema=None) as batch_op:
         batch_op.add_column(sa.Column('weight', sa.Float(), server_default='1.0', nullable=False))
@@ -57,6 +60,9 @@ def downgrade() -> None:
         batch_op.drop_column('weight')
 
     with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.drop_column('resume_from')
+        batch_op.drop_column('control')
+        batch_op.drop_column('attempt')
         batch_op.drop_column('priority')
 
     with op.batch_alter_table('job_events', schema=None) as batch_op:
