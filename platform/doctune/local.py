@@ -246,6 +246,8 @@ class LocalStack:
                 weed, "server", f"-dir={self.home / 's3'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 f"-master.port={p.weed_master}", f"-volume.port={p.volume}", "-master.volumeSizeLimitMB=256",
                 "-filer", f"-filer.port={p.filer}", "-s3", f"-s3.port={p.s3}", f"-s3.config={ident}",
+                # fixed-port side servers would collide between two stacks; we use neither
+                "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
             ],
             self._env(s),
         )
