@@ -336,6 +336,18 @@ def jobs_logs(job_id: str, follow: bool = typer.Option(False, "--follow", "-f", 
         time.sleep(2)
 
 
+@jobs_app.command("pause")
+def jobs_pause(job_id: str, api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY")) -> None:
+    """Pause a job: a running one checkpoints at its next step and stops."""
+    _print(_run(_client(api_key).request, "POST", f"/v1/jobs/{job_id}/pause"))
+
+
+@jobs_app.command("resume")
+def jobs_resume(job_id: str, api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY")) -> None:
+    """Re-queue a paused job; it continues from its pause checkpoint."""
+    _print(_run(_client(api_key).request, "POST", f"/v1/jobs/{job_id}/resume"))
+
+
 @jobs_app.command("cancel")
 def jobs_cancel(job_id: str, api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY")) -> None:
     """Cancel a queued or running job."""
