@@ -76,10 +76,11 @@ def _print(obj: Any, columns: tuple[str, ...] = ()) -> None:
         from rich.console import Console
         from rich.table import Table
 
+        console = Console() if sys.stdout.isatty() else Console(width=300)  # piped: never cut ids short
         table = Table(*columns)
         for row in obj:
             table.add_row(*(str(_dig(row, c)) for c in columns))
-        Console().print(table)
+        console.print(table)
         return
     typer.echo(json.dumps(obj, indent=2, default=str))
 
