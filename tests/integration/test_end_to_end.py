@@ -138,3 +138,21 @@ def test_cli_shows_jobs_logs_usage_and_downloads_models(stack, tenant_a, finishe
 def test_cli_errors_are_one_line_and_nonzero(stack, tenant_b, finished_job):
     out = _cli(stack, tenant_b, "jobs", "get", finished_job["id"])
     assert out.returncode == 2 and "error [not_found]" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_endpoints_lost_with_the_cluster_are_restored(stack, endpoint, tenant_a, client_a):
+    """Serve applications vanish when Ray restarts; the API's start-up reconcile
+    redeploys every deployment recorded as running."""
+    from doctune.services._context import Platform
+    from doctune.services.deployments import reconcile_deployments, serve_applications
+
+    p = Platform(stack)
+    r = httpx.delete(f"{stack.ray_dashboard_url}/api/serve/applications/",
+                     headers={"Authorization": f"Bearer {stack.ray_token()}"}, timeout=60)
+    assert r.status_code < 300, r.text
+    poll(lambda: "team-a-bbc" not in serve_applications(p), 120, "Serve to drop the application")
+    assert reconcile_deployments(p) == [endpoint["id"]]
+    dep = poll(lambda: (d := client_a.get_deployment(endpoint["id"]))["status"] != "deploying" and d, 300, "redeploy")
+    assert dep["status"] == "running"
+    r = httpx.post(endpoint["url"], json={"inputs": ["Shares rose."]}, headers={"Authorization": f"Bearer {tenant_a}"}, timeout=60)
+    assert r.status_code == 200 and r.json()["predictions"][0]["label"]

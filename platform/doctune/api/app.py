@@ -76,6 +76,9 @@ def create_app(platform: Platform | None = None) -> FastAPI:
                 n = jobs_svc.reconcile_with_ray(p)
                 if n:
                     log.warning("reconciled %d job(s) with the Ray Jobs API", n)
+                restored = deployments_svc.reconcile_deployments(p)
+                if restored:
+                    log.warning("redeploying %d endpoint(s) lost with the Ray cluster", len(restored))
             except Exception:
                 log.exception("could not reconcile jobs with Ray")
 

@@ -47,18 +47,47 @@ def deploy_model(p: Platform, caller: Principal, spec: DeploymentSpec) -> Deploy
                 spec=spec.model_dump(mode="json"), route=route, status="deploying",
             )
             s.add(row)
+    _submit_deploy(p, row.id)
+    return row
+
+
+def _submit_deploy(p: Platform, deployment_id: str) -> None:
     env = {"DOCTUNE_HOME": p.settings.home} if p.settings.home else {}
     try:
         p.ray_jobs_client().submit_job(
-            entrypoint=f"{sys.executable} -m ray_jobs.deploy --deployment-id {row.id}",
+            entrypoint=f"{sys.executable} -m ray_jobs.deploy --deployment-id {deployment_id}",
             runtime_env={"env_vars": env},
         )
     except DoctuneError:
         raise
     except Exception as exc:
-        set_status(p, row.id, "failed", f"the Ray cluster did not accept the deployment: {exc}")
+        set_status(p, deployment_id, "failed", f"the Ray cluster did not accept the deployment: {exc}")
         raise DoctuneError(f"the Ray cluster did not accept the deployment: {exc}", "unavailable") from None
-    return row
+
+
+def serve_applications(p: Platform) -> dict:
+    """Ray Serve's applications by name, from the dashboard's REST API."""
+    import httpx
+
+    r = httpx.get(f"{p.settings.ray_dashboard_url}/api/serve/applications/",
+                  headers={"Authorization": f"Bearer {p.settings.ray_token()}"}, timeout=15)
+    r.raise_for_status()
+    return r.json().get("applications") or {}
+
+
+def reconcile_deployments(p: Platform) -> list[str]:
+    """At API start: redeploy every deployment recorded as running whose Serve
+    application is gone (the Ray cluster was restarted), so endpoints come back."""
+    apps = serve_applications(p)
+    with p.db.session() as s:
+        rows = list(s.execute(select(Deployment).where(Deployment.status == "running")).scalars())
+    restored = []
+    for row in rows:
+        if f"{row.tenant_id}-{row.name}" not in apps:
+            set_status(p, row.id, "deploying", "restoring: its Serve application was gone (cluster restart)")
+            _submit_deploy(p, row.id)
+            restored.append(row.id)
+    return restored
 
 
 def set_status(p: Platform, deployment_id: str, status: str, message: str | None = None) -> None:
