@@ -32,3 +32,35 @@ def test_killed_worker_resumes_from_last_checkpoint(client_a, bbc_dataset):
     assert m["step"] == 24
     assert m["resumed_from_step"] >= saved_step > 0
     assert victim not in done["progress"]["worker_pids"].values()
+
+
+def test_resume_picks_the_newest_complete_checkpoint(stack):
+    """A checkpoint counts only when every rank's manifest and every file it lists are
+    in the store; the newest such one wins over older or half-uploaded ones."""
+    import json
+
+    from doctune.store.objects import ObjectStore
+    from doctune.train.loop import MANIFEST_PREFIX, STATE_FILE, newest_complete_checkpoint
+
+    store = ObjectStore(stack)
+    prefix = "tenants/team-a/jobs/job-fake/checkpoints/attempt-1"
+
+    def write(name, step, ranks, missing=()):
+        d = f"{prefix}/checkpoint_{name}"
+        files = {0: ["state/mp_rank_00_model_states.pt", "state/zero_pp_rank_0_optim.pt", STATE_FILE],
+                 1: ["state/zero_pp_rank_1_optim.pt"]}
+        for r in ranks:
+            for f in files[r]:
+                if f not in missing:
+                    store.put_bytes(f"{d}/{f}", json.dumps({"checkpoint_step": step}).encode())
+            store.put_bytes(f"{d}/{MANIFEST_PREFIX}{r}.json", json.dumps(files[r]).encode())
+        return d
+
+    assert newest_complete_checkpoint(store, prefix, 2) is None
+    good = write("a", 6, ranks=(0, 1))
+    write("b", 12, ranks=(0,))                                               # rank 1 never got there
+    write("c", 18, ranks=(0, 1), missing=("state/zero_pp_rank_1_optim.pt",))  # died mid-upload
+    assert newest_complete_checkpoint(store, prefix, 2) == good
+    newer = write("d", 24, ranks=(0, 1))
+    assert newest_complete_checkpoint(store, prefix, 2) == newer
+    store.delete_prefix(prefix + "/")

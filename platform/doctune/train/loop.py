@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 STATE_FILE = "doctune_state.json"
+MANIFEST_PREFIX = "doctune_rank"
 RATE_WINDOW = 20
 CKPT_TAG = "state"
 
@@ -74,6 +75,33 @@ def evaluate(engine, examples, plugin, tokenizer, info, batch_size: int) -> dict
     metrics["loss"] = sum(all_losses) / max(len(all_losses), 1)
     metrics["n"] = len(rows)
     return metrics
+
+
+def newest_complete_checkpoint(store, prefix: str | None, world: int) -> str | None:
+    """Key prefix of the newest checkpoint under ``prefix`` whose every rank manifest and
+    every file those manifests list exist (S3 objects appear whole, so that is complete)."""
+    if not prefix:
+        return None
+    by_dir: dict[str, set[str]] = {}
+    for key in store.list_keys(prefix.rstrip("/") + "/"):
+        if "/checkpoint_" not in key:
+            continue
+        head, rest = key.split("/checkpoint_", 1)
+        ckpt_dir = f"{head}/checkpoint_{rest.split('/', 1)[0]}"
+        by_dir.setdefault(ckpt_dir, set()).add(key[len(ckpt_dir) + 1 :])
+    best: tuple[int, str] | None = None
+    for ckpt_dir, names in by_dir.items():
+        if STATE_FILE not in names or any(f"{MANIFEST_PREFIX}{r}.json" not in names for r in range(world)):
+            continue
+        listed = set()
+        for r in range(world):
+            listed.update(json.loads(store.get_bytes(f"{ckpt_dir}/{MANIFEST_PREFIX}{r}.json")))
+        if not listed <= names:
+            continue
+        step = json.loads(store.get_bytes(f"{ckpt_dir}/{STATE_FILE}")).get("checkpoint_step", -1)
+        if best is None or step > best[0]:
+            best = (step, ckpt_dir)
+    return best[1] if best else None
 
 
 def _load_split(store, dataset_uri: str, split: str) -> list[dict[str, Any]]:
@@ -165,7 +193,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         engine.enable_backward_allreduce = False
 
     state: dict[str, Any] = {"history": [], "best": None, "bad_evals": 0, "baseline": None, "checkpoint_step": 0}
-    ckpt = ray.train.get_checkpoint() or config.get("resume_from")
+    # The newest *complete* checkpoint this attempt wrote beats Ray's registered one: a
+    # worker killed right after report() can leave a newer checkpoint Ray never registered.
+    newest = newest_complete_checkpoint(store, config.get("checkpoint_prefix"), world)
+    ckpt = (ray.train.Checkpoint(path=f"{store.bucket}/{newest}", filesystem=store.pyarrow_fs()) if newest
+            else ray.train.get_checkpoint() or config.get("resume_from"))
     resumed_from = 0
     if ckpt is not None:
         with ckpt.as_directory() as d:
@@ -195,7 +227,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             state["checkpoint_step"] = engine.global_steps
             if rank == 0:
                 (Path(tmp) / STATE_FILE).write_text(json.dumps(state))
+            # this rank's manifest: the checkpoint is complete once every rank's files exist
+            files = sorted(str(f.relative_to(tmp)) for f in Path(tmp).rglob("*") if f.is_file())
+            (Path(tmp) / f"{MANIFEST_PREFIX}{rank}.json").write_text(json.dumps(files))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        dist.barrier()  # every rank's upload is done before anyone calls this checkpoint saved
         send(last_checkpoint_step=engine.global_steps)
 
     micro_done = engine.global_steps * gas

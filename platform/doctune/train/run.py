@@ -17,7 +17,7 @@ from doctune.services.jobs import add_event, update_job
 from doctune.spec import JobSpec
 from doctune.store.db import Dataset, Job, Model, new_id
 from doctune.store.objects import tenant_key
-from doctune.train.loop import STATE_FILE
+from doctune.train.loop import newest_complete_checkpoint
 
 
 def _progress_actor_cls():
@@ -53,10 +53,10 @@ def _progress_actor_cls():
     return ProgressActor
 
 
-def latest_checkpoint(p: Platform, prefix: str) -> str | None:
-    """Newest complete checkpoint (it has our state file) under ``prefix``, as bucket/key."""
-    done = sorted(k.rsplit("/", 1)[0] for k in p.objects.list_keys(prefix) if k.endswith("/" + STATE_FILE))
-    return f"{p.settings.bucket}/{done[-1]}" if done else None
+def latest_checkpoint(p: Platform, prefix: str, world: int) -> str | None:
+    """Newest complete checkpoint under ``prefix``, as the bucket/key path Ray Train takes."""
+    key = newest_complete_checkpoint(p.objects, prefix, world)
+    return f"{p.settings.bucket}/{key}" if key else None
 
 
 def record_progress_events(p: Platform, job_id: str, prev: dict[str, Any], state: dict[str, Any]) -> None:
@@ -137,6 +137,7 @@ def run_job(job_id: str, p: Platform | None = None) -> dict[str, Any]:
             "progress": progress,
             "use_gpu": use_gpu,
             "resume_from": Checkpoint(path=job.resume_from, filesystem=fs) if job.resume_from else None,
+            "checkpoint_prefix": tenant_key(spec.tenant, "jobs", job_id, "checkpoints", attempt_dir),
         },
         scaling_config=ScalingConfig(num_workers=spec.num_workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
@@ -166,7 +167,7 @@ def run_job(job_id: str, p: Platform | None = None) -> dict[str, Any]:
         pumper.join(timeout=5)
         message = str(getattr(exc, "message", None) or exc)[-4000:]
         if job.attempt <= spec.retries:
-            ckpt = latest_checkpoint(p, f"{tenant_key(spec.tenant, 'jobs', job_id, 'checkpoints', attempt_dir)}/") or job.resume_from
+            ckpt = latest_checkpoint(p, tenant_key(spec.tenant, "jobs", job_id, "checkpoints", attempt_dir), spec.num_workers) or job.resume_from
             update_job(p, job_id, status="queued", attempt=job.attempt + 1, resume_from=ckpt, ray_submission_id=None,
                        metrics={"usage": usage(0)},
                        error={"code": "training_failed", "message": message, "attempt": job.attempt},
