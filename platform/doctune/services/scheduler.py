@@ -125,7 +125,7 @@ def job_demand(spec: dict[str, Any]) -> Demand:
     return Demand(cpus=n * float(r.get("cpu", 1.0)), gpus=n * float(r.get("gpu", 0.0)))
 
 
-def tenant_states(s, tenants: list[Tenant], active: list[Job]) -> dict[str, TenantState]:
+def tenant_states(tenants: list[Tenant], active: list[Job]) -> dict[str, TenantState]:
     out = {t.id: TenantState(weight=t.weight, max_jobs=t.max_concurrent_jobs, max_cpus=t.max_cpus, max_gpus=t.max_gpus)
            for t in tenants}
     for job in active:
@@ -152,7 +152,7 @@ def claim_jobs(p: Platform, cluster_free: Demand) -> list[Job]:
         starting = [job_demand(j.spec) for j in active if j.status == "starting"]
         free = Demand(cluster_free.cpus - sum(d.cpus for d in starting), cluster_free.gpus - sum(d.gpus for d in starting))
         plan = plan_dispatch(
-            tenant_states(s, tenants, active),
+            tenant_states(tenants, active),
             [QueuedJob(j.id, j.tenant_id, job_demand(j.spec), j.priority, j.created_at) for j in queued],
             free,
         )
@@ -259,7 +259,7 @@ def claim_direct(p: Platform, job_id: str) -> None:
         job = s.get(Job, job_id)
         tenant = s.get(Tenant, job.tenant_id)
         active = list(s.execute(select(Job).where(Job.status.in_(ACTIVE), Job.tenant_id == job.tenant_id)).scalars())
-        why = tenant_states(s, [tenant], active)[tenant.id].allows(job_demand(job.spec))
+        why = tenant_states([tenant], active)[tenant.id].allows(job_demand(job.spec))
         if why is None:
             job.status = "starting"
             s.add(JobEvent(job_id=job_id, kind="status", status="starting", reason="started by `ray job submit`",
