@@ -42,6 +42,12 @@ class TaskPlugin(Protocol):
     def metrics(self, predicted: list[Any], gold: list[Any], info: dict[str, Any]) -> dict[str, float]:
         """Evaluation metrics (at least the ones early stopping can watch)."""
 
+    def head_modules(self) -> list[str]:
+        """Names of the freshly initialised task-head modules, trained in full under LoRA."""
+
+    def parse_request(self, body: Any) -> list[Any]:
+        """Serving: validate a request body into the inputs :meth:`predict` takes."""
+
     def predict(self, model: Any, tokenizer: Any, inputs: list[Any], info: dict[str, Any], max_len: int) -> list[dict[str, Any]]:
         """Serving: raw request inputs to JSON-ready predictions."""
 
