@@ -237,7 +237,11 @@ def datasets_upload(
     for k, v in files.items():
         if not v.exists():
             _fail(DoctuneError(f"{v} does not exist", "invalid_request", field=k))
-    _print(_run(_client(api_key).upload_dataset, name, task, files, seed=seed))
+    from tqdm import tqdm
+
+    with tqdm(total=sum(f.stat().st_size for f in files.values()), unit="B", unit_scale=True, desc="upload") as bar:
+        result = _run(_client(api_key).upload_dataset, name, task, files, progress=bar.update, seed=seed)
+    _print(result)
 
 
 # ------------------------------------------------------------------- jobs

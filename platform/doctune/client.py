@@ -6,13 +6,27 @@ and field, so callers handle remote and local errors the same way.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from doctune.errors import HTTP_STATUS, DoctuneError
+
+
+class _CountingReader(io.BytesIO):
+    """Bytes that report each chunk httpx reads from them while streaming the upload."""
+
+    def __init__(self, data: bytes, progress: Callable[[int], None]) -> None:
+        super().__init__(data)
+        self._progress = progress
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = super().read(size)
+        self._progress(len(chunk))
+        return chunk
 
 
 class DoctuneClient:
@@ -37,8 +51,13 @@ class DoctuneClient:
     def create_tenant(self, name: str, display_name: str | None = None) -> dict[str, Any]:
         return self.request("POST", "/v1/tenants", json={"name": name, "display_name": display_name})
 
-    def upload_dataset(self, name: str, task: str, files: dict[str, bytes | Path], tenant: str | None = None, **form: Any) -> dict[str, Any]:
-        blobs = {k: (f"{k}.jsonl", v.read_bytes() if isinstance(v, Path) else v, "application/jsonl") for k, v in files.items()}
+    def upload_dataset(self, name: str, task: str, files: dict[str, bytes | Path], tenant: str | None = None,
+                       progress: Callable[[int], None] | None = None, **form: Any) -> dict[str, Any]:
+        """Upload JSONL files; ``progress(n)`` is called as each chunk of n bytes is sent."""
+        blobs = {}
+        for k, v in files.items():
+            raw = v.read_bytes() if isinstance(v, Path) else v
+            blobs[k] = (f"{k}.jsonl", _CountingReader(raw, progress) if progress else raw, "application/jsonl")
         data = {"name": name, "task": task, **{k: str(v) for k, v in form.items()}}
         if tenant:
             data["tenant"] = tenant

@@ -135,6 +135,17 @@ def test_cli_shows_jobs_logs_usage_and_downloads_models(stack, tenant_a, finishe
     AutoModelForSequenceClassification.from_pretrained(tmp_path / finished_job["model_id"])
 
 
+def test_cli_upload_shows_progress_and_stores_the_dataset(stack, tenant_a, bbc_small, tmp_path):
+    from doctune.data import to_jsonl
+
+    f = tmp_path / "bbc.jsonl"
+    f.write_bytes(to_jsonl(bbc_small))
+    out = _cli(stack, tenant_a, "datasets", "upload", "--name", "cli-upload", "--data", str(f))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["info"]["sizes"]["train"] > 0
+    assert "upload" in out.stderr and "100%" in out.stderr  # the tqdm bar reached the file's size
+
+
 def test_cli_errors_are_one_line_and_nonzero(stack, tenant_b, finished_job):
     out = _cli(stack, tenant_b, "jobs", "get", finished_job["id"])
     assert out.returncode == 2 and "error [not_found]" in out.stderr and "Traceback" not in out.stderr
