@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 
@@ -36,7 +36,6 @@ class Settings:
     serve_port: int = 0
     admin_key: str = ""
     max_upload_bytes: int = 200 * 1024 * 1024
-    extra: dict = field(default_factory=dict)
 
     def ray_env(self) -> dict[str, str]:
         """Environment a Ray client needs to talk to our token-protected head."""
@@ -56,7 +55,7 @@ class Settings:
         """The same settings as DOCTUNE_* variables, for processes we launch."""
         out = {"DOCTUNE_HOME": self.home}
         for f in fields(self):
-            if f.name in ("home", "extra"):
+            if f.name == "home":
                 continue
             value = getattr(self, f.name)
             if value not in ("", 0, None):
@@ -79,7 +78,7 @@ def load_settings(home: Path | None = None) -> Settings:
             data = {}
     s = Settings(home=str(home))
     for f in fields(s):
-        if f.name in ("home", "extra"):
+        if f.name == "home":
             continue
         if f.name in data:
             setattr(s, f.name, type(getattr(s, f.name))(data[f.name]))
@@ -95,7 +94,7 @@ def save_settings(s: Settings) -> Path:
     home = Path(s.home)
     home.mkdir(parents=True, exist_ok=True)
     sf = stack_file(home)
-    data = {k: v for k, v in asdict(s).items() if k not in ("home", "extra")}
+    data = {k: v for k, v in asdict(s).items() if k != "home"}
     tmp = sf.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2))
     os.chmod(tmp, 0o600)

@@ -333,12 +333,12 @@ class LocalStack:
 
         # Our head's processes name its temp dir or its GCS port; their children
         # (dashboard modules, workers) may name neither, so take whole trees.
-        markers = (str(self.ray_tmp), f":{self.ports.gcs} ", f":{self.ports.gcs}\0")
+        markers = (str(self.ray_tmp), f":{self.ports.gcs}\0")  # args are joined with NUL below
         roots = []
         for proc in psutil.process_iter(["pid", "cmdline"]):
             try:
                 cmd = "\0".join(proc.info["cmdline"] or []) + "\0"
-                if "ray" in cmd and any(m.replace(" ", "\0") in cmd for m in markers):
+                if "ray" in cmd and any(m in cmd for m in markers):
                     roots.append(proc)
             except (psutil.Error, TypeError):
                 continue

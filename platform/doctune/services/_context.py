@@ -50,3 +50,13 @@ class Platform:
             raise DoctuneError("no Ray cluster configured: run `doctune up` or set DOCTUNE_RAY_DASHBOARD_URL", "unavailable")
         os.environ.update(self.settings.ray_env())
         return JobSubmissionClient(self.settings.ray_dashboard_url)
+
+    def submit_ray_job(self, module_args: str, submission_id: str | None = None) -> str:
+        """Run ``python -m <module_args>`` as a Ray job with this platform's settings;
+        every job and deployment the platform starts goes through here."""
+        import sys
+
+        env = {"DOCTUNE_HOME": self.settings.home} if self.settings.home else {}
+        return self.ray_jobs_client().submit_job(
+            entrypoint=f"{sys.executable} -m {module_args}", submission_id=submission_id, runtime_env={"env_vars": env}
+        )

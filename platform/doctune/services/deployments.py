@@ -7,8 +7,6 @@ process never holds a Ray driver). The route is ``/<tenant>/<name>``.
 
 from __future__ import annotations
 
-import sys
-
 from sqlalchemy import func, select
 
 from doctune.errors import DoctuneError
@@ -52,12 +50,8 @@ def deploy_model(p: Platform, caller: Principal, spec: DeploymentSpec) -> Deploy
 
 
 def _submit_deploy(p: Platform, deployment_id: str) -> None:
-    env = {"DOCTUNE_HOME": p.settings.home} if p.settings.home else {}
     try:
-        p.ray_jobs_client().submit_job(
-            entrypoint=f"{sys.executable} -m ray_jobs.deploy --deployment-id {deployment_id}",
-            runtime_env={"env_vars": env},
-        )
+        p.submit_ray_job(f"ray_jobs.deploy --deployment-id {deployment_id}")
     except DoctuneError:
         raise
     except Exception as exc:

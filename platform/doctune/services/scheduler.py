@@ -17,7 +17,6 @@ the API server runs it every second (:class:`Dispatcher`).
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -185,17 +184,15 @@ def cluster_free(p: Platform) -> Demand:
 
 
 def submit_to_ray(p: Platform, job: Job) -> None:
-    from doctune.services.jobs import update_job
-
     import uuid
 
-    env = {"DOCTUNE_HOME": p.settings.home} if p.settings.home else {}
+    from doctune.services.jobs import update_job
+
     first_run = job.attempt == 1 and not job.resume_from
     try:
-        sid = p.ray_jobs_client().submit_job(
-            entrypoint=f"{sys.executable} -m ray_jobs.finetune --job-id {job.id}",
+        sid = p.submit_ray_job(
+            f"ray_jobs.finetune --job-id {job.id}",
             submission_id=job.id if first_run else f"{job.id}-a{job.attempt}-{uuid.uuid4().hex[:6]}",
-            runtime_env={"env_vars": env},
         )
     except Exception as exc:
         update_job(p, job.id, status="failed", error={"code": "unavailable", "message": f"Ray refused the job: {exc}"[:2000]})
