@@ -153,6 +153,10 @@ class LocalStack:
                 # Ray maps 127.0.0.1 to the host's routable address unless this is off;
                 # with it off every Ray process binds to loopback only.
                 "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+                # Ray starts workers at niceness 15, below its own daemons and our API. On
+                # the local stack training *is* the workload: run it at normal priority
+                # (measured in docs/benchmarks.md). Override by exporting the variable.
+                "RAY_worker_niceness": os.environ.get("RAY_worker_niceness", "0"),
             }
         )
         return env

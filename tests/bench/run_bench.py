@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-REPS = int(os.environ.get("BENCH_REPS", "3"))
+REPS = int(os.environ.get("BENCH_REPS", "5"))
 STEPS = int(os.environ.get("BENCH_STEPS", "40"))
 MBS, SEQ, THREADS = 8, 128, 2
 
@@ -127,7 +127,9 @@ def write_report(r: dict) -> None:
         f"MiniLM-L6, full fine-tuning, micro batch {MBS}, sequence length {SEQ}, {THREADS} torch threads, {STEPS} steps",
         "(steps/s over the last 20, in steady state, for both loops),",
         "the same BBC News batches. *doctune* is a real job: API → Ray Jobs → Ray Train (1 worker) → DeepSpeed",
-        "ZeRO-0 engine, with progress streaming on; *bare* is a plain PyTorch + transformers loop (AdamW, grad clipping).",
+        "ZeRO-0 engine, with progress streaming on; *bare* is a plain PyTorch + transformers loop (AdamW, grad clipping)",
+        "run by the benchmark process while the same stack is up. Ray workers run at niceness 0 on the local stack",
+        "(Ray's default is 15, which put training below Ray's own daemons: ratio 0.90 in an earlier run).",
         f"{len(loop['bare'])} repetitions each, interleaved.",
         "",
         "| loop | steps/s (each run) | median |",
