@@ -1,6 +1,7 @@
 """Deploy (or update) one doctune deployment as a Ray Serve application.
 
-    python -m ray_jobs.deploy --deployment-id dep-...   (submitted by the platform)
+    python -m ray_jobs.deploy --deployment-id dep-...            (submitted by the platform)
+    python -m ray_jobs.deploy --deployment-id dep-... --delete   (undeploy: its Serve application goes)
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ray_jobs.deploy")
     ap.add_argument("--deployment-id", required=True)
+    ap.add_argument("--delete", action="store_true", help="Delete the deployment's Serve application.")
     args = ap.parse_args(argv)
 
     import ray
@@ -26,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     with p.db.session() as s:
         dep = s.get(Deployment, args.deployment_id)
         model = s.get(Model, dep.model_id)
+    if args.delete:
+        ray.init()
+        serve.delete(f"{dep.tenant_id}-{dep.name}", _blocking=True)
+        set_status(p, dep.id, "deleted", f"undeployed; model {model.id} stays registered")
+        print(f"deployment {dep.id} deleted")
+        return 0
     try:
         ray.init()
         serve.start(http_options={"host": "127.0.0.1" if p.settings.serve_port else "0.0.0.0",

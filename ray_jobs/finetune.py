@@ -37,9 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"attempt failed; re-queued as attempt {result['attempt']}")
         return 0
     test, base = result["test"], result["baseline"]["test"]
-    print(json.dumps({"job_id": job_id, "step": result["step"], "test_macro_f1": test["macro_f1"],
-                      "baseline_test_macro_f1": base["macro_f1"]}))
-    print(f"macro-F1 {test['macro_f1']:.2f}")
+    primary = result.get("primary_metric", "macro_f1")
+    print(json.dumps({"job_id": job_id, "step": result["step"], "metric": primary, "test": test[primary],
+                      "baseline_test": base.get(primary)}))
+    print(f"{'macro-F1' if primary == 'macro_f1' else primary} {test[primary]:.2f}")
     return 0
 
 

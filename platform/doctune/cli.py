@@ -263,7 +263,8 @@ def watch_job(client, job_id: str, poll_s: float = 2.0) -> dict[str, Any]:
                 if pr.get("loss") is not None:
                     post["loss"] = f"{pr['loss']:.3f}"
                 if pr.get("history"):
-                    post["dev_f1"] = f"{pr['history'][-1].get('macro_f1', 0):.3f}"
+                    last = pr["history"][-1]
+                    post["dev_f1"] = f"{last.get('macro_f1', last.get('f1', 0)):.3f}"
                 bar.set_postfix(post, refresh=False)
                 bar.refresh()
             time.sleep(poll_s)
@@ -277,6 +278,48 @@ def watch_job(client, job_id: str, poll_s: float = 2.0) -> dict[str, Any]:
     return job
 
 
+def _read_spec(spec: Path, dataset: str | None) -> dict[str, Any]:
+    try:
+        body = yaml.safe_load(spec.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        _fail(DoctuneError(f"cannot read {spec}: {exc}", "invalid_spec", field="spec"))
+    if not isinstance(body, dict):
+        _fail(DoctuneError(f"{spec} must hold a YAML mapping of JobSpec fields", "invalid_spec", field="spec"))
+    if dataset:
+        body["dataset"] = {"id": dataset}
+    return body
+
+
+@jobs_app.command("plan")
+def jobs_plan(
+    spec: Path = typer.Argument(..., help="JobSpec YAML file."),
+    dataset: Optional[str] = typer.Option(None, help="Dataset id (overrides dataset.id in the file)."),
+    api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY"),
+) -> None:
+    """Estimate a job before running it: memory per worker, tokens, steps, time; warns if it won't fit."""
+    plan = _run(_client(api_key).request, "POST", "/v1/jobs/plan", json=_read_spec(spec, dataset))
+    if OUTPUT["format"] != "table":
+        _print(plan)
+        return
+    m, t, st = plan["memory_per_worker_mb"], plan["tokens"], plan["steps"]
+    lines = [
+        f"model       {plan['base_model']}: {plan['model']['parameters']:,} parameters, "
+        f"{plan['model']['trainable_parameters']:,} trainable ({plan['model']['method']})",
+        f"memory      {m['total_mb'] / 1024:.2f} GiB per worker x {plan['workers']}: parameters {m['parameters_mb']:.0f} MiB, "
+        f"gradients {m['gradients_mb']:.0f}, optimizer {m['optimizer_mb']:.0f}, activations {m['activations_mb']:.0f}, "
+        f"runtime {m['runtime_mb']:.0f}",
+        f"data        {plan['dataset']['train']} train documents, {t['tokens_per_epoch']:,} tokens per epoch "
+        f"({t['truncated_documents']} truncated)",
+        f"steps       {st['total']} ({st['per_epoch']} per epoch, {st['examples_per_step']} examples each), "
+        f"{st['evaluations']} evaluations",
+    ]
+    est = plan["expected_time"]
+    lines.append(f"time        about {est['total_s'] / 60:.1f} min ({est['basis']})" if est else "time        unknown")
+    lines += [f"warning     {w}" for w in plan["warnings"]]
+    lines.append("fits        yes" if plan["fits"] else "fits        NO")
+    typer.echo("\n".join(lines))
+
+
 @jobs_app.command("submit")
 def jobs_submit(
     spec: Path = typer.Argument(..., help="JobSpec YAML file."),
@@ -285,12 +328,7 @@ def jobs_submit(
     api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY"),
 ) -> None:
     """Submit a fine-tuning job from a YAML spec."""
-    try:
-        body = yaml.safe_load(spec.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        _fail(DoctuneError(f"cannot read {spec}: {exc}", "invalid_spec", field="spec"))
-    if dataset:
-        body["dataset"] = {"id": dataset}
+    body = _read_spec(spec, dataset)
     client = _client(api_key)
     job = _run(client.submit_job, body)
     typer.echo(f"submitted {job['id']}")
@@ -364,20 +402,24 @@ def _report_job(job: dict[str, Any]) -> None:
         err = job.get("error") or {}
         typer.secho(f"job {job['id']} {job['status']}: {err.get('message', '')}", fg="red", err=True)
         return
-    m = job["metrics"]
-    base = m["baseline"]
+    m, report = job["metrics"], job.get("report") or {}
     typer.echo(f"job {job['id']} succeeded after {m['step']} steps (model {job['model_id']})")
-    typer.echo("test split                     accuracy  macro-F1")
-    typer.echo(f"  base model, untrained head   {base['test']['accuracy']:.3f}     {base['test']['macro_f1']:.3f}")
-    typer.echo(f"  fine-tuned                   {m['test']['accuracy']:.3f}     {m['test']['macro_f1']:.3f}")
-    typer.echo(f"macro-F1 {m['test']['macro_f1']:.2f}")
+    typer.echo(f"test split ({report.get('examples')} examples)   base model, {report.get('baseline', 'untrained_head').replace('_', ' ')}   fine-tuned")
+    for name, row in report.get("metrics", {}).items():
+        base = "-" if row["baseline"] is None else f"{row['baseline']:.3f}"
+        typer.echo(f"  {name:<28} {base:>12}   {row['fine_tuned']:.3f}")
+    primary = report.get("primary_metric") or "macro_f1"
+    typer.echo(f"{METRIC_LABELS.get(primary, primary)} {m['test'][primary]:.2f}")
+
+
+METRIC_LABELS = {"macro_f1": "macro-F1", "f1": "F1", "accuracy": "accuracy"}
 
 
 # ------------------------------------------------------------------- serving
 def wait_deployment(client, dep_id: str, deadline_s: float = 600) -> dict[str, Any]:
     end = time.monotonic() + deadline_s
     dep = client.get_deployment(dep_id)
-    while dep["status"] == "deploying" and time.monotonic() < end:
+    while dep["status"] in ("deploying", "deleting") and time.monotonic() < end:
         time.sleep(1.0)
         dep = client.get_deployment(dep_id)
     return dep
@@ -397,6 +439,17 @@ def deploy(
     dep = _run(wait_deployment, client, dep["id"])
     _print(dep)
     if dep["status"] != "running":
+        raise typer.Exit(1)
+
+
+@app.command()
+def undeploy(deployment_id: str, api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY")) -> None:
+    """Take an endpoint down (its model stays registered; deploy the same name to bring it back)."""
+    client = _client(api_key)
+    _run(client.delete_deployment, deployment_id)
+    dep = _run(wait_deployment, client, deployment_id)
+    _print(dep)
+    if dep["status"] != "deleted":
         raise typer.Exit(1)
 
 

@@ -66,6 +66,9 @@ class DoctuneClient:
     def submit_job(self, spec: dict[str, Any]) -> dict[str, Any]:
         return self.request("POST", "/v1/jobs", json=spec)
 
+    def plan_job(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", "/v1/jobs/plan", json=spec)
+
     def get_job(self, job_id: str) -> dict[str, Any]:
         return self.request("GET", f"/v1/jobs/{job_id}")
 
@@ -77,6 +80,9 @@ class DoctuneClient:
 
     def deploy(self, model_id: str, name: str, **spec: Any) -> dict[str, Any]:
         return self.request("POST", "/v1/deployments", json={"model_id": model_id, "name": name, **spec})
+
+    def delete_deployment(self, deployment_id: str) -> dict[str, Any]:
+        return self.request("DELETE", f"/v1/deployments/{deployment_id}")
 
     def get_deployment(self, deployment_id: str) -> dict[str, Any]:
         return self.request("GET", f"/v1/deployments/{deployment_id}")

@@ -59,12 +59,57 @@ class LoraSpec(_Spec):
     )
 
 
+class AdaLoraSpec(_Spec):
+    init_r: int = Field(12, ge=1, le=256, description="Starting rank of every adapter; AdaLoRA prunes ranks towards target_r.")
+    target_r: int = Field(4, ge=1, le=256, description="Average rank left after pruning.")
+    alpha: float = Field(16.0, gt=0, description="Scaling numerator, as in LoRA.")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapter input, in [0, 1).")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["query", "key", "value", "dense"], min_length=1,
+        description="Names (suffixes) of the linear layers that get adapters.",
+    )
+
+    @model_validator(mode="after")
+    def _ranks(self) -> "AdaLoraSpec":
+        if self.target_r > self.init_r:
+            raise ValueError(f"target_r ({self.target_r}) must be <= init_r ({self.init_r}); AdaLoRA only prunes ranks")
+        return self
+
+
+class PrefixSpec(_Spec):
+    num_virtual_tokens: int = Field(20, ge=1, le=512, description="Trainable key/value prefix length prepended in every layer.")
+
+
+class Ia3Spec(_Spec):
+    target_modules: list[str] | None = Field(
+        None, description="Layers whose activations get learned scaling vectors; null: peft's default for the architecture.")
+    feedforward_modules: list[str] | None = Field(
+        None, description="Which of target_modules are feed-forward layers (scaled on their input); null: peft's default.")
+
+
+class FreezeSpec(_Spec):
+    trainable_layers: int = Field(
+        2, ge=0, le=1000,
+        description="Train only the top N transformer layers (plus what follows them, e.g. the pooler, and the task head); "
+        "everything below, embeddings included, stays frozen.",
+    )
+
+
 class TuningSpec(_Spec):
-    method: Literal["full", "lora"] = Field("lora", description="'full' trains every weight; 'lora' trains low-rank adapters plus the task head.")
+    method: Literal["full", "lora", "adalora", "prefix", "ia3", "freeze"] = Field(
+        "lora",
+        description="'full' trains every weight; 'lora', 'adalora', 'prefix' (prefix tuning) and 'ia3' train peft "
+        "adapters plus the task head; 'freeze' trains only the top N layers and the head.",
+    )
     lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA settings, used when method is 'lora'.")
+    adalora: AdaLoraSpec = Field(default_factory=AdaLoraSpec, description="AdaLoRA settings, used when method is 'adalora'.")
+    prefix: PrefixSpec = Field(default_factory=PrefixSpec, description="Prefix-tuning settings, used when method is 'prefix'.")
+    ia3: Ia3Spec = Field(default_factory=Ia3Spec, description="IA3 settings, used when method is 'ia3'.")
+    freeze: FreezeSpec = Field(default_factory=FreezeSpec, description="Settings for method 'freeze'.")
     merge_adapter: bool = Field(
         True,
-        description="On export, merge the LoRA weights into the base model (a plain transformers model) instead of keeping them as a separate adapter.",
+        description="On export, merge adapter weights into the base model (a plain transformers model) instead of keeping "
+        "them as a separate adapter. Prefix tuning cannot be merged and is always exported as an adapter.",
     )
 
 
@@ -83,7 +128,8 @@ class DeepSpeedSpec(_Spec):
 
 
 class EarlyStoppingSpec(_Spec):
-    metric: str = Field("macro_f1", description="Dev-set metric to watch, e.g. macro_f1, accuracy, loss.")
+    metric: str = Field("macro_f1", description="Dev-set metric to watch: one of the task's metrics, e.g. macro_f1 "
+                        "(classification), f1 (ner), loss. Checked against the task at submission.")
     mode: Literal["max", "min"] = Field("max", description="'max' if larger is better (f1, accuracy), 'min' for loss.")
     patience: int = Field(3, ge=1, le=1000, description="Stop after this many evaluations without improvement.")
     min_delta: float = Field(0.0, ge=0.0, description="An improvement smaller than this does not count.")
@@ -93,6 +139,11 @@ class ResourcesSpec(_Spec):
     cpu: float = Field(1.0, gt=0, le=256, description="Logical CPUs per training worker (fractions allowed).")
     gpu: float = Field(0.0, ge=0, le=16, description="GPUs per training worker; 0 trains on the CPU.")
     threads: int | None = Field(None, ge=1, le=256, description="torch intra-op threads per worker; default max(1, floor(cpu)).")
+    memory_gb: float | None = Field(
+        None, gt=0, le=4096,
+        description="Memory reserved per training worker, in GiB (Ray schedules on it); `doctune jobs plan` "
+        "estimates what a job needs and warns when this is too small.",
+    )
 
 
 class DatasetRef(_Spec):
@@ -104,7 +155,7 @@ class JobSpec(_Spec):
 
     tenant: str = Field(..., description="Tenant that owns the job (slug).")
     name: str | None = Field(None, max_length=100, description="Optional human-readable name.")
-    task: str = Field(..., description="Task plugin: classification (more in later releases).")
+    task: str = Field(..., description="Task plugin (a folder under doctune/tasks/): classification, ner.")
     base_model: str = Field(
         "all-minilm-l6-v2",
         description="A catalog name (all-minilm-l6-v2), a local directory in Hugging Face format, or s3://bucket/prefix.",

@@ -91,3 +91,23 @@ def test_path_tricks_in_names_are_refused(client_a, stored_state):
     with pytest.raises(DoctuneError) as e:
         client_a.upload_dataset("../../etc", "classification", {"data": jl(*GOOD)})
     assert e.value.http_status in (400, 422) and e.value.field == "name"
+
+
+ZH = [("合同双方应当按照约定全面履行自己的义务，违约方承担赔偿责任。", "contract"),
+      ("北京时间周一，腾讯公司发布了第三季度财报，营收同比增长百分之十。", "news"),
+      ("本协议自双方签字盖章之日起生效，有效期三年。", "contract"),
+      ("上海证券交易所今日收盘，沪指小幅上涨，成交量有所放大。", "news")]
+
+
+def test_chinese_text_on_an_english_model_is_refused_with_the_fix(client_b):
+    rows = [{"text": t, "label": l} for _ in range(10) for t, l in ZH]
+    ds = client_b.upload_dataset("zh-contracts", "classification", {"data": jl(*rows)}, seed=1)
+    spec = tiny_job(ds["id"], max_steps=2)
+    plan = client_b.plan_job(spec)  # the plan warns ...
+    assert any("cannot read this language" in w for w in plan["warnings"])
+    assert plan["tokens"]["unknown_token_fraction"] > 0.3
+    with pytest.raises(DoctuneError) as e:  # ... and submission refuses rather than train on [UNK]s
+        client_b.submit_job(spec)
+    assert e.value.http_status == 422 and e.value.field == "base_model"
+    assert "gemma-3-270m" in e.value.message
+    assert not any(j["spec"]["dataset"]["id"] == ds["id"] for j in client_b.request("GET", "/v1/jobs"))

@@ -14,8 +14,12 @@ GOOD = {"tenant": "demo", "task": "classification", "dataset": {"id": "ds-1"}, "
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_example_validates(path):
+    from doctune.tasks import get_task
+
     spec = load_job_spec(path)
-    assert spec.task in path.read_text()
+    assert f"task: {spec.task}" in path.read_text()
+    plugin = get_task(spec.task)  # a real plugin, and a metric it reports for early stopping
+    assert spec.early_stopping is None or spec.early_stopping.metric in plugin.metric_names
 
 
 def test_bbc_example_is_the_demo_job():

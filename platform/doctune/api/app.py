@@ -19,6 +19,7 @@ from doctune.errors import DoctuneError, from_validation_error
 from doctune.services import datasets as datasets_svc
 from doctune.services import deployments as deployments_svc
 from doctune.services import jobs as jobs_svc
+from doctune.services import plans as plans_svc
 from doctune.services import registry as registry_svc
 from doctune.services import tenants as tenants_svc
 from doctune.services import usage as usage_svc
@@ -37,6 +38,7 @@ def _job_view(job) -> dict[str, Any]:
         "spec": job.spec,
         "progress": job.progress or {},
         "metrics": job.metrics or {},
+        "report": jobs_svc.job_report(job),
         "error": job.error,
         "model_id": job.model_id,
         "attempt": job.attempt,
@@ -219,6 +221,12 @@ def create_app(platform: Platform | None = None) -> FastAPI:
     def submit_job(body: dict[str, Any], who: Principal = Depends(caller)) -> dict[str, Any]:
         return _job_view(jobs_svc.submit_job(p, who, parse_job_spec(_claim_tenant(body, who))))
 
+    @app.post("/v1/jobs/plan")
+    def plan_job(body: dict[str, Any], who: Principal = Depends(caller)) -> dict[str, Any]:
+        """Pre-flight plan for a JobSpec (nothing runs): memory per worker, tokens, steps,
+        expected time from measured throughput, and warnings when it will not fit."""
+        return plans_svc.plan_job(p, who, parse_job_spec(_claim_tenant(body, who)))
+
     @app.get("/v1/jobs")
     def list_jobs(who: Principal = Depends(caller)) -> list[dict[str, Any]]:
         return [_job_view(j) for j in jobs_svc.list_jobs(p, who)]
@@ -271,6 +279,11 @@ def create_app(platform: Platform | None = None) -> FastAPI:
     def deploy(body: dict[str, Any], who: Principal = Depends(caller)) -> dict[str, Any]:
         spec = _parse(DeploymentSpec, _claim_tenant(body, who))
         return _deployment_view(deployments_svc.deploy_model(p, who, spec), p.settings.serve_url)
+
+    @app.delete("/v1/deployments/{deployment_id}")
+    def delete_deployment(deployment_id: str, who: Principal = Depends(caller)) -> dict[str, Any]:
+        """Undeploy: the endpoint goes away; the deployment record and its model stay."""
+        return _deployment_view(deployments_svc.delete_deployment(p, who, deployment_id), p.settings.serve_url)
 
     @app.get("/v1/deployments/{deployment_id}")
     def get_deployment(deployment_id: str, who: Principal = Depends(caller)) -> dict[str, Any]:

@@ -31,7 +31,7 @@ class TaskEndpoint:
         from pathlib import Path
 
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
 
         from doctune.services._context import Platform
         from doctune.tasks import get_task
@@ -45,7 +45,7 @@ class TaskEndpoint:
         store.download_dir(store.key_of(model_uri), local)
         self.meta = json.loads((local / "doctune.json").read_text())
         self.tokenizer = AutoTokenizer.from_pretrained(local)
-        self.model = AutoModelForSequenceClassification.from_pretrained(local).eval()
+        self.model = self.plugin.load_model(str(local))
 
     def _authorize(self, request: Request) -> None:
         from doctune.services.tenants import authenticate

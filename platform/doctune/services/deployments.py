@@ -30,7 +30,7 @@ def deploy_model(p: Platform, caller: Principal, spec: DeploymentSpec) -> Deploy
         limit = s.get(Tenant, spec.tenant).max_deployments
         if existing is None and limit is not None:
             count = s.execute(select(func.count()).select_from(Deployment).where(
-                Deployment.tenant_id == spec.tenant, Deployment.status != "failed")).scalar_one()
+                Deployment.tenant_id == spec.tenant, Deployment.status.not_in(("failed", "deleted")))).scalar_one()
             if count >= limit:
                 raise DoctuneError(
                     f"tenant {spec.tenant} has {count} deployment(s), its quota is {limit}; "
@@ -88,6 +88,23 @@ def set_status(p: Platform, deployment_id: str, status: str, message: str | None
     with p.db.session() as s:
         row = s.get(Deployment, deployment_id)
         row.status, row.message = status, message
+
+
+def delete_deployment(p: Platform, caller: Principal, deployment_id: str) -> Deployment:
+    """Undeploy: the Serve application goes (a Ray job runs ``serve.delete``); the record and
+    the model stay. The deployment reads ``deleting``, then ``deleted``; deploying the same
+    name again brings it back."""
+    dep = get_deployment(p, caller, deployment_id)
+    check_tenant_access(caller, dep.tenant_id, write=True)
+    if dep.status in ("deleted", "deleting"):
+        return dep
+    set_status(p, dep.id, "deleting", "undeploy requested")
+    try:
+        p.submit_ray_job(f"ray_jobs.deploy --deployment-id {dep.id} --delete")
+    except Exception as exc:
+        set_status(p, dep.id, dep.status, dep.message)
+        raise DoctuneError(f"the Ray cluster did not accept the undeploy: {exc}", "unavailable") from None
+    return get_deployment(p, caller, deployment_id)
 
 
 def get_deployment(p: Platform, caller: Principal, deployment_id: str) -> Deployment:

@@ -17,14 +17,14 @@ from doctune.services._context import Platform, Principal
 from doctune.services.datasets import get_dataset
 from doctune.services.tenants import check_tenant_access, get_owned, get_tenant, list_owned
 from doctune.spec import JobSpec
-from doctune.store.db import Job, JobEvent, new_id, now
+from doctune.store.db import Dataset, Job, JobEvent, new_id, now
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 ACTIVE = ("starting", "running")
 
 
-def create_job_record(p: Platform, caller: Principal, spec: JobSpec, priority: int = 0) -> Job:
-    """Check the spec against stored state (tenant, dataset, model) and record the job as queued."""
+def check_spec(p: Platform, caller: Principal, spec: JobSpec) -> Dataset:
+    """Check a spec against stored state (tenant, dataset, base model); returns its dataset."""
     check_tenant_access(caller, spec.tenant, write=True)
     if get_tenant(p, spec.tenant) is None:
         raise DoctuneError(f"tenant {spec.tenant!r} does not exist; create it first", "not_found", field="tenant")
@@ -41,6 +41,48 @@ def create_job_record(p: Platform, caller: Principal, spec: JobSpec, priority: i
     from doctune.train.models import resolve_base_model
 
     resolve_base_model(spec.base_model, check_only=True)
+    from doctune.tasks import get_task
+
+    plugin = get_task(spec.task)
+    if spec.early_stopping is not None and spec.early_stopping.metric not in plugin.metric_names:
+        raise DoctuneError(
+            f"early_stopping.metric {spec.early_stopping.metric!r} is not a {spec.task} metric; "
+            f"choose one of: {', '.join(plugin.metric_names)}",
+            "invalid_spec",
+            field="early_stopping.metric",
+        )
+    return ds
+
+
+UNKNOWN_TOKENS_REFUSE = 0.2  # share of a sample's tokens the base model's tokenizer cannot represent
+
+
+def check_language(p: Platform, spec: JobSpec, ds: Dataset) -> None:
+    """Refuse to train on text the base model cannot read (e.g. Chinese for the English
+    MiniLM, whose vocabulary maps most Chinese characters to [UNK])."""
+    from doctune.services.datasets import read_split
+    from doctune.services.plans import _texts
+    from doctune.tasks import get_task
+    from doctune.train.models import resolve_base_model
+    from doctune.train.plan import count_tokens, load_tokenizer
+
+    if spec.base_model.startswith("s3://"):
+        return  # a tenant's own model: its tokenizer is checked when the job loads it
+    tokenizer = load_tokenizer(resolve_base_model(spec.base_model))
+    sample = _texts(get_task(spec.task), read_split(p, ds, "train")[:200])
+    unknown = count_tokens(sample, tokenizer, spec.max_seq_length)["unknown_token_fraction"]
+    if unknown > UNKNOWN_TOKENS_REFUSE:
+        raise DoctuneError(
+            f"{unknown:.0%} of the dataset's tokens are unknown to {spec.base_model}'s tokenizer: it cannot read this "
+            "language. Choose a base model whose tokenizer covers it (gemma-3-270m covers Chinese)",
+            "invalid_spec",
+            field="base_model",
+        )
+
+
+def create_job_record(p: Platform, caller: Principal, spec: JobSpec, priority: int = 0) -> Job:
+    """Check the spec against stored state and record the job as queued."""
+    check_language(p, spec, check_spec(p, caller, spec))
     job = Job(id=new_id("job"), tenant_id=spec.tenant, task=spec.task, spec=spec.model_dump(mode="json"),
               priority=priority)
     with p.db.session() as s:
@@ -48,6 +90,22 @@ def create_job_record(p: Platform, caller: Principal, spec: JobSpec, priority: i
         s.flush()
         s.add(JobEvent(job_id=job.id, kind="status", status="queued", reason=f"submitted by {caller.key_id}"))
     return job
+
+
+def job_report(job: Job) -> dict[str, Any] | None:
+    """A finished job's test metrics beside its baseline's, on the same test split."""
+    m = job.metrics or {}
+    if "test" not in m or "baseline" not in m:
+        return None
+    base, tuned = m["baseline"].get("test", {}), m["test"]
+    names = [k for k, v in tuned.items() if isinstance(v, (int, float)) and k != "n"]
+    return {
+        "split": "test",
+        "examples": tuned.get("n"),
+        "baseline": m["baseline"].get("kind", "untrained_head"),
+        "primary_metric": m.get("primary_metric"),
+        "metrics": {k: {"baseline": base.get(k), "fine_tuned": tuned[k]} for k in names},
+    }
 
 
 def submit_job(p: Platform, caller: Principal, spec: JobSpec) -> Job:

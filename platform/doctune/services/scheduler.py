@@ -170,14 +170,26 @@ def claim_jobs(p: Platform, cluster_free: Demand) -> list[Job]:
     return claimed
 
 
-def cluster_free(p: Platform) -> Demand:
-    """Free logical CPUs/GPUs as Ray's dashboard reports them."""
+def _cluster_usage(p: Platform) -> dict[str, list[float]]:
+    """Ray's resource usage, ``{"CPU": [used, total], "memory": [...], ...}``, from its dashboard."""
     import httpx
 
     r = httpx.get(f"{p.settings.ray_dashboard_url}/api/cluster_status",
                   headers={"Authorization": f"Bearer {p.settings.ray_token()}"}, timeout=10)
     r.raise_for_status()
-    usage = r.json()["data"]["clusterStatus"]["loadMetricsReport"]["usage"]
+    return r.json()["data"]["clusterStatus"]["loadMetricsReport"]["usage"]
+
+
+def cluster_totals(p: Platform) -> dict[str, float]:
+    """Total logical CPUs, GPUs and task memory (bytes) of the Ray cluster."""
+    usage = _cluster_usage(p)
+    return {"cpus": usage.get("CPU", [0, 0])[1], "gpus": usage.get("GPU", [0, 0])[1],
+            "memory_bytes": usage.get("memory", [0, 0])[1]}
+
+
+def cluster_free(p: Platform) -> Demand:
+    """Free logical CPUs/GPUs as Ray's dashboard reports them."""
+    usage = _cluster_usage(p)
     cpu_used, cpu_total = usage.get("CPU", [0.0, 0.0])
     gpu_used, gpu_total = usage.get("GPU", [0.0, 0.0])
     return Demand(cpu_total - cpu_used, gpu_total - gpu_used)

@@ -27,8 +27,9 @@ class TaskPlugin(Protocol):
     def stratify_key(self, record: dict[str, Any]) -> Any:
         """Value to stratify splits on."""
 
-    def build_model(self, base_path: str, info: dict[str, Any]) -> Any:
-        """The trainable transformers model for this task, with a fresh head."""
+    def build_model(self, base_path: str, info: dict[str, Any], pretrained: bool = True) -> Any:
+        """The trainable transformers model for this task, with a fresh head (``pretrained=False``:
+        the same architecture without reading weights, for the pre-flight plan)."""
 
     def encode(self, records: list[dict[str, Any]], tokenizer: Any, info: dict[str, Any], max_len: int) -> list[dict[str, Any]]:
         """Tokenized examples ready for :meth:`collate`."""
@@ -41,6 +42,16 @@ class TaskPlugin(Protocol):
 
     def metrics(self, predicted: list[Any], gold: list[Any], info: dict[str, Any]) -> dict[str, float]:
         """Evaluation metrics (at least the ones early stopping can watch)."""
+
+    peft_task_type: str
+    """peft ``TaskType`` name for LoRA on this task's model (e.g. ``SEQ_CLS``, ``TOKEN_CLS``, ``CAUSAL_LM``)."""
+    primary_metric: str
+    """The headline test metric (reports, leaderboards); one of ``metric_names``."""
+    metric_names: tuple[str, ...]
+    """Scalar metrics :meth:`metrics` returns (plus ``loss``): what early stopping may watch."""
+
+    def load_model(self, path: str) -> Any:
+        """Serving: the exported model at ``path`` (written by ``save_pretrained``), in eval mode."""
 
     def head_modules(self) -> list[str]:
         """Names of the freshly initialised task-head modules, trained in full under LoRA."""

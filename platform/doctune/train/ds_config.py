@@ -52,3 +52,15 @@ def build_deepspeed_config(spec: JobSpec, world_size: int, total_steps: int, *, 
         # CPU offload on a CPU-only host: DeepSpeedCPUAdam (built once into TORCH_EXTENSIONS_DIR).
         cfg["optimizer"]["params"].pop("torch_adam")
     return cfg
+
+
+def zero3_context(ds_config: dict[str, Any]) -> Any:
+    """Under ZeRO-3, tell transformers (and peft) before the model is built: ``from_pretrained``
+    then loads straight into partitioned parameters, and peft gathers partitioned adapter
+    weights where it needs them whole (AdaLoRA's orthogonality penalty). Keep the returned
+    object alive while the engine exists; None for other stages."""
+    if ds_config.get("zero_optimization", {}).get("stage") != 3:
+        return None
+    from transformers.integrations import HfDeepSpeedConfig
+
+    return HfDeepSpeedConfig(ds_config)

@@ -109,6 +109,22 @@ def _load_split(store, dataset_uri: str, split: str) -> list[dict[str, Any]]:
     return [json.loads(l) for l in blob.decode().splitlines() if l.strip()]
 
 
+def process_memory_mb() -> dict[str, float]:
+    """This process's resident memory now and its peak so far (VmRSS/VmHWM), in MiB."""
+    out = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out["rss_mb" if key == "VmRSS" else "peak_mb"] = int(value.split()[0]) / 1024
+    except OSError:  # not Linux: fall back to getrusage's peak
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out = {"rss_mb": peak, "peak_mb": peak}
+    return out
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     use_gpu = config.get("use_gpu", False)
     if not use_gpu:
@@ -126,9 +142,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from doctune.spec import JobSpec
     from doctune.store.objects import ObjectStore
     from doctune.tasks import get_task
-    from doctune.train.ds_config import build_deepspeed_config
+    from doctune.train.ds_config import build_deepspeed_config, zero3_context
     from doctune.train.models import resolve_base_model
+    from doctune.train.tuning import adalora_step, apply_tuning
 
+    began = time.monotonic()
     spec = JobSpec.model_validate(config["spec"])
     info = config["dataset_info"]
     ctx = ray.train.get_context()
@@ -141,6 +159,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         progress.register_worker.remote(rank, os.getpid())
 
     deepspeed.init_distributed("nccl" if use_gpu else "gloo")
+    memory_at_start = process_memory_mb()  # the runtime (torch, DeepSpeed, Ray) before any model or data
     plugin = get_task(spec.task)
     store = ObjectStore(load_settings())
     splits = {s: _load_split(store, config["dataset_uri"], s) for s in ("train", "dev", "test")}
@@ -150,25 +169,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     base = resolve_base_model(spec.base_model)
     tokenizer = AutoTokenizer.from_pretrained(base)
     encoded = {s: plugin.encode(r, tokenizer, info, spec.max_seq_length) for s, r in splits.items()}
-    model = plugin.build_model(base, info)
-    if spec.tuning.method == "lora":
-        from peft import LoraConfig, TaskType, get_peft_model
-
-        lora = spec.tuning.lora
-        present = {n.split(".")[-1] for n, _ in model.named_modules()}
-        heads = [h for h in plugin.head_modules() if h in present]
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                task_type=TaskType.SEQ_CLS,
-                r=lora.r,
-                lora_alpha=lora.alpha,
-                lora_dropout=lora.dropout,
-                target_modules=lora.target_modules,
-                modules_to_save=heads,
-            ),
-        )
-
     sampler = DistributedSampler(encoded["train"], num_replicas=world, rank=rank, shuffle=True, seed=spec.seed)
     loader = DataLoader(
         encoded["train"],
@@ -180,6 +180,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     steps_per_epoch = max(1, len(loader) // gas)
     total_steps = spec.max_steps or max(1, math.ceil(spec.epochs * steps_per_epoch))
     ds_cfg = build_deepspeed_config(spec, world, total_steps, on_gpu=use_gpu)
+    hf_ds = zero3_context(ds_cfg)  # noqa: F841 - ZeRO-3: load straight into partitions; kept alive for the run
+    model = apply_tuning(plugin.build_model(base, info), spec, plugin, total_steps)
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         model_parameters=[p for p in model.parameters() if p.requires_grad],
@@ -205,6 +207,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             state = json.loads((Path(d) / STATE_FILE).read_text())
         resumed_from = engine.global_steps
     eval_bs = spec.micro_batch_size * 2
+    # where this run's time goes, for the plan's expected-time estimate (doctune.services.plans)
+    timing = {"eval_s": 0.0, "eval_examples": 0, "train_s": 0.0, "train_tokens": 0, "setup_s": 0.0}
+
+    def evaluate_timed(split: str) -> dict[str, Any]:
+        t = time.monotonic()
+        out = evaluate(engine, encoded[split], plugin, tokenizer, info, eval_bs)
+        timing["eval_s"] += time.monotonic() - t
+        timing["eval_examples"] += len(encoded[split])
+        return out
 
     def send(**fields: Any) -> None:
         if progress is not None and rank == 0:
@@ -216,8 +227,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         send(phase="baseline")
         state["baseline"] = {
             "kind": "untrained_head",
-            "dev": evaluate(engine, encoded["dev"], plugin, tokenizer, info, eval_bs),
-            "test": evaluate(engine, encoded["test"], plugin, tokenizer, info, eval_bs),
+            "dev": evaluate_timed("dev"),
+            "test": evaluate_timed("test"),
         }
         send(baseline=state["baseline"])
 
@@ -244,6 +255,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     stop_ref = progress.should_stop.remote() if (progress is not None and rank == 0) else None
     stop = engine.global_steps >= total_steps
     engine.train()
+    timing["setup_s"] = time.monotonic() - began - timing["eval_s"]  # loading, building, restoring
+    train_began, eval_before = time.monotonic(), timing["eval_s"]
     while not stop:
         sampler.set_epoch(epoch)
         for i, batch in enumerate(loader):
@@ -254,6 +267,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             local_tokens += int(batch["attention_mask"].sum())
             loss = engine(**batch).loss
             engine.backward(loss)
+            if spec.tuning.method == "adalora" and engine.is_gradient_accumulation_boundary():
+                adalora_step(engine.module, engine.global_steps)  # rank reallocation, while gradients exist
             engine.step()
             window.append(loss.detach().item())
             if engine.global_steps == before:  # inside a gradient-accumulation window
@@ -266,6 +281,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             shared = torch.tensor([local_tokens, int(pause_requested and rank == 0)], dtype=torch.long)
             dist.all_reduce(shared)
             state["tokens_seen"] = state.get("tokens_seen", 0) + int(shared[0])
+            timing["train_tokens"] += int(shared[0])
             local_tokens = 0
             if int(shared[1]) and step < total_steps:  # pause: checkpoint now and leave
                 save_and_report({"step": step, "epoch": epoch})
@@ -289,8 +305,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             metrics: dict[str, Any] = {"step": step, "epoch": epoch}
             if step % spec.eval_interval == 0 or step >= total_steps:
                 send(phase="evaluating")
-                dev = evaluate(engine, encoded["dev"], plugin, tokenizer, info, eval_bs)
-                state["history"].append({"step": step, **{k: v for k, v in dev.items() if k != "per_class"}})
+                dev = evaluate_timed("dev")
+                state["history"].append({"step": step, **{k: v for k, v in dev.items() if isinstance(v, (int, float))}})
                 send(history=state["history"])
                 metrics.update({f"dev_{k}": v for k, v in dev.items() if isinstance(v, (int, float))})
                 es = spec.early_stopping
@@ -312,9 +328,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         skip = 0
         epoch += 1
 
+    timing["train_s"] = time.monotonic() - train_began - (timing["eval_s"] - eval_before)
+    # peak resident memory of training itself (before test evaluation and export), for the plan's estimate
+    mine = {"start_mb": memory_at_start["rss_mb"], "peak_train_mb": process_memory_mb()["peak_mb"]}
+    ranks: list[Any] = [None] * world
+    dist.all_gather_object(ranks, mine)
+    memory = {k: max(r[k] for r in ranks) for k in mine} | {"per_rank": ranks}  # the largest worker counts
     send(phase="testing")
-    test = evaluate(engine, encoded["test"], plugin, tokenizer, info, eval_bs)
-    dev = evaluate(engine, encoded["dev"], plugin, tokenizer, info, eval_bs)
+    test = evaluate_timed("test")
+    dev = evaluate_timed("dev")
     send(phase="exporting")
     export_prefix = config["export_prefix"]
     gather = (
@@ -336,6 +358,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         "baseline": state["baseline"],
         "history": state["history"],
         "total_steps": total_steps,
+        "memory": memory,
+        "timing": timing,
     }
     if progress is not None and rank == 0:  # wait for delivery: the driver reads it after fit()
         ray.get(progress.update.remote({"final": final, "phase": "done", "step": engine.global_steps}))
@@ -343,9 +367,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 def _export(module, tokenizer, spec, info, store, prefix: str) -> None:
     """Write the model in Hugging Face format (LoRA merged or kept as an adapter)."""
-    merged = spec.tuning.method == "full" or spec.tuning.merge_adapter
+    from doctune.train.tuning import is_peft, merges_on_export
+
+    merged = merges_on_export(spec)
     model = module
-    if spec.tuning.method == "lora" and spec.tuning.merge_adapter:
+    if is_peft(spec) and merged:
         model = module.merge_and_unload()
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -355,6 +381,7 @@ def _export(module, tokenizer, spec, info, store, prefix: str) -> None:
             "labels": info.get("labels"),
             "max_seq_length": spec.max_seq_length,
             "tuning": spec.tuning.method,
+            "adapter_merged": merged if is_peft(spec) else None,  # false: an adapter over base_model
             "lora_merged": merged if spec.tuning.method == "lora" else None,
             "base_model": spec.base_model,
         }

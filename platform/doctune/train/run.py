@@ -18,6 +18,7 @@ from doctune.spec import JobSpec
 from doctune.store.db import Dataset, Job, Model, new_id
 from doctune.store.objects import tenant_key
 from doctune.train.loop import newest_complete_checkpoint
+from doctune.train.tuning import merges_on_export
 
 
 def _progress_actor_cls():
@@ -124,6 +125,8 @@ def run_job(job_id: str, p: Platform | None = None) -> dict[str, Any]:
     resources = {"CPU": spec.resources_per_worker.cpu}
     if use_gpu:
         resources["GPU"] = spec.resources_per_worker.gpu
+    if spec.resources_per_worker.memory_gb:
+        resources["memory"] = int(spec.resources_per_worker.memory_gb * 1024**3)
     fs = p.objects.pyarrow_fs()
     checkpoints = f"{p.settings.bucket}/{tenant_key(spec.tenant, 'jobs', job_id, 'checkpoints')}"
     attempt_dir = f"attempt-{job.attempt}"
@@ -195,7 +198,7 @@ def run_job(job_id: str, p: Platform | None = None) -> dict[str, Any]:
         job_id=job_id,
         task=spec.task,
         uri=p.objects.uri(tenant_key(spec.tenant, "models", model_id)),
-        merged=spec.tuning.method == "full" or spec.tuning.merge_adapter,
+        merged=merges_on_export(spec),
         info=info,
         metrics={"test": final["test"], "dev": final["dev"], "baseline": final["baseline"]},
     )
@@ -203,7 +206,10 @@ def run_job(job_id: str, p: Platform | None = None) -> dict[str, Any]:
         s.add(model)
     totals = usage(0)
     totals["trained_tokens"] = final.get("tokens_seen", 0)  # counted across resumes by the loop itself
-    metrics = {**final, "usage": totals, "checkpoint_path": result.checkpoint.path if result.checkpoint else None}
+    from doctune.tasks import get_task
+
+    metrics = {**final, "usage": totals, "checkpoint_path": result.checkpoint.path if result.checkpoint else None,
+               "primary_metric": get_task(spec.task).primary_metric}
     update_job(p, job_id, status="succeeded", metrics=metrics, model_id=model_id,
                progress={k: v for k, v in last.items() if k != "final"}, reason=f"trained and registered model {model_id}")
     return metrics

@@ -16,12 +16,16 @@ from collections import Counter
 from typing import Any
 
 from doctune.errors import DoctuneError
+from doctune.tasks._hf import build_labelled_model, load_labelled_model
 
 ALLOWED = {"text", "label", "id", "meta"}
 
 
 class ClassificationTask:
     name = "classification"
+    peft_task_type = "SEQ_CLS"
+    primary_metric = "macro_f1"
+    metric_names = ("macro_f1", "accuracy", "loss")
 
     # -- data -----------------------------------------------------------
     def validate_record(self, record: dict[str, Any], where: str) -> dict[str, Any]:
@@ -74,16 +78,11 @@ class ClassificationTask:
         return record["label"]
 
     # -- model ----------------------------------------------------------
-    def build_model(self, base_path: str, info: dict[str, Any]) -> Any:
-        from transformers import AutoModelForSequenceClassification
+    def build_model(self, base_path: str, info: dict[str, Any], pretrained: bool = True) -> Any:
+        return build_labelled_model("AutoModelForSequenceClassification", base_path, info["labels"], pretrained)
 
-        labels = info["labels"]
-        return AutoModelForSequenceClassification.from_pretrained(
-            base_path,
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={l: i for i, l in enumerate(labels)},
-        )
+    def load_model(self, path: str) -> Any:
+        return load_labelled_model("AutoModelForSequenceClassification", path)
 
     def head_modules(self) -> list[str]:
         """Modules trained in full even under LoRA (the fresh task head)."""

@@ -1,0 +1,93 @@
+"""Apply a JobSpec's tuning method to a freshly built task model.
+
+One function, used by the training loop and by the pre-flight plan (on a model
+built on the ``meta`` device), so the plan counts exactly the parameters the
+loop will train. Methods: full fine-tuning, LoRA, AdaLoRA, prefix tuning and IA3
+(all from ``peft``, with the task's fresh head trained in full), and "freeze all
+but the top N layers".
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from doctune.spec import JobSpec
+
+PEFT_METHODS = ("lora", "adalora", "prefix", "ia3")
+_LAYER = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
+
+
+def is_peft(spec: JobSpec) -> bool:
+    return spec.tuning.method in PEFT_METHODS
+
+
+def merges_on_export(spec: JobSpec) -> bool:
+    """Whether the exported model is a plain transformers model (adapters merged in)."""
+    if spec.tuning.method == "prefix":
+        return False  # virtual tokens cannot be folded into weights
+    return not is_peft(spec) or spec.tuning.merge_adapter
+
+
+def apply_tuning(model: Any, spec: JobSpec, plugin: Any, total_steps: int | None = None) -> Any:
+    """Return the model to train: unchanged for full fine-tuning, partly frozen for
+    'freeze', wrapped by peft for the adapter methods."""
+    t = spec.tuning
+    if t.method == "full":
+        return model
+    present = {n.split(".")[-1] for n, _ in model.named_modules()}
+    heads = [h for h in plugin.head_modules() if h in present]
+    if t.method == "freeze":
+        return freeze_all_but_top(model, t.freeze.trainable_layers, heads)
+
+    import peft
+
+    task_type = peft.TaskType[plugin.peft_task_type]
+    if t.method == "lora":
+        cfg = peft.LoraConfig(task_type=task_type, r=t.lora.r, lora_alpha=t.lora.alpha, lora_dropout=t.lora.dropout,
+                              target_modules=t.lora.target_modules, modules_to_save=heads)
+    elif t.method == "adalora":
+        steps = max(total_steps or 100, 10)
+        a = t.adalora
+        # rank budget: keep init_r for the first 10 % of steps, prune until 70 %, then fine-tune the final ranks
+        cfg = peft.AdaLoraConfig(task_type=task_type, init_r=a.init_r, target_r=a.target_r, lora_alpha=a.alpha,
+                                 lora_dropout=a.dropout, target_modules=a.target_modules, modules_to_save=heads,
+                                 total_step=steps, tinit=steps // 10, tfinal=int(steps * 0.3), deltaT=1)
+    elif t.method == "prefix":
+        cfg = peft.PrefixTuningConfig(task_type=task_type, num_virtual_tokens=t.prefix.num_virtual_tokens,
+                                      modules_to_save=heads)
+    else:  # ia3
+        cfg = peft.IA3Config(task_type=task_type, target_modules=t.ia3.target_modules,
+                             feedforward_modules=t.ia3.feedforward_modules, modules_to_save=heads)
+    return peft.get_peft_model(model, cfg)
+
+
+def freeze_all_but_top(model: Any, n: int, heads: list[str]) -> Any:
+    """Freeze everything but the top ``n`` transformer layers, the modules after them (pooler,
+    final norm) and the task head."""
+    names = [name for name, _ in model.named_parameters()]
+    layer_of = {name: int(m.group(1)) for name in names if (m := _LAYER.search(name))}
+    if not layer_of:
+        from doctune.errors import DoctuneError
+
+        raise DoctuneError("tuning.method 'freeze' needs a model with numbered transformer layers; use 'full' or 'lora'",
+                           "invalid_spec", field="tuning.method")
+    first_kept = max(layer_of.values()) + 1 - n
+    last_layer_param = max(i for i, name in enumerate(names) if name in layer_of)
+    for i, (name, p) in enumerate(model.named_parameters()):
+        in_head = any(name.startswith(f"{h}.") or f".{h}." in name for h in heads)
+        after_layers = name not in layer_of and i > last_layer_param
+        p.requires_grad = in_head or after_layers or layer_of.get(name, -1) >= first_kept
+    return model
+
+
+def adalora_step(model: Any, step: int) -> None:
+    """AdaLoRA's rank reallocation after an optimizer step, when the adapters' gradients are
+    in place (ZeRO 0/1 keep them on the parameters; stages 2/3 partition them away, and
+    AdaLoRA then trains at its initial ranks)."""
+    base = getattr(model, "base_model", None)
+    if base is None or not hasattr(base, "update_and_allocate"):
+        return
+    if any(p.grad is None for n, p in model.named_parameters() if "lora_" in n and p.requires_grad):
+        return
+    base.update_and_allocate(step)
