@@ -23,6 +23,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.13.0"
 	$(PY) -m pip install -q -e ".[test]"
+	$(VENV)/bin/doctune models prepare
 	touch $@
 
 # Start the embedded stack and run the demo job; the stack stays up afterwards.

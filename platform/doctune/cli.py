@@ -193,6 +193,16 @@ def keys_revoke(key_id: str, api_key: Optional[str] = typer.Option(None, envvar=
 
 
 # ------------------------------------------------------------------- models
+@models_app.command("prepare")
+def models_prepare() -> None:
+    """Make the packaged base models ready locally (Gemma-3-270M is converted from GGUF once, ~1 min)."""
+    from doctune.train.models import CATALOG
+
+    for name, resolve in CATALOG.items():
+        t = time.monotonic()
+        typer.echo(f"{name}: {resolve()} ({time.monotonic() - t:.0f} s)")
+
+
 @models_app.command("get")
 def models_get(model_id: str, api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY")) -> None:
     """A model's metrics (fine-tuned beside baseline) and where it is stored."""
@@ -263,8 +273,10 @@ def watch_job(client, job_id: str, poll_s: float = 2.0) -> dict[str, Any]:
                 if pr.get("loss") is not None:
                     post["loss"] = f"{pr['loss']:.3f}"
                 if pr.get("history"):
-                    last = pr["history"][-1]
-                    post["dev_f1"] = f"{last.get('macro_f1', last.get('f1', 0)):.3f}"
+                    last, metric = pr["history"][-1], pr.get("primary_metric")
+                    value = last.get(metric) if metric else last.get("macro_f1", last.get("f1"))
+                    if value is not None:
+                        post[f"dev_{metric or 'f1'}"] = f"{value:.3f}"
                 bar.set_postfix(post, refresh=False)
                 bar.refresh()
             time.sleep(poll_s)
@@ -412,7 +424,7 @@ def _report_job(job: dict[str, Any]) -> None:
     typer.echo(f"{METRIC_LABELS.get(primary, primary)} {m['test'][primary]:.2f}")
 
 
-METRIC_LABELS = {"macro_f1": "macro-F1", "f1": "F1", "accuracy": "accuracy"}
+METRIC_LABELS = {"macro_f1": "macro-F1", "f1": "F1", "accuracy": "accuracy", "mrr_at_10": "MRR@10"}
 
 
 # ------------------------------------------------------------------- serving

@@ -155,10 +155,11 @@ class JobSpec(_Spec):
 
     tenant: str = Field(..., description="Tenant that owns the job (slug).")
     name: str | None = Field(None, max_length=100, description="Optional human-readable name.")
-    task: str = Field(..., description="Task plugin (a folder under doctune/tasks/): classification, ner.")
+    task: str = Field(..., description="Task plugin (a folder under doctune/tasks/): classification, ner, retrieval.")
     base_model: str = Field(
         "all-minilm-l6-v2",
-        description="A catalog name (all-minilm-l6-v2), a local directory in Hugging Face format, or s3://bucket/prefix.",
+        description="A catalog name (all-minilm-l6-v2: English encoder; gemma-3-270m: multilingual decoder, covers "
+        "Chinese), a local directory in Hugging Face format, or s3://bucket/prefix.",
     )
     dataset: DatasetRef = Field(..., description="The dataset to train and evaluate on.")
     tuning: TuningSpec = Field(default_factory=TuningSpec, description="Full fine-tuning or LoRA.")

@@ -66,6 +66,22 @@ def client_b(stack, tenant_b):
     return DoctuneClient(stack.api_url, tenant_b)
 
 
+def run_job(client: DoctuneClient, spec: dict, what: str, deadline_s: float = 600) -> dict:
+    """Submit a job, wait for it to end, and insist that it succeeded."""
+    job = client.submit_job(spec)
+    job = poll(lambda: (j := client.get_job(job["id"]))["status"] in ("succeeded", "failed", "cancelled") and j,
+               deadline_s, what)
+    assert job["status"] == "succeeded", job["error"]
+    return job
+
+
+def new_tenant(stack, admin, name: str) -> DoctuneClient:
+    """A client of a fresh tenant; ``.key`` is its Authorization header, for raw HTTP calls."""
+    client = DoctuneClient(stack.api_url, admin.create_tenant(name)["api_key"])
+    client.key = client.http.headers["Authorization"]
+    return client
+
+
 @pytest.fixture(scope="session")
 def bbc_small():
     """A small real BBC subset (30 articles per class)."""

@@ -7,18 +7,15 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from doctune.client import DoctuneClient
 from doctune.data import to_jsonl
 from doctune.tasks.ner import load_wnut16
 
-from .conftest import poll, tiny_job
+from .conftest import new_tenant, poll, run_job, tiny_job
 
 
 @pytest.fixture(scope="module")
 def ner_client(stack, admin):
-    client = DoctuneClient(stack.api_url, admin.create_tenant("team-ner")["api_key"])
-    client.key = client.http.headers["Authorization"]
-    return client
+    return new_tenant(stack, admin, "team-ner")
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +24,7 @@ def ner_job(ner_client):
     assert "person" in ds["info"]["entity_types"]
     spec = tiny_job(ds["id"], task="ner", max_steps=24, micro_batch_size=8, eval_interval=12, checkpoint_interval=12,
                     early_stopping={"metric": "f1", "mode": "max", "patience": 5})
-    job = ner_client.submit_job(spec)
-    job = poll(lambda: (j := ner_client.get_job(job["id"]))["status"] in ("succeeded", "failed") and j, 600, "ner job")
-    assert job["status"] == "succeeded", job["error"]
+    job = run_job(ner_client, spec, "ner job", 600)
     return job
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from .conftest import poll, tiny_job
+from .conftest import run_job, tiny_job
 
 BIN = Path(os.environ.get("VIRTUAL_ENV", Path(__file__).resolve().parents[2] / ".venv")) / "bin"
 
@@ -30,9 +30,7 @@ def test_plan_memory_matches_a_real_run_and_time_comes_from_measured_throughput(
     assert plan["steps"]["total"] == 6 and plan["tokens"]["tokens_per_epoch"] > 0
     assert plan["fits"] is True
 
-    job = client_a.submit_job(spec)
-    job = poll(lambda: (j := client_a.get_job(job["id"]))["status"] in ("succeeded", "failed") and j, 600, "plan job")
-    assert job["status"] == "succeeded", job["error"]
+    job = run_job(client_a, spec, "plan job", 600)
     measured = job["metrics"]["memory"]
     estimate = plan["memory_per_worker_mb"]
     ratio = estimate["total_mb"] / measured["peak_train_mb"]

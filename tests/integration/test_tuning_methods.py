@@ -17,7 +17,7 @@ from transformers import AutoTokenizer
 
 from doctune.tasks import get_task
 
-from .conftest import poll, tiny_job
+from .conftest import run_job, tiny_job
 from .tuning_matrix import METHODS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,9 +57,7 @@ def test_prefix_tuning_job_under_zero3_exports_an_adapter_that_loads(client_a, b
     spec = tiny_job(bbc_dataset["id"], tuning={"method": "prefix", "prefix": {"num_virtual_tokens": 8}},
                     deepspeed={"zero_stage": 3}, max_steps=6, eval_interval=100, checkpoint_interval=3,
                     learning_rate=1e-2)
-    job = client_a.submit_job(spec)
-    job = poll(lambda: (j := client_a.get_job(job["id"]))["status"] in ("succeeded", "failed") and j, 600, "prefix job")
-    assert job["status"] == "succeeded", job["error"]
+    job = run_job(client_a, spec, "prefix job", 600)
     model = client_a.get_model(job["model_id"])
     assert model["merged"] is False  # virtual tokens cannot be merged: exported as an adapter
     files = client_a.request("GET", f"/v1/models/{job['model_id']}/files")

@@ -51,6 +51,9 @@ def check_spec(p: Platform, caller: Principal, spec: JobSpec) -> Dataset:
             "invalid_spec",
             field="early_stopping.metric",
         )
+    if spec.tuning.method == "prefix" and plugin.peft_task_type is None:
+        raise DoctuneError(f"tuning.method 'prefix' is not available for task {spec.task} (prefix tuning needs a "
+                           "transformers task model); use lora", "invalid_spec", field="tuning.method")
     return ds
 
 

@@ -43,8 +43,9 @@ class TaskPlugin(Protocol):
     def metrics(self, predicted: list[Any], gold: list[Any], info: dict[str, Any]) -> dict[str, float]:
         """Evaluation metrics (at least the ones early stopping can watch)."""
 
-    peft_task_type: str
-    """peft ``TaskType`` name for LoRA on this task's model (e.g. ``SEQ_CLS``, ``TOKEN_CLS``, ``CAUSAL_LM``)."""
+    peft_task_type: str | None
+    """peft ``TaskType`` name for LoRA on this task's model (e.g. ``SEQ_CLS``, ``TOKEN_CLS``, ``CAUSAL_LM``);
+    None wraps a custom module in a plain ``PeftModel`` that passes every keyword through."""
     primary_metric: str
     """The headline test metric (reports, leaderboards); one of ``metric_names``."""
     metric_names: tuple[str, ...]
@@ -55,6 +56,11 @@ class TaskPlugin(Protocol):
 
     def head_modules(self) -> list[str]:
         """Names of the freshly initialised task-head modules, trained in full under LoRA."""
+
+    # Optional hooks (looked up with getattr):
+    #   plan_texts(records) -> list[str]: the text the pre-flight plan counts tokens of (default: r["text"]).
+    #   export_extras(model, tokenizer, info, splits, max_len, out_dir) -> dict | None: write extra files
+    #       beside the exported model (e.g. a search index); the dict is merged into doctune.json.
 
     def parse_request(self, body: Any) -> list[Any]:
         """Serving: validate a request body into the inputs :meth:`predict` takes."""

@@ -221,7 +221,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if progress is not None and rank == 0:
             progress.update.remote(fields)
 
-    send(phase="starting", total_steps=total_steps, resumed_from_step=resumed_from, step=engine.global_steps)
+    send(phase="starting", total_steps=total_steps, resumed_from_step=resumed_from, step=engine.global_steps,
+         primary_metric=plugin.primary_metric)
     if state["baseline"] is None:
         # Baseline = the base model with the task's fresh (untrained) head, evaluated the same way.
         send(phase="baseline")
@@ -346,7 +347,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     )
     with gather:
         if rank == 0:
-            _export(engine.module, tokenizer, spec, info, store, export_prefix)
+            _export(engine.module, tokenizer, spec, info, store, export_prefix, plugin, splits)
     dist.barrier()
     final = {
         "step": engine.global_steps,
@@ -365,7 +366,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         ray.get(progress.update.remote({"final": final, "phase": "done", "step": engine.global_steps}))
 
 
-def _export(module, tokenizer, spec, info, store, prefix: str) -> None:
+def _export(module, tokenizer, spec, info, store, prefix: str, plugin=None, splits=None) -> None:
     """Write the model in Hugging Face format (LoRA merged or kept as an adapter)."""
     from doctune.train.tuning import is_peft, merges_on_export
 
@@ -385,5 +386,8 @@ def _export(module, tokenizer, spec, info, store, prefix: str) -> None:
             "lora_merged": merged if spec.tuning.method == "lora" else None,
             "base_model": spec.base_model,
         }
+        extras = getattr(plugin, "export_extras", None)  # e.g. retrieval's document index
+        if extras is not None:
+            meta.update(extras(model, tokenizer, info, splits, spec.max_seq_length, Path(tmp)) or {})
         (Path(tmp) / "doctune.json").write_text(json.dumps(meta, indent=2))
         store.upload_dir(tmp, prefix)

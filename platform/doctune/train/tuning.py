@@ -42,7 +42,7 @@ def apply_tuning(model: Any, spec: JobSpec, plugin: Any, total_steps: int | None
 
     import peft
 
-    task_type = peft.TaskType[plugin.peft_task_type]
+    task_type = peft.TaskType[plugin.peft_task_type] if plugin.peft_task_type else None  # None: a plain PeftModel
     if t.method == "lora":
         cfg = peft.LoraConfig(task_type=task_type, r=t.lora.r, lora_alpha=t.lora.alpha, lora_dropout=t.lora.dropout,
                               target_modules=t.lora.target_modules, modules_to_save=heads)
@@ -59,7 +59,14 @@ def apply_tuning(model: Any, spec: JobSpec, plugin: Any, total_steps: int | None
     else:  # ia3
         cfg = peft.IA3Config(task_type=task_type, target_modules=t.ia3.target_modules,
                              feedforward_modules=t.ia3.feedforward_modules, modules_to_save=heads)
-    return peft.get_peft_model(model, cfg)
+    try:
+        return peft.get_peft_model(model, cfg)
+    except ValueError as exc:  # e.g. target modules that this architecture does not have
+        from doctune.errors import DoctuneError
+
+        linears = sorted({n.split(".")[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"})
+        raise DoctuneError(f"tuning.{t.method}: {exc}. This model's linear layers are named: {', '.join(linears)}",
+                           "invalid_spec", field=f"tuning.{t.method}.target_modules") from None
 
 
 def freeze_all_but_top(model: Any, n: int, heads: list[str]) -> Any:

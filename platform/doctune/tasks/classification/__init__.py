@@ -16,9 +16,9 @@ from collections import Counter
 from typing import Any
 
 from doctune.errors import DoctuneError
+from doctune.tasks._records import check_fields
 from doctune.tasks._hf import build_labelled_model, load_labelled_model
 
-ALLOWED = {"text", "label", "id", "meta"}
 
 
 class ClassificationTask:
@@ -29,21 +29,7 @@ class ClassificationTask:
 
     # -- data -----------------------------------------------------------
     def validate_record(self, record: dict[str, Any], where: str) -> dict[str, Any]:
-        unknown = sorted(set(record) - ALLOWED)
-        if unknown:
-            raise DoctuneError(
-                f"{where}: unknown field(s) {unknown}; a classification record has 'text' and 'label' "
-                f"(optional 'id', 'meta')",
-                "invalid_dataset",
-                field=unknown[0],
-            )
-        if "label" not in record:
-            raise DoctuneError(
-                f"{where}: missing 'label'; every classification record needs a label, "
-                'e.g. {"text": "...", "label": "sport"}',
-                "invalid_dataset",
-                field="label",
-            )
+        check_fields(record, where, self.name, ("text", "label"), ("id", "meta"), '{"text": "...", "label": "sport"}')
         text, label = record.get("text"), record["label"]
         if not isinstance(text, str) or not text.strip():
             raise DoctuneError(f"{where}: 'text' must be a non-empty string", "invalid_dataset", field="text")

@@ -29,9 +29,9 @@ from collections import Counter
 from typing import Any
 
 from doctune.errors import DoctuneError
+from doctune.tasks._records import check_fields
 from doctune.tasks._hf import build_labelled_model, load_labelled_model
 
-ALLOWED = {"tokens", "tags", "id", "meta"}
 TAG = re.compile(r"^(O|[BI]-\S+)$")
 WORD = re.compile(r"\S+")
 IGNORE = -100  # label id the loss and the metrics skip (non-first sub-tokens, special tokens, padding)
@@ -80,22 +80,8 @@ class NerTask:
 
     # -- data -----------------------------------------------------------
     def validate_record(self, record: dict[str, Any], where: str) -> dict[str, Any]:
-        unknown = sorted(set(record) - ALLOWED)
-        if unknown:
-            raise DoctuneError(
-                f"{where}: unknown field(s) {unknown}; an ner record has 'tokens' and 'tags' "
-                f"(optional 'id', 'meta')",
-                "invalid_dataset",
-                field=unknown[0],
-            )
-        for field in ("tokens", "tags"):
-            if field not in record:
-                raise DoctuneError(
-                    f"{where}: missing {field!r}; every ner record needs 'tokens' and 'tags', "
-                    'e.g. {"tokens": ["Paris", "is", "nice"], "tags": ["B-loc", "O", "O"]}',
-                    "invalid_dataset",
-                    field=field,
-                )
+        check_fields(record, where, self.name, ("tokens", "tags"), ("id", "meta"),
+                     '{"tokens": ["Paris", "is", "nice"], "tags": ["B-loc", "O", "O"]}')
         tokens, tags = record["tokens"], record["tags"]
         if not isinstance(tokens, list) or not tokens:
             raise DoctuneError(

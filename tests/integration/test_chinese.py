@@ -1,0 +1,49 @@
+"""A Chinese job: Gemma-3-270M (whose tokenizer covers Chinese) classifies hand-written
+Chinese contract clauses vs news sentences; the plan sees no unknown tokens."""
+
+from __future__ import annotations
+
+import pytest
+
+from doctune.data import to_jsonl
+
+from .conftest import new_tenant, run_job, tiny_job
+
+CONTRACT = ["合同双方应当按照约定全面履行自己的义务。", "本协议自双方签字盖章之日起生效。", "违约方应当赔偿守约方因此遭受的全部损失。",
+            "乙方应于每月五日前支付上月租金。", "任何一方不得擅自变更或者解除本合同。", "因不可抗力不能履行合同的，部分或者全部免除责任。",
+            "本合同一式两份，双方各执一份，具有同等法律效力。", "甲方有权对乙方的工作进行监督和检查。", "争议由合同签订地人民法院管辖。",
+            "保密期限自本协议签署之日起五年。"]
+NEWS = ["北京时间周一，腾讯公司发布了第三季度财报。", "上海证券交易所今日收盘，沪指小幅上涨。", "国家统计局公布了十月份的居民消费价格指数。",
+        "中国女排在世界杯比赛中战胜了对手。", "气象台发布暴雨预警，提醒市民注意出行安全。", "新款智能手机于本周在深圳正式发布。",
+        "春运期间全国铁路预计发送旅客四亿人次。", "该公司宣布将在欧洲建设新的工厂。", "研究人员在南极发现了新的冰川变化。",
+        "市政府决定延长地铁的夜间运营时间。"]
+
+
+@pytest.fixture(scope="module")
+def zh_client(stack, admin):
+    return new_tenant(stack, admin, "team-zh")
+
+
+def test_chinese_classification_with_gemma(zh_client):
+    rows = [{"text": t, "label": "contract"} for t in CONTRACT] + [{"text": t, "label": "news"} for t in NEWS]
+    ds = zh_client.upload_dataset("zh-docs", "classification", {"data": to_jsonl(rows * 2)}, seed=7)
+    spec = tiny_job(ds["id"], base_model="gemma-3-270m", max_steps=3, micro_batch_size=4, max_seq_length=32,
+                    tuning={"method": "lora", "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}},
+                    deepspeed={"zero_stage": 0}, num_workers=1, resources_per_worker={"cpu": 1, "threads": 2},
+                    eval_interval=100, checkpoint_interval=100, learning_rate=1e-3)
+    plan = zh_client.plan_job(spec)
+    assert plan["tokens"]["unknown_token_fraction"] == 0
+    assert not any("cannot read" in w for w in plan["warnings"])
+    assert plan["model"]["parameters"] > 250_000_000 > plan["model"]["trainable_parameters"]
+    job = run_job(zh_client, spec, "gemma job", 900)
+    assert job["metrics"]["step"] == 3 and job["report"]["metrics"]["accuracy"]["fine_tuned"] >= 0
+
+
+def test_wrong_target_modules_for_the_architecture_name_the_field(zh_client):
+    rows = [{"text": t, "label": "contract"} for t in CONTRACT] + [{"text": t, "label": "news"} for t in NEWS]
+    ds = zh_client.upload_dataset("zh-docs-2", "classification", {"data": to_jsonl(rows * 2)}, seed=7)
+    from doctune.errors import DoctuneError
+
+    with pytest.raises(DoctuneError) as e:  # MiniLM's names on a Gemma model
+        zh_client.plan_job(tiny_job(ds["id"], base_model="gemma-3-270m"))
+    assert e.value.field == "tuning.lora.target_modules" and "q_proj" in e.value.message
