@@ -249,6 +249,8 @@ class LocalStack:
             [
                 weed, "server", f"-dir={self.home / 's3'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 f"-master.port={p.weed_master}", f"-volume.port={p.volume}", "-master.volumeSizeLimitMB=256",
+                # volumes of 256 MB, as many as the disk holds (the default cap of 8 is 2 GB in all)
+                "-volume.max=0",
                 "-filer", f"-filer.port={p.filer}", "-s3", f"-s3.port={p.s3}", f"-s3.config={ident}",
                 # fixed-port side servers would collide between two stacks; we use neither
                 "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",

@@ -11,15 +11,16 @@ def label_kwargs(labels: list[str]) -> dict[str, Any]:
     return {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": {l: i for i, l in enumerate(labels)}}
 
 
-def build_labelled_model(auto_class: str, base_path: str, labels: list[str], pretrained: bool) -> Any:
+def build_labelled_model(auto_class: str, base_path: str, labels: list[str], pretrained: bool, **config: Any) -> Any:
     """The base model with a fresh ``len(labels)``-way head; ``pretrained=False`` builds the
     architecture only (the plan does so on the meta device)."""
     import transformers
 
     cls = getattr(transformers, auto_class)
+    kw = {**label_kwargs(labels), **config}
     if not pretrained:
-        return cls.from_config(transformers.AutoConfig.from_pretrained(base_path, **label_kwargs(labels)))
-    return cls.from_pretrained(base_path, **label_kwargs(labels))
+        return cls.from_config(transformers.AutoConfig.from_pretrained(base_path, **kw))
+    return cls.from_pretrained(base_path, **kw)
 
 
 def load_labelled_model(auto_class: str, path: str) -> Any:

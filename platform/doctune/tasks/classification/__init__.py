@@ -1,13 +1,19 @@
-"""Document classification: one label per document.
+"""Document classification: one label per document, or any number of labels.
 
-Dataset format (JSONL, one object per line)::
+Dataset format (JSONL, one object per line), single-label::
 
     {"text": "Stocks fell sharply on Monday ...", "label": "business"}
 
+or multi-label (every record of the dataset then uses ``labels``; it may be empty)::
+
+    {"text": "The minister's tax plan hit bank shares ...", "labels": ["politics", "business"]}
+
 Optional fields: ``id`` (string or number), ``meta`` (object). Any other field is
 an error, so a misspelt ``lable`` is caught at upload rather than at training.
-Serving takes ``{"inputs": ["text", ...]}`` (or ``{"text": "..."}``) and returns
-each document's label, its probability and the full distribution.
+Single-label trains with cross-entropy; multi-label with a sigmoid per label
+(binary cross-entropy) and a 0.5 threshold. Serving takes ``{"inputs": ["text",
+...]}`` (or ``{"text": "..."}``) and returns each document's label, its
+probability and the full distribution (multi-label: ``labels`` above 0.5).
 """
 
 from __future__ import annotations
@@ -16,24 +22,38 @@ from collections import Counter
 from typing import Any
 
 from doctune.errors import DoctuneError
-from doctune.tasks._records import check_fields
 from doctune.tasks._hf import build_labelled_model, load_labelled_model
+from doctune.tasks._records import check_fields
 
-
+THRESHOLD = 0.5  # multi-label: a label is predicted when its sigmoid reaches this
 
 class ClassificationTask:
     name = "classification"
     peft_task_type = "SEQ_CLS"
     primary_metric = "macro_f1"
-    metric_names = ("macro_f1", "accuracy", "loss")
+    metric_names = ("macro_f1", "micro_f1", "accuracy", "loss")
 
     # -- data -----------------------------------------------------------
     def validate_record(self, record: dict[str, Any], where: str) -> dict[str, Any]:
-        check_fields(record, where, self.name, ("text", "label"), ("id", "meta"), '{"text": "...", "label": "sport"}')
-        text, label = record.get("text"), record["label"]
+        example = '{"text": "...", "label": "sport"} or {"text": "...", "labels": ["sport", "politics"]}'
+        check_fields(record, where, self.name, ("text",), ("label", "labels", "id", "meta"), example)
+        text = record["text"]
         if not isinstance(text, str) or not text.strip():
             raise DoctuneError(f"{where}: 'text' must be a non-empty string", "invalid_dataset", field="text")
-        if isinstance(label, bool) or not isinstance(label, (str, int)) or str(label).strip() == "":
+        if "label" not in record and "labels" not in record:
+            raise DoctuneError(f"{where}: missing 'label' (or 'labels' for multi-label); every classification record "
+                               f"needs one, e.g. {example}", "invalid_dataset", field="label")
+        if "label" in record and "labels" in record:
+            raise DoctuneError(f"{where}: give only one of 'label' (single-label) or 'labels' (multi-label)",
+                               "invalid_dataset", field="labels")
+        if "labels" in record:
+            labels = record["labels"]
+            if not isinstance(labels, list) or not all(_is_label(l) for l in labels):
+                raise DoctuneError(f"{where}: 'labels' must be a list of non-empty strings or integers; got {labels!r}"[:300],
+                                   "invalid_dataset", field="labels")
+            return {"text": text, "labels": sorted({str(l).strip() for l in labels})}
+        label = record["label"]
+        if not _is_label(label):
             raise DoctuneError(
                 f"{where}: 'label' must be a non-empty string or integer; got {label!r}",
                 "invalid_dataset",
@@ -42,7 +62,15 @@ class ClassificationTask:
         return {"text": text, "label": str(label).strip()}
 
     def check_splits(self, splits: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-        train_labels = Counter(r["label"] for r in splits["train"])
+        multi = "labels" in splits["train"][0]
+        for split, rows in splits.items():
+            for i, r in enumerate(rows, 1):
+                if ("labels" in r) != multi:
+                    raise DoctuneError(
+                        f"{split} record {i}: uses {'label' if multi else 'labels'} but the dataset is "
+                        f"{'multi' if multi else 'single'}-label; use one form for every record",
+                        "invalid_dataset", field="labels" if multi else "label")
+        train_labels = Counter(l for r in splits["train"] for l in _labels_of(r))
         if len(train_labels) < 2:
             raise DoctuneError(
                 f"train split has {len(train_labels)} distinct label(s); classification needs at least 2",
@@ -51,21 +79,25 @@ class ClassificationTask:
             )
         for split in ("dev", "test"):
             for i, r in enumerate(splits.get(split, []), 1):
-                if r["label"] not in train_labels:
-                    raise DoctuneError(
-                        f"{split} record {i}: label {r['label']!r} never appears in train; "
-                        f"add train examples for it or remove it (train labels: {sorted(train_labels)})",
-                        "invalid_dataset",
-                        field="label",
-                    )
-        return {"labels": sorted(train_labels), "label_counts": dict(sorted(train_labels.items()))}
+                for label in _labels_of(r):
+                    if label not in train_labels:
+                        raise DoctuneError(
+                            f"{split} record {i}: label {label!r} never appears in train; "
+                            f"add train examples for it or remove it (train labels: {sorted(train_labels)})",
+                            "invalid_dataset",
+                            field="labels" if multi else "label",
+                        )
+        return {"labels": sorted(train_labels), "label_counts": dict(sorted(train_labels.items())), "multi_label": multi}
 
     def stratify_key(self, record: dict[str, Any]) -> Any:
+        if "labels" in record:  # multi-label: stratify on the first label (or on having none)
+            return record["labels"][0] if record["labels"] else "(none)"
         return record["label"]
 
     # -- model ----------------------------------------------------------
     def build_model(self, base_path: str, info: dict[str, Any], pretrained: bool = True) -> Any:
-        return build_labelled_model("AutoModelForSequenceClassification", base_path, info["labels"], pretrained)
+        extra = {"problem_type": "multi_label_classification"} if info.get("multi_label") else {}
+        return build_labelled_model("AutoModelForSequenceClassification", base_path, info["labels"], pretrained, **extra)
 
     def load_model(self, path: str) -> Any:
         return load_labelled_model("AutoModelForSequenceClassification", path)
@@ -77,8 +109,17 @@ class ClassificationTask:
     def encode(self, records: list[dict[str, Any]], tokenizer: Any, info: dict[str, Any], max_len: int) -> list[dict[str, Any]]:
         label2id = {l: i for i, l in enumerate(info["labels"])}
         enc = tokenizer([r["text"] for r in records], truncation=True, max_length=max_len)
+
+        def target(r: dict[str, Any]) -> Any:
+            if "labels" not in r:
+                return label2id[r["label"]]
+            hot = [0.0] * len(label2id)  # multi-hot, for binary cross-entropy
+            for label in r["labels"]:
+                hot[label2id[label]] = 1.0
+            return hot
+
         return [
-            {"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i], "labels": label2id[r["label"]]}
+            {"input_ids": enc["input_ids"][i], "attention_mask": enc["attention_mask"][i], "labels": target(r)}
             for i, r in enumerate(records)
         ]
 
@@ -86,10 +127,13 @@ class ClassificationTask:
         import torch
 
         feats = tokenizer.pad([{k: b[k] for k in ("input_ids", "attention_mask")} for b in batch], return_tensors="pt")
-        feats["labels"] = torch.tensor([b["labels"] for b in batch], dtype=torch.long)
+        multi = isinstance(batch[0]["labels"], list)
+        feats["labels"] = torch.tensor([b["labels"] for b in batch], dtype=torch.float if multi else torch.long)
         return dict(feats)
 
     def predictions(self, outputs: Any, batch: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+        if batch["labels"].dim() == 2:  # multi-label: one 0/1 per label
+            return (outputs.logits.sigmoid() >= THRESHOLD).int().tolist(), batch["labels"].int().tolist()
         return outputs.logits.argmax(-1).tolist(), batch["labels"].tolist()
 
     def metrics(self, predicted: list[Any], gold: list[Any], info: dict[str, Any]) -> dict[str, Any]:
@@ -98,8 +142,10 @@ class ClassificationTask:
         n = len(info["labels"])
         p, r, f, s = precision_recall_fscore_support(gold, predicted, labels=list(range(n)), zero_division=0)
         return {
+            # multi-label: subset accuracy (every label of a document right)
             "accuracy": float(accuracy_score(gold, predicted)),
             "macro_f1": float(f1_score(gold, predicted, labels=list(range(n)), average="macro", zero_division=0)),
+            "micro_f1": float(f1_score(gold, predicted, labels=list(range(n)), average="micro", zero_division=0)),
             "per_class": {
                 info["labels"][i]: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
                 for i in range(n)
@@ -123,14 +169,27 @@ class ClassificationTask:
         import torch
 
         enc = tokenizer(inputs, truncation=True, max_length=max_len, padding=True, return_tensors="pt")
+        multi = getattr(model.config, "problem_type", None) == "multi_label_classification"
         with torch.inference_mode():
-            probs = model(**enc).logits.softmax(-1)
+            logits = model(**enc).logits
+            probs = logits.sigmoid() if multi else logits.softmax(-1)
         labels = info["labels"]
+        if multi:
+            return [{"labels": [l for l, p in zip(labels, row) if p >= THRESHOLD], "probabilities": dict(zip(labels, row))}
+                    for row in probs.tolist()]
         out = []
         for row in probs.tolist():
             best = max(range(len(row)), key=row.__getitem__)
             out.append({"label": labels[best], "score": row[best], "probabilities": dict(zip(labels, row))})
         return out
+
+
+def _is_label(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (str, int)) and str(value).strip() != ""
+
+
+def _labels_of(record: dict[str, Any]) -> list[str]:
+    return record["labels"] if "labels" in record else [record["label"]]
 
 
 PLUGIN = ClassificationTask()
