@@ -64,15 +64,14 @@ def check_language(p: Platform, spec: JobSpec, ds: Dataset) -> None:
     """Refuse to train on text the base model cannot read (e.g. Chinese for the English
     MiniLM, whose vocabulary maps most Chinese characters to [UNK])."""
     from doctune.services.datasets import read_split
-    from doctune.services.plans import _texts
-    from doctune.tasks import get_task
+    from doctune.tasks import get_task, task_texts
     from doctune.train.models import resolve_base_model
     from doctune.train.plan import count_tokens, load_tokenizer
 
     if spec.base_model.startswith("s3://"):
         return  # a tenant's own model: its tokenizer is checked when the job loads it
     tokenizer = load_tokenizer(resolve_base_model(spec.base_model))
-    sample = _texts(get_task(spec.task), read_split(p, ds, "train")[:200])
+    sample = task_texts(get_task(spec.task), read_split(p, ds, "train")[:200])
     unknown = count_tokens(sample, tokenizer, spec.max_seq_length)["unknown_token_fraction"]
     if unknown > UNKNOWN_TOKENS_REFUSE:
         raise DoctuneError(

@@ -20,7 +20,7 @@ from doctune.services.jobs import check_spec
 from doctune.services.tenants import get_tenant
 from doctune.spec import JobSpec
 from doctune.store.db import Job
-from doctune.tasks import get_task
+from doctune.tasks import get_task, task_texts
 from doctune.train.plan import MB, count_tokens, estimate_memory, load_tokenizer, model_shape
 
 HISTORY = 5  # the newest comparable finished jobs whose throughput the estimate uses
@@ -34,11 +34,6 @@ def steps_schedule(n_train: int, spec: JobSpec) -> tuple[int, int]:
     per_epoch = max(1, batches // spec.gradient_accumulation_steps)
     total = spec.max_steps or max(1, math.ceil((spec.epochs or 1) * per_epoch))
     return per_epoch, total
-
-
-def _texts(plugin: Any, records: list[dict[str, Any]]) -> list[str]:
-    fn = getattr(plugin, "plan_texts", None)  # a plugin whose inputs are not one "text" field says how
-    return fn(records) if fn else [r["text"] for r in records]
 
 
 def measured_throughput(p: Platform, spec: JobSpec) -> dict[str, Any] | None:
@@ -92,7 +87,7 @@ def plan_job(p: Platform, caller: Principal, spec: JobSpec) -> dict[str, Any]:
     memory = estimate_memory(shape, spec, on_gpu=on_gpu)
     tokenizer = load_tokenizer(base)
     splits = {name: read_split(p, ds, name) for name in ("train", "dev", "test")}
-    tokens = count_tokens(_texts(plugin, splits["train"]), tokenizer, spec.max_seq_length)
+    tokens = count_tokens(task_texts(plugin, splits["train"]), tokenizer, spec.max_seq_length)
     per_epoch, total_steps = steps_schedule(len(splits["train"]), spec)
     evals = total_steps // spec.eval_interval + (0 if total_steps % spec.eval_interval == 0 else 1)
     eval_examples = (evals + 2) * len(splits["dev"]) + 2 * len(splits["test"])  # + baseline and final dev/test

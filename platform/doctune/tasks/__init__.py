@@ -12,7 +12,7 @@ import pkgutil
 from functools import cache
 from typing import Any, Protocol
 
-__all__ = ["TaskPlugin", "get_task", "task_names"]
+__all__ = ["TaskPlugin", "get_task", "task_names", "task_texts"]
 
 
 class TaskPlugin(Protocol):
@@ -77,6 +77,13 @@ def _registry() -> dict[str, TaskPlugin]:
             plugin = importlib.import_module(f"{__name__}.{mod.name}").PLUGIN
             out[plugin.name] = plugin
     return out
+
+
+def task_texts(plugin: TaskPlugin, records: list[dict[str, Any]]) -> list[str]:
+    """The text of records that the model reads, for token counts and language checks: the
+    plugin's ``plan_texts`` hook, else each record's ``text`` field."""
+    fn = getattr(plugin, "plan_texts", None)
+    return fn(records) if fn else [r["text"] for r in records]
 
 
 def task_names() -> list[str]:
