@@ -24,6 +24,7 @@ from typing import Any
 STATE_FILE = "doctune_state.json"
 MANIFEST_PREFIX = "doctune_rank"
 RATE_WINDOW = 20
+PROGRESS_EVERY_S = 1.0  # rank 0 talks to the progress actor at most this often, not on every step
 CKPT_TAG = "state"
 
 
@@ -255,6 +256,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     pause_requested = False
     stop_ref = progress.should_stop.remote() if (progress is not None and rank == 0) else None
     stop = engine.global_steps >= total_steps
+    last_talk = 0.0
     engine.train()
     timing["setup_s"] = time.monotonic() - began - timing["eval_s"]  # loading, building, restoring
     train_began, eval_before = time.monotonic(), timing["eval_s"]
@@ -275,12 +277,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if engine.global_steps == before:  # inside a gradient-accumulation window
                 continue
             step = engine.global_steps
-            if rank == 0 and stop_ref is not None and ray.wait([stop_ref], timeout=0)[0]:
+            now = time.monotonic()
+            talk = now - last_talk >= PROGRESS_EVERY_S or step >= total_steps or step % spec.eval_interval == 0
+            if talk and rank == 0 and stop_ref is not None and ray.wait([stop_ref], timeout=0)[0]:
                 pause_requested = ray.get(stop_ref)
                 stop_ref = None if pause_requested else progress.should_stop.remote()
             # one small all-reduce per optimizer step: exact tokens across ranks, and rank 0's pause flag
             shared = torch.tensor([local_tokens, int(pause_requested and rank == 0)], dtype=torch.long)
-            dist.all_reduce(shared)
+            if world > 1:
+                dist.all_reduce(shared)
             state["tokens_seen"] = state.get("tokens_seen", 0) + int(shared[0])
             timing["train_tokens"] += int(shared[0])
             local_tokens = 0
@@ -290,19 +295,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     ray.get(progress.update.remote({"paused_at": step, "phase": "paused", "step": step,
                                                     "tokens_seen": state["tokens_seen"]}))
                 return
-            step_times.append(time.monotonic())  # rate over the last RATE_WINDOW steps: steady state, not warm-up
-            rate = (len(step_times) - 1) / max(step_times[-1] - step_times[0], 1e-6)
-            send(
-                phase="training",
-                step=step,
-                epoch=epoch,
-                tokens_seen=state["tokens_seen"],
-                loss=sum(window) / len(window),
-                lr=engine.get_lr()[0],
-                steps_per_s=rate,
-                eta_s=(total_steps - step) / rate if rate > 0 else None,
-            )
-            window = []
+            step_times.append(now)  # rate over the last RATE_WINDOW steps: steady state, not warm-up
+            if talk:
+                rate = (len(step_times) - 1) / max(step_times[-1] - step_times[0], 1e-6)
+                send(
+                    phase="training",
+                    step=step,
+                    epoch=epoch,
+                    tokens_seen=state["tokens_seen"],
+                    loss=sum(window) / len(window),  # mean over the steps since the last message
+                    lr=engine.get_lr()[0],
+                    steps_per_s=rate,
+                    eta_s=(total_steps - step) / rate if rate > 0 else None,
+                )
+                window, last_talk = [], now
             metrics: dict[str, Any] = {"step": step, "epoch": epoch}
             if step % spec.eval_interval == 0 or step >= total_steps:
                 send(phase="evaluating")
