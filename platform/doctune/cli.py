@@ -416,15 +416,18 @@ def _report_job(job: dict[str, Any]) -> None:
         return
     m, report = job["metrics"], job.get("report") or {}
     typer.echo(f"job {job['id']} succeeded after {m['step']} steps (model {job['model_id']})")
-    typer.echo(f"test split ({report.get('examples')} examples)   base model, {report.get('baseline', 'untrained_head').replace('_', ' ')}   fine-tuned")
+    refs = report.get("references") or []  # model-free baselines, e.g. lead-1
+    typer.echo(f"test split ({report.get('examples')} examples)   base model, {report.get('baseline', 'untrained_head').replace('_', ' ')}   "
+               + "".join(f"{r:>10}   " for r in refs) + "fine-tuned")
     for name, row in report.get("metrics", {}).items():
         base = "-" if row["baseline"] is None else f"{row['baseline']:.3f}"
-        typer.echo(f"  {name:<28} {base:>12}   {row['fine_tuned']:.3f}")
+        extra = "".join("-".rjust(10) + "   " if row.get(r) is None else f"{row[r]:>10.3f}   " for r in refs)
+        typer.echo(f"  {name:<28} {base:>12}   {extra}{row['fine_tuned']:.3f}")
     primary = report.get("primary_metric") or "macro_f1"
     typer.echo(f"{METRIC_LABELS.get(primary, primary)} {m['test'][primary]:.2f}")
 
 
-METRIC_LABELS = {"macro_f1": "macro-F1", "f1": "F1", "accuracy": "accuracy", "mrr_at_10": "MRR@10"}
+METRIC_LABELS = {"macro_f1": "macro-F1", "f1": "F1", "accuracy": "accuracy", "mrr_at_10": "MRR@10", "rougeL": "ROUGE-L"}
 
 
 # ------------------------------------------------------------------- serving

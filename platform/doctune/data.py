@@ -134,3 +134,16 @@ def load_bbc_news(limit_per_class: int | None = None) -> list[dict[str, Any]]:
             headline, body = lines[0], " ".join(lines[1:])
             records.append({"text": f"{headline}. {body}", "label": label_dir.name})
     return records
+
+
+def bbc_articles(limit_per_class: int | None = None) -> list[dict[str, str]]:
+    """BBC News as ``{"topic", "headline", "body"}``, one per distinct headline (the corpus
+    re-publishes a few articles); for tasks built on headlines (retrieval, summarization, generation)."""
+    out, seen = [], set()
+    for r in load_bbc_news(limit_per_class):
+        headline, _, body = r["text"].partition(". ")
+        headline, body = headline.strip(), body.strip()
+        if headline and body and headline not in seen:
+            seen.add(headline)
+            out.append({"topic": r["label"], "headline": headline, "body": body})
+    return out

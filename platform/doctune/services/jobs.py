@@ -40,10 +40,13 @@ def check_spec(p: Platform, caller: Principal, spec: JobSpec) -> Dataset:
         )
     from doctune.train.models import resolve_base_model
 
-    resolve_base_model(spec.base_model, check_only=True)
+    base = resolve_base_model(spec.base_model, check_only=True)
     from doctune.tasks import get_task
 
     plugin = get_task(spec.task)
+    fits = getattr(plugin, "check_base_model", None)  # e.g. text-writing tasks refuse an encoder
+    if fits is not None and not base.startswith("s3://"):
+        fits(base)
     if spec.early_stopping is not None and spec.early_stopping.metric not in plugin.metric_names:
         raise DoctuneError(
             f"early_stopping.metric {spec.early_stopping.metric!r} is not a {spec.task} metric; "
@@ -101,12 +104,16 @@ def job_report(job: Job) -> dict[str, Any] | None:
         return None
     base, tuned = m["baseline"].get("test", {}), m["test"]
     names = [k for k, v in tuned.items() if isinstance(v, (int, float)) and k != "n"]
+    # model-free baselines (e.g. lead-N for summaries) on the same test split, where the task has them
+    references = {name: r["test"] for name, r in (m["baseline"].get("references") or {}).items()}
     return {
         "split": "test",
         "examples": tuned.get("n"),
         "baseline": m["baseline"].get("kind", "untrained_head"),
         "primary_metric": m.get("primary_metric"),
-        "metrics": {k: {"baseline": base.get(k), "fine_tuned": tuned[k]} for k in names},
+        "metrics": {k: {"baseline": base.get(k), "fine_tuned": tuned[k], **{n: r[k] for n, r in references.items() if k in r}}
+                    for k in names},
+        "references": sorted(references),
     }
 
 

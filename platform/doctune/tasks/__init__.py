@@ -61,6 +61,13 @@ class TaskPlugin(Protocol):
     #   plan_texts(records) -> list[str]: the text the pre-flight plan counts tokens of (default: r["text"]).
     #   export_extras(model, tokenizer, info, splits, max_len, out_dir) -> dict | None: write extra files
     #       beside the exported model (e.g. a search index); the dict is merged into doctune.json.
+    #   evaluate_batch(engine, examples, tokenizer, info, synced) -> (predicted, gold, loss): evaluate a
+    #       batch of encoded examples itself (e.g. generate text); replaces collate + forward + predictions
+    #       in evaluation. ``synced``: several ranks run it together (ZeRO-3 generation must stay in step).
+    #   check_base_model(path): raise DoctuneError (field base_model) when the task cannot use this model.
+    #   baseline_kind: str: what the step-0 evaluation measures (default "untrained_head").
+    #   reference_baselines(splits, info) -> {name: {"dev": metrics, "test": metrics}}: model-free
+    #       baselines (e.g. lead-N sentences for summaries), reported beside the fine-tuned metrics.
 
     def parse_request(self, body: Any) -> list[Any]:
         """Serving: validate a request body into the inputs :meth:`predict` takes."""

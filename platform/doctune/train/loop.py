@@ -56,17 +56,23 @@ def evaluate(engine, examples, plugin, tokenizer, info, batch_size: int) -> dict
     local: list[tuple[int, Any, Any]] = []
     losses = []
     engine.eval()
+    custom = getattr(plugin, "evaluate_batch", None)  # e.g. generative tasks: loss, then generate
     with torch.no_grad():
         for i in range(0, len(idx), batch_size):
             chunk = idx[i : i + batch_size]
-            batch = plugin.collate([examples[j if j >= 0 else 0] for j in chunk], tokenizer)
-            batch = {k: v.to(engine.device) for k, v in batch.items()}
-            out = engine(**batch)
-            pred, gold = plugin.predictions(out, batch)
+            items = [examples[j if j >= 0 else 0] for j in chunk]
+            if custom is not None:
+                pred, gold, loss = custom(engine, items, tokenizer, info, synced=world > 1)
+            else:
+                batch = plugin.collate(items, tokenizer)
+                batch = {k: v.to(engine.device) for k, v in batch.items()}
+                out = engine(**batch)
+                pred, gold = plugin.predictions(out, batch)
+                loss = float(out.loss)
             for j, pr, g in zip(chunk, pred, gold):
                 if j >= 0:
                     local.append((j, pr, g))
-            losses.append(float(out.loss))
+            losses.append(loss)
     engine.train()
     gathered: list[Any] = [None] * world
     dist.all_gather_object(gathered, (local, losses))
@@ -228,10 +234,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         # Baseline = the base model with the task's fresh (untrained) head, evaluated the same way.
         send(phase="baseline")
         state["baseline"] = {
-            "kind": "untrained_head",
+            "kind": getattr(plugin, "baseline_kind", "untrained_head"),
             "dev": evaluate_timed("dev"),
             "test": evaluate_timed("test"),
         }
+        references = getattr(plugin, "reference_baselines", None)  # model-free baselines, e.g. lead-N
+        if references is not None:
+            state["baseline"]["references"] = references(splits, info)
         send(baseline=state["baseline"])
 
     def save_and_report(metrics: dict[str, Any]) -> None:

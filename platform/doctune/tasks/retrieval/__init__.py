@@ -332,25 +332,17 @@ class RetrievalTask:
 def bbc_headline_pairs(limit_per_class: int | None = None) -> list[dict[str, Any]]:
     """BBC News as retrieval pairs: query = an article's headline, document = its body.
 
-    Uses :func:`doctune.data.load_bbc_news`, whose text is ``"<headline>. <body>"``.
+    Uses :func:`doctune.data.bbc_articles` (one article per distinct headline).
     ``doc_id`` is ``bbc-<topic>-<first 10 hex of sha1(body)>`` (stable, and the same for
     the corpus's duplicated articles). A headline that already appeared is skipped (the
     corpus has a few re-published articles), so every query has one relevant document.
     ``limit_per_class`` keeps the first N articles of each topic.
     """
-    from doctune.data import load_bbc_news
+    from doctune.data import bbc_articles
 
-    pairs: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for r in load_bbc_news(limit_per_class):
-        headline, _, body = r["text"].partition(". ")
-        headline, body = headline.strip(), body.strip()
-        if not headline or not body or headline in seen:
-            continue
-        seen.add(headline)
-        digest = hashlib.sha1(body.encode("utf-8")).hexdigest()[:10]
-        pairs.append({"query": headline, "document": body, "doc_id": f"bbc-{r['label']}-{digest}"})
-    return pairs
+    return [{"query": a["headline"], "document": a["body"],
+             "doc_id": f"bbc-{a['topic']}-{hashlib.sha1(a['body'].encode('utf-8')).hexdigest()[:10]}"}
+            for a in bbc_articles(limit_per_class)]
 
 
 PLUGIN = RetrievalTask()
