@@ -269,3 +269,9 @@ def test_example_spec_validates():
     gold = [[1, 2, 0]]
     assert spec.early_stopping.metric in NER.metrics(gold, gold, INFO)  # the loop reads dev[metric]
     assert spec.max_seq_length == 64 and Counter(spec.tuning.lora.target_modules) == Counter(["query", "key", "value", "dense"])
+
+
+def test_serving_splits_chinese_into_characters_like_chinese_ner_data():
+    from doctune.tasks.ner import WORD
+
+    assert WORD.findall("马化腾 founded Tencent, 在深圳") == ["马", "化", "腾", "founded", "Tencent,", "在", "深", "圳"]

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from doctune.errors import DoctuneError
+from doctune.tasks._records import HAN
 
 IGNORE = -100
-CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_ZH_TOKEN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[a-z0-9]+")
+CJK = re.compile(f"[{HAN}]")
+_ZH_TOKEN = re.compile(f"[{HAN}]|[a-z0-9]+")
 MAX_INPUTS_CHARS = 20_000
 
 

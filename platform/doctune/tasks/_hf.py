@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,29 @@ def label_kwargs(labels: list[str]) -> dict[str, Any]:
     return {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": {l: i for i, l in enumerate(labels)}}
 
 
+@cache
+def register_missing_heads() -> None:
+    """transformers 5 has no token-classification class for Gemma-3 text models (NER on Chinese
+    needs one): the generic head, as Llama's, over the same backbone, registered with the Auto
+    classes so training, peft and serving find it. Idempotent."""
+    from transformers import AutoModelForTokenClassification
+    from transformers.modeling_layers import GenericForTokenClassification
+    from transformers.models.gemma3.configuration_gemma3 import Gemma3TextConfig
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3PreTrainedModel
+
+    class Gemma3TextForTokenClassification(GenericForTokenClassification, Gemma3PreTrainedModel):
+        config_class = Gemma3TextConfig
+        input_modalities = ("text",)
+
+    AutoModelForTokenClassification.register(Gemma3TextConfig, Gemma3TextForTokenClassification, exist_ok=True)
+
+
 def build_labelled_model(auto_class: str, base_path: str, labels: list[str], pretrained: bool, **config: Any) -> Any:
     """The base model with a fresh ``len(labels)``-way head; ``pretrained=False`` builds the
     architecture only (the plan does so on the meta device)."""
     import transformers
+
+    register_missing_heads()
 
     cls = getattr(transformers, auto_class)
     kw = {**label_kwargs(labels), **config}
@@ -26,6 +46,7 @@ def build_labelled_model(auto_class: str, base_path: str, labels: list[str], pre
 def load_labelled_model(auto_class: str, path: str) -> Any:
     """An exported model for serving: a plain transformers model, or an unmerged peft adapter
     (e.g. prefix tuning) over its base model, whose head size comes from doctune.json."""
+    register_missing_heads()
     if (Path(path) / "adapter_config.json").exists():
         import peft
 

@@ -6,6 +6,9 @@ from typing import Any
 
 from doctune.errors import DoctuneError
 
+HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+"""Chinese (CJK unified ideograph) ranges, for regex character classes: words are characters in Chinese."""
+
 
 def check_fields(record: dict[str, Any], where: str, task: str, required: tuple[str, ...],
                  optional: tuple[str, ...], example: str) -> None:

@@ -17,7 +17,8 @@ and the metrics. Metrics are entity-level (seqeval): an entity counts as found
 only if its type and exact span are right.
 
 Serving takes ``{"inputs": ["raw text", ...]}`` (or ``{"text": "..."}``); the text
-is split into words on whitespace and each input gets
+is split into words on whitespace, each Chinese character being a word of its own (as
+in Chinese NER datasets, whose ``tokens`` are characters), and each input gets
 ``{"entities": [{"type", "text", "start", "end", "score"}, ...]}`` with character
 offsets into the original text (``end`` exclusive, ``text == input[start:end]``).
 """
@@ -29,11 +30,11 @@ from collections import Counter
 from typing import Any
 
 from doctune.errors import DoctuneError
-from doctune.tasks._records import check_fields
+from doctune.tasks._records import HAN, check_fields
 from doctune.tasks._hf import build_labelled_model, load_labelled_model
 
 TAG = re.compile(r"^(O|[BI]-\S+)$")
-WORD = re.compile(r"\S+")
+WORD = re.compile(rf"[{HAN}]|[^\s{HAN}]+")  # serving's words: each Chinese character, else runs of non-space
 IGNORE = -100  # label id the loss and the metrics skip (non-first sub-tokens, special tokens, padding)
 
 
