@@ -55,8 +55,9 @@ def check_spec(p: Platform, caller: Principal, spec: JobSpec) -> Dataset:
             field="early_stopping.metric",
         )
     if spec.tuning.method == "prefix" and plugin.peft_task_type is None:
-        raise DoctuneError(f"tuning.method 'prefix' is not available for task {spec.task} (prefix tuning needs a "
-                           "transformers task model); use lora", "invalid_spec", field="tuning.method")
+        raise DoctuneError(f"tuning.method 'prefix' is not available for task {spec.task}: prefix tuning needs one peft "
+                           "task type for the task's model, and this task builds more than one kind of model (or a "
+                           "custom one); use lora, adalora or ia3", "invalid_spec", field="tuning.method")
     return ds
 
 
