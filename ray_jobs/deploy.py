@@ -2,6 +2,10 @@
 
     python -m ray_jobs.deploy --deployment-id dep-...            (submitted by the platform)
     python -m ray_jobs.deploy --deployment-id dep-... --delete   (undeploy: its Serve application goes)
+
+With ``quantize: int8`` the model is first evaluated fp32 and int8 on its test split
+(``doctune.serve.quantize``) and the result stored on the deployment, unless it was
+measured already for this model (a restore after a cluster restart, a change of replicas).
 """
 
 from __future__ import annotations
@@ -19,9 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray import serve
 
+    from doctune.errors import DoctuneError
     from doctune.serve.app import build_application
+    from doctune.serve.quantize import measure_deployment
     from doctune.services._context import Platform
-    from doctune.services.deployments import set_status
+    from doctune.services.deployments import set_info, set_status
+    from doctune.spec import DeploymentSpec
     from doctune.store.db import Deployment, Model
 
     p = Platform()
@@ -34,6 +41,19 @@ def main(argv: list[str] | None = None) -> int:
         set_status(p, dep.id, "deleted", f"undeployed; model {model.id} stays registered")
         print(f"deployment {dep.id} deleted")
         return 0
+    if DeploymentSpec.model_validate(dep.spec).quantize == "int8" and not (dep.info or {}).get("quantization"):
+        set_status(p, dep.id, "deploying", f"measuring int8 quantization of model {model.id} on its test split")
+        try:
+            record = measure_deployment(p, model)
+        except Exception as exc:
+            why = exc.message if isinstance(exc, DoctuneError) else f"{type(exc).__name__}: {exc}"
+            set_status(p, dep.id, "failed", f"int8 quantization could not be measured: {why}"[-2000:]
+                       + ("" if "quantize: none" in why else "; deploy with quantize: none"))
+            print(f"deployment {dep.id} failed: {why}", file=sys.stderr)
+            return 1
+        set_info(p, dep.id, {**(dep.info or {}), "quantization": record})
+        print(f"int8 quantization: {record['metric']} {record['fp32']:.4f} -> {record['int8']:.4f} "
+              f"({record['change']:+.4f}) on {record['examples']} test examples in {record['seconds']:.1f}s")
     try:
         ray.init()
         serve.start(http_options={"host": "127.0.0.1" if p.settings.serve_port else "0.0.0.0",

@@ -297,7 +297,8 @@ class LocalStack:
         if rc != 0:
             raise DoctuneError(f"`ray start` failed (exit {rc}); see {self.log_dir / 'ray-start.log'}", "unavailable")
         wait_until(lambda: self.ray_up(s), 90, "the Ray dashboard", self.log_dir / "ray-start.log")
-        echo(f"ray     started: dashboard {s.ray_dashboard_url}, GCS {s.ray_gcs_address}, {self.num_cpus} logical CPUs, token auth on")
+        echo(f"ray     started: dashboard {s.ray_dashboard_url}, GCS {s.ray_gcs_address}, {self.num_cpus} logical CPUs, "
+             f"token auth on; Prometheus metrics at {metrics_url(s)}")
 
     def _up_db(self, s: Settings, echo) -> None:
         from doctune.services._context import Platform
@@ -390,7 +391,7 @@ class LocalStack:
             return {n: {"state": "down", "where": "-"} for n in ("ray", "s3", "db", "api")}
         from doctune.store.objects import ObjectStore
 
-        probe("ray", s.ray_dashboard_url, lambda: self.ray_up(s))
+        probe("ray", f"{s.ray_dashboard_url} (Prometheus metrics: {metrics_url(s)})", lambda: self.ray_up(s))
         probe("s3", s.s3_endpoint, lambda: self._alive("weed") and ObjectStore(s).client.list_buckets() is not None)
 
         def db_ok() -> bool:
@@ -407,6 +408,17 @@ class LocalStack:
         probe("db", s.database_url, db_ok)
         probe("api", s.api_url, lambda: self.api_up(s))
         return out
+
+
+def metrics_url(s: Settings) -> str:
+    """Where the head's Ray metrics agent serves Prometheus metrics (``--metrics-export-port``),
+    the endpoints' ``ray_doctune_endpoint_*`` included: derived from the stack's dashboard port,
+    so it is right whatever DOCTUNE_PORT_BASE says now."""
+    try:
+        base = int(s.ray_dashboard_url.rsplit(":", 1)[1].split("/")[0]) - PORT_OFFSETS["dashboard"]
+    except (IndexError, ValueError):
+        return "-"
+    return f"http://127.0.0.1:{Ports(base).metrics_export}/metrics"
 
 
 def _terminate(pids: list[int], grace_s: float, group: bool = False) -> None:

@@ -219,7 +219,23 @@ class DeploymentSpec(_Spec):
     max_replicas: int = Field(2, ge=1, le=100, description="Most replicas the autoscaler starts.")
     target_ongoing_requests: float = Field(2.0, gt=0, description="Requests in flight per replica the autoscaler aims for.")
     num_cpus: float = Field(0.5, gt=0, le=64, description="Logical CPUs each replica reserves.")
-    max_batch_size: int = Field(8, ge=1, le=1024, description="Requests batched together by the replica.")
+    max_batch_size: int = Field(
+        8, ge=1, le=1024,
+        description="Most requests one replica answers with one model call (dynamic batching; each request "
+        "holds at most 64 inputs). Larger batches raise throughput under load at some cost in latency.",
+    )
+    batch_wait_timeout_s: float = Field(
+        0.01, ge=0.0, le=1.0,
+        description="Seconds a replica waits for more requests to fill a batch after the first one arrives, "
+        "0 .. 1. 0 answers at once with whatever has queued; typical 0.005 .. 0.1.",
+    )
+    quantize: Literal["none", "int8"] = Field(
+        "none",
+        description="'int8': replicas serve the model with int8 dynamic quantization of its linear layers "
+        "(smaller and usually faster on CPU). The deployment first evaluates the model both ways on its test "
+        "split and reports the metric change as the deployment's 'quantization'. Classification, NER and "
+        "extraction models only.",
+    )
 
     @field_validator("tenant", "name")
     @classmethod

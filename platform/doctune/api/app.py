@@ -61,7 +61,9 @@ def _model_view(m) -> dict[str, Any]:
 
 def _deployment_view(d, serve_url: str) -> dict[str, Any]:
     return {"id": d.id, "tenant": d.tenant_id, "name": d.name, "model_id": d.model_id, "status": d.status,
-            "route": d.route, "url": f"{serve_url}{d.route}/predict", "message": d.message, "spec": d.spec}
+            "route": d.route, "url": f"{serve_url}{d.route}/predict", "message": d.message, "spec": d.spec,
+            # quantize: int8 only, once measured: {"metric", "fp32", "int8", "change", "examples", "seconds"}
+            "quantization": (d.info or {}).get("quantization")}
 
 
 def create_app(platform: Platform | None = None) -> FastAPI:

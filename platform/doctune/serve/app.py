@@ -1,14 +1,22 @@
 """One Ray Serve application per deployment: a task endpoint behind tenant API keys.
 
 Built by ``ray_jobs.deploy`` on the Ray cluster. Each replica downloads the
-exported model from the object store once, checks every request's key
+exported model from the object store once (and, with ``quantize: int8``, quantizes
+its linear layers; see ``doctune.serve.quantize``), checks every request's key
 (401 without a valid key, 403 for another tenant's key), batches concurrent
-requests together, and answers with the task plugin's predictions.
+requests together (``max_batch_size`` requests, waiting at most
+``batch_wait_timeout_s`` for them), and answers with the task plugin's predictions.
+
+Each replica emits Prometheus metrics through Ray's metrics agent (``ray.serve.metrics``;
+Ray prefixes their names with ``ray_`` and adds the tags deployment, replica and
+application): requests by tenant, endpoint and status code, latency, inputs per model
+call, and a replicas gauge that every live replica sets to 1.
 """
 
 
 import os
 import tempfile
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,11 +27,20 @@ from doctune.errors import DoctuneError
 
 api = FastAPI(title="doctune endpoint")
 
+MAX_INPUTS_PER_REQUEST = 64
+MAX_ONGOING_REQUESTS = 16
+# seconds, for POST /predict as the replica sees it (auth, batching wait, model call)
+LATENCY_BOUNDARIES = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
+# inputs per model call: up to max_batch_size requests of up to 64 inputs each
+BATCH_SIZE_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096]
 
-@serve.deployment(max_ongoing_requests=16, health_check_period_s=10)
+
+@serve.deployment(max_ongoing_requests=MAX_ONGOING_REQUESTS, health_check_period_s=10)
 @serve.ingress(api)
 class TaskEndpoint:
-    def __init__(self, *, deployment_id: str, tenant_id: str, model_id: str, model_uri: str, task: str, home: "str | None") -> None:
+    def __init__(self, *, deployment_id: str, tenant_id: str, endpoint: str, model_id: str, model_uri: str, task: str,
+                 home: "str | None", max_batch_size: int = 8, batch_wait_timeout_s: float = 0.01,
+                 quantize: str = "none") -> None:
         if home:
             os.environ["DOCTUNE_HOME"] = home
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -46,6 +63,33 @@ class TaskEndpoint:
         self.meta = json.loads((local / "doctune.json").read_text())
         self.tokenizer = AutoTokenizer.from_pretrained(local)
         self.model = self.plugin.load_model(str(local))
+        if quantize == "int8":
+            from doctune.serve.quantize import quantize_int8
+
+            self.model = quantize_int8(self.model, inplace=True)
+        self._predict_batch.set_max_batch_size(max_batch_size)
+        self._predict_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self._start_metrics(tenant_id, endpoint)
+
+    def _start_metrics(self, tenant_id: str, endpoint: str) -> None:
+        from ray.serve import metrics
+
+        tags = {"tenant": tenant_id, "endpoint": endpoint}
+        self.requests_total = metrics.Counter(
+            "doctune_endpoint_requests_total", description="POST /predict requests answered, by HTTP status code.",
+            tag_keys=("tenant", "endpoint", "status_code"))
+        self.latency = metrics.Histogram(
+            "doctune_endpoint_latency_seconds", description="Seconds a replica took to answer POST /predict.",
+            boundaries=LATENCY_BOUNDARIES, tag_keys=("tenant", "endpoint"))
+        self.batch_size = metrics.Histogram(
+            "doctune_endpoint_batch_size", description="Inputs per model call (batched requests together).",
+            boundaries=BATCH_SIZE_BOUNDARIES, tag_keys=("tenant", "endpoint"))
+        self.replicas = metrics.Gauge(
+            "doctune_endpoint_replicas", description="1 per live replica (the replica tag tells them apart); "
+            "sum by tenant and endpoint for the replica count.", tag_keys=("tenant", "endpoint"))
+        for metric in (self.requests_total, self.latency, self.batch_size, self.replicas):
+            metric.set_default_tags(dict(tags))  # a copy each: Serve adds its own tags to the dict it is given
+        self.replicas.set(1)  # kept referenced: the gauge is reported while the replica lives
 
     def _authorize(self, request: Request) -> None:
         from doctune.services.tenants import authenticate
@@ -54,9 +98,11 @@ class TaskEndpoint:
         if not who.is_admin and who.tenant_id != self.tenant_id:
             raise DoctuneError("this endpoint belongs to another tenant; use that tenant's API key", "forbidden")
 
+    # the spec's max_batch_size and batch_wait_timeout_s replace these in __init__
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def _predict_batch(self, requests: list[list[str]]) -> list[list[dict[str, Any]]]:
         flat = [t for r in requests for t in r]
+        self.batch_size.observe(len(flat))
         preds = self.plugin.predict(self.model, self.tokenizer, flat, self.meta, self.meta.get("max_seq_length", 256))
         out, i = [], 0
         for r in requests:
@@ -66,6 +112,16 @@ class TaskEndpoint:
 
     @api.post("/predict")
     async def predict(self, request: Request) -> JSONResponse:
+        began, status = time.perf_counter(), 500  # 500 unless an answer is returned
+        try:
+            response = await self._predict(request)
+            status = response.status_code
+            return response
+        finally:
+            self.requests_total.inc(tags={"status_code": str(status)})
+            self.latency.observe(time.perf_counter() - began)
+
+    async def _predict(self, request: Request) -> JSONResponse:
         try:
             self._authorize(request)
             try:
@@ -73,8 +129,12 @@ class TaskEndpoint:
             except Exception:
                 raise DoctuneError("request body must be JSON", "invalid_request", field="body") from None
             inputs = self.plugin.parse_request(body)
-            if len(inputs) > 64:
-                raise DoctuneError(f"at most 64 inputs per request; got {len(inputs)}", "invalid_request", field="inputs")
+            check = getattr(self.plugin, "check_request", None)  # e.g. the input shape the served model takes
+            if check is not None:
+                check(inputs, self.meta)
+            if len(inputs) > MAX_INPUTS_PER_REQUEST:
+                raise DoctuneError(f"at most {MAX_INPUTS_PER_REQUEST} inputs per request; got {len(inputs)}",
+                                   "invalid_request", field="inputs")
             preds = await self._predict_batch(inputs)
             return JSONResponse({"model_id": self.model_id, "predictions": preds})
         except DoctuneError as exc:
@@ -90,18 +150,23 @@ class TaskEndpoint:
 
 
 def build_application(deployment: Any, model: Any, home: str | None):
-    spec = deployment.spec
+    from doctune.spec import DeploymentSpec
+
+    spec = DeploymentSpec.model_validate(deployment.spec)  # fields added since it was stored get their defaults
     return TaskEndpoint.options(
         name=f"{deployment.tenant_id}-{deployment.name}",
+        # room for a full batch: a replica holds at most this many requests at once
+        max_ongoing_requests=max(MAX_ONGOING_REQUESTS, spec.max_batch_size),
         autoscaling_config={
-            "min_replicas": spec["min_replicas"],
-            "max_replicas": spec["max_replicas"],
-            "target_ongoing_requests": spec["target_ongoing_requests"],
+            "min_replicas": spec.min_replicas,
+            "max_replicas": spec.max_replicas,
+            "target_ongoing_requests": spec.target_ongoing_requests,
             "upscale_delay_s": 5,
             "downscale_delay_s": 60,
         },
-        ray_actor_options={"num_cpus": spec["num_cpus"]},
+        ray_actor_options={"num_cpus": spec.num_cpus},
     ).bind(
-        deployment_id=deployment.id, tenant_id=deployment.tenant_id, model_id=model.id,
-        model_uri=model.uri, task=model.task, home=home,
+        deployment_id=deployment.id, tenant_id=deployment.tenant_id, endpoint=deployment.name, model_id=model.id,
+        model_uri=model.uri, task=model.task, home=home, max_batch_size=spec.max_batch_size,
+        batch_wait_timeout_s=spec.batch_wait_timeout_s, quantize=spec.quantize,
     )

@@ -2,7 +2,10 @@
 
 :func:`deploy_model` records the deployment and submits ``python -m
 ray_jobs.deploy`` to the Ray cluster, which runs ``serve.run`` there (the API
-process never holds a Ray driver). The route is ``/<tenant>/<name>``.
+process never holds a Ray driver). The route is ``/<tenant>/<name>``. A
+deployment with ``quantize: int8`` is refused here when its task's accuracy
+change cannot be measured; the deploy job measures it and stores it with
+:func:`set_info`.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from doctune.errors import DoctuneError
+from doctune.serve.quantize import check_quantizable
 from doctune.services._context import Platform, Principal
 from doctune.services.registry import get_model
 from doctune.services.tenants import check_tenant_access, get_owned
@@ -22,6 +26,8 @@ def deploy_model(p: Platform, caller: Principal, spec: DeploymentSpec) -> Deploy
     model = get_model(p, caller, spec.model_id)
     if model.tenant_id != spec.tenant:
         raise DoctuneError(f"model {spec.model_id!r} not found", "not_found", field="model_id")
+    if spec.quantize == "int8":
+        check_quantizable(model.task)
     route = f"/{spec.tenant}/{spec.name}"
     with p.db.session() as s:
         existing = s.execute(
@@ -38,6 +44,8 @@ def deploy_model(p: Platform, caller: Principal, spec: DeploymentSpec) -> Deploy
                     "quota_exceeded", field="max_deployments")
         if existing is not None:
             row = existing
+            if row.model_id != spec.model_id or spec.quantize != "int8":
+                row.info = None  # the int8 measurement belongs to the model it was made on
             row.model_id, row.spec, row.status, row.message = spec.model_id, spec.model_dump(mode="json"), "deploying", None
         else:
             row = Deployment(
@@ -88,6 +96,12 @@ def set_status(p: Platform, deployment_id: str, status: str, message: str | None
     with p.db.session() as s:
         row = s.get(Deployment, deployment_id)
         row.status, row.message = status, message
+
+
+def set_info(p: Platform, deployment_id: str, info: dict | None) -> None:
+    """What the deploy job measured (e.g. ``{"quantization": {...}}``), shown by the API."""
+    with p.db.session() as s:
+        s.get(Deployment, deployment_id).info = info
 
 
 def delete_deployment(p: Platform, caller: Principal, deployment_id: str) -> Deployment:

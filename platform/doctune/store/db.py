@@ -133,6 +133,8 @@ class Deployment(Base):
     status: Mapped[str] = mapped_column(String(16), default="deploying")
     route: Mapped[str] = mapped_column(String(200))
     message: Mapped[str | None] = mapped_column(Text)
+    # what the deploy job measured, e.g. {"quantization": {...}}; None until measured, reset when the model changes
+    info: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 

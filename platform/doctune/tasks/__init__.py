@@ -64,6 +64,8 @@ class TaskPlugin(Protocol):
     #   evaluate_batch(engine, examples, tokenizer, info, synced) -> (predicted, gold, loss): evaluate a
     #       batch of encoded examples itself (e.g. generate text); replaces collate + forward + predictions
     #       in evaluation. ``synced``: several ranks run it together (ZeRO-3 generation must stay in step).
+    #   check_request(inputs, info): serving, per request before batching: refuse inputs the served model
+    #       (its doctune.json ``info``) cannot take, e.g. raw text sent to a relation model.
     #   check_base_model(path): raise DoctuneError (field base_model) when the task cannot use this model.
     #   baseline_kind: str: what the step-0 evaluation measures (default "untrained_head").
     #   reference_baselines(splits, info) -> {name: {"dev": metrics, "test": metrics}}: model-free

@@ -466,12 +466,18 @@ class ExtractionTask:
             raise refuse("'head' and 'tail' overlap; mark two separate spans of the text")
         return {"text": text, "head": head, "tail": tail}
 
-    def predict(self, model: Any, tokenizer: Any, inputs: list[Any], info: dict[str, Any], max_len: int) -> list[dict[str, Any]]:
+    def check_request(self, inputs: list[Any], info: dict[str, Any]) -> None:
+        """The request's shape must match the served model's kind; checked per request, before batching,
+        so a wrong request never fails the requests batched with it."""
         relation = info["kind"] == "relation"
         if any(isinstance(x, dict) != relation for x in inputs):
             wanted = "objects {text, head, tail}" if relation else "raw text strings"
             raise DoctuneError(f"this endpoint serves a {'relation' if relation else 'key-field'} extraction model: "
                                f"'inputs' must be {wanted}; {REQUEST_SHAPES}", "invalid_request", field="inputs")
+
+    def predict(self, model: Any, tokenizer: Any, inputs: list[Any], info: dict[str, Any], max_len: int) -> list[dict[str, Any]]:
+        self.check_request(inputs, info)
+        relation = info["kind"] == "relation"
         if relation:
             return self._predict_relations(model, tokenizer, inputs, info, max_len)
         return self._predict_fields(model, tokenizer, inputs, info, max_len)
