@@ -32,6 +32,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(models_app, name="models")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(jobs_app, name="jobs")
+sweeps_app = typer.Typer(help="Hyperparameter sweeps (Ray Tune) and their leaderboards.", no_args_is_help=True)
+app.add_typer(sweeps_app, name="sweeps")
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "docs" / "examples"
@@ -428,6 +430,73 @@ def _report_job(job: dict[str, Any]) -> None:
 
 
 METRIC_LABELS = {"macro_f1": "macro-F1", "f1": "F1", "accuracy": "accuracy", "mrr_at_10": "MRR@10", "rougeL": "ROUGE-L"}
+
+
+# ------------------------------------------------------------------- sweeps
+LEADER_COLUMNS = ("rank", "job_id", "status", "dev", "test", "cost_cpu_seconds", "steps", "settings", "stopped_early")
+
+
+@sweeps_app.command("submit")
+def sweeps_submit(
+    spec: Path = typer.Argument(..., help="SweepSpec YAML file: job, search_space, algorithm, num_samples, ..."),
+    dataset: Optional[str] = typer.Option(None, help="Dataset id (overrides job.dataset.id in the file)."),
+    watch: bool = typer.Option(True, help="Follow the sweep until it ends, then print its leaderboard."),
+    api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY"),
+) -> None:
+    """Submit a sweep: Ray Tune runs trials of the job over the search space."""
+    body = _read_spec(spec, None)
+    if dataset:
+        body["job"] = {**(body.get("job") or {}), "dataset": {"id": dataset}}
+    client = _client(api_key)
+    sweep = _run(client.submit_sweep, body)
+    typer.echo(f"submitted {sweep['id']}")
+    if not watch:
+        return
+    from tqdm import tqdm
+
+    board = _run(client.sweep_leaderboard, sweep["id"])
+    with tqdm(desc="trials finished", unit="trial") as bar:
+        while board["status"] in ("queued", "running"):
+            done = sum(t["status"] in ("succeeded", "failed", "cancelled") for t in board["trials"])
+            bar.update(done - bar.n)
+            time.sleep(3.0)
+            board = _run(client.sweep_leaderboard, sweep["id"])
+    _print(board["trials"], LEADER_COLUMNS)
+    typer.echo(f"sweep {sweep['id']} {board['status']}; winner {board['best_job_id']} ({board['metric']})")
+    if board["status"] != "succeeded":
+        raise typer.Exit(1)
+
+
+@sweeps_app.command("list")
+def sweeps_list(api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY")) -> None:
+    """Your tenant's sweeps, newest first."""
+    _print(_run(_client(api_key).request, "GET", "/v1/sweeps"), ("id", "tenant", "task", "status", "best_job_id"))
+
+
+@sweeps_app.command("show")
+def sweeps_show(sweep_id: str, api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY")) -> None:
+    """A sweep's spec, status and winner."""
+    _print(_run(_client(api_key).get_sweep, sweep_id))
+
+
+@sweeps_app.command("leaderboard")
+def sweeps_leaderboard(
+    sweep_id: Optional[str] = typer.Argument(None, help="A sweep; without it, --task ranks all your finished jobs."),
+    task: Optional[str] = typer.Option(None, help="Rank the tenant's finished jobs of this task (no sweep id)."),
+    metric: Optional[str] = typer.Option(None, help="Dev metric to rank on (default: the task's primary metric)."),
+    api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY"),
+) -> None:
+    """Trials (or a task's jobs) ranked by dev metric, with their settings and cost."""
+    client = _client(api_key)
+    if sweep_id:
+        board = _run(client.sweep_leaderboard, sweep_id)
+        rows = board["trials"]
+    elif task:
+        board = _run(client.request, "GET", "/v1/leaderboard", params={"task": task, **({"metric": metric} if metric else {})})
+        rows = board["boards"][0]["jobs"]
+    else:
+        _fail(DoctuneError("give a sweep id or --task", "invalid_request", field="sweep_id"))
+    _print(rows if OUTPUT["format"] == "table" else board, LEADER_COLUMNS)
 
 
 # ------------------------------------------------------------------- serving

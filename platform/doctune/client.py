@@ -75,6 +75,15 @@ class DoctuneClient:
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         return self.request("POST", f"/v1/jobs/{job_id}/cancel")
 
+    def submit_sweep(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", "/v1/sweeps", json=spec)
+
+    def get_sweep(self, sweep_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/sweeps/{sweep_id}")
+
+    def sweep_leaderboard(self, sweep_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/sweeps/{sweep_id}/leaderboard")
+
     def get_model(self, model_id: str) -> dict[str, Any]:
         return self.request("GET", f"/v1/models/{model_id}")
 

@@ -26,10 +26,13 @@ __all__ = [
     "LoraSpec",
     "QuotaSpec",
     "ResourcesSpec",
+    "SearchDimension",
+    "SweepSpec",
     "TenantSpec",
     "TuningSpec",
     "load_job_spec",
     "parse_job_spec",
+    "parse_sweep_spec",
 ]
 
 SLUG = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -293,3 +296,114 @@ def load_job_spec(path: str | Path, **overrides: Any) -> JobSpec:
     if isinstance(data, dict):
         data.update({k: v for k, v in overrides.items() if v is not None})
     return parse_job_spec(data)
+
+
+class SearchDimension(_Spec):
+    """One field's range in a sweep: ``choice`` of values, or ``uniform`` / ``loguniform`` in [low, high]."""
+
+    type: Literal["choice", "uniform", "loguniform"] = Field(..., description="How trial values are drawn.")
+    values: list[Any] | None = Field(None, min_length=1, max_length=100, description="choice: the values to try.")
+    low: float | None = Field(None, description="uniform/loguniform: the smallest value.")
+    high: float | None = Field(None, description="uniform/loguniform: the largest value.")
+
+    @model_validator(mode="after")
+    def _shape(self) -> "SearchDimension":
+        if self.type == "choice":
+            if not self.values or self.low is not None or self.high is not None:
+                raise ValueError("a 'choice' dimension takes 'values' (a non-empty list), not low/high")
+        else:
+            if self.low is None or self.high is None or self.values is not None:
+                raise ValueError(f"a '{self.type}' dimension takes 'low' and 'high', not values")
+            if not self.low < self.high:
+                raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+            if self.type == "loguniform" and self.low <= 0:
+                raise ValueError(f"a 'loguniform' dimension needs low > 0; got {self.low}")
+        return self
+
+
+class AshaSpec(_Spec):
+    grace_period: int = Field(1, ge=1, le=1000, description="Evaluations every trial gets before ASHA may stop it.")
+    reduction_factor: float = Field(2.0, gt=1, le=10, description="Only the best 1/reduction_factor of trials go on at each rung.")
+
+
+class SweepSpec(_Spec):
+    """A JobSpec plus a search space over its fields, searched by Ray Tune."""
+
+    tenant: str = Field(..., description="Tenant that owns the sweep and its trials (slug).")
+    name: str | None = Field(None, max_length=200, description="Human-readable sweep name.")
+    job: dict[str, Any] = Field(..., description="The JobSpec every trial starts from (its tenant is the sweep's).")
+    search_space: dict[str, SearchDimension] = Field(
+        ..., min_length=1, max_length=20,
+        description="Dotted JobSpec field paths (e.g. learning_rate, tuning.lora.r) to their ranges.")
+    algorithm: Literal["grid", "random", "asha"] = Field(
+        "random", description="grid: every combination of 'choice' values; random: num_samples draws; "
+                              "asha: random draws, weak trials stopped early (Async Successive Halving).")
+    num_samples: int = Field(4, ge=1, le=100, description="Trials to draw (random, asha); grid runs each combination once.")
+    max_concurrent_trials: int = Field(2, ge=1, le=32, description="Trials running at once (never above the tenant's job quota).")
+    metric: str | None = Field(None, description="Dev metric that ranks trials (default: the task's primary metric).")
+    mode: Literal["max", "min"] = Field("max", description="Whether a larger metric is better.")
+    asha: AshaSpec | None = Field(None, description="ASHA settings (algorithm asha).")
+
+    @field_validator("tenant")
+    @classmethod
+    def _tenant_slug(cls, v: str) -> str:
+        return _slug(v, "tenant")
+
+
+    def trial_count(self) -> int:
+        if self.algorithm != "grid":
+            return self.num_samples
+        n = 1
+        for d in self.search_space.values():
+            n *= len(d.values or [])
+        return n
+
+
+def set_path(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of ``data`` with the dotted ``path`` set to ``value`` (intermediate mappings created)."""
+    import copy
+
+    out = copy.deepcopy(data)
+    node = out
+    *parents, leaf = path.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise DoctuneError(f"search_space.{path}: {key} is not a group of fields", "invalid_spec", field=f"search_space.{path}")
+    node[leaf] = value
+    return out
+
+
+def parse_sweep_spec(data: Any) -> SweepSpec:
+    """Validate a sweep: its own fields, its job as a JobSpec (errors under ``job.``), and every
+    search-space path with a sample value set into the job (errors under ``search_space.``)."""
+    if not isinstance(data, dict):
+        raise DoctuneError(f"a sweep spec must be a mapping of fields; got {type(data).__name__}", "invalid_spec")
+    try:
+        sweep = SweepSpec.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+    if sweep.algorithm == "grid":
+        for path, d in sweep.search_space.items():
+            if d.type != "choice":
+                raise DoctuneError(f"search_space.{path}: grid search takes only 'choice' dimensions; this one is {d.type} "
+                                   "(list its values, or use algorithm random or asha)", "invalid_spec",
+                                   field=f"search_space.{path}")
+    if sweep.asha is not None and sweep.algorithm != "asha":
+        raise DoctuneError("'asha' settings are only for algorithm: asha", "invalid_spec", field="asha")
+    job = {**sweep.job, "tenant": sweep.tenant}
+    try:
+        JobSpec.model_validate(job)
+    except ValidationError as exc:
+        err = from_validation_error(exc)
+        raise DoctuneError(f"job: {err.message}", "invalid_spec", field=f"job.{err.field}" if err.field else "job") from None
+    for path, dim in sweep.search_space.items():
+        samples = dim.values if dim.type == "choice" else [dim.low, dim.high]
+        for value in samples:
+            try:
+                JobSpec.model_validate(set_path(job, path, value))
+            except ValidationError as exc:
+                err = from_validation_error(exc)
+                raise DoctuneError(f"search_space.{path}: value {value!r} makes the job invalid: {err.message}",
+                                   "invalid_spec", field=f"search_space.{path}") from None
+    return sweep

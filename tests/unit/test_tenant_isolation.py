@@ -16,7 +16,7 @@ from doctune.config import Settings
 from doctune.services import tenants
 from doctune.services._context import Platform
 from doctune.spec import TenantSpec
-from doctune.store.db import Dataset, Deployment, Job, Model
+from doctune.store.db import Dataset, Deployment, Job, Model, Sweep
 
 
 @pytest.fixture
@@ -26,11 +26,15 @@ def world(database_url, tmp_path):
     admin = tenants.authenticate(p, tenants.create_admin_key(p))
     _, key_a = tenants.create_tenant(p, admin, TenantSpec(name="team-a"))
     _, key_b = tenants.create_tenant(p, admin, TenantSpec(name="team-b"))
-    ids = {"dataset_id": "ds-a", "job_id": "job-a", "model_id": "model-a", "deployment_id": "dep-a",
+    ids = {"dataset_id": "ds-a", "job_id": "job-a", "model_id": "model-a", "deployment_id": "dep-a", "sweep_id": "sweep-a",
            "key_id": key_a.split("_")[1], "tenant_id": "team-a"}
     with p.db.session() as s:
         s.add(Dataset(id="ds-a", tenant_id="team-a", name="a", task="classification", uri="s3://doctune/tenants/team-a/datasets/ds-a", info={"labels": ["x", "y"]}))
-        s.add(Job(id="job-a", tenant_id="team-a", task="classification", spec={"tenant": "team-a"}, status="succeeded"))
+        s.add(Sweep(id="sweep-a", tenant_id="team-a", task="classification", status="succeeded",
+                    spec={"tenant": "team-a", "job": {"task": "classification"}, "search_space": {}}))
+    with p.db.session() as s:
+        s.add(Job(id="job-a", tenant_id="team-a", task="classification", spec={"tenant": "team-a"}, status="succeeded",
+                  sweep_id="sweep-a"))
     with p.db.session() as s:
         s.add(Model(id="model-a", tenant_id="team-a", job_id="job-a", task="classification", uri="s3://doctune/tenants/team-a/models/model-a"))
     with p.db.session() as s:

@@ -21,10 +21,11 @@ from doctune.services import deployments as deployments_svc
 from doctune.services import jobs as jobs_svc
 from doctune.services import plans as plans_svc
 from doctune.services import registry as registry_svc
+from doctune.services import sweeps as sweeps_svc
 from doctune.services import tenants as tenants_svc
 from doctune.services import usage as usage_svc
 from doctune.services._context import Platform, Principal
-from doctune.spec import DeploymentSpec, QuotaSpec, TenantSpec, parse_job_spec
+from doctune.spec import DeploymentSpec, QuotaSpec, TenantSpec, parse_job_spec, parse_sweep_spec
 
 log = logging.getLogger("doctune.api")
 
@@ -48,6 +49,13 @@ def _job_view(job) -> dict[str, Any]:
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
     }
+
+
+def _sweep_view(sw) -> dict[str, Any]:
+    return {"id": sw.id, "tenant": sw.tenant_id, "task": sw.task, "status": sw.status, "spec": sw.spec,
+            "best_job_id": sw.best_job_id, "error": sw.error,
+            "created_at": sw.created_at.isoformat() if sw.created_at else None,
+            "finished_at": sw.finished_at.isoformat() if sw.finished_at else None}
 
 
 def _dataset_view(ds) -> dict[str, Any]:
@@ -262,6 +270,31 @@ def create_app(platform: Platform | None = None) -> FastAPI:
     @app.post("/v1/jobs/{job_id}/cancel")
     def cancel_job(job_id: str, who: Principal = Depends(caller)) -> dict[str, Any]:
         return _job_view(jobs_svc.cancel_job(p, who, job_id))
+
+    # ---------------------------------------------------------------- sweeps
+    @app.post("/v1/sweeps", status_code=201)
+    def submit_sweep(body: dict[str, Any], who: Principal = Depends(caller)) -> dict[str, Any]:
+        """A JobSpec (``job``) plus a search space over its fields, searched by Ray Tune."""
+        return _sweep_view(sweeps_svc.submit_sweep(p, who, parse_sweep_spec(_claim_tenant(body, who))))
+
+    @app.get("/v1/sweeps")
+    def list_sweeps(who: Principal = Depends(caller)) -> list[dict[str, Any]]:
+        return [_sweep_view(x) for x in sweeps_svc.list_sweeps(p, who)]
+
+    @app.get("/v1/sweeps/{sweep_id}")
+    def get_sweep(sweep_id: str, who: Principal = Depends(caller)) -> dict[str, Any]:
+        return _sweep_view(sweeps_svc.get_sweep(p, who, sweep_id))
+
+    @app.get("/v1/sweeps/{sweep_id}/leaderboard")
+    def sweep_leaderboard(sweep_id: str, who: Principal = Depends(caller)) -> dict[str, Any]:
+        """The sweep's trials ranked by its dev metric (ties: lower cost), with their settings."""
+        return sweeps_svc.sweep_leaderboard(p, who, sweep_id)
+
+    @app.get("/v1/leaderboard")
+    def leaderboard(task: str | None = None, tenant: str | None = None, metric: str | None = None,
+                    limit: int = Query(20, ge=1, le=200), who: Principal = Depends(caller)) -> dict[str, Any]:
+        """A tenant's finished jobs (single jobs and sweep trials) ranked on dev, one board per task."""
+        return sweeps_svc.tenant_leaderboard(p, who, tenant or who.tenant_id or "", task, metric, limit)
 
     # ---------------------------------------------------------------- models
     @app.get("/v1/models/{model_id}")

@@ -258,6 +258,26 @@ class Dispatcher:
             self._wake.clear()
 
 
+def _tenant_state(s, tenant: Tenant) -> TenantState:
+    active = list(s.execute(select(Job).where(Job.status.in_(ACTIVE), Job.tenant_id == tenant.id)).scalars())
+    return tenant_states([tenant], active)[tenant.id]
+
+
+def insert_started(p: Platform, job: Job, reason: str) -> None:
+    """Record a job that its caller runs itself (a sweep's trial) as 'starting', under the lock
+    and only if its tenant's quota allows: the dispatcher never sees it queued, so never runs it twice."""
+    with p.db.session() as s:
+        s.execute(update(DispatchLock).where(DispatchLock.id == 1).values(at=now()))
+        tenant = s.get(Tenant, job.tenant_id)
+        why = _tenant_state(s, tenant).allows(job_demand(job.spec))
+        if why is not None:
+            raise DoctuneError(f"tenant {tenant.id} {why}", "quota_exceeded", field="tenant")
+        job.status = "starting"
+        s.add(job)
+        s.flush()
+        s.add(JobEvent(job_id=job.id, kind="status", status="starting", reason=reason, data={"from": "queued"}))
+
+
 def claim_direct(p: Platform, job_id: str) -> None:
     """For a job whose driver already runs on Ray (`ray job submit`): it starts now if
     its tenant's quota allows, else it fails with ``quota_exceeded``. Under the lock."""
@@ -267,8 +287,7 @@ def claim_direct(p: Platform, job_id: str) -> None:
         s.execute(update(DispatchLock).where(DispatchLock.id == 1).values(at=now()))
         job = s.get(Job, job_id)
         tenant = s.get(Tenant, job.tenant_id)
-        active = list(s.execute(select(Job).where(Job.status.in_(ACTIVE), Job.tenant_id == job.tenant_id)).scalars())
-        why = tenant_states([tenant], active)[tenant.id].allows(job_demand(job.spec))
+        why = _tenant_state(s, tenant).allows(job_demand(job.spec))
         if why is None:
             job.status = "starting"
             s.add(JobEvent(job_id=job_id, kind="status", status="starting", reason="started by `ray job submit`",

@@ -1,4 +1,4 @@
-"""Metadata: tenants, API keys, datasets, jobs, models, deployments.
+"""Metadata: tenants, API keys, datasets, jobs, sweeps, models, deployments.
 
 SQLite under ``$DOCTUNE_HOME`` by default, PostgreSQL via ``DOCTUNE_DATABASE_URL``.
 The schema is owned by Alembic (``doctune/store/migrations``); :meth:`Database.migrate`
@@ -91,8 +91,25 @@ class Job(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     model_id: Mapped[str | None] = mapped_column(String(64))
+    sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id"), index=True)  # a sweep's trial
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Sweep(Base):
+    """A search over a JobSpec's fields run by Ray Tune; its trials are jobs with ``sweep_id`` set."""
+
+    __tablename__ = "sweeps"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    task: Mapped[str] = mapped_column(String(32))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    best_job_id: Mapped[str | None] = mapped_column(String(64))
+    ray_submission_id: Mapped[str | None] = mapped_column(String(128))
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 

@@ -266,6 +266,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     stop_ref = progress.should_stop.remote() if (progress is not None and rank == 0) else None
     stop = engine.global_steps >= total_steps
     last_talk = 0.0
+    last_dev: dict[str, Any] = {}  # the newest dev metrics, carried in every report
     engine.train()
     timing["setup_s"] = time.monotonic() - began - timing["eval_s"]  # loading, building, restoring
     train_began, eval_before = time.monotonic(), timing["eval_s"]
@@ -318,13 +319,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     eta_s=(total_steps - step) / rate if rate > 0 else None,
                 )
                 window, last_talk = [], now
-            metrics: dict[str, Any] = {"step": step, "epoch": epoch}
+            metrics: dict[str, Any] = {"step": step, "epoch": epoch, **last_dev}
+            evaluated = False
             if step % spec.eval_interval == 0 or step >= total_steps:
+                evaluated = True
                 send(phase="evaluating")
                 dev = evaluate_timed("dev")
                 state["history"].append({"step": step, **{k: v for k, v in dev.items() if isinstance(v, (int, float))}})
                 send(history=state["history"])
-                metrics.update({f"dev_{k}": v for k, v in dev.items() if isinstance(v, (int, float))})
+                last_dev = {f"dev_{k}": v for k, v in dev.items() if isinstance(v, (int, float))}
+                metrics.update(last_dev)
                 es = spec.early_stopping
                 if es is not None:
                     value = dev[es.metric]
@@ -337,6 +341,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                         stop = True
             if step % spec.checkpoint_interval == 0 and step < total_steps and not stop:
                 save_and_report(metrics)
+            elif evaluated and config.get("report_evals"):  # a sweep's trial: Tune ranks (and ASHA stops) on these
+                ray.train.report(metrics)
             if step >= total_steps:
                 stop = True
             if stop:

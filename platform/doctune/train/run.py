@@ -74,9 +74,10 @@ def record_progress_events(p: Platform, job_id: str, prev: dict[str, Any], state
                   reason="Ray Train restarted the workers; resumed from the last checkpoint")
 
 
-def run_job(job_id: str, p: Platform | None = None) -> dict[str, Any]:
+def run_job(job_id: str, p: Platform | None = None, callbacks: list[Any] | None = None) -> dict[str, Any]:
     """Run one attempt of a job. Ends succeeded, paused (checkpoint kept), re-queued
-    as the next attempt (from its last checkpoint), or failed."""
+    as the next attempt (from its last checkpoint), or failed. ``callbacks``: Ray Train
+    callbacks (a sweep's trial passes Tune's, and every dev evaluation is then reported)."""
     import ray
     from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -141,6 +142,7 @@ def run_job(job_id: str, p: Platform | None = None) -> dict[str, Any]:
             "use_gpu": use_gpu,
             "resume_from": Checkpoint(path=job.resume_from, filesystem=fs) if job.resume_from else None,
             "checkpoint_prefix": tenant_key(spec.tenant, "jobs", job_id, "checkpoints", attempt_dir),
+            "report_evals": bool(callbacks),
         },
         scaling_config=ScalingConfig(num_workers=spec.num_workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
@@ -149,6 +151,7 @@ def run_job(job_id: str, p: Platform | None = None) -> dict[str, Any]:
             storage_filesystem=fs,
             failure_config=FailureConfig(max_failures=spec.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks or [],
         ),
     )
     fit_started = time.monotonic()

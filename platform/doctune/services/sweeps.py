@@ -1,0 +1,172 @@
+"""Sweeps: a JobSpec searched over with Ray Tune; every trial is a job of the tenant.
+
+``submit_sweep`` checks the spec against stored state the way a job is checked
+(tenant, dataset, base model, language, the ranking metric), records the sweep and
+submits its driver (``python -m ray_jobs.sweep``) to the Ray Jobs API. The driver
+(:mod:`doctune.train.sweep`) runs the trials; this module ranks them.
+
+Leaderboards rank trials (or, per tenant and task, every finished job) by their dev
+metric; the winner is the best by that metric, ties broken by lower cost (worker
+CPU-seconds, a GPU-second counted as 8).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from doctune.errors import DoctuneError
+from doctune.services._context import Platform, Principal
+from doctune.services.scheduler import GPU_WEIGHT
+from doctune.services.tenants import check_tenant_access, get_owned, list_owned
+from doctune.spec import JobSpec, SweepSpec, set_path
+from doctune.store.db import Job, Sweep, new_id, now
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def trial_spec(sweep: SweepSpec, overrides: dict[str, Any]) -> JobSpec:
+    """The JobSpec of one trial: the sweep's job with ``overrides`` (dotted paths) set."""
+    data = {**sweep.job, "tenant": sweep.tenant}
+    for path, value in overrides.items():
+        data = set_path(data, path, value)
+    return JobSpec.model_validate(data)
+
+
+def sweep_metric(sweep: SweepSpec) -> str:
+    from doctune.tasks import get_task
+
+    return sweep.metric or get_task(sweep.job["task"]).primary_metric
+
+
+def submit_sweep(p: Platform, caller: Principal, sweep: SweepSpec) -> Sweep:
+    from doctune.services.jobs import check_language, check_spec
+    from doctune.tasks import get_task
+
+    check_tenant_access(caller, sweep.tenant, write=True)
+    first = {path: (d.values[0] if d.type == "choice" else d.low) for path, d in sweep.search_space.items()}
+    job = trial_spec(sweep, first)
+    check_language(p, job, check_spec(p, caller, job))  # dataset, base model, task, language: as for a job
+    plugin = get_task(job.task)
+    metric = sweep_metric(sweep)
+    if metric not in plugin.metric_names:
+        raise DoctuneError(f"metric {metric!r} is not a {job.task} metric; choose one of: {', '.join(plugin.metric_names)}",
+                           "invalid_spec", field="metric")
+    row = Sweep(id=new_id("sweep"), tenant_id=sweep.tenant, task=job.task, spec=sweep.model_dump(mode="json"))
+    with p.db.session() as s:
+        s.add(row)
+    try:
+        sid = p.submit_ray_job(f"ray_jobs.sweep --sweep-id {row.id}", submission_id=row.id)
+    except Exception as exc:
+        update_sweep(p, row.id, status="failed", error={"code": "unavailable", "message": f"Ray refused the sweep: {exc}"[:2000]})
+        raise DoctuneError(f"Ray refused the sweep: {exc}", "unavailable") from None
+    return update_sweep(p, row.id, ray_submission_id=sid)
+
+
+def update_sweep(p: Platform, sweep_id: str, **fields: Any) -> Sweep:
+    with p.db.session() as s:
+        row = s.get(Sweep, sweep_id)
+        if fields.get("status") in TERMINAL and row.finished_at is None:
+            row.finished_at = now()
+        for k, v in fields.items():
+            setattr(row, k, v)
+    return row
+
+
+def get_sweep(p: Platform, caller: Principal, sweep_id: str) -> Sweep:
+    return get_owned(p, caller, Sweep, sweep_id, "sweep", "sweep_id")
+
+
+def list_sweeps(p: Platform, caller: Principal) -> list[Sweep]:
+    return list_owned(p, caller, Sweep)
+
+
+def trials(p: Platform, sweep_id: str) -> list[Job]:
+    with p.db.session() as s:
+        return list(s.execute(select(Job).where(Job.sweep_id == sweep_id).order_by(Job.created_at)).scalars())
+
+
+def job_cost(job: Job) -> float:
+    """Worker CPU-seconds, a GPU-second counting as GPU_WEIGHT of them (what ties are broken on)."""
+    usage = (job.metrics or {}).get("usage") or {}
+    return float(usage.get("worker_cpu_seconds", 0.0)) + GPU_WEIGHT * float(usage.get("worker_gpu_seconds", 0.0))
+
+
+def dev_value(job: Job, metric: str, mode: str) -> float | None:
+    """The job's dev metric: its final dev evaluation, else (a trial stopped early) its best one."""
+    m = job.metrics or {}
+    if isinstance((m.get("dev") or {}).get(metric), (int, float)):
+        return float(m["dev"][metric])
+    seen = [h[metric] for h in (job.progress or {}).get("history") or [] if isinstance(h.get(metric), (int, float))]
+    if not seen:
+        return None
+    return max(seen) if mode == "max" else min(seen)
+
+
+def get_path(data: dict[str, Any], path: str) -> Any:
+    for key in path.split("."):
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
+
+
+SETTINGS = ("base_model", "tuning.method", "learning_rate", "micro_batch_size", "max_steps", "epochs")
+
+
+def rank(jobs: list[Job], metric: str, mode: str, paths: tuple[str, ...] = SETTINGS) -> list[dict[str, Any]]:
+    """Leaderboard rows, best first: jobs with a dev metric by it (ties: lower cost), then the rest.
+    ``settings`` shows each job's values at ``paths`` (a sweep: its search-space fields)."""
+    rows = []
+    for job in jobs:
+        value = dev_value(job, metric, mode)
+        test = ((job.metrics or {}).get("test") or {}).get(metric)
+        rows.append({
+            "job_id": job.id, "sweep_id": job.sweep_id, "status": job.status, "model_id": job.model_id,
+            "settings": {path: get_path(job.spec, path) for path in paths},
+            "dev": value, "test": test if isinstance(test, (int, float)) else None,
+            "cost_cpu_seconds": round(job_cost(job), 1), "steps": (job.metrics or {}).get("step") or (job.progress or {}).get("step"),
+            "stopped_early": (job.error or {}).get("code") == "stopped_early",
+        })
+    sign = -1.0 if mode == "max" else 1.0
+    rows.sort(key=lambda r: (r["dev"] is None, sign * (r["dev"] or 0.0), r["cost_cpu_seconds"]))
+    for i, r in enumerate(rows, 1):
+        r["rank"] = i
+    return rows
+
+
+def winner(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The best finished trial (a model exists), by the metric, ties broken by lower cost."""
+    done = [r for r in rows if r["status"] == "succeeded" and r["dev"] is not None and r["model_id"]]
+    return done[0] if done else None
+
+
+def sweep_leaderboard(p: Platform, caller: Principal, sweep_id: str) -> dict[str, Any]:
+    row = get_sweep(p, caller, sweep_id)
+    spec = SweepSpec.model_validate(row.spec)
+    metric = sweep_metric(spec)
+    ranked = rank(trials(p, sweep_id), metric, spec.mode, tuple(spec.search_space))
+    return {"sweep_id": sweep_id, "metric": f"dev {metric}", "mode": spec.mode, "status": row.status,
+            "best_job_id": row.best_job_id, "trials": ranked}
+
+
+def tenant_leaderboard(p: Platform, caller: Principal, tenant: str, task: str | None = None, metric: str | None = None,
+                       limit: int = 20) -> dict[str, Any]:
+    """A tenant's finished jobs (single jobs and sweep trials) ranked on dev: one board per task
+    (``task``: only that one), on ``metric`` or each task's primary metric."""
+    from doctune.tasks import get_task
+
+    check_tenant_access(caller, tenant)
+    with p.db.session() as s:
+        done = list(s.execute(select(Job).where(Job.tenant_id == tenant, Job.status == "succeeded")).scalars())
+    tasks = [task] if task else sorted({j.task for j in done})
+    boards = []
+    for name in tasks:
+        plugin = get_task(name)
+        m = metric or plugin.primary_metric
+        if m not in plugin.metric_names:
+            raise DoctuneError(f"metric {m!r} is not a {name} metric; choose one of: {', '.join(plugin.metric_names)}",
+                               "invalid_request", field="metric")
+        mode = "min" if m in ("loss", "perplexity") else "max"
+        ranked = rank([j for j in done if j.task == name], m, mode)[:limit]
+        boards.append({"task": name, "metric": f"dev {m}", "mode": mode, "jobs": ranked})
+    return {"tenant": tenant, "boards": boards}
