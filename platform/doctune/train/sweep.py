@@ -93,7 +93,9 @@ def run_sweep(sweep_id: str, p: Platform | None = None) -> dict[str, Any]:
         param_space={"sweep_id": sweep_id, "overrides": _search_space(spec)},
         tune_config=tune.TuneConfig(metric=f"dev_{metric}", mode=spec.mode, scheduler=scheduler,
                                     num_samples=1 if spec.algorithm == "grid" else spec.num_samples,
-                                    max_concurrent_trials=concurrent),
+                                    max_concurrent_trials=concurrent,
+                                    # a stopped trial's actor must exit: its Ray Train run (controller, workers) goes with it
+                                    reuse_actors=False),
         run_config=tune.RunConfig(name=sweep_id, storage_path=f"{p.settings.bucket}/tenants/{spec.tenant}/sweeps",
                                   storage_filesystem=fs),
     )
