@@ -93,6 +93,22 @@ def bbc_dataset(client_a, bbc_small):
     return client_a.upload_dataset("bbc-small", "classification", {"data": to_jsonl(bbc_small)}, seed=42)
 
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
+
+
+def example_job(name: str, dataset_id: str, **overrides) -> dict:
+    """A shipped example (``docs/examples/<name>``) run end to end on this session's small stack:
+    its task, base model, tuning method and DeepSpeed stage, on the test's dataset, with tiny
+    steps (``max_steps`` replaces ``epochs``) and workers sharing the 2 logical CPUs."""
+    import yaml
+
+    spec = yaml.safe_load((EXAMPLES / name).read_text())
+    spec.pop("tenant")  # the test client's tenant
+    spec.pop("epochs", None)
+    spec.update({"dataset": {"id": dataset_id}, "resources_per_worker": {"cpu": 0.5, "threads": 1}, **overrides})
+    return spec
+
+
 def tiny_job(dataset_id: str, **overrides) -> dict:
     """A tiny but real job: MiniLM, LoRA, ZeRO-2, 2 workers sharing 1 logical CPU."""
     spec = {

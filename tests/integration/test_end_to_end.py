@@ -14,14 +14,17 @@ from doctune.data import split_records
 from doctune.errors import DoctuneError
 from doctune.store.objects import ObjectStore
 
-from .conftest import poll, tiny_job
+from .conftest import example_job, poll
 
 JOB_DEADLINE = 900
 
 
 @pytest.fixture(scope="module")
 def finished_job(client_a, bbc_dataset):
-    job = client_a.submit_job(tiny_job(bbc_dataset["id"]))
+    # the demo's shipped spec (LoRA, ZeRO-2, 2 workers), shrunk to 20 steps without accumulation
+    job = client_a.submit_job(example_job("bbc-classification.yaml", bbc_dataset["id"], max_steps=20, micro_batch_size=4,
+                                          gradient_accumulation_steps=1, max_seq_length=64, learning_rate=2e-3,
+                                          eval_interval=10, checkpoint_interval=10))
     assert job["status"] == "queued" and job["tenant"] == "team-a"
     return poll(lambda: (j := client_a.get_job(job["id"]))["status"] in ("succeeded", "failed") and j,
                 JOB_DEADLINE, "the tiny job to finish", interval=2)

@@ -11,7 +11,7 @@ import pytest
 from doctune.data import to_jsonl
 from doctune.tasks.extraction import load_bbc_quote_fields, load_bbc_relations
 
-from .conftest import new_tenant, poll, run_job, tiny_job
+from .conftest import example_job, new_tenant, poll, run_job, tiny_job
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +24,8 @@ def relation_job(ext_client):
     ds = ext_client.upload_dataset("bbc-relations", "extraction", {"data": to_jsonl(load_bbc_relations())}, seed=42)
     assert ds["info"]["kind"] == "relation"
     assert ds["info"]["labels"] == ["no_relation", "founded", "leads", "member_of", "works_for"]
-    spec = tiny_job(ds["id"], task="extraction", max_steps=48, micro_batch_size=8, eval_interval=16,
-                    checkpoint_interval=16, early_stopping={"metric": "f1", "mode": "max", "patience": 5})
+    spec = example_job("bbc-relations.yaml", ds["id"], max_steps=48, eval_interval=16, checkpoint_interval=16,
+                       learning_rate=2e-3, early_stopping={"metric": "f1", "mode": "max", "patience": 5})
     return run_job(ext_client, spec, "relation extraction job", 900)
 
 

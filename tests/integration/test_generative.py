@@ -10,7 +10,7 @@ import pytest
 from doctune.data import to_jsonl
 from doctune.tasks.summarization import bbc_headlines
 
-from .conftest import new_tenant, poll, run_job, tiny_job
+from .conftest import example_job, new_tenant, poll, run_job, tiny_job
 
 GEMMA_LORA = {"method": "lora", "lora": {"r": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"]}}
 
@@ -39,8 +39,9 @@ def headline_job(gen_client):
     ds = gen_client.upload_dataset("bbc-headlines", "summarization", {"data": to_jsonl(bbc_headlines(limit_per_class=4))},
                                    seed=42)
     assert ds["info"]["language"] == "en"
-    spec = tiny_job(ds["id"], task="summarization", base_model="gemma-3-270m", tuning=GEMMA_LORA, max_steps=8,
-                    micro_batch_size=2, max_seq_length=96, learning_rate=1e-3, eval_interval=100, checkpoint_interval=100)
+    spec = example_job("bbc-headlines.yaml", ds["id"], tuning=GEMMA_LORA, max_steps=8, micro_batch_size=2,
+                       gradient_accumulation_steps=1, max_seq_length=96, learning_rate=1e-3, eval_interval=100,
+                       checkpoint_interval=100)
     return run_job(gen_client, spec, "summarization job", 900)
 
 
@@ -79,10 +80,10 @@ def test_summarization_endpoint_takes_generation_parameters(gen_client, headline
 def test_chinese_generation_is_scored_on_characters(gen_client):
     ds = gen_client.upload_dataset("zh-weather", "generation", {"data": to_jsonl(_zh_records())}, seed=7)
     assert ds["info"]["language"] == "zh" and ds["info"]["fields"] == ["城市", "天气", "气温"]
-    spec = tiny_job(ds["id"], task="generation", base_model="gemma-3-270m", tuning=GEMMA_LORA, max_steps=4,
-                    micro_batch_size=4, max_seq_length=64, learning_rate=1e-3, deepspeed={"zero_stage": 0},
-                    num_workers=1, resources_per_worker={"cpu": 1, "threads": 2}, eval_interval=100,
-                    checkpoint_interval=100)
+    spec = example_job("bbc-openings.yaml", ds["id"], tuning=GEMMA_LORA, max_steps=4, micro_batch_size=4,
+                       gradient_accumulation_steps=1, max_seq_length=64, learning_rate=1e-3, deepspeed={"zero_stage": 0},
+                       num_workers=1, resources_per_worker={"cpu": 1, "threads": 2}, eval_interval=100,
+                       checkpoint_interval=100)
     job = run_job(gen_client, spec, "chinese generation job", 900)
     report = job["report"]
     # the default ROUGE tokenizer drops every CJK character (scores of 0); characters give real overlap

@@ -10,7 +10,7 @@ import pytest
 from doctune.data import to_jsonl
 from doctune.tasks.ner import load_wnut16
 
-from .conftest import new_tenant, poll, run_job, tiny_job
+from .conftest import example_job, new_tenant, poll, run_job
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,8 @@ def ner_client(stack, admin):
 def ner_job(ner_client):
     ds = ner_client.upload_dataset("wnut-small", "ner", {"data": to_jsonl(load_wnut16(limit=400))}, seed=42)
     assert "person" in ds["info"]["entity_types"]
-    spec = tiny_job(ds["id"], task="ner", max_steps=24, micro_batch_size=8, eval_interval=12, checkpoint_interval=12,
+    spec = example_job("wnut-ner.yaml", ds["id"], max_steps=24, micro_batch_size=8, eval_interval=12, checkpoint_interval=12,
+                       learning_rate=2e-3,
                     early_stopping={"metric": "f1", "mode": "max", "patience": 5})
     job = run_job(ner_client, spec, "ner job", 600)
     return job

@@ -10,7 +10,7 @@ import pytest
 from doctune.data import to_jsonl
 from doctune.tasks.retrieval import bbc_headline_pairs
 
-from .conftest import new_tenant, poll, run_job, tiny_job
+from .conftest import example_job, new_tenant, poll, run_job
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +26,8 @@ def ret_client(stack, admin):
 @pytest.fixture(scope="module")
 def ret_job(ret_client, pairs):
     ds = ret_client.upload_dataset("bbc-pairs", "retrieval", {"data": to_jsonl(pairs)}, seed=42)
-    spec = tiny_job(ds["id"], task="retrieval", max_steps=8, micro_batch_size=8, max_seq_length=96, eval_interval=8,
-                    checkpoint_interval=100, learning_rate=5e-4, early_stopping={"metric": "mrr_at_10", "patience": 3})
+    spec = example_job("bbc-retrieval.yaml", ds["id"], max_steps=8, micro_batch_size=8, max_seq_length=96, eval_interval=8,
+                       checkpoint_interval=100)
     job = run_job(ret_client, spec, "retrieval job", 600)
     return job
 
