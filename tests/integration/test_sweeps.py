@@ -25,7 +25,7 @@ def sweep_client(stack, admin):
 def finished_sweep(sweep_client):
     ds = sweep_client.upload_dataset("bbc-sweep", "classification", {"data": to_jsonl(load_bbc_news(limit_per_class=16))},
                                      seed=3)
-    job = tiny_job(ds["id"], max_steps=12, eval_interval=4, checkpoint_interval=100)
+    job = tiny_job(ds["id"], max_steps=8, eval_interval=4, checkpoint_interval=100)
     job.pop("learning_rate")
     sweep = sweep_client.submit_sweep({"name": "lr search", "job": job, "algorithm": "grid", "max_concurrent_trials": 3,
                                        "search_space": {"learning_rate": {"type": "choice", "values": LRS}}})
@@ -93,19 +93,19 @@ def test_bad_sweeps_name_the_field(sweep_client, finished_sweep):
 def test_asha_stops_weak_trials_early_and_still_picks_a_finished_winner(sweep_client, finished_sweep):
     job = sweep_client.get_job(finished_sweep["best_job_id"])["spec"]
     job.pop("tenant")
-    job.update(max_steps=16, eval_interval=2)
-    sweep = sweep_client.submit_sweep({"job": job, "algorithm": "asha", "num_samples": 4, "max_concurrent_trials": 2,
+    job.update(max_steps=10, eval_interval=2)
+    sweep = sweep_client.submit_sweep({"job": job, "algorithm": "asha", "num_samples": 3, "max_concurrent_trials": 2,
                                        "asha": {"grace_period": 1, "reduction_factor": 2},
                                        "search_space": {"learning_rate": {"type": "loguniform", "low": 1e-7, "high": 5e-3}}})
     done = poll(lambda: (s := sweep_client.get_sweep(sweep["id"]))["status"] not in ("queued", "running") and s, 1200, "asha")
     assert done["status"] == "succeeded", done["error"]
     trials = sweep_client.sweep_leaderboard(sweep["id"])["trials"]
-    assert len(trials) == 4
+    assert len(trials) == 3
     stopped = [t for t in trials if t["stopped_early"]]
     for t in stopped:  # stopped by ASHA: cancelled before the last step, with its evaluations kept
         j = sweep_client.get_job(t["job_id"])
         assert j["status"] == "cancelled" and j["error"]["code"] == "stopped_early" and t["dev"] is not None
-        assert j["progress"]["step"] < 16
+        assert j["progress"]["step"] < 10
     assert all(t["status"] == "succeeded" for t in trials if not t["stopped_early"])
     finished = [t for t in trials if t["status"] == "succeeded"]
     assert done["best_job_id"] == finished[0]["job_id"] and finished[0]["dev"] == max(t["dev"] for t in finished)
