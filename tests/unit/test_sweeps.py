@@ -69,3 +69,12 @@ def test_rank_by_dev_then_cost_and_the_winner_is_a_finished_trial():
     assert winner(rows)["job_id"] == "job-3"  # the stopped trial has no model: it cannot win
     lowest = rank(jobs[:2], "macro_f1", "min")
     assert lowest[0]["job_id"] == "job-1"
+
+
+def test_a_metric_the_task_does_not_report_is_refused_by_name():
+    from doctune.tasks import check_metric, get_task
+
+    check_metric(get_task("ner"), "f1", "early_stopping.metric")
+    with pytest.raises(DoctuneError) as e:
+        check_metric(get_task("summarization"), "macro_f1", "early_stopping.metric")
+    assert e.value.field == "early_stopping.metric" and "rougeL" in e.value.message

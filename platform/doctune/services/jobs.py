@@ -41,19 +41,14 @@ def check_spec(p: Platform, caller: Principal, spec: JobSpec) -> Dataset:
     from doctune.train.models import resolve_base_model
 
     base = resolve_base_model(spec.base_model, check_only=True)
-    from doctune.tasks import get_task
+    from doctune.tasks import check_metric, get_task
 
     plugin = get_task(spec.task)
     fits = getattr(plugin, "check_base_model", None)  # e.g. text-writing tasks refuse an encoder
     if fits is not None and not base.startswith("s3://"):
         fits(base)
-    if spec.early_stopping is not None and spec.early_stopping.metric not in plugin.metric_names:
-        raise DoctuneError(
-            f"early_stopping.metric {spec.early_stopping.metric!r} is not a {spec.task} metric; "
-            f"choose one of: {', '.join(plugin.metric_names)}",
-            "invalid_spec",
-            field="early_stopping.metric",
-        )
+    if spec.early_stopping is not None:
+        check_metric(plugin, spec.early_stopping.metric, "early_stopping.metric")
     if spec.tuning.method == "prefix" and plugin.peft_task_type is None:
         raise DoctuneError(f"tuning.method 'prefix' is not available for task {spec.task}: prefix tuning needs one peft "
                            "task type for the task's model, and this task builds more than one kind of model (or a "

@@ -42,17 +42,13 @@ def sweep_metric(sweep: SweepSpec) -> str:
 
 def submit_sweep(p: Platform, caller: Principal, sweep: SweepSpec) -> Sweep:
     from doctune.services.jobs import check_language, check_spec
-    from doctune.tasks import get_task
+    from doctune.tasks import check_metric, get_task
 
     check_tenant_access(caller, sweep.tenant, write=True)
     first = {path: (d.values[0] if d.type == "choice" else d.low) for path, d in sweep.search_space.items()}
     job = trial_spec(sweep, first)
     check_language(p, job, check_spec(p, caller, job))  # dataset, base model, task, language: as for a job
-    plugin = get_task(job.task)
-    metric = sweep_metric(sweep)
-    if metric not in plugin.metric_names:
-        raise DoctuneError(f"metric {metric!r} is not a {job.task} metric; choose one of: {', '.join(plugin.metric_names)}",
-                           "invalid_spec", field="metric")
+    check_metric(get_task(job.task), sweep_metric(sweep), "metric")
     row = Sweep(id=new_id("sweep"), tenant_id=sweep.tenant, task=job.task, spec=sweep.model_dump(mode="json"))
     with p.db.session() as s:
         s.add(row)
@@ -153,7 +149,7 @@ def tenant_leaderboard(p: Platform, caller: Principal, tenant: str, task: str | 
                        limit: int = 20) -> dict[str, Any]:
     """A tenant's finished jobs (single jobs and sweep trials) ranked on dev: one board per task
     (``task``: only that one), on ``metric`` or each task's primary metric."""
-    from doctune.tasks import get_task
+    from doctune.tasks import check_metric, get_task
 
     check_tenant_access(caller, tenant)
     with p.db.session() as s:
@@ -163,9 +159,7 @@ def tenant_leaderboard(p: Platform, caller: Principal, tenant: str, task: str | 
     for name in tasks:
         plugin = get_task(name)
         m = metric or plugin.primary_metric
-        if m not in plugin.metric_names:
-            raise DoctuneError(f"metric {m!r} is not a {name} metric; choose one of: {', '.join(plugin.metric_names)}",
-                               "invalid_request", field="metric")
+        check_metric(plugin, m, "metric", "invalid_request")
         mode = "min" if m in ("loss", "perplexity") else "max"
         ranked = rank([j for j in done if j.task == name], m, mode)[:limit]
         boards.append({"task": name, "metric": f"dev {m}", "mode": mode, "jobs": ranked})

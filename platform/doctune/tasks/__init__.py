@@ -12,7 +12,7 @@ import pkgutil
 from functools import cache
 from typing import Any, Protocol
 
-__all__ = ["TaskPlugin", "get_task", "task_names", "task_texts"]
+__all__ = ["TaskPlugin", "check_metric", "get_task", "task_names", "task_texts"]
 
 
 class TaskPlugin(Protocol):
@@ -93,6 +93,15 @@ def task_texts(plugin: TaskPlugin, records: list[dict[str, Any]]) -> list[str]:
     plugin's ``plan_texts`` hook, else each record's ``text`` field."""
     fn = getattr(plugin, "plan_texts", None)
     return fn(records) if fn else [r["text"] for r in records]
+
+
+def check_metric(plugin: TaskPlugin, metric: str, field: str, code: str = "invalid_spec") -> None:
+    """Refuse a metric the task does not report (early stopping, sweeps, leaderboards), naming ``field``."""
+    if metric not in plugin.metric_names:
+        from doctune.errors import DoctuneError
+
+        raise DoctuneError(f"{field} {metric!r} is not a {plugin.name} metric; choose one of: {', '.join(plugin.metric_names)}",
+                           code, field=field)
 
 
 def task_names() -> list[str]:
