@@ -519,14 +519,7 @@ class ExtractionTask:
         with torch.inference_mode():
             probs = model(**feats).logits.softmax(-1).cpu()
         for row, text in enumerate(inputs):
-            best_p, best_id = probs[row].max(-1)
-            first: dict[int, int] = {}  # word index -> position of its first sub-token
-            for pos, w in enumerate(enc.word_ids(row)):
-                if w is not None and w not in first:
-                    first[w] = pos
-            words = sorted(first)  # words past truncation get no tag
-            tags = [labels[int(best_id[first[w]])] for w in words]
-            scores = [float(best_p[first[w]]) for w in words]
+            words, tags, scores = ner.word_tags(enc.word_ids(row), *probs[row].max(-1), labels)
             for name, a, b in ner.spans(tags):
                 start, end = enc.word_to_chars(row, words[a]).start, enc.word_to_chars(row, words[b - 1]).end
                 out[row]["fields"][name].append(

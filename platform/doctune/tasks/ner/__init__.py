@@ -59,6 +59,17 @@ def spans(tags: list[str]) -> list[tuple[str, int, int]]:
     return [tuple(s) for s in out]  # type: ignore[misc]
 
 
+def word_tags(word_ids: list[int | None], best_p: Any, best_id: Any, labels: list[str]) -> tuple[list[int], list[str], list[float]]:
+    """Serving: each word's tag and score, read at its first sub-token. Words past truncation, or
+    with no sub-token at all (e.g. a lone control character), are left out of the lists."""
+    first: dict[int, int] = {}  # word index -> position of its first sub-token
+    for pos, w in enumerate(word_ids):
+        if w is not None and w not in first:
+            first[w] = pos
+    words = sorted(first)
+    return words, [labels[int(best_id[first[w]])] for w in words], [float(best_p[first[w]]) for w in words]
+
+
 def _types(labels: list[str]) -> list[str]:
     return [l[2:] for l in labels if l.startswith("B-")]
 
@@ -268,17 +279,7 @@ class NerTask:
         with torch.inference_mode():
             probs = model(**feats).logits.softmax(-1).cpu()
         for row, i in enumerate(todo):
-            best_p, best_id = probs[row].max(-1)
-            first: dict[int, int] = {}  # word index -> position of its first sub-token
-            for pos, w in enumerate(enc.word_ids(row)):
-                if w is not None and w not in first:
-                    first[w] = pos
-            if not first:
-                continue
-            # words past truncation get no tag; a word with no sub-token (e.g. a lone control char) is skipped
-            seen = [w for w in range(max(first) + 1) if w in first]
-            tags = [labels[int(best_id[first[w]])] for w in seen]
-            scores = [float(best_p[first[w]]) for w in seen]
+            seen, tags, scores = word_tags(enc.word_ids(row), *probs[row].max(-1), labels)
             text = inputs[i]
             for kind, a, b in spans(tags):
                 start, end = words[i][seen[a]][1], words[i][seen[b - 1]][2]
