@@ -105,7 +105,8 @@ def run_job(job_id: str, p: Platform | None = None, callbacks: list[Any] | None 
 
     def pump() -> None:  # progress actor -> job record + events; pause requests -> rank 0; every 2 s
         seen, prev, stop_sent = -1, {}, False
-        while not stop.is_set():
+        while True:
+            last = stop.is_set()  # once more after the run ends: its final evaluation and checkpoint events
             try:
                 version, state = ray.get(progress.get.remote(), timeout=10)
                 if version != seen:
@@ -119,6 +120,8 @@ def run_job(job_id: str, p: Platform | None = None, callbacks: list[Any] | None 
                             stop_sent = True
             except Exception:
                 pass
+            if last:
+                return
             stop.wait(2.0)
 
     pumper = threading.Thread(target=pump, daemon=True)
@@ -170,7 +173,7 @@ def run_job(job_id: str, p: Platform | None = None, callbacks: list[Any] | None 
         _, last = ray.get(progress.get.remote(), timeout=30)
     except Exception as exc:
         stop.set()
-        pumper.join(timeout=5)
+        pumper.join(timeout=30)
         message = str(getattr(exc, "message", None) or exc)[-4000:]
         if job.attempt <= spec.retries:
             ckpt = latest_checkpoint(p, tenant_key(spec.tenant, "jobs", job_id, "checkpoints", attempt_dir), spec.num_workers) or job.resume_from
@@ -185,7 +188,7 @@ def run_job(job_id: str, p: Platform | None = None, callbacks: list[Any] | None 
         raise
     finally:
         stop.set()
-        pumper.join(timeout=5)
+        pumper.join(timeout=30)
     if last.get("paused_at") is not None and last.get("final") is None:
         path = result.checkpoint.path if result.checkpoint else job.resume_from
         update_job(p, job_id, status="paused", control=None, resume_from=path, ray_submission_id=None,
