@@ -42,3 +42,15 @@ def database_url(request, tmp_path):
     with admin.begin() as c:
         c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     admin.dispose()
+
+
+@pytest.fixture
+def platform(database_url, tmp_path):
+    """A Platform on a fresh, migrated database (no Ray, no object store started)."""
+    from doctune.config import Settings
+    from doctune.services._context import Platform
+
+    p = Platform(Settings(home=str(tmp_path), database_url=database_url))
+    p.db.migrate()
+    yield p
+    p.db.dispose()

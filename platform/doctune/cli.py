@@ -518,12 +518,19 @@ def deploy(
     max_batch_size: int = typer.Option(8, help="Requests a replica batches into one model call."),
     batch_wait_timeout_s: float = typer.Option(0.01, help="Longest a request waits for its batch to fill."),
     quantize: str = typer.Option("none", help="none, or int8 (dynamic, CPU; accuracy change measured at deploy)."),
+    multiplex: bool = typer.Option(
+        False, "--multiplex/--no-multiplex",
+        help="Serve a LoRA adapter (trained with merge_adapter: false) from the shared replicas of its base model; "
+        "requests may name another of your adapters in the body field 'model'."),
+    max_adapters_per_replica: int = typer.Option(
+        8, help="With --multiplex: adapters one shared replica keeps loaded (least recently used ones are unloaded)."),
     api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY"),
 ) -> None:
     """Deploy a registered model to an autoscaled Ray Serve endpoint."""
     client = _client(api_key)
     dep = _run(client.deploy, model_id, name, min_replicas=min_replicas, max_replicas=max_replicas,
-               max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s, quantize=quantize)
+               max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s, quantize=quantize,
+               multiplex=multiplex, max_adapters_per_replica=max_adapters_per_replica)
     dep = _run(wait_deployment, client, dep["id"])
     _print(dep)
     if dep["status"] != "running":
@@ -539,6 +546,55 @@ def undeploy(deployment_id: str, api_key: Optional[str] = typer.Option(None, env
     _print(dep)
     if dep["status"] != "deleted":
         raise typer.Exit(1)
+
+
+DEPLOYING = ("deployed", "promoted", "forced")  # promotion decisions that redeploy the endpoint
+REVISION_COLUMNS = ("revision", "current", "model_id", "reason", "created_at")
+
+
+@app.command()
+def promote(
+    endpoint: str = typer.Option(..., help="Endpoint (deployment) name; the route is /<tenant>/<endpoint>."),
+    model: Optional[str] = typer.Option(None, "--model", help="The challenger: a registered model id."),
+    sweep: Optional[str] = typer.Option(None, "--sweep", help="The challenger is this (succeeded) sweep's winner."),
+    force: bool = typer.Option(False, "--force", help="Promote even if not better, or tested on another dataset."),
+    metric: Optional[str] = typer.Option(None, help="Test metric to compare on (default: the task's primary metric)."),
+    api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY"),
+) -> None:
+    """Champion/challenger: the challenger replaces the endpoint's model only if its test metric is better
+    on the same dataset (or with --force); an endpoint that does not exist yet is deployed."""
+    if (model is None) == (sweep is None):
+        _fail(DoctuneError("give exactly one of --model ID or --sweep ID", "invalid_request", field="model_id"))
+    client = _client(api_key)
+    result = _run(client.promote, endpoint, model_id=model, sweep_id=sweep, force=force, metric=metric)
+    dep = result["deployment"]
+    if result["decision"] in DEPLOYING:
+        dep = result["deployment"] = _run(wait_deployment, client, dep["id"])
+    _print(result)
+    typer.echo(result["summary"] + (f"; deployment {dep['id']} revision {dep['revision']} is {dep['status']}" if dep else ""))
+    if result["decision"] in DEPLOYING and dep["status"] != "running":
+        raise typer.Exit(1)
+
+
+@app.command()
+def rollback(
+    deployment_id: str,
+    revision: Optional[int] = typer.Option(None, help="Revision to redeploy (default: the one before the current one)."),
+    api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY"),
+) -> None:
+    """Redeploy an earlier revision of a deployment (its model and settings) as a new revision."""
+    client = _client(api_key)
+    dep = _run(client.rollback, deployment_id, revision)
+    dep = _run(wait_deployment, client, dep["id"])
+    _print(dep)
+    if dep["status"] != "running":
+        raise typer.Exit(1)
+
+
+@app.command()
+def revisions(deployment_id: str, api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY")) -> None:
+    """A deployment's revisions (deploys, promotions, rollbacks), oldest first; `-o table` for a table."""
+    _print(_run(_client(api_key).deployment_revisions, deployment_id), REVISION_COLUMNS)
 
 
 # ------------------------------------------------------------------- demo

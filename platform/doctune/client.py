@@ -95,3 +95,18 @@ class DoctuneClient:
 
     def get_deployment(self, deployment_id: str) -> dict[str, Any]:
         return self.request("GET", f"/v1/deployments/{deployment_id}")
+
+    def promote(self, endpoint: str, model_id: str | None = None, sweep_id: str | None = None, force: bool = False,
+                metric: str | None = None, **deployment: Any) -> dict[str, Any]:
+        """Champion/challenger at ``endpoint``; ``deployment``: DeploymentSpec settings for a new endpoint.
+        Returns {"decision", "metric", "champion", "challenger", "summary", "endpoint", "deployment"}."""
+        body = {"endpoint": endpoint, "model_id": model_id, "sweep_id": sweep_id, "metric": metric,
+                "deployment": deployment or None}
+        return self.request("POST", "/v1/promotions", json={**{k: v for k, v in body.items() if v is not None}, "force": force})
+
+    def rollback(self, deployment_id: str, revision: int | None = None) -> dict[str, Any]:
+        return self.request("POST", f"/v1/deployments/{deployment_id}/rollback",
+                            json={"revision": revision} if revision is not None else {})
+
+    def deployment_revisions(self, deployment_id: str) -> list[dict[str, Any]]:
+        return self.request("GET", f"/v1/deployments/{deployment_id}/revisions")

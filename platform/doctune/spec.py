@@ -24,6 +24,7 @@ __all__ = [
     "EarlyStoppingSpec",
     "JobSpec",
     "LoraSpec",
+    "PromotionSpec",
     "QuotaSpec",
     "ResourcesSpec",
     "SearchDimension",
@@ -222,6 +223,12 @@ class DeploymentSpec(_Spec):
     max_replicas: int = Field(2, ge=1, le=100, description="Most replicas the autoscaler starts.")
     target_ongoing_requests: float = Field(2.0, gt=0, description="Requests in flight per replica the autoscaler aims for.")
     num_cpus: float = Field(0.5, gt=0, le=64, description="Logical CPUs each replica reserves.")
+    upscale_delay_s: float = Field(
+        5.0, ge=0, le=3600,
+        description="Seconds the load must stay above target_ongoing_requests per replica before a replica is added.")
+    downscale_delay_s: float = Field(
+        60.0, ge=0, le=3600,
+        description="Seconds the load must stay below target before a replica is removed (back towards min_replicas).")
     max_batch_size: int = Field(
         8, ge=1, le=1024,
         description="Most requests one replica answers with one model call (dynamic batching; each request "
@@ -239,6 +246,19 @@ class DeploymentSpec(_Spec):
         "split and reports the metric change as the deployment's 'quantization'. Classification, NER and "
         "extraction models only.",
     )
+    multiplex: bool = Field(
+        False,
+        description="Serve a LoRA adapter model from the shared base-model application: each of its replicas holds "
+        "one copy of the base model and many adapters of the same task and base (Ray Serve model multiplexing), "
+        "and a request may name another of the tenant's adapter models in the body field 'model'. The model must "
+        "have been exported with tuning.merge_adapter: false; not for retrieval models or quantize: int8.",
+    )
+    max_adapters_per_replica: int = Field(
+        8, ge=1, le=256,
+        description="With multiplex: most adapters one replica of the shared application keeps loaded; past it the "
+        "least recently used is unloaded. The deployment that starts the shared application sets it (with its "
+        "replica, CPU and batching settings).",
+    )
 
     @field_validator("tenant", "name")
     @classmethod
@@ -249,6 +269,56 @@ class DeploymentSpec(_Spec):
     def _replicas(self) -> "DeploymentSpec":
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})")
+        return self
+
+
+class PromotionSpec(_Spec):
+    """Champion/challenger: put a model (or a sweep's winner) behind an endpoint only if its
+    test metric beats the model served there now, on the same test split (or if forced)."""
+
+    tenant: str = Field(..., description="Tenant that owns the endpoint and the challenger (slug).")
+    endpoint: str = Field(..., description="Endpoint (deployment) name (slug); the route is /<tenant>/<endpoint>.")
+    model_id: str | None = Field(
+        None, min_length=1, max_length=64, description="The challenger: a registered model. Set this or sweep_id.")
+    sweep_id: str | None = Field(
+        None, min_length=1, max_length=64,
+        description="The challenger is this sweep's winner (the sweep must have succeeded). Set this or model_id.")
+    metric: str | None = Field(
+        None, description="Test metric the two models are compared on (default: the task's primary metric); "
+        "higher is better except for loss and perplexity.")
+    force: bool = Field(
+        False, description="Promote even when the challenger is not better, or when the two models were tested "
+        "on different datasets and cannot be compared.")
+    deployment: dict[str, Any] | None = Field(
+        None, description="DeploymentSpec settings (min_replicas, max_replicas, num_cpus, ...) for an endpoint that "
+        "does not exist yet; an existing endpoint keeps its settings (change them with `doctune deploy`).")
+
+    @field_validator("tenant", "endpoint")
+    @classmethod
+    def _slugs(cls, v: str, info) -> str:
+        return _slug(v, info.field_name)
+
+    @field_validator("deployment")
+    @classmethod
+    def _deployment_fields(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is None:
+            return v
+        taken = sorted(set(v) & {"tenant", "name", "model_id"})
+        if taken:
+            raise ValueError(f"{', '.join(taken)} come from the promotion itself (tenant, endpoint, model_id or "
+                             "sweep_id); remove them from deployment")
+        try:
+            DeploymentSpec.model_validate({**v, "tenant": "t", "name": "n", "model_id": "m"})
+        except ValidationError as exc:
+            bad = from_validation_error(exc).errors
+            raise ValueError("; ".join(f"{e['field']}: {e['message']}" for e in bad)) from None
+        return v
+
+    @model_validator(mode="after")
+    def _one_challenger(self) -> "PromotionSpec":
+        if (self.model_id is None) == (self.sweep_id is None):
+            raise ValueError("set exactly one of model_id or sweep_id: model_id promotes that model, sweep_id "
+                             "promotes the sweep's winner")
         return self
 
 
@@ -343,6 +413,9 @@ class SweepSpec(_Spec):
     metric: str | None = Field(None, description="Dev metric that ranks trials (default: the task's primary metric).")
     mode: Literal["max", "min"] = Field("max", description="Whether a larger metric is better.")
     asha: AshaSpec | None = Field(None, description="ASHA settings (algorithm asha).")
+    seed: int | None = Field(
+        None, ge=0, le=2**31 - 1,
+        description="Seed of the random draws (random, asha): the same seed draws the same trials in the same order.")
 
     @field_validator("tenant")
     @classmethod

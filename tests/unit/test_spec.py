@@ -69,7 +69,7 @@ def test_cross_field_rules(patch, needle):
     assert needle in e.value.message
 
 
-@pytest.mark.parametrize("model", ["JobSpec", "DeploymentSpec", "TenantSpec"])
+@pytest.mark.parametrize("model", ["JobSpec", "DeploymentSpec", "PromotionSpec", "TenantSpec"])
 def test_every_field_has_a_description(model):
     import doctune.spec
 

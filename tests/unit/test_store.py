@@ -5,21 +5,13 @@ a finished job's status cannot be overwritten."""
 import pytest
 from sqlalchemy import inspect
 
-from doctune.config import Settings
 from doctune.errors import DoctuneError
 from doctune.services import jobs as jobs_svc
 from doctune.services import tenants
-from doctune.services._context import Platform
 from doctune.spec import TenantSpec
 from doctune.store.db import Base, Job
 
 
-@pytest.fixture
-def platform(database_url, tmp_path):
-    p = Platform(Settings(home=str(tmp_path), database_url=database_url))
-    p.db.migrate()
-    yield p
-    p.db.dispose()
 
 
 def test_migration_matches_models(platform):

@@ -25,7 +25,7 @@ from doctune.services import sweeps as sweeps_svc
 from doctune.services import tenants as tenants_svc
 from doctune.services import usage as usage_svc
 from doctune.services._context import Platform, Principal
-from doctune.spec import DeploymentSpec, QuotaSpec, TenantSpec, parse_job_spec, parse_sweep_spec
+from doctune.spec import DeploymentSpec, PromotionSpec, QuotaSpec, TenantSpec, parse_job_spec, parse_sweep_spec
 
 log = logging.getLogger("doctune.api")
 
@@ -71,7 +71,13 @@ def _deployment_view(d, serve_url: str) -> dict[str, Any]:
     return {"id": d.id, "tenant": d.tenant_id, "name": d.name, "model_id": d.model_id, "status": d.status,
             "route": d.route, "url": f"{serve_url}{d.route}/predict", "message": d.message, "spec": d.spec,
             # quantize: int8 only, once measured: {"metric", "fp32", "int8", "change", "examples", "seconds"}
-            "quantization": (d.info or {}).get("quantization")}
+            "quantization": (d.info or {}).get("quantization"),
+            "revision": d.revision}  # its current revision (GET /v1/deployments/{id}/revisions)
+
+
+def _revision_view(r, current: int) -> dict[str, Any]:
+    return {"revision": r.revision, "current": r.revision == current, "model_id": r.model_id, "reason": r.reason,
+            "decision": r.decision, "spec": r.spec, "created_at": r.created_at.isoformat() if r.created_at else None}
 
 
 def create_app(platform: Platform | None = None) -> FastAPI:
@@ -323,6 +329,32 @@ def create_app(platform: Platform | None = None) -> FastAPI:
     @app.get("/v1/deployments/{deployment_id}")
     def get_deployment(deployment_id: str, who: Principal = Depends(caller)) -> dict[str, Any]:
         return _deployment_view(deployments_svc.get_deployment(p, who, deployment_id), p.settings.serve_url)
+
+    @app.get("/v1/deployments/{deployment_id}/revisions")
+    def deployment_revisions(deployment_id: str, who: Principal = Depends(caller)) -> list[dict[str, Any]]:
+        """Every deploy, promotion and rollback of the deployment, oldest first."""
+        dep = deployments_svc.get_deployment(p, who, deployment_id)
+        return [_revision_view(r, dep.revision) for r in deployments_svc.revisions(p, who, deployment_id)]
+
+    @app.post("/v1/deployments/{deployment_id}/rollback")
+    def rollback(deployment_id: str, body: dict[str, Any] | None = None, who: Principal = Depends(caller)) -> dict[str, Any]:
+        """Redeploy an earlier revision ({"revision": n}; default: the one before the current one) as a new revision."""
+        deployments_svc.get_deployment(p, who, deployment_id)  # another tenant's id: 404 before any field error
+        body = body or {}
+        unknown = sorted(set(body) - {"revision"})
+        if unknown:
+            raise DoctuneError(f"unknown field(s) {', '.join(unknown)}; the body takes only revision (a number), or nothing",
+                               "invalid_request", field=unknown[0])
+        return _deployment_view(deployments_svc.rollback(p, who, deployment_id, body.get("revision")), p.settings.serve_url)
+
+    # ---------------------------------------------------------------- promotions
+    @app.post("/v1/promotions")
+    def promote(body: dict[str, Any], who: Principal = Depends(caller)) -> dict[str, Any]:
+        """Champion/challenger: the challenger (model_id, or sweep_id's winner) replaces the model served at
+        the endpoint only if its test metric is better on the same dataset, or if force; "kept" changes nothing."""
+        result = deployments_svc.promote(p, who, _parse(PromotionSpec, _claim_tenant(body, who)))
+        dep = result["deployment"]
+        return {**result, "deployment": _deployment_view(dep, p.settings.serve_url) if dep is not None else None}
 
     return app
 

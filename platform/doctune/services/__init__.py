@@ -1,7 +1,8 @@
 """Services: the one layer every door (API, CLI, ray job submit) calls.
 
 ``tenants`` (keys, roles, ownership), ``datasets``, ``jobs`` (submit to Ray,
-follow, cancel), ``registry`` (models) and ``deployments`` (Ray Serve). Each takes
+follow, cancel), ``registry`` (models) and ``deployments`` (Ray Serve; promotion and
+rollback). Each takes
 a :class:`Platform` (settings + stores) and the calling :class:`Principal`.
 """
 

@@ -6,28 +6,49 @@ process never holds a Ray driver). The route is ``/<tenant>/<name>``. A
 deployment with ``quantize: int8`` is refused here when its task's accuracy
 change cannot be measured; the deploy job measures it and stores it with
 :func:`set_info`.
+
+Every deploy appends a revision (model, settings, reason). :func:`promote` is
+champion/challenger: a model, or a sweep's winner, replaces the one served at an
+endpoint only if its test metric is better on the same dataset (or if forced);
+:func:`rollback` redeploys an earlier revision as a new one.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import func, select
 
 from doctune.errors import DoctuneError
+from doctune.serve.adapters import check_multiplexable
 from doctune.serve.quantize import check_quantizable
 from doctune.services._context import Platform, Principal
 from doctune.services.registry import get_model
 from doctune.services.tenants import check_tenant_access, get_owned
-from doctune.spec import DeploymentSpec
-from doctune.store.db import Deployment, Tenant, new_id
+from doctune.spec import DeploymentSpec, PromotionSpec
+from doctune.store.db import Deployment, DeploymentRevision, Job, Model, Tenant, new_id
 
 
-def deploy_model(p: Platform, caller: Principal, spec: DeploymentSpec) -> Deployment:
+def deploy_model(p: Platform, caller: Principal, spec: DeploymentSpec, *, reason: str = "deploy",
+                 decision: dict[str, Any] | None = None) -> Deployment:
+    """Record the deployment and its new revision, then have Ray serve it."""
+    row = record_deployment(p, caller, spec, reason=reason, decision=decision)
+    _submit_deploy(p, row.id)
+    return row
+
+
+def record_deployment(p: Platform, caller: Principal, spec: DeploymentSpec, *, reason: str = "deploy",
+                      decision: dict[str, Any] | None = None) -> Deployment:
+    """The checks, the deployment row (status ``deploying``) and its next revision; nothing
+    runs on Ray until :func:`_submit_deploy`."""
     check_tenant_access(caller, spec.tenant, write=True)
     model = get_model(p, caller, spec.model_id)
     if model.tenant_id != spec.tenant:
         raise DoctuneError(f"model {spec.model_id!r} not found", "not_found", field="model_id")
     if spec.quantize == "int8":
         check_quantizable(model.task)
+    if spec.multiplex:
+        check_multiplexable(model.task, merged=model.merged, quantize=spec.quantize)
     route = f"/{spec.tenant}/{spec.name}"
     with p.db.session() as s:
         existing = s.execute(
@@ -53,7 +74,10 @@ def deploy_model(p: Platform, caller: Principal, spec: DeploymentSpec) -> Deploy
                 spec=spec.model_dump(mode="json"), route=route, status="deploying",
             )
             s.add(row)
-    _submit_deploy(p, row.id)
+        row.revision = (row.revision or 0) + 1
+        s.flush()  # the deployment row first: its revision refers to it
+        s.add(DeploymentRevision(deployment_id=row.id, revision=row.revision, model_id=row.model_id, spec=row.spec,
+                                 reason=reason, decision=decision))
     return row
 
 
@@ -123,3 +147,213 @@ def delete_deployment(p: Platform, caller: Principal, deployment_id: str) -> Dep
 
 def get_deployment(p: Platform, caller: Principal, deployment_id: str) -> Deployment:
     return get_owned(p, caller, Deployment, deployment_id, "deployment", "deployment_id")
+
+
+# ------------------------------------------------------------------ revisions, promotion, rollback
+LOWER_IS_BETTER = ("loss", "perplexity")
+
+
+def revisions(p: Platform, caller: Principal, deployment_id: str) -> list[DeploymentRevision]:
+    """A deployment's revisions, oldest first; the last is the current one."""
+    dep = get_deployment(p, caller, deployment_id)
+    with p.db.session() as s:
+        return list(s.execute(select(DeploymentRevision).where(DeploymentRevision.deployment_id == dep.id)
+                              .order_by(DeploymentRevision.revision)).scalars())
+
+
+def decide(champion: dict[str, Any] | None, challenger: dict[str, Any], metric: str, force: bool = False,
+           comparable: bool = True) -> str:
+    """The promotion decision from two ``{"model_id", "test"}`` (``test``: the model's test
+    ``metric``, None when it has none; ``champion`` None when nothing is served; ``comparable``
+    False when the two were tested on different datasets):
+
+    "deployed" (no champion), "unchanged" (the challenger is the champion), "promoted"
+    (strictly better: higher, lower for loss and perplexity), "forced" (not better, or not
+    comparable, but ``force``), "kept" (not better: nothing changes)."""
+    if champion is None:
+        return "deployed"
+    if champion["model_id"] == challenger["model_id"]:
+        return "unchanged"
+    new, old = challenger.get("test"), champion.get("test")
+    if comparable and new is not None and old is not None and (new < old if metric in LOWER_IS_BETTER else new > old):
+        return "promoted"
+    return "forced" if force else "kept"
+
+
+def plan_promotion(p: Platform, caller: Principal, spec: PromotionSpec) -> dict[str, Any]:
+    """Everything :func:`promote` decides, read from the store; nothing changes and nothing is
+    submitted. ``deploy`` is the DeploymentSpec to deploy when the decision replaces the model."""
+    from doctune.tasks import check_metric, get_task
+
+    check_tenant_access(caller, spec.tenant, write=True)
+    field = "model_id" if spec.model_id else "sweep_id"
+    model, job = _challenger(p, caller, spec)
+    plugin = get_task(model.task)
+    metric = spec.metric or plugin.primary_metric
+    check_metric(plugin, metric, "metric")
+    challenger = {"model_id": model.id, "test": _test_value(model, job, metric), "job_id": job.id if job else None,
+                  "sweep_id": job.sweep_id if job else None}
+    with p.db.session() as s:
+        dep = s.execute(select(Deployment).where(Deployment.tenant_id == spec.tenant,
+                                                 Deployment.name == spec.endpoint)).scalar_one_or_none()
+        live = dep is not None and dep.status not in ("deleted", "failed")
+        champ_model = s.get(Model, dep.model_id) if live else None
+        champ_job = s.get(Job, champ_model.job_id) if champ_model else None
+    if dep is not None and dep.status == "deleting":
+        raise DoctuneError(f"endpoint {spec.endpoint!r} is being deleted; wait until it reads 'deleted', then promote "
+                           "again (the endpoint is then deployed afresh)", "conflict", field="endpoint", tenant_error=True)
+    champion, refusal = None, None
+    if live:
+        champion = {"model_id": dep.model_id, "test": _test_value(champ_model, champ_job, metric)}
+        if champion["model_id"] != model.id:
+            refusal = _incomparable(job, champ_job, challenger, champion, metric, field)
+            if refusal is not None and not spec.force:
+                raise refusal
+    decision = decide(champion, challenger, metric, spec.force, comparable=refusal is None)
+    result: dict[str, Any] = {"decision": decision, "metric": metric, "champion": champion, "challenger": challenger,
+                              "endpoint": spec.endpoint}
+    result["summary"] = promotion_summary(result)
+    if decision in ("deployed", "promoted", "forced"):
+        if live:
+            base = _known_fields(dep.spec)
+        else:  # a deleted or failed endpoint comes back with its old settings, unless the promotion gives others
+            base = {**_known_fields(dep.spec if dep else None), **(spec.deployment or {})}
+        result["deploy"] = DeploymentSpec.model_validate(
+            {**base, "tenant": spec.tenant, "name": spec.endpoint, "model_id": model.id})
+    result["deployment"] = dep
+    return result
+
+
+def promote(p: Platform, caller: Principal, spec: PromotionSpec) -> dict[str, Any]:
+    """Champion/challenger at ``spec.endpoint``: deploy the challenger if nothing is served there,
+    replace the served model only if the challenger's test metric is better (or ``force``), and
+    otherwise change nothing. Returns {"decision", "metric", "champion", "challenger", "summary",
+    "endpoint", "deployment"}; a decision that deploys is stored on the deployment's new revision."""
+    plan = plan_promotion(p, caller, spec)
+    target = plan.pop("deploy", None)
+    if target is not None:
+        record = {k: plan[k] for k in ("decision", "metric", "champion", "challenger")} | {"force": spec.force}
+        plan["deployment"] = deploy_model(p, caller, target, reason=plan["summary"], decision=record)
+    return plan
+
+
+def plan_rollback(p: Platform, caller: Principal, deployment_id: str, revision: Any = None) -> tuple[DeploymentSpec, str]:
+    """The DeploymentSpec and reason that :func:`rollback` deploys: revision ``revision`` of the
+    deployment, or (None) the one before the current one."""
+    dep = get_deployment(p, caller, deployment_id)
+    check_tenant_access(caller, dep.tenant_id, write=True)
+    if revision is not None and (isinstance(revision, bool) or not isinstance(revision, int) or revision < 1):
+        raise DoctuneError(f"revision must be a revision number (1, 2, ...); got {revision!r}. "
+                           f"List them with `doctune revisions {dep.id}`", "invalid_request", field="revision")
+    if revision == dep.revision:
+        raise DoctuneError(f"revision {revision} is the current revision of deployment {dep.id}; name an earlier one "
+                           f"(see `doctune revisions {dep.id}`)", "invalid_request", field="revision")
+    with p.db.session() as s:
+        q = select(DeploymentRevision).where(DeploymentRevision.deployment_id == dep.id)
+        if revision is None:
+            q = q.where(DeploymentRevision.revision < dep.revision).order_by(DeploymentRevision.revision.desc()).limit(1)
+        else:
+            q = q.where(DeploymentRevision.revision == revision)
+        target = s.execute(q).scalars().first()
+    if target is None and revision is None:
+        raise DoctuneError(f"deployment {dep.id} has no revision before its current one ({dep.revision}); there is "
+                           "nothing to roll back to", "conflict", field="revision", tenant_error=True)
+    if target is None:
+        raise DoctuneError(f"deployment {dep.id} has no revision {revision}; its revisions are 1..{dep.revision} "
+                           f"(see `doctune revisions {dep.id}`)", "not_found", field="revision")
+    spec = DeploymentSpec.model_validate({**_known_fields(target.spec), "tenant": dep.tenant_id, "name": dep.name,
+                                          "model_id": target.model_id})
+    return spec, f"rollback to revision {target.revision}"
+
+
+def rollback(p: Platform, caller: Principal, deployment_id: str, revision: Any = None) -> Deployment:
+    """Redeploy an earlier revision (default: the one before the current one) as a new revision,
+    so a rollback can itself be rolled back."""
+    spec, reason = plan_rollback(p, caller, deployment_id, revision)
+    return deploy_model(p, caller, spec, reason=reason)
+
+
+def promotion_summary(result: dict[str, Any]) -> str:
+    """One line: the decision and both test metrics."""
+    def fmt(value: Any) -> str:
+        return f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
+
+    new, old, metric, at = result["challenger"], result["champion"], result["metric"], result["endpoint"]
+    decision = result["decision"]
+    if decision == "deployed":
+        return f"deployed: {new['model_id']} (test {metric} {fmt(new['test'])}) is the first model at endpoint {at}"
+    if decision == "unchanged":
+        return f"unchanged: {new['model_id']} is already served at endpoint {at}"
+    if decision == "promoted":
+        return (f"promoted: {new['model_id']} (test {metric} {fmt(new['test'])}) beats {old['model_id']} "
+                f"({fmt(old['test'])}) at endpoint {at}")
+    if decision == "forced":
+        return (f"forced: {new['model_id']} (test {metric} {fmt(new['test'])}) replaces {old['model_id']} "
+                f"({fmt(old['test'])}) at endpoint {at}: not better, or not comparable, but forced")
+    return (f"kept: {old['model_id']} (test {metric} {fmt(old['test'])}) stays at endpoint {at}; {new['model_id']} "
+            f"({fmt(new['test'])}) is not better (force promotes it anyway)")
+
+
+def _challenger(p: Platform, caller: Principal, spec: PromotionSpec) -> tuple[Model, Job | None]:
+    from doctune.services.sweeps import get_sweep
+
+    if spec.model_id:
+        model = get_model(p, caller, spec.model_id)
+        field = "model_id"
+    else:
+        field = "sweep_id"
+        sweep = get_sweep(p, caller, spec.sweep_id)
+        if sweep.tenant_id != spec.tenant:
+            raise DoctuneError(f"sweep {spec.sweep_id!r} not found", "not_found", field="sweep_id")
+        if sweep.status != "succeeded" or not sweep.best_job_id:
+            raise DoctuneError(f"sweep {sweep.id} is {sweep.status}, with no winner to promote; promote it once it has "
+                               f"succeeded (`doctune sweeps show {sweep.id}`), or promote one of its models by model_id",
+                               "conflict", field="sweep_id", tenant_error=True)
+        with p.db.session() as s:
+            best = s.get(Job, sweep.best_job_id)
+        if best is None or not best.model_id:
+            raise DoctuneError(f"sweep {sweep.id}'s winner {sweep.best_job_id} has no registered model; promote another "
+                               "trial's model by model_id", "conflict", field="sweep_id", tenant_error=True)
+        model = get_model(p, caller, best.model_id)
+    if model.tenant_id != spec.tenant:
+        raise DoctuneError(f"model {model.id!r} not found", "not_found", field=field)
+    with p.db.session() as s:
+        return model, s.get(Job, model.job_id)
+
+
+def _test_value(model: Model | None, job: Job | None, metric: str) -> float | None:
+    """The model's test ``metric`` (as registered; else its job's), None when it has none."""
+    for metrics in ((model.metrics if model else None), (job.metrics if job else None)):
+        value = ((metrics or {}).get("test") or {}).get(metric)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def _dataset_of(job: Job | None) -> str | None:
+    dataset = ((job.spec if job else None) or {}).get("dataset")
+    return dataset.get("id") if isinstance(dataset, dict) else None
+
+
+def _incomparable(job: Job | None, champ_job: Job | None, challenger: dict[str, Any], champion: dict[str, Any],
+                  metric: str, field: str) -> DoctuneError | None:
+    """Why the two test metrics cannot be compared (measured on different test splits, or missing), or None.
+    A dataset's train/dev/test split is fixed when it is uploaded, so one dataset id is one test split."""
+    new_ds, old_ds = _dataset_of(job), _dataset_of(champ_job)
+    if new_ds is None or new_ds != old_ds:
+        return DoctuneError(
+            f"model {challenger['model_id']} was tested on dataset {new_ds or 'unknown'} but the endpoint's model {champion['model_id']} "
+            f"on dataset {old_ds or 'unknown'}: their test metrics are not comparable. Train the challenger on "
+            f"{old_ds or 'the same dataset'}, or set force to promote it anyway",
+            "conflict", field=field, tenant_error=True)
+    for who, side in (("challenger", challenger), ("endpoint's model", champion)):
+        if side["test"] is None:
+            return DoctuneError(
+                f"the {who} {side['model_id']} has no test {metric}; compare on another metric, or set force to "
+                "promote anyway", "conflict", field="metric", tenant_error=True)
+    return None
+
+
+def _known_fields(spec: dict[str, Any] | None) -> dict[str, Any]:
+    """A stored DeploymentSpec's fields that DeploymentSpec still has (specs outlive schema changes)."""
+    return {k: v for k, v in (spec or {}).items() if k in DeploymentSpec.model_fields}

@@ -1,4 +1,4 @@
-"""Metadata: tenants, API keys, datasets, jobs, sweeps, models, deployments.
+"""Metadata: tenants, API keys, datasets, jobs, sweeps, models, deployments and their revisions.
 
 SQLite under ``$DOCTUNE_HOME`` by default, PostgreSQL via ``DOCTUNE_DATABASE_URL``.
 The schema is owned by Alembic (``doctune/store/migrations``); :meth:`Database.migrate`
@@ -14,7 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event
+from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint,
+                        create_engine, event)
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 
@@ -152,6 +153,23 @@ class Deployment(Base):
     message: Mapped[str | None] = mapped_column(Text)
     # what the deploy job measured, e.g. {"quantization": {...}}; None until measured, reset when the model changes
     info: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # its newest DeploymentRevision
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class DeploymentRevision(Base):
+    """One version of a deployment, appended by every deploy, promotion and rollback: which
+    model with which settings, why, and (a promotion) the comparison that decided it."""
+
+    __tablename__ = "deployment_revisions"
+    __table_args__ = (UniqueConstraint("deployment_id", "revision", name="uq_deployment_revisions_revision"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"), index=True)
+    revision: Mapped[int] = mapped_column(Integer)  # 1, 2, ... per deployment
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id"))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # the DeploymentSpec as deployed
+    reason: Mapped[str] = mapped_column(Text)
+    decision: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # a promotion's decision and both test metrics
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 
