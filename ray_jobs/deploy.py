@@ -6,6 +6,11 @@
 With ``quantize: int8`` the model is first evaluated fp32 and int8 on its test split
 (``doctune.serve.quantize``) and the result stored on the deployment, unless it was
 measured already for this model (a restore after a cluster restart, a change of replicas).
+
+With ``multiplex: true`` the endpoint is a router over the shared application of its
+model's task and base model (``doctune.serve.multiplex``), started here unless it runs
+already. A shared application goes once no deploying or running multiplexed deployment
+uses it (checked after every deploy and delete).
 """
 
 from __future__ import annotations
@@ -25,11 +30,19 @@ def main(argv: list[str] | None = None) -> int:
 
     from doctune.errors import DoctuneError
     from doctune.serve.app import build_application
+    from doctune.serve.multiplex import delete_unused_shared_apps, run_multiplexed
     from doctune.serve.quantize import measure_deployment
     from doctune.services._context import Platform
     from doctune.services.deployments import set_info, set_status
     from doctune.spec import DeploymentSpec
     from doctune.store.db import Deployment, Model
+
+    def delete_unused() -> None:  # after the status is set: a deployment that goes no longer counts
+        try:
+            for name in delete_unused_shared_apps(p):
+                print(f"deleted the shared application {name}: no multiplexed deployment uses it")
+        except Exception as exc:  # the endpoint itself is fine; an unused application only costs memory
+            print(f"could not delete unused shared applications: {exc}", file=sys.stderr)
 
     p = Platform()
     with p.db.session() as s:
@@ -39,9 +52,11 @@ def main(argv: list[str] | None = None) -> int:
         ray.init()
         serve.delete(f"{dep.tenant_id}-{dep.name}", _blocking=True)
         set_status(p, dep.id, "deleted", f"undeployed; model {model.id} stays registered")
+        delete_unused()
         print(f"deployment {dep.id} deleted")
         return 0
-    if DeploymentSpec.model_validate(dep.spec).quantize == "int8" and not (dep.info or {}).get("quantization"):
+    spec = DeploymentSpec.model_validate(dep.spec)  # fields added since it was stored get their defaults
+    if spec.quantize == "int8" and not (dep.info or {}).get("quantization"):
         set_status(p, dep.id, "deploying", f"measuring int8 quantization of model {model.id} on its test split")
         try:
             record = measure_deployment(p, model)
@@ -58,14 +73,19 @@ def main(argv: list[str] | None = None) -> int:
         ray.init()
         serve.start(http_options={"host": "127.0.0.1" if p.settings.serve_port else "0.0.0.0",
                                   "port": p.settings.serve_port or 8000})
-        serve.run(build_application(dep, model, p.settings.home or None),
-                  name=f"{dep.tenant_id}-{dep.name}", route_prefix=dep.route, blocking=False)
+        if spec.multiplex:
+            shared = run_multiplexed(p, dep, model, p.settings.home or None)
+        else:
+            serve.run(build_application(dep, model, p.settings.home or None),
+                      name=f"{dep.tenant_id}-{dep.name}", route_prefix=dep.route, blocking=False)
     except Exception as exc:
         set_status(p, dep.id, "failed", str(exc)[-2000:])
         print(f"deployment {dep.id} failed: {exc}", file=sys.stderr)
         return 1
-    set_status(p, dep.id, "running", f"serving model {model.id} at {dep.route}")
-    print(f"deployment {dep.id} running at {dep.route}")
+    where = f" from the shared application {shared}" if spec.multiplex else ""
+    set_status(p, dep.id, "running", f"serving model {model.id} at {dep.route}{where}")
+    delete_unused()
+    print(f"deployment {dep.id} running at {dep.route}{where}")
     return 0
 
 

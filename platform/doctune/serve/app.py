@@ -17,7 +17,7 @@ call, and a replicas gauge that every live replica sets to 1.
 import os
 import tempfile
 import time
-from typing import Any
+from typing import Any, Awaitable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -26,6 +26,9 @@ from ray import serve
 from doctune.errors import DoctuneError
 
 api = FastAPI(title="doctune endpoint")
+# /openapi.json and /docs answer with this replica's task document (TaskEndpoint.openapi_document). serve.ingress
+# serves a copy of `api` made when the class is decorated: it keeps this attribute, not later changes to `api`
+api.openapi = lambda: serve.get_replica_context().servable_object.openapi_document
 
 MAX_INPUTS_PER_REQUEST = 64
 MAX_ONGOING_REQUESTS = 16
@@ -35,9 +38,84 @@ LATENCY_BOUNDARIES = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 1
 BATCH_SIZE_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096]
 
 
+class EndpointReplica:
+    """What every endpoint replica does around its model: the API-key check and the request
+    metrics (tagged by tenant and endpoint). Subclasses set ``platform`` and ``tenant_id``."""
+
+    def _start_metrics(self, tenant_id: str, endpoint: str, *, batch_sizes: bool = True) -> None:
+        from ray.serve import metrics
+
+        tags = {"tenant": tenant_id, "endpoint": endpoint}
+        self.requests_total = metrics.Counter(
+            "doctune_endpoint_requests_total", description="POST /predict requests answered, by HTTP status code.",
+            tag_keys=("tenant", "endpoint", "status_code"))
+        self.latency = metrics.Histogram(
+            "doctune_endpoint_latency_seconds", description="Seconds a replica took to answer POST /predict.",
+            boundaries=LATENCY_BOUNDARIES, tag_keys=("tenant", "endpoint"))
+        self.replicas = metrics.Gauge(
+            "doctune_endpoint_replicas", description="1 per live replica (the replica tag tells them apart); "
+            "sum by tenant and endpoint for the replica count.", tag_keys=("tenant", "endpoint"))
+        own = [self.requests_total, self.latency, self.replicas]
+        if batch_sizes:  # where the model runs (a multiplexed router's batches are its shared replicas')
+            self.batch_size = batch_size_histogram()
+            own.append(self.batch_size)
+        for metric in own:
+            metric.set_default_tags(dict(tags))  # a copy each: Serve adds its own tags to the dict it is given
+        self.replicas.set(1)  # kept referenced: the gauge is reported while the replica lives
+
+    def _authorize(self, request: Request) -> None:
+        from doctune.services.tenants import authenticate
+
+        who = authenticate(self.platform, request.headers.get("authorization"))
+        if not who.is_admin and who.tenant_id != self.tenant_id:
+            raise DoctuneError("this endpoint belongs to another tenant; use that tenant's API key", "forbidden")
+
+    async def _authorized_body(self, request: Request) -> Any:
+        """The request's JSON body, once its key may use this endpoint."""
+        self._authorize(request)
+        try:
+            return await request.json()
+        except Exception:
+            raise DoctuneError("request body must be JSON", "invalid_request", field="body") from None
+
+    @staticmethod
+    def _check_count(inputs: list[Any]) -> None:
+        if len(inputs) > MAX_INPUTS_PER_REQUEST:
+            raise DoctuneError(f"at most {MAX_INPUTS_PER_REQUEST} inputs per request; got {len(inputs)}",
+                               "invalid_request", field="inputs")
+
+    async def _counted(self, answer: Awaitable[JSONResponse]) -> JSONResponse:
+        """``answer``, counted by status code and timed (a 500 unless an answer is returned)."""
+        began, status = time.perf_counter(), 500
+        try:
+            response = await answer
+            status = response.status_code
+            return response
+        finally:
+            self.requests_total.inc(tags={"status_code": str(status)})
+            self.latency.observe(time.perf_counter() - began)
+
+
+def split_batch(preds: list[Any], requests: list[list[Any]]) -> list[list[Any]]:
+    """A batched model call's predictions, handed back per request, in order."""
+    out, i = [], 0
+    for r in requests:
+        out.append(preds[i : i + len(r)])
+        i += len(r)
+    return out
+
+
+def batch_size_histogram() -> Any:
+    from ray.serve import metrics
+
+    return metrics.Histogram(
+        "doctune_endpoint_batch_size", description="Inputs per model call (batched requests together).",
+        boundaries=BATCH_SIZE_BOUNDARIES, tag_keys=("tenant", "endpoint"))
+
+
 @serve.deployment(max_ongoing_requests=MAX_ONGOING_REQUESTS, health_check_period_s=10)
 @serve.ingress(api)
-class TaskEndpoint:
+class TaskEndpoint(EndpointReplica):
     def __init__(self, *, deployment_id: str, tenant_id: str, endpoint: str, model_id: str, model_uri: str, task: str,
                  home: "str | None", max_batch_size: int = 8, batch_wait_timeout_s: float = 0.01,
                  quantize: str = "none") -> None:
@@ -70,33 +148,9 @@ class TaskEndpoint:
         self._predict_batch.set_max_batch_size(max_batch_size)
         self._predict_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self._start_metrics(tenant_id, endpoint)
+        from doctune.serve.schemas import endpoint_openapi
 
-    def _start_metrics(self, tenant_id: str, endpoint: str) -> None:
-        from ray.serve import metrics
-
-        tags = {"tenant": tenant_id, "endpoint": endpoint}
-        self.requests_total = metrics.Counter(
-            "doctune_endpoint_requests_total", description="POST /predict requests answered, by HTTP status code.",
-            tag_keys=("tenant", "endpoint", "status_code"))
-        self.latency = metrics.Histogram(
-            "doctune_endpoint_latency_seconds", description="Seconds a replica took to answer POST /predict.",
-            boundaries=LATENCY_BOUNDARIES, tag_keys=("tenant", "endpoint"))
-        self.batch_size = metrics.Histogram(
-            "doctune_endpoint_batch_size", description="Inputs per model call (batched requests together).",
-            boundaries=BATCH_SIZE_BOUNDARIES, tag_keys=("tenant", "endpoint"))
-        self.replicas = metrics.Gauge(
-            "doctune_endpoint_replicas", description="1 per live replica (the replica tag tells them apart); "
-            "sum by tenant and endpoint for the replica count.", tag_keys=("tenant", "endpoint"))
-        for metric in (self.requests_total, self.latency, self.batch_size, self.replicas):
-            metric.set_default_tags(dict(tags))  # a copy each: Serve adds its own tags to the dict it is given
-        self.replicas.set(1)  # kept referenced: the gauge is reported while the replica lives
-
-    def _authorize(self, request: Request) -> None:
-        from doctune.services.tenants import authenticate
-
-        who = authenticate(self.platform, request.headers.get("authorization"))
-        if not who.is_admin and who.tenant_id != self.tenant_id:
-            raise DoctuneError("this endpoint belongs to another tenant; use that tenant's API key", "forbidden")
+        self.openapi_document = endpoint_openapi(task, f"doctune {task} endpoint {tenant_id}/{endpoint}")
 
     # the spec's max_batch_size and batch_wait_timeout_s replace these in __init__
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
@@ -104,37 +158,19 @@ class TaskEndpoint:
         flat = [t for r in requests for t in r]
         self.batch_size.observe(len(flat))
         preds = self.plugin.predict(self.model, self.tokenizer, flat, self.meta, self.meta.get("max_seq_length", 256))
-        out, i = [], 0
-        for r in requests:
-            out.append(preds[i : i + len(r)])
-            i += len(r)
-        return out
+        return split_batch(preds, requests)
 
     @api.post("/predict")
     async def predict(self, request: Request) -> JSONResponse:
-        began, status = time.perf_counter(), 500  # 500 unless an answer is returned
-        try:
-            response = await self._predict(request)
-            status = response.status_code
-            return response
-        finally:
-            self.requests_total.inc(tags={"status_code": str(status)})
-            self.latency.observe(time.perf_counter() - began)
+        return await self._counted(self._predict(request))
 
     async def _predict(self, request: Request) -> JSONResponse:
         try:
-            self._authorize(request)
-            try:
-                body = await request.json()
-            except Exception:
-                raise DoctuneError("request body must be JSON", "invalid_request", field="body") from None
-            inputs = self.plugin.parse_request(body)
+            inputs = self.plugin.parse_request(await self._authorized_body(request))
             check = getattr(self.plugin, "check_request", None)  # e.g. the input shape the served model takes
             if check is not None:
                 check(inputs, self.meta)
-            if len(inputs) > MAX_INPUTS_PER_REQUEST:
-                raise DoctuneError(f"at most {MAX_INPUTS_PER_REQUEST} inputs per request; got {len(inputs)}",
-                                   "invalid_request", field="inputs")
+            self._check_count(inputs)
             preds = await self._predict_batch(inputs)
             return JSONResponse({"model_id": self.model_id, "predictions": preds})
         except DoctuneError as exc:
@@ -161,8 +197,8 @@ def build_application(deployment: Any, model: Any, home: str | None):
             "min_replicas": spec.min_replicas,
             "max_replicas": spec.max_replicas,
             "target_ongoing_requests": spec.target_ongoing_requests,
-            "upscale_delay_s": 5,
-            "downscale_delay_s": 60,
+            "upscale_delay_s": spec.upscale_delay_s,
+            "downscale_delay_s": spec.downscale_delay_s,
         },
         ray_actor_options={"num_cpus": spec.num_cpus},
     ).bind(

@@ -1,0 +1,403 @@
+"""Multiplexed LoRA endpoints: many tenants' adapters over one base model per replica.
+
+A deployment with ``multiplex: true`` is served by two kinds of Ray Serve application,
+both started by ``ray_jobs.deploy`` (:func:`run_multiplexed`):
+
+* one shared application per task and base model, named by :func:`shared_app_name`,
+  with no HTTP route. Each :class:`AdapterServer` replica holds an
+  :class:`~doctune.serve.adapters.AdapterPool` (one copy of the base model) and loads
+  adapter models on demand through Ray Serve model multiplexing
+  (``serve.multiplexed``): past ``max_adapters_per_replica`` the least recently used
+  adapter is unloaded, and Serve sends a request to a replica that has its adapter
+  loaded when there is one. Requests for one adapter are batched together
+  (``serve.batch`` splits batches by model id); requests for different adapters are not.
+* one router application per endpoint (:class:`AdapterRoute`, route ``/<tenant>/<name>``,
+  a tenth of a CPU). It checks the API key exactly as ``doctune.serve.app.TaskEndpoint``
+  does, takes the model version from the body's ``"model"`` (default: the deployment's
+  model), checks that it is an adapter of the endpoint's tenant with the endpoint's task
+  and base model, and forwards the inputs to the shared application under that model id.
+  It answers ``{"model_id", "predictions"}`` and emits TaskEndpoint's metrics (the
+  shared replicas emit the batch-size histogram).
+
+The shared application takes its replica settings (autoscaling, CPUs, batching,
+``max_adapters_per_replica``) from the deployment that starts it, and goes when no
+deploying or running multiplexed deployment uses it any more
+(:func:`delete_unused_shared_apps`).
+"""
+
+# no `from __future__ import annotations`: FastAPI must see `request: Request` as the class, not a string
+import asyncio
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+
+from doctune.errors import HTTP_STATUS, DoctuneError
+from doctune.serve.app import MAX_ONGOING_REQUESTS, EndpointReplica, batch_size_histogram, split_batch
+
+__all__ = [
+    "MODEL_FIELD",
+    "AdapterRoute",
+    "AdapterServer",
+    "base_model_of",
+    "build_router_application",
+    "build_shared_application",
+    "delete_unused_shared_apps",
+    "find_adapter_model",
+    "run_multiplexed",
+    "shared_app_name",
+    "shared_apps_in_use",
+]
+
+MODEL_FIELD = "model"  # the request body field naming the model version
+ROUTER_NUM_CPUS = 0.1
+# '_' never appears in a tenant or endpoint slug, so no endpoint's application ("<tenant>-<name>")
+# can take a shared application's name
+SHARED_PREFIX = "lora_"
+
+router_api = FastAPI(title="doctune multiplexed endpoint")
+# /openapi.json and /docs: this router's task document, with the request field `model` (as in serve/app.py)
+router_api.openapi = lambda: serve.get_replica_context().servable_object.openapi_document
+
+
+# ------------------------------------------------------------------ names and checks
+def shared_app_name(task: str, base_model: str) -> str:
+    """``lora_<task>_<base>``: the shared application of ``task`` adapters over ``base_model``
+    (a catalog name as it is; a path or URI as a short slug plus a hash of it)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", base_model.lower()).strip("-")
+    if slug != base_model or len(slug) > 40:
+        slug = f"{slug[-40:].strip('-')}-{hashlib.sha1(base_model.encode()).hexdigest()[:8]}".lstrip("-")
+    return f"{SHARED_PREFIX}{task}_{slug}"
+
+
+def base_model_of(p: Any, model: Any) -> str | None:
+    """The ``base_model`` of the job that trained ``model`` (a Model row); None if not recorded."""
+    from doctune.store.db import Job
+
+    with p.db.session() as s:
+        job = s.get(Job, model.job_id)
+        return (job.spec or {}).get("base_model") if job is not None else None
+
+
+def find_adapter_model(p: Any, model_id: str, *, task: str, base_model: str, tenant_id: str | None = None) -> Any:
+    """The Model row ``model_id`` if it is an adapter model the shared application of ``task``
+    over ``base_model`` can serve (and, with ``tenant_id``, that tenant's); otherwise a
+    DoctuneError naming the request field ``model``."""
+    from doctune.store.db import Model
+
+    with p.db.session() as s:
+        row = s.get(Model, model_id)
+    if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
+        whose = f" among tenant {tenant_id}'s models" if tenant_id else ""
+        raise DoctuneError(f"model {model_id!r} not found{whose}; name one of your registered models, or leave "
+                           f"'{MODEL_FIELD}' out for the endpoint's own", "not_found", field=MODEL_FIELD)
+    base = base_model_of(p, row)
+    if row.task != task or base != base_model:
+        raise DoctuneError(f"model {model_id!r} is a {row.task} model over base model {base!r}; this endpoint serves "
+                           f"{task} adapters over {base_model!r}. Query an endpoint of that model's kind, or deploy it "
+                           "to its own endpoint", "invalid_request", field=MODEL_FIELD)
+    if row.merged:
+        raise DoctuneError(f"model {model_id!r} was exported merged (a full model), so it cannot share this endpoint's "
+                           "base model; deploy it to its own endpoint, or retrain it with tuning.merge_adapter: false",
+                           "invalid_request", field=MODEL_FIELD)
+    return row
+
+
+# ------------------------------------------------------------------ the shared application
+class _Adapter:
+    """What ``get_model`` returns: one adapter loaded in the replica's pool. Serve calls
+    ``__del__`` when it evicts the adapter; Python calls it again when the object goes, which
+    must not unload a newer load of the same model."""
+
+    def __init__(self, model_id: str, tenant_id: str, model: Any, tokenizer: Any, meta: dict[str, Any],
+                 release: Any) -> None:
+        self.model_id, self.tenant_id = model_id, tenant_id
+        self.model, self.tokenizer, self.meta = model, tokenizer, meta
+        self._release = release
+
+    def __del__(self) -> None:
+        release, self._release = getattr(self, "_release", None), None
+        if release is not None:
+            try:
+                release(self.model_id)
+            except Exception:  # noqa: BLE001 - at interpreter exit the pool may be gone already
+                pass
+
+
+def _point_at_local_base(local: Path, meta: dict[str, Any]) -> None:
+    """Point the adapter at this node's copy of its base model when the directory recorded at
+    training (the training worker's) is not here."""
+    cfg_file = local / "adapter_config.json"
+    if not cfg_file.exists() or not meta.get("base_model"):
+        return
+    cfg = json.loads(cfg_file.read_text())
+    if Path(str(cfg.get("base_model_name_or_path", ""))).joinpath("config.json").exists():
+        return
+    from doctune.train.models import resolve_base_model
+
+    cfg["base_model_name_or_path"] = resolve_base_model(meta["base_model"])
+    cfg_file.write_text(json.dumps(cfg, indent=2))
+
+
+@serve.deployment(max_ongoing_requests=MAX_ONGOING_REQUESTS, health_check_period_s=10)
+class AdapterServer:
+    """A replica of a shared application: one base model, up to ``max_adapters`` adapters over it."""
+
+    def __init__(self, *, task: str, base_model: str, home: str | None, max_adapters: int = 8,
+                 max_batch_size: int = 8, batch_wait_timeout_s: float = 0.01) -> None:
+        if home:
+            os.environ["DOCTUNE_HOME"] = home
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        from ray.serve import metrics
+
+        from doctune.serve.adapters import AdapterPool
+        from doctune.services._context import Platform
+        from doctune.tasks import get_task
+
+        torch.set_num_threads(1)
+        self.platform = Platform()
+        self.task, self.base_model = task, base_model
+        self.plugin = get_task(task)
+        self.pool = AdapterPool(self.plugin)
+
+        async def get_model(model_id: str) -> _Adapter:
+            return await asyncio.to_thread(self._load, model_id)  # the replica keeps answering meanwhile
+
+        # wrapped here, not decorated on the class: the LRU size comes from the deployment spec
+        self.get_model = serve.multiplexed(max_num_models_per_replica=max_adapters)(get_model)
+        self._predict_batch.set_max_batch_size(max_batch_size)
+        self._predict_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self.batch_size = batch_size_histogram()  # tagged per batch with the adapter's tenant and endpoint
+        self.pool_bytes = metrics.Gauge(
+            "doctune_adapter_pool_bytes", description="Tensor bytes a shared replica holds: kind=shared is its one "
+            "copy of the base model, kind=adapters the loaded adapters' own weights and heads.", tag_keys=("kind",))
+        self._report_memory()
+
+    def _load(self, model_id: str) -> _Adapter:
+        row = find_adapter_model(self.platform, model_id, task=self.task, base_model=self.base_model)
+        store = self.platform.objects
+        local = Path(tempfile.mkdtemp(prefix="doctune-adapter-"))
+        try:
+            store.download_dir(store.key_of(row.uri), local)
+            meta = json.loads((local / "doctune.json").read_text())
+            _point_at_local_base(local, meta)
+            tokenizer = self.pool.tokenizer(str(local))
+            model = self.pool.load(model_id, str(local))
+        finally:
+            shutil.rmtree(local, ignore_errors=True)
+        self._report_memory()
+        return _Adapter(model_id, row.tenant_id, model, tokenizer, meta, self._unload)
+
+    def _unload(self, model_id: str) -> None:
+        self.pool.unload(model_id)
+        self._report_memory()
+
+    def _report_memory(self) -> None:
+        mem = self.pool.memory()
+        self.pool_bytes.set(mem["shared"], tags={"kind": "shared"})
+        self.pool_bytes.set(sum(mem["adapters"].values()), tags={"kind": "adapters"})
+
+    async def predict(self, inputs: list[Any], endpoint: str = "") -> dict[str, Any]:
+        """Predictions of the adapter named by the request's multiplexed model id, as
+        ``{"predictions": [...]}``, or a DoctuneError as ``{"error": {...}}``."""
+        try:
+            adapter = await self.get_model(serve.get_multiplexed_model_id())
+            check = getattr(self.plugin, "check_request", None)  # per request: a bad one never fails its batch
+            if check is not None:
+                check(inputs, adapter.meta)
+            return {"predictions": await self._predict_batch(inputs, adapter, endpoint)}
+        except DoctuneError as exc:
+            return exc.to_dict()
+
+    def memory(self) -> dict[str, Any]:
+        """This replica's :meth:`AdapterPool.memory` (for benchmarks and operators)."""
+        return self.pool.memory()
+
+    # the spec's max_batch_size and batch_wait_timeout_s replace these in __init__; Serve splits
+    # batches by multiplexed model id, so every request of a batch is for the same adapter
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def _predict_batch(self, requests: list[list[Any]], adapters: list[_Adapter],
+                             endpoints: list[str]) -> list[list[dict[str, Any]]]:
+        adapter = adapters[0]
+        flat = [x for r in requests for x in r]
+        self.batch_size.observe(len(flat), tags={"tenant": adapter.tenant_id, "endpoint": endpoints[0]})
+        preds = self.plugin.predict(adapter.model, adapter.tokenizer, flat, adapter.meta,
+                                    adapter.meta.get("max_seq_length", 256))
+        return split_batch(preds, requests)
+
+
+# ------------------------------------------------------------------ the per-endpoint router
+@serve.deployment(max_ongoing_requests=MAX_ONGOING_REQUESTS, health_check_period_s=10)
+@serve.ingress(router_api)
+class AdapterRoute(EndpointReplica):
+    """An endpoint's router: authenticates, picks the model version, forwards to the shared application."""
+
+    def __init__(self, *, deployment_id: str, tenant_id: str, endpoint: str, model_id: str, task: str,
+                 base_model: str, shared_app: str, home: str | None) -> None:
+        if home:
+            os.environ["DOCTUNE_HOME"] = home
+        from doctune.services._context import Platform
+        from doctune.store.db import Model
+        from doctune.tasks import get_task
+
+        self.platform = Platform()
+        self.deployment_id, self.tenant_id, self.endpoint, self.model_id = deployment_id, tenant_id, endpoint, model_id
+        self.task, self.base_model = task, base_model
+        self.plugin = get_task(task)
+        with self.platform.db.session() as s:
+            row = s.get(Model, model_id)
+        self.labels = (row.info or {}).get("labels") if row is not None else None
+        self._servable = {model_id}  # model ids checked already (a registered model does not change)
+        self.shared = serve.get_app_handle(shared_app)
+        self._start_metrics(tenant_id, endpoint, batch_sizes=False)
+        from doctune.serve.schemas import multiplexed_openapi
+
+        self.openapi_document = multiplexed_openapi(task, f"doctune {task} endpoint {tenant_id}/{endpoint} (multiplexed)")
+
+    def _model_version(self, body: Any) -> str:
+        requested = body.get(MODEL_FIELD) if isinstance(body, dict) else None
+        if requested is None:
+            return self.model_id
+        if not isinstance(requested, str) or not requested.strip() or len(requested) > 64:
+            raise DoctuneError(f"'{MODEL_FIELD}' must be a registered model id (1 to 64 characters); "
+                               f"got {requested!r}"[:300], "invalid_request", field=MODEL_FIELD)
+        if requested not in self._servable:
+            find_adapter_model(self.platform, requested, task=self.task, base_model=self.base_model,
+                               tenant_id=self.tenant_id)
+            if len(self._servable) < 4096:
+                self._servable.add(requested)
+        return requested
+
+    @router_api.post("/predict")
+    async def predict(self, request: Request) -> JSONResponse:
+        return await self._counted(self._predict(request))
+
+    async def _predict(self, request: Request) -> JSONResponse:
+        try:
+            body = await self._authorized_body(request)
+            model_id = self._model_version(body)
+            if isinstance(body, dict):
+                body = {k: v for k, v in body.items() if k != MODEL_FIELD}
+            inputs = self.plugin.parse_request(body)
+            self._check_count(inputs)
+            out = await self.shared.options(multiplexed_model_id=model_id).predict.remote(inputs, self.endpoint)
+            if "error" in out:
+                return JSONResponse(out, status_code=HTTP_STATUS.get(out["error"].get("code"), 500))
+            return JSONResponse({"model_id": model_id, "predictions": out["predictions"]})
+        except DoctuneError as exc:
+            return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+
+    @router_api.get("/")
+    async def describe(self, request: Request) -> JSONResponse:
+        try:
+            self._authorize(request)
+        except DoctuneError as exc:
+            return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+        return JSONResponse({"model_id": self.model_id, "task": self.task, "labels": self.labels,
+                             "multiplex": True, "base_model": self.base_model})
+
+
+# ------------------------------------------------------------------ building and running
+def _autoscaling(spec: Any) -> dict[str, Any]:
+    return {
+        "min_replicas": spec.min_replicas,
+        "max_replicas": spec.max_replicas,
+        "target_ongoing_requests": spec.target_ongoing_requests,
+        "upscale_delay_s": spec.upscale_delay_s,
+        "downscale_delay_s": spec.downscale_delay_s,
+    }
+
+
+def build_shared_application(task: str, base_model: str, spec: Any, home: str | None):
+    """The shared application of ``task`` adapters over ``base_model``, with ``spec``'s
+    (a DeploymentSpec's) replica settings."""
+    return AdapterServer.options(
+        max_ongoing_requests=max(MAX_ONGOING_REQUESTS, spec.max_batch_size),
+        autoscaling_config=_autoscaling(spec),
+        ray_actor_options={"num_cpus": spec.num_cpus},
+    ).bind(task=task, base_model=base_model, home=home, max_adapters=spec.max_adapters_per_replica,
+           max_batch_size=spec.max_batch_size, batch_wait_timeout_s=spec.batch_wait_timeout_s)
+
+
+def build_router_application(deployment: Any, model: Any, base_model: str, home: str | None):
+    """The router application of a multiplexed deployment (its endpoint)."""
+    from doctune.spec import DeploymentSpec
+
+    spec = DeploymentSpec.model_validate(deployment.spec)
+    return AdapterRoute.options(
+        name=f"{deployment.tenant_id}-{deployment.name}",
+        max_ongoing_requests=max(MAX_ONGOING_REQUESTS, spec.max_batch_size),
+        autoscaling_config=_autoscaling(spec),
+        ray_actor_options={"num_cpus": ROUTER_NUM_CPUS},
+    ).bind(
+        deployment_id=deployment.id, tenant_id=deployment.tenant_id, endpoint=deployment.name, model_id=model.id,
+        task=model.task, base_model=base_model, shared_app=shared_app_name(model.task, base_model), home=home,
+    )
+
+
+def run_multiplexed(p: Any, deployment: Any, model: Any, home: str | None, deadline_s: float = 600.0) -> str:
+    """On the Ray cluster (``ray_jobs.deploy``): start the shared application for the model's
+    task and base model unless it runs already, then ``serve.run`` the endpoint's router at
+    the deployment's route. Returns the shared application's name."""
+    from doctune.spec import DeploymentSpec
+
+    base = base_model_of(p, model)
+    if base is None:
+        raise DoctuneError(f"model {model.id}: its training job records no base_model, so the base model it would "
+                           "share is unknown; deploy it with multiplex: false", "invalid_spec", field="multiplex")
+    shared = shared_app_name(model.task, base)
+    end = time.monotonic() + deadline_s
+    while True:
+        app = serve.status().applications.get(shared)
+        state = getattr(app, "status", None)
+        if state == "RUNNING":
+            break
+        if state in (None, "NOT_STARTED", "DEPLOY_FAILED", "UNHEALTHY"):
+            spec = DeploymentSpec.model_validate(deployment.spec)
+            serve.run(build_shared_application(model.task, base, spec, home), name=shared, route_prefix=None)
+            break
+        if time.monotonic() > end:  # DEPLOYING (another deployment starts it) or DELETING
+            raise DoctuneError(f"the shared application {shared} stayed {state} for {deadline_s:.0f}s; "
+                               "deploy again later", "unavailable")
+        time.sleep(1.0)
+    serve.run(build_router_application(deployment, model, base, home),
+              name=f"{deployment.tenant_id}-{deployment.name}", route_prefix=deployment.route)
+    return shared
+
+
+def shared_apps_in_use(p: Any) -> set[str]:
+    """Names of the shared applications that deploying or running multiplexed deployments use."""
+    from sqlalchemy import select
+
+    from doctune.store.db import Deployment, Model
+
+    with p.db.session() as s:
+        rows = s.execute(select(Deployment.spec, Model).join(Model, Model.id == Deployment.model_id)
+                         .where(Deployment.status.in_(("deploying", "running")))).all()
+    names = set()
+    for spec, model in rows:
+        if (spec or {}).get("multiplex"):
+            base = base_model_of(p, model)
+            if base:
+                names.add(shared_app_name(model.task, base))
+    return names
+
+
+def delete_unused_shared_apps(p: Any) -> list[str]:
+    """``serve.delete`` every shared application no deploying or running multiplexed
+    deployment uses; returns their names."""
+    in_use = shared_apps_in_use(p)
+    unused = [name for name in serve.status().applications if name.startswith(SHARED_PREFIX) and name not in in_use]
+    for name in unused:
+        serve.delete(name, _blocking=True)
+    return unused
