@@ -69,6 +69,7 @@ def run_sweep(sweep_id: str, p: Platform | None = None) -> dict[str, Any]:
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import BasicVariantGenerator
 
     p = p or Platform()
     with p.db.session() as s:
@@ -92,8 +93,8 @@ def run_sweep(sweep_id: str, p: Platform | None = None) -> dict[str, Any]:
         tune.with_resources(_run_trial, {"CPU": 0.01}),  # the trial's driver; its Ray Train workers hold the CPUs
         param_space={"sweep_id": sweep_id, "overrides": _search_space(spec)},
         tune_config=tune.TuneConfig(metric=f"dev_{metric}", mode=spec.mode, scheduler=scheduler,
+                                    search_alg=BasicVariantGenerator(random_state=spec.seed, max_concurrent=concurrent),
                                     num_samples=1 if spec.algorithm == "grid" else spec.num_samples,
-                                    max_concurrent_trials=concurrent,
                                     # a stopped trial's actor must exit: its Ray Train run (controller, workers) goes with it
                                     reuse_actors=False),
         run_config=tune.RunConfig(name=sweep_id, storage_path=f"{p.settings.bucket}/tenants/{spec.tenant}/sweeps",
