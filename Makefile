@@ -37,7 +37,7 @@ down: install
 # DOCTUNE_TEST_DATABASE_URL is set). pytest exits 5 when it collects no tests:
 # that is a failure here, not a pass.
 test: install
-	@set -o pipefail; $(PY) -m pytest -p no:cacheprovider -ra $(PYTEST_ARGS); rc=$$?; \
+	@set -o pipefail; $(PY) -m pytest -p no:cacheprovider -ra --durations=25 $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 test-unit: install

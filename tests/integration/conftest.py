@@ -96,6 +96,18 @@ def bbc_dataset(client_a, bbc_small):
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 
 
+@pytest.fixture(scope="session")
+def classification_job(client_a, bbc_dataset):
+    """The demo's shipped spec (LoRA, ZeRO-2, 2 workers) shrunk to 20 steps without accumulation, on the
+    small BBC set of tenant team-a: trained once, checked by the end-to-end tests, served by several."""
+    job = client_a.submit_job(example_job("bbc-classification.yaml", bbc_dataset["id"], max_steps=20, micro_batch_size=4,
+                                          gradient_accumulation_steps=1, max_seq_length=64, learning_rate=2e-3,
+                                          eval_interval=10, checkpoint_interval=10))
+    assert job["status"] == "queued" and job["tenant"] == "team-a"
+    return poll(lambda: (j := client_a.get_job(job["id"]))["status"] in ("succeeded", "failed") and j,
+                900, "the tiny classification job to finish", interval=2)
+
+
 def example_job(name: str, dataset_id: str, **overrides) -> dict:
     """A shipped example (``docs/examples/<name>``) run end to end on this session's small stack:
     its task, base model, tuning method and DeepSpeed stage, on the test's dataset, with tiny

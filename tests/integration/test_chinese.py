@@ -28,7 +28,8 @@ def test_chinese_classification_with_gemma(zh_client):
     rows = [{"text": t, "label": "contract"} for t in CONTRACT] + [{"text": t, "label": "news"} for t in NEWS]
     ds = zh_client.upload_dataset("zh-docs", "classification", {"data": to_jsonl(rows * 2)}, seed=7)
     spec = tiny_job(ds["id"], base_model="gemma-3-270m", max_steps=3, micro_batch_size=4, max_seq_length=32,
-                    tuning={"method": "lora", "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}},
+                    tuning={"method": "lora", "merge_adapter": False,  # a few MB to store, not Gemma again
+                            "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}},
                     deepspeed={"zero_stage": 0}, num_workers=1, resources_per_worker={"cpu": 1, "threads": 2},
                     eval_interval=100, checkpoint_interval=100, learning_rate=1e-3)
     plan = zh_client.plan_job(spec)

@@ -12,7 +12,8 @@ from doctune.tasks.summarization import bbc_headlines
 
 from .conftest import example_job, new_tenant, poll, run_job, tiny_job
 
-GEMMA_LORA = {"method": "lora", "lora": {"r": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"]}}
+# adapters kept unmerged: the export is a few MB instead of a second copy of Gemma (the endpoint loads both ways)
+GEMMA_LORA = {"method": "lora", "merge_adapter": False, "lora": {"r": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"]}}
 
 # hand-written Chinese weather notes: fields -> one sentence
 CITIES = ["北京", "上海", "广州", "深圳", "成都", "杭州", "武汉", "西安", "南京", "重庆", "天津", "苏州"]

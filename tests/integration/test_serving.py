@@ -12,29 +12,30 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from doctune.data import split_records, to_jsonl
+from doctune.data import split_records
 from doctune.local import metrics_url
 
-from .conftest import new_tenant, poll, run_job, tiny_job
+from .conftest import poll
 
-TENANT, ENDPOINT = "team-serve", "fast"
+TENANT, ENDPOINT = "team-a", "fast"
 LABELS = {"business", "entertainment", "politics", "sports", "tech"}
 
 
 @pytest.fixture(scope="module")
-def serving(stack, admin, bbc_small):
-    client = new_tenant(stack, admin, TENANT)
-    ds = client.upload_dataset("bbc-serve", "classification", {"data": to_jsonl(bbc_small)}, seed=42)
-    job = run_job(client, tiny_job(ds["id"]), "the tiny job to serve with int8")
-    dep = client.deploy(job["model_id"], ENDPOINT, min_replicas=1, max_replicas=1, num_cpus=0.25,
-                        quantize="int8", max_batch_size=4, batch_wait_timeout_s=0.05)
+def serving(stack, client_a, tenant_a, classification_job):
+    """The session's tiny classification model (also served plainly by the end-to-end tests), here with int8."""
+    client_a.key = f"Bearer {tenant_a}"  # the Authorization header, for raw HTTP calls
+    job = classification_job
+    assert job["status"] == "succeeded", job["error"]
+    dep = client_a.deploy(job["model_id"], ENDPOINT, min_replicas=1, max_replicas=1, num_cpus=0.25,
+                          quantize="int8", max_batch_size=4, batch_wait_timeout_s=0.05)
     assert dep["quantization"] is None  # measured by the deploy job, before the endpoint starts
-    dep = poll(lambda: (d := client.get_deployment(dep["id"]))["status"] != "deploying" and d, 600, "the int8 deployment",
-               interval=2)
+    dep = poll(lambda: (d := client_a.get_deployment(dep["id"]))["status"] != "deploying" and d, 600,
+               "the int8 deployment", interval=2)
     assert dep["status"] == "running", dep["message"]
-    yield client, job, dep
-    client.delete_deployment(dep["id"])  # give the replica's CPU back to the other tests
-    poll(lambda: client.get_deployment(dep["id"])["status"] == "deleted", 300, "undeploy")
+    yield client_a, job, dep
+    client_a.delete_deployment(dep["id"])  # give the replica's CPU back to the other tests
+    poll(lambda: client_a.get_deployment(dep["id"])["status"] == "deleted", 300, "undeploy")
 
 
 def test_deployment_reports_a_small_int8_accuracy_change(serving, bbc_small):
@@ -125,3 +126,16 @@ def test_prometheus_endpoint_shows_requests_batches_latency_and_replicas(stack, 
     assert sum(s.value for s in replicas) == 1  # min_replicas = max_replicas = 1
     assert all(s.labels.get("replica") for s in replicas)
     assert by[("ray_doctune_endpoint_requests_total", "200")] >= sent
+
+
+def test_the_endpoint_documents_its_task_schema(serving):
+    _, _, dep = serving
+    base = dep["url"].removesuffix("/predict")
+    doc = httpx.get(f"{base}/openapi.json", timeout=60)
+    assert doc.status_code == 200, doc.text
+    doc = doc.json()
+    assert doc["info"]["title"] == f"doctune classification endpoint {TENANT}/{ENDPOINT}"
+    assert doc["servers"] == [{"url": dep["route"]}]  # "try it out" posts to this endpoint's route
+    body = doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body and {"200", "400", "401", "403"} <= set(doc["paths"]["/predict"]["post"]["responses"])
+    assert httpx.get(f"{base}/docs", timeout=60).status_code == 200

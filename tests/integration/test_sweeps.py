@@ -1,11 +1,18 @@
 """Sweeps: Ray Tune runs trials of a job over a search space; every trial is a job of the
 tenant on the same Ray Train + DeepSpeed + LoRA path; the leaderboard ranks them on dev and
-the sweep records the winner; concurrent trials stay within the tenant's job quota."""
+the sweep records the winner; concurrent trials stay within the tenant's job quota.
+
+Then the winner goes to an endpoint by champion/challenger promotion: a worse challenger
+is not promoted, a forced one is, and a rollback brings the winner back, while a client
+sending requests the whole time sees no failed request; the endpoint scales to 2
+replicas under load and back to 1 after it."""
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 
+import httpx
 import pytest
 
 from doctune.data import load_bbc_news, to_jsonl
@@ -25,7 +32,9 @@ def sweep_client(stack, admin):
 def finished_sweep(sweep_client):
     ds = sweep_client.upload_dataset("bbc-sweep", "classification", {"data": to_jsonl(load_bbc_news(limit_per_class=16))},
                                      seed=3)
+    # adapters kept unmerged: the same models serve dedicated and multiplexed endpoints below
     job = tiny_job(ds["id"], max_steps=8, eval_interval=4, checkpoint_interval=100)
+    job["tuning"]["merge_adapter"] = False
     job.pop("learning_rate")
     sweep = sweep_client.submit_sweep({"name": "lr search", "job": job, "algorithm": "grid", "max_concurrent_trials": 3,
                                        "search_space": {"learning_rate": {"type": "choice", "values": LRS}}})
@@ -94,18 +103,197 @@ def test_asha_stops_weak_trials_early_and_still_picks_a_finished_winner(sweep_cl
     job = sweep_client.get_job(finished_sweep["best_job_id"])["spec"]
     job.pop("tenant")
     job.update(max_steps=10, eval_interval=2)
-    sweep = sweep_client.submit_sweep({"job": job, "algorithm": "asha", "num_samples": 3, "max_concurrent_trials": 2,
+    # seed 2 draws lr 4e-3, then 1e-7 twice; one trial at a time, so each weak trial meets the strong
+    # one's dev loss at the same rung and is stopped there (loss: no ties, unlike F1 on a tiny dev set)
+    sweep = sweep_client.submit_sweep({"job": job, "algorithm": "asha", "num_samples": 3, "max_concurrent_trials": 1,
+                                       "seed": 2, "metric": "loss", "mode": "min",
                                        "asha": {"grace_period": 1, "reduction_factor": 2},
-                                       "search_space": {"learning_rate": {"type": "loguniform", "low": 1e-7, "high": 5e-3}}})
+                                       "search_space": {"learning_rate": {"type": "choice", "values": [1e-7, 4e-3]}}})
     done = poll(lambda: (s := sweep_client.get_sweep(sweep["id"]))["status"] not in ("queued", "running") and s, 1200, "asha")
     assert done["status"] == "succeeded", done["error"]
     trials = sweep_client.sweep_leaderboard(sweep["id"])["trials"]
-    assert len(trials) == 3
+    assert sorted(t["settings"]["learning_rate"] for t in trials) == [1e-7, 1e-7, 4e-3]
     stopped = [t for t in trials if t["stopped_early"]]
+    assert {t["settings"]["learning_rate"] for t in stopped} == {1e-7} and len(stopped) == 2
     for t in stopped:  # stopped by ASHA: cancelled before the last step, with its evaluations kept
         j = sweep_client.get_job(t["job_id"])
         assert j["status"] == "cancelled" and j["error"]["code"] == "stopped_early" and t["dev"] is not None
         assert j["progress"]["step"] < 10
-    assert all(t["status"] == "succeeded" for t in trials if not t["stopped_early"])
-    finished = [t for t in trials if t["status"] == "succeeded"]
-    assert done["best_job_id"] == finished[0]["job_id"] and finished[0]["dev"] == max(t["dev"] for t in finished)
+    [finished] = [t for t in trials if t["status"] == "succeeded"]
+    assert finished["settings"]["learning_rate"] == 4e-3 and sweep_client.get_job(finished["job_id"])["metrics"]["step"] == 10
+    assert done["best_job_id"] == finished["job_id"]
+
+
+class Traffic(threading.Thread):
+    """A client sending one request after another until stopped; records every answer's
+    model_id and every failure (a non-200 status or a connection error)."""
+
+    def __init__(self, url: str, key: str, doc: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.key, self.doc = url, key, doc
+        self.seen: list[str] = []
+        self.failures: list[str] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=120, headers={"Authorization": self.key}) as http:
+            while not self.done.is_set():
+                try:
+                    r = http.post(self.url, json={"inputs": [self.doc]})
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                    continue
+                if r.status_code == 200:
+                    self.seen.append(r.json()["model_id"])
+                else:
+                    self.failures.append(f"{r.status_code} {r.text[:300]}")
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(timeout=180)
+
+
+def _running(client, dep_id: str) -> dict:
+    dep = poll(lambda: (d := client.get_deployment(dep_id))["status"] not in ("deploying",) and d, 600, "the deployment",
+               interval=2)
+    assert dep["status"] == "running", dep["message"]
+    return dep
+
+
+@pytest.fixture(scope="module")
+def promoted(sweep_client, finished_sweep):
+    """The sweep's winner promoted to a new endpoint (nothing to compare with: it is deployed)."""
+    r = sweep_client.promote("news", sweep_id=finished_sweep["id"], min_replicas=1, max_replicas=2, num_cpus=0.25,
+                             target_ongoing_requests=1, upscale_delay_s=2, downscale_delay_s=5)
+    assert r["decision"] == "deployed" and r["champion"] is None
+    yield r, _running(sweep_client, r["deployment"]["id"])
+    sweep_client.delete_deployment(r["deployment"]["id"])
+    poll(lambda: sweep_client.get_deployment(r["deployment"]["id"])["status"] == "deleted", 300, "undeploy")
+
+
+def test_the_winner_is_promoted_a_worse_challenger_is_not_and_rollback_restores_it(sweep_client, finished_sweep, promoted):
+    r, dep = promoted
+    board = sweep_client.sweep_leaderboard(finished_sweep["id"])["trials"]
+    best = board[0]
+    # the challenger: the trial worst on test (promotion compares test metrics; on this tiny set dev
+    # ties are broken by cost, so the last on the dev board need not be the worst on test)
+    worst = min(board[1:], key=lambda t: t["test"])
+    assert r["challenger"]["model_id"] == best["model_id"] == dep["model_id"] and dep["revision"] == 1
+    assert worst["test"] <= best["test"], board  # a tie is not better either: the champion stays
+
+    kept = sweep_client.promote("news", model_id=worst["model_id"])
+    assert kept["decision"] == "kept" and kept["metric"] == "macro_f1"
+    assert kept["champion"] == {"model_id": best["model_id"], "test": best["test"]}
+    assert kept["challenger"]["model_id"] == worst["model_id"] and kept["challenger"]["test"] == worst["test"]
+    same = sweep_client.get_deployment(dep["id"])
+    assert same["model_id"] == best["model_id"] and same["revision"] == 1 and same["status"] == "running"
+
+    doc = "The company's shares fell sharply after it reported a loss for the third quarter."
+    clients = [Traffic(dep["url"], sweep_client.key, doc) for _ in range(2)]
+    for c in clients:
+        c.start()
+    try:
+        poll(lambda: all(c.seen for c in clients), 120, "answers before the update")
+        forced = sweep_client.promote("news", model_id=worst["model_id"], force=True)  # a rolling update under traffic
+        assert forced["decision"] == "forced"
+        assert _running(sweep_client, dep["id"])["model_id"] == worst["model_id"]
+        poll(lambda: all(c.seen[-1] == worst["model_id"] for c in clients), 300, "answers from the forced model")
+        back = sweep_client.rollback(dep["id"])  # the previous version, one command away
+        assert back["model_id"] == best["model_id"]
+        assert _running(sweep_client, dep["id"])["revision"] == 3
+        poll(lambda: all(c.seen[-1] == best["model_id"] for c in clients), 300, "answers from the rolled-back model")
+    finally:
+        for c in clients:
+            c.stop()
+    assert [c.failures for c in clients] == [[], []]
+    for c in clients:  # the answers went winner -> forced -> winner, never mixed back
+        order = [m for i, m in enumerate(c.seen) if i == 0 or c.seen[i - 1] != m]
+        assert order == [best["model_id"], worst["model_id"], best["model_id"]], order
+    history = sweep_client.deployment_revisions(dep["id"])
+    assert [(h["revision"], h["model_id"]) for h in history] == [
+        (1, best["model_id"]), (2, worst["model_id"]), (3, best["model_id"])]
+
+
+def test_the_endpoint_scales_to_two_replicas_under_load_and_back_to_one(stack, sweep_client, promoted):
+    _, dep = promoted
+    app = f"team-sweeps-{dep['name']}"
+
+    def replicas() -> int:
+        r = httpx.get(f"{stack.ray_dashboard_url}/api/serve/applications/",
+                      headers={"Authorization": f"Bearer {stack.ray_token()}"}, timeout=30)
+        deployments = r.json()["applications"][app]["deployments"].values()
+        return sum(1 for d in deployments for rep in d["replicas"] if rep["state"] == "RUNNING")
+
+    assert poll(lambda: replicas() == 1, 120, "one replica at rest")
+    doc = "The striker scored twice as the home side won the cup final."
+    load = [Traffic(dep["url"], sweep_client.key, doc) for _ in range(6)]  # target: 1 request in flight per replica
+    for c in load:
+        c.start()
+    try:
+        poll(lambda: replicas() == 2, 300, "a second replica under load", interval=2)
+    finally:
+        for c in load:
+            c.stop()
+    assert [c.failures for c in load] == [[]] * 6
+    poll(lambda: replicas() == 1, 300, "back to one replica after the load", interval=3)
+
+
+def test_multiplexed_endpoints_serve_many_adapters_from_one_shared_base(stack, sweep_client, finished_sweep, promoted):
+    """The sweep's three LoRA adapters behind two multiplexed endpoints: one shared replica holds the
+    base model once; each request names its model version (default: the endpoint's model)."""
+    from doctune.local import metrics_url
+
+    _, dedicated = promoted
+    models = [t["model_id"] for t in sweep_client.sweep_leaderboard(finished_sweep["id"])["trials"]]
+    deps = [sweep_client.deploy(m, name, multiplex=True, max_adapters_per_replica=4, min_replicas=1, max_replicas=1,
+                                num_cpus=0.25) for m, name in zip(models, ("mux-a", "mux-b"))]
+    deps = [_running(sweep_client, d["id"]) for d in deps]
+    doc = "The chancellor said the budget would cut taxes for small firms."
+    headers = {"Authorization": sweep_client.key}
+
+    def ask(url: str, **extra) -> httpx.Response:
+        return httpx.post(url, json={"inputs": [doc], **extra}, headers=headers, timeout=120)
+
+    a, b = ask(deps[0]["url"]), ask(deps[1]["url"])
+    assert a.status_code == b.status_code == 200, (a.text, b.text)
+    assert a.json()["model_id"] == models[0] and b.json()["model_id"] == models[1]
+    third = ask(deps[0]["url"], model=models[2])  # a version named in the request
+    assert third.status_code == 200 and third.json()["model_id"] == models[2], third.text
+    # the shared replica's adapter gives the winner's answer exactly as its dedicated endpoint does
+    alone = ask(dedicated["url"]).json()
+    assert alone["model_id"] == models[0]
+    for label, p in alone["predictions"][0]["probabilities"].items():
+        assert a.json()["predictions"][0]["probabilities"][label] == pytest.approx(p, abs=1e-4)
+    doc = httpx.get(deps[0]["url"].removesuffix("/predict") + "/openapi.json", timeout=60).json()
+    assert "model" in doc["components"]["schemas"]["TextsRequest"]["properties"]  # the version field is documented
+    missing = ask(deps[0]["url"], model="model-nope")
+    assert missing.status_code == 404 and missing.json()["error"]["field"] == "model"
+    assert ask(deps[0]["url"]).status_code == 200 and httpx.post(deps[0]["url"], json={"inputs": [doc]}).status_code == 401
+
+    def apps() -> dict:
+        r = httpx.get(f"{stack.ray_dashboard_url}/api/serve/applications/",
+                      headers={"Authorization": f"Bearer {stack.ray_token()}"}, timeout=30)
+        return r.json()["applications"]
+
+    shared = {name: app for name, app in apps().items() if name.startswith("lora_")}
+    assert list(shared) == ["lora_classification_all-minilm-l6-v2"], list(shared)
+    replicas = [rep for d in shared["lora_classification_all-minilm-l6-v2"]["deployments"].values()
+                for rep in d["replicas"] if rep["state"] == "RUNNING"]
+    assert len(replicas) == 1  # one copy of MiniLM for all three adapters
+
+    def pool() -> dict:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = httpx.get(metrics_url(stack), timeout=30).text
+        got = {s.labels["kind"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "ray_doctune_adapter_pool_bytes"}
+        return got if got.get("adapters", 0) > 0 and got.get("shared", 0) > 0 else None
+
+    got = poll(pool, 120, "the shared replica's adapter memory gauge", interval=3)
+    assert got["adapters"] / 3 / got["shared"] <= 0.02, got  # each adapter costs under 2% of the base
+    for d in deps:
+        sweep_client.delete_deployment(d["id"])
+    for d in deps:
+        poll(lambda: sweep_client.get_deployment(d["id"])["status"] == "deleted", 300, "undeploy")
+    # the last endpoint on it gone, the shared base application goes too
+    poll(lambda: not [n for n in apps() if n.startswith("lora_")], 120, "the shared application's removal")
