@@ -6,11 +6,14 @@
    threads, both run in this process's session, REPS times each; medians reported.
 2. Each task on its real dataset (skip with BENCH_TASKS=0): base vs fine-tuned test
    metric, the settings and the duration, jobs submitted through the API.
-3. The demo (`doctune demo`) on its own fresh stack: wall time per phase and the
+3. Serving (``tests/bench/serving.py``): endpoint throughput with dynamic batching vs a
+   sequential in-process pipeline at 32 clients, p50 latency overhead at 1 client, and
+   replica memory per extra LoRA adapter.
+4. The demo (`doctune demo`) on its own fresh stack: wall time per phase and the
    BBC test macro-F1 (skip with BENCH_DEMO=0).
 
 Not part of `make test`: timings are measured here, never asserted. BENCH_PARTS
-(default loop,tasks,demo) and BENCH_TASK_NAMES (default: all) rerun a part; the
+(default loop,tasks,serving,demo) and BENCH_TASK_NAMES (default: all) rerun a part; the
 other parts' last results are kept from docs/benchmarks.json.
 """
 
@@ -182,7 +185,7 @@ def main() -> None:
     from doctune.data import load_bbc_news, to_jsonl
     from doctune.local import LocalStack, find_free_port_base
 
-    parts = os.environ.get("BENCH_PARTS", "loop,tasks,demo").split(",")
+    parts = os.environ.get("BENCH_PARTS", "loop,tasks,serving,demo").split(",")
     if os.environ.get("BENCH_DEMO", "1") != "1":
         parts = [x for x in parts if x != "demo"]
     if os.environ.get("BENCH_TASKS", "1") != "1":
@@ -210,6 +213,13 @@ def main() -> None:
             fresh = task_bench(client)
             kept = [t for t in results.get("tasks", []) if t["task"] not in {f["task"] for f in fresh}]
             results["tasks"] = sorted(kept + fresh, key=lambda t: [x[0] for x in TASKS].index(t["task"]))
+        if "serving" in parts:
+            from doctune.data import split_records
+            from tests.bench.serving import serving_bench
+
+            docs = [r["text"] for r in split_records(load_bbc_news(limit_per_class=60), "classification", seed=42)["test"]]
+            results["serving"] = serving_bench(client, key, ds["id"], docs)
+            print(f"serving: {results['serving']}", flush=True)
     finally:
         stack.down(echo=print)
 
@@ -267,6 +277,10 @@ def write_report(r: dict) -> None:
               + f" | {t['fine_tuned']:.3f} | {t['settings']} | {t['steps']} | {t['duration_s']:.0f} |" for t in r["tasks"]],
             "",
         ]
+    if r.get("serving"):
+        from tests.bench.serving import report_lines
+
+        lines += report_lines(r["serving"])
     if "demo" in r:
         d = r["demo"]
         lines += [
