@@ -194,6 +194,16 @@ def report_lines(r: dict) -> list[str]:
         "The 32 clients, Ray Serve's HTTP proxy and the replica share the machine's 2 cores.",
         "",
     ]
+    if r["throughput_ratio"] < 3 or r["latency_overhead_ms"] > 5:
+        lines += [
+            "Goals not met here. On this CPU a forward pass over one article at sequence length "
+            f"{r['seq']} is compute-bound ({r['p50_forward_ms']:.0f} ms on one thread): by the ratio above, a batch of 32 cost "
+            "about what 32 single calls do, so batching saved only per-call overhead; the throughput goal "
+            "assumes an accelerator, where one batched call costs about what one document does. The latency "
+            "difference is the path every request takes: client → Ray Serve's HTTP proxy (its own process) → the "
+            "replica's ASGI app and the key check → the model call, on the same 2 cores (not broken down further).",
+            "",
+        ]
     if a:
         lines += [
             f"Multiplexed LoRA: {a['adapters']} real adapters (LoRA r=8 on query/key/value/dense plus the classifier head,",
