@@ -150,6 +150,19 @@ def test_every_deploy_appends_a_revision(world):
     assert revs[0].spec["max_replicas"] == 3
 
 
+def test_a_deploy_racing_another_one_is_a_clear_conflict_that_changes_nothing(world):
+    p, t, _, _ = world
+    first = served(p, t, "m1")
+    with p.db.session() as s:  # another deploy of the endpoint took revision 2 at the same moment
+        s.add(DeploymentRevision(deployment_id=first.id, revision=2, model_id="m3", spec=first.spec, reason="deploy"))
+    with pytest.raises(DoctuneError) as e:
+        served(p, t, "m2")
+    assert e.value.code == "conflict" and e.value.field == "name" and "retry" in e.value.message
+    with p.db.session() as s:
+        row = s.get(Deployment, first.id)
+        assert (row.model_id, row.revision) == ("m1", 1)
+
+
 def test_a_new_endpoint_is_deployed_with_the_promotions_settings(world):
     p, t, _, _ = world
     plan = dep_svc.plan_promotion(p, t, promo(model_id="m1", deployment={"min_replicas": 0, "max_replicas": 4}))

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from doctune.errors import DoctuneError
 from doctune.serve.adapters import check_multiplexable
@@ -50,34 +51,39 @@ def record_deployment(p: Platform, caller: Principal, spec: DeploymentSpec, *, r
     if spec.multiplex:
         check_multiplexable(model.task, merged=model.merged, quantize=spec.quantize)
     route = f"/{spec.tenant}/{spec.name}"
-    with p.db.session() as s:
-        existing = s.execute(
-            select(Deployment).where(Deployment.tenant_id == spec.tenant, Deployment.name == spec.name)
-        ).scalar_one_or_none()
-        limit = s.get(Tenant, spec.tenant).max_deployments
-        if existing is None and limit is not None:
-            count = s.execute(select(func.count()).select_from(Deployment).where(
-                Deployment.tenant_id == spec.tenant, Deployment.status.not_in(("failed", "deleted")))).scalar_one()
-            if count >= limit:
-                raise DoctuneError(
-                    f"tenant {spec.tenant} has {count} deployment(s), its quota is {limit}; "
-                    "update an existing one (same name) or ask an admin to raise max_deployments",
-                    "quota_exceeded", field="max_deployments")
-        if existing is not None:
-            row = existing
-            if row.model_id != spec.model_id or spec.quantize != "int8":
-                row.info = None  # the int8 measurement belongs to the model it was made on
-            row.model_id, row.spec, row.status, row.message = spec.model_id, spec.model_dump(mode="json"), "deploying", None
-        else:
-            row = Deployment(
-                id=new_id("dep"), tenant_id=spec.tenant, name=spec.name, model_id=spec.model_id,
-                spec=spec.model_dump(mode="json"), route=route, status="deploying",
-            )
-            s.add(row)
-        row.revision = (row.revision or 0) + 1
-        s.flush()  # the deployment row first: its revision refers to it
-        s.add(DeploymentRevision(deployment_id=row.id, revision=row.revision, model_id=row.model_id, spec=row.spec,
-                                 reason=reason, decision=decision))
+    try:
+        with p.db.session() as s:
+            existing = s.execute(
+                select(Deployment).where(Deployment.tenant_id == spec.tenant, Deployment.name == spec.name)
+            ).scalar_one_or_none()
+            limit = s.get(Tenant, spec.tenant).max_deployments
+            if existing is None and limit is not None:
+                count = s.execute(select(func.count()).select_from(Deployment).where(
+                    Deployment.tenant_id == spec.tenant, Deployment.status.not_in(("failed", "deleted")))).scalar_one()
+                if count >= limit:
+                    raise DoctuneError(
+                        f"tenant {spec.tenant} has {count} deployment(s), its quota is {limit}; "
+                        "update an existing one (same name) or ask an admin to raise max_deployments",
+                        "quota_exceeded", field="max_deployments")
+            if existing is not None:
+                row = existing
+                if row.model_id != spec.model_id or spec.quantize != "int8":
+                    row.info = None  # the int8 measurement belongs to the model it was made on
+                row.model_id, row.spec, row.status, row.message = spec.model_id, spec.model_dump(mode="json"), "deploying", None
+            else:
+                row = Deployment(
+                    id=new_id("dep"), tenant_id=spec.tenant, name=spec.name, model_id=spec.model_id,
+                    spec=spec.model_dump(mode="json"), route=route, status="deploying",
+                )
+                s.add(row)
+            row.revision = (row.revision or 0) + 1
+            s.flush()  # the deployment row first: its revision refers to it
+            s.add(DeploymentRevision(deployment_id=row.id, revision=row.revision, model_id=row.model_id, spec=row.spec,
+                                     reason=reason, decision=decision))
+    except IntegrityError:  # another deploy of this endpoint took the same name or revision at the same moment
+        raise DoctuneError(f"another deploy of endpoint {spec.name!r} was recorded at the same moment; this one "
+                           "changed nothing: look at the deployment's revisions, then retry if still needed",
+                           "conflict", field="name", tenant_error=True) from None
     return row
 
 
