@@ -17,6 +17,8 @@ import pytest
 
 from doctune.data import load_bbc_news, to_jsonl
 from doctune.errors import DoctuneError
+from doctune.services._context import Platform
+from doctune.services.deployments import serve_applications
 
 from .conftest import new_tenant, poll, tiny_job
 
@@ -218,10 +220,10 @@ def test_the_endpoint_scales_to_two_replicas_under_load_and_back_to_one(stack, s
     _, dep = promoted
     app = f"team-sweeps-{dep['name']}"
 
+    platform = Platform(stack)
+
     def replicas() -> int:
-        r = httpx.get(f"{stack.ray_dashboard_url}/api/serve/applications/",
-                      headers={"Authorization": f"Bearer {stack.ray_token()}"}, timeout=30)
-        deployments = r.json()["applications"][app]["deployments"].values()
+        deployments = serve_applications(platform)[app]["deployments"].values()
         return sum(1 for d in deployments for rep in d["replicas"] if rep["state"] == "RUNNING")
 
     assert poll(lambda: replicas() == 1, 120, "one replica at rest")
@@ -270,10 +272,10 @@ def test_multiplexed_endpoints_serve_many_adapters_from_one_shared_base(stack, s
     assert missing.status_code == 404 and missing.json()["error"]["field"] == "model"
     assert ask(deps[0]["url"]).status_code == 200 and httpx.post(deps[0]["url"], json={"inputs": [doc]}).status_code == 401
 
+    platform = Platform(stack)
+
     def apps() -> dict:
-        r = httpx.get(f"{stack.ray_dashboard_url}/api/serve/applications/",
-                      headers={"Authorization": f"Bearer {stack.ray_token()}"}, timeout=30)
-        return r.json()["applications"]
+        return serve_applications(platform)
 
     shared = {name: app for name, app in apps().items() if name.startswith("lora_")}
     assert list(shared) == ["lora_classification_all-minilm-l6-v2"], list(shared)

@@ -150,6 +150,18 @@ def test_every_deploy_appends_a_revision(world):
     assert revs[0].spec["max_replicas"] == 3
 
 
+def test_a_promotion_decided_against_a_model_replaced_meanwhile_changes_nothing(world):
+    p, t, _, _ = world
+    served(p, t, "m1")
+    plan = dep_svc.plan_promotion(p, t, promo(model_id="m2"))  # m2 beats m1 ...
+    assert plan["decision"] == "promoted"
+    served(p, t, "m3")  # ... but another deploy lands before the promotion is recorded
+    with pytest.raises(DoctuneError) as e:
+        dep_svc.record_deployment(p, t, plan["deploy"], expected_revision=plan["expected_revision"])
+    assert e.value.code == "conflict" and e.value.field == "endpoint" and "revision 2" in e.value.message
+    assert [r.model_id for r in dep_svc.revisions(p, t, plan["deployment"].id)] == ["m1", "m3"]
+
+
 def test_a_deploy_racing_another_one_is_a_clear_conflict_that_changes_nothing(world):
     p, t, _, _ = world
     first = served(p, t, "m1")

@@ -333,8 +333,8 @@ def create_app(platform: Platform | None = None) -> FastAPI:
     @app.get("/v1/deployments/{deployment_id}/revisions")
     def deployment_revisions(deployment_id: str, who: Principal = Depends(caller)) -> list[dict[str, Any]]:
         """Every deploy, promotion and rollback of the deployment, oldest first."""
-        dep = deployments_svc.get_deployment(p, who, deployment_id)
-        return [_revision_view(r, dep.revision) for r in deployments_svc.revisions(p, who, deployment_id)]
+        rows = deployments_svc.revisions(p, who, deployment_id)
+        return [_revision_view(r, rows[-1].revision) for r in rows]  # written with the deployment: the last is current
 
     @app.post("/v1/deployments/{deployment_id}/rollback")
     def rollback(deployment_id: str, body: dict[str, Any] | None = None, who: Principal = Depends(caller)) -> dict[str, Any]:

@@ -185,21 +185,27 @@ class TaskEndpoint(EndpointReplica):
         return JSONResponse({"model_id": self.model_id, "task": self.meta["task"], "labels": self.meta.get("labels")})
 
 
-def build_application(deployment: Any, model: Any, home: str | None):
-    from doctune.spec import DeploymentSpec
-
-    spec = DeploymentSpec.model_validate(deployment.spec)  # fields added since it was stored get their defaults
-    return TaskEndpoint.options(
-        name=f"{deployment.tenant_id}-{deployment.name}",
-        # room for a full batch: a replica holds at most this many requests at once
-        max_ongoing_requests=max(MAX_ONGOING_REQUESTS, spec.max_batch_size),
-        autoscaling_config={
+def replica_options(spec: Any) -> dict[str, Any]:
+    """Serve options every endpoint deployment takes from a DeploymentSpec: autoscaling, and
+    room for a full batch (a replica holds at most ``max_ongoing_requests`` requests at once)."""
+    return {
+        "max_ongoing_requests": max(MAX_ONGOING_REQUESTS, spec.max_batch_size),
+        "autoscaling_config": {
             "min_replicas": spec.min_replicas,
             "max_replicas": spec.max_replicas,
             "target_ongoing_requests": spec.target_ongoing_requests,
             "upscale_delay_s": spec.upscale_delay_s,
             "downscale_delay_s": spec.downscale_delay_s,
         },
+    }
+
+
+def build_application(deployment: Any, model: Any, home: str | None):
+    from doctune.spec import DeploymentSpec
+
+    spec = DeploymentSpec.model_validate(deployment.spec)  # fields added since it was stored get their defaults
+    return TaskEndpoint.options(
+        name=f"{deployment.tenant_id}-{deployment.name}", **replica_options(spec),
         ray_actor_options={"num_cpus": spec.num_cpus},
     ).bind(
         deployment_id=deployment.id, tenant_id=deployment.tenant_id, endpoint=deployment.name, model_id=model.id,

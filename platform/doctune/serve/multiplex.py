@@ -42,7 +42,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from doctune.errors import HTTP_STATUS, DoctuneError
-from doctune.serve.app import MAX_ONGOING_REQUESTS, EndpointReplica, batch_size_histogram, split_batch
+from doctune.serve.app import MAX_ONGOING_REQUESTS, EndpointReplica, batch_size_histogram, replica_options, split_batch
 
 __all__ = [
     "MODEL_FIELD",
@@ -242,7 +242,7 @@ class AdapterServer:
 class AdapterRoute(EndpointReplica):
     """An endpoint's router: authenticates, picks the model version, forwards to the shared application."""
 
-    def __init__(self, *, deployment_id: str, tenant_id: str, endpoint: str, model_id: str, task: str,
+    def __init__(self, *, tenant_id: str, endpoint: str, model_id: str, task: str,
                  base_model: str, shared_app: str, home: str | None) -> None:
         if home:
             os.environ["DOCTUNE_HOME"] = home
@@ -251,7 +251,7 @@ class AdapterRoute(EndpointReplica):
         from doctune.tasks import get_task
 
         self.platform = Platform()
-        self.deployment_id, self.tenant_id, self.endpoint, self.model_id = deployment_id, tenant_id, endpoint, model_id
+        self.tenant_id, self.endpoint, self.model_id = tenant_id, endpoint, model_id
         self.task, self.base_model = task, base_model
         self.plugin = get_task(task)
         with self.platform.db.session() as s:
@@ -308,22 +308,11 @@ class AdapterRoute(EndpointReplica):
 
 
 # ------------------------------------------------------------------ building and running
-def _autoscaling(spec: Any) -> dict[str, Any]:
-    return {
-        "min_replicas": spec.min_replicas,
-        "max_replicas": spec.max_replicas,
-        "target_ongoing_requests": spec.target_ongoing_requests,
-        "upscale_delay_s": spec.upscale_delay_s,
-        "downscale_delay_s": spec.downscale_delay_s,
-    }
-
-
 def build_shared_application(task: str, base_model: str, spec: Any, home: str | None):
     """The shared application of ``task`` adapters over ``base_model``, with ``spec``'s
     (a DeploymentSpec's) replica settings."""
     return AdapterServer.options(
-        max_ongoing_requests=max(MAX_ONGOING_REQUESTS, spec.max_batch_size),
-        autoscaling_config=_autoscaling(spec),
+        **replica_options(spec),
         ray_actor_options={"num_cpus": spec.num_cpus},
     ).bind(task=task, base_model=base_model, home=home, max_adapters=spec.max_adapters_per_replica,
            max_batch_size=spec.max_batch_size, batch_wait_timeout_s=spec.batch_wait_timeout_s)
@@ -336,11 +325,10 @@ def build_router_application(deployment: Any, model: Any, base_model: str, home:
     spec = DeploymentSpec.model_validate(deployment.spec)
     return AdapterRoute.options(
         name=f"{deployment.tenant_id}-{deployment.name}",
-        max_ongoing_requests=max(MAX_ONGOING_REQUESTS, spec.max_batch_size),
-        autoscaling_config=_autoscaling(spec),
+        **replica_options(spec),
         ray_actor_options={"num_cpus": ROUTER_NUM_CPUS},
     ).bind(
-        deployment_id=deployment.id, tenant_id=deployment.tenant_id, endpoint=deployment.name, model_id=model.id,
+        tenant_id=deployment.tenant_id, endpoint=deployment.name, model_id=model.id,
         task=model.task, base_model=base_model, shared_app=shared_app_name(model.task, base_model), home=home,
     )
 

@@ -28,20 +28,26 @@ from doctune.services.registry import get_model
 from doctune.services.tenants import check_tenant_access, get_owned
 from doctune.spec import DeploymentSpec, PromotionSpec
 from doctune.store.db import Deployment, DeploymentRevision, Job, Model, Tenant, new_id
+from doctune.tasks import metric_mode
+
+
+ANY_REVISION = -1
 
 
 def deploy_model(p: Platform, caller: Principal, spec: DeploymentSpec, *, reason: str = "deploy",
-                 decision: dict[str, Any] | None = None) -> Deployment:
+                 decision: dict[str, Any] | None = None, expected_revision: int | None = ANY_REVISION) -> Deployment:
     """Record the deployment and its new revision, then have Ray serve it."""
-    row = record_deployment(p, caller, spec, reason=reason, decision=decision)
+    row = record_deployment(p, caller, spec, reason=reason, decision=decision, expected_revision=expected_revision)
     _submit_deploy(p, row.id)
     return row
 
 
 def record_deployment(p: Platform, caller: Principal, spec: DeploymentSpec, *, reason: str = "deploy",
-                      decision: dict[str, Any] | None = None) -> Deployment:
+                      decision: dict[str, Any] | None = None,
+                      expected_revision: int | None = ANY_REVISION) -> Deployment:
     """The checks, the deployment row (status ``deploying``) and its next revision; nothing
-    runs on Ray until :func:`_submit_deploy`."""
+    runs on Ray until :func:`_submit_deploy`. ``expected_revision``: what a decision was made
+    against (None: no deployment of that name); anything else recorded meanwhile is a 409."""
     check_tenant_access(caller, spec.tenant, write=True)
     model = get_model(p, caller, spec.model_id)
     if model.tenant_id != spec.tenant:
@@ -56,6 +62,12 @@ def record_deployment(p: Platform, caller: Principal, spec: DeploymentSpec, *, r
             existing = s.execute(
                 select(Deployment).where(Deployment.tenant_id == spec.tenant, Deployment.name == spec.name)
             ).scalar_one_or_none()
+            now_at = existing.revision if existing is not None else None
+            if expected_revision != ANY_REVISION and now_at != expected_revision:
+                raise DoctuneError(
+                    f"endpoint {spec.name!r} changed while this was decided (it is now at revision {now_at}); "
+                    "nothing changed: run it again to decide against what is served now",
+                    "conflict", field="endpoint", tenant_error=True)
             limit = s.get(Tenant, spec.tenant).max_deployments
             if existing is None and limit is not None:
                 count = s.execute(select(func.count()).select_from(Deployment).where(
@@ -156,9 +168,6 @@ def get_deployment(p: Platform, caller: Principal, deployment_id: str) -> Deploy
 
 
 # ------------------------------------------------------------------ revisions, promotion, rollback
-LOWER_IS_BETTER = ("loss", "perplexity")
-
-
 def revisions(p: Platform, caller: Principal, deployment_id: str) -> list[DeploymentRevision]:
     """A deployment's revisions, oldest first; the last is the current one."""
     dep = get_deployment(p, caller, deployment_id)
@@ -181,7 +190,7 @@ def decide(champion: dict[str, Any] | None, challenger: dict[str, Any], metric: 
     if champion["model_id"] == challenger["model_id"]:
         return "unchanged"
     new, old = challenger.get("test"), champion.get("test")
-    if comparable and new is not None and old is not None and (new < old if metric in LOWER_IS_BETTER else new > old):
+    if comparable and new is not None and old is not None and (new < old if metric_mode(metric) == "min" else new > old):
         return "promoted"
     return "forced" if force else "kept"
 
@@ -227,6 +236,7 @@ def plan_promotion(p: Platform, caller: Principal, spec: PromotionSpec) -> dict[
         result["deploy"] = DeploymentSpec.model_validate(
             {**base, "tenant": spec.tenant, "name": spec.endpoint, "model_id": model.id})
     result["deployment"] = dep
+    result["expected_revision"] = dep.revision if dep is not None else None  # what the decision was made against
     return result
 
 
@@ -236,10 +246,11 @@ def promote(p: Platform, caller: Principal, spec: PromotionSpec) -> dict[str, An
     otherwise change nothing. Returns {"decision", "metric", "champion", "challenger", "summary",
     "endpoint", "deployment"}; a decision that deploys is stored on the deployment's new revision."""
     plan = plan_promotion(p, caller, spec)
-    target = plan.pop("deploy", None)
+    target, expected = plan.pop("deploy", None), plan.pop("expected_revision")
     if target is not None:
         record = {k: plan[k] for k in ("decision", "metric", "champion", "challenger")} | {"force": spec.force}
-        plan["deployment"] = deploy_model(p, caller, target, reason=plan["summary"], decision=record)
+        plan["deployment"] = deploy_model(p, caller, target, reason=plan["summary"], decision=record,
+                                          expected_revision=expected)
     return plan
 
 

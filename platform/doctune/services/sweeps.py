@@ -149,7 +149,7 @@ def tenant_leaderboard(p: Platform, caller: Principal, tenant: str, task: str | 
                        limit: int = 20) -> dict[str, Any]:
     """A tenant's finished jobs (single jobs and sweep trials) ranked on dev: one board per task
     (``task``: only that one), on ``metric`` or each task's primary metric."""
-    from doctune.tasks import check_metric, get_task
+    from doctune.tasks import check_metric, get_task, metric_mode
 
     check_tenant_access(caller, tenant)
     with p.db.session() as s:
@@ -160,7 +160,7 @@ def tenant_leaderboard(p: Platform, caller: Principal, tenant: str, task: str | 
         plugin = get_task(name)
         m = metric or plugin.primary_metric
         check_metric(plugin, m, "metric", "invalid_request")
-        mode = "min" if m in ("loss", "perplexity") else "max"
+        mode = metric_mode(m)
         ranked = rank([j for j in done if j.task == name], m, mode)[:limit]
         boards.append({"task": name, "metric": f"dev {m}", "mode": mode, "jobs": ranked})
     return {"tenant": tenant, "boards": boards}

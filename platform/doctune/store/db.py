@@ -143,6 +143,8 @@ class Model(Base):
 
 class Deployment(Base):
     __tablename__ = "deployments"
+    # one deployment per tenant and name: deploying a name again updates it (a new revision)
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_deployments_tenant_name"),)
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     name: Mapped[str] = mapped_column(String(63))

@@ -104,6 +104,14 @@ def check_metric(plugin: TaskPlugin, metric: str, field: str, code: str = "inval
                            code, field=field)
 
 
+LOWER_IS_BETTER = ("loss", "perplexity")
+
+
+def metric_mode(metric: str) -> str:
+    """"min" when a lower ``metric`` is better (loss, perplexity), else "max"."""
+    return "min" if metric in LOWER_IS_BETTER else "max"
+
+
 def task_names() -> list[str]:
     return sorted(_registry())
 

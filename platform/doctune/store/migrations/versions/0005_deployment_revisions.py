@@ -1,4 +1,4 @@
-"""deployment revisions: every deploy, promotion and rollback appends one
+"""deployment revisions: every deploy, promotion and rollback appends one; one deployment per tenant and name
 
 Deployments made before this migration get their current model and settings as
 revision 1, so a rollback finds the history it expects.
@@ -36,6 +36,9 @@ def upgrade() -> None:
 
     with op.batch_alter_table('deployments', schema=None) as batch_op:
         batch_op.add_column(sa.Column('revision', sa.Integer(), server_default='1', nullable=False))
+        # a name was always updated in place, so existing rows are unique already; now two racing
+        # first deploys of one name cannot both be recorded
+        batch_op.create_unique_constraint('uq_deployments_tenant_name', ['tenant_id', 'name'])
 
     op.execute(
         "INSERT INTO deployment_revisions (deployment_id, revision, model_id, spec, reason, decision, created_at) "
@@ -50,4 +53,5 @@ def downgrade() -> None:
     op.drop_table('deployment_revisions')
 
     with op.batch_alter_table('deployments', schema=None) as batch_op:
+        batch_op.drop_constraint('uq_deployments_tenant_name', type_='unique')
         batch_op.drop_column('revision')
