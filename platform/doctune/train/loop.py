@@ -17,9 +17,9 @@ import os
 import tempfile
 import time
 from collections import deque
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 STATE_FILE = "doctune_state.json"
 MANIFEST_PREFIX = "doctune_rank"
@@ -132,6 +132,31 @@ def process_memory_mb() -> dict[str, float]:
     return out
 
 
+@contextmanager
+def restored_checkpoint(ckpt: Any, dist: Any) -> Iterator[str]:
+    """A local copy of ``ckpt`` for every rank: the first rank on each node downloads it, the
+    others wait at a barrier, and it is deleted once every rank has loaded it. (Ray's
+    ``Checkpoint.as_directory`` shares one copy per node too, but its cleanup can delete the
+    copy while another worker on the node is still about to read it.)"""
+    import hashlib
+    import shutil
+
+    import ray.train
+
+    local = Path(tempfile.gettempdir()) / f"doctune-restore-{hashlib.sha1(str(ckpt.path).encode()).hexdigest()[:16]}"
+    first = ray.train.get_context().get_local_rank() == 0
+    if first:
+        shutil.rmtree(local, ignore_errors=True)  # a copy a crashed attempt left behind
+        ckpt.to_directory(str(local))
+    dist.barrier()
+    try:
+        yield str(local)
+    finally:
+        dist.barrier()
+        if first:
+            shutil.rmtree(local, ignore_errors=True)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     use_gpu = config.get("use_gpu", False)
     if not use_gpu:
@@ -209,7 +234,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             else ray.train.get_checkpoint() or config.get("resume_from"))
     resumed_from = 0
     if ckpt is not None:
-        with ckpt.as_directory() as d:
+        with restored_checkpoint(ckpt, dist) as d:
             engine.load_checkpoint(d, tag=CKPT_TAG, load_module_strict=False, load_lr_scheduler_states=True)
             state = json.loads((Path(d) / STATE_FILE).read_text())
         resumed_from = engine.global_steps
