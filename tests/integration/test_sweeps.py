@@ -266,11 +266,13 @@ def test_multiplexed_endpoints_serve_many_adapters_from_one_shared_base(stack, s
     assert alone["model_id"] == models[0]
     for label, p in alone["predictions"][0]["probabilities"].items():
         assert a.json()["predictions"][0]["probabilities"][label] == pytest.approx(p, abs=1e-4)
-    doc = httpx.get(deps[0]["url"].removesuffix("/predict") + "/openapi.json", timeout=60).json()
-    assert "model" in doc["components"]["schemas"]["TextsRequest"]["properties"]  # the version field is documented
+    api_doc = httpx.get(deps[0]["url"].removesuffix("/predict") + "/openapi.json", timeout=60).json()
+    assert "model" in api_doc["components"]["schemas"]["TextsRequest"]["properties"]  # the version field is documented
     missing = ask(deps[0]["url"], model="model-nope")
     assert missing.status_code == 404 and missing.json()["error"]["field"] == "model"
-    assert ask(deps[0]["url"]).status_code == 200 and httpx.post(deps[0]["url"], json={"inputs": [doc]}).status_code == 401
+    again = ask(deps[0]["url"])
+    assert again.status_code == 200 and again.json()["model_id"] == models[0], again.text
+    assert httpx.post(deps[0]["url"], json={"inputs": [doc]}).status_code == 401
 
     platform = Platform(stack)
 
