@@ -64,8 +64,7 @@ class AdapterPool:
     """
 
     def __init__(self, plugin: Any) -> None:
-        if plugin.name == "retrieval":
-            raise DoctuneError(multiplex_refusal("retrieval", merged=False), "invalid_spec", field="multiplex")
+        check_multiplexable(plugin.name, merged=False)  # the deploy-time refusal, for this task
         self.plugin = plugin
         self._heads = set(plugin.head_modules()) if callable(getattr(plugin, "head_modules", None)) else set()
         self._shared: dict[str, Any] = {}  # base weight name (peft wrappers stripped) -> the one tensor

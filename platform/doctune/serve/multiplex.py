@@ -92,15 +92,16 @@ def find_adapter_model(p: Any, model_id: str, *, task: str, base_model: str, ten
     """The Model row ``model_id`` if it is an adapter model the shared application of ``task``
     over ``base_model`` can serve (and, with ``tenant_id``, that tenant's); otherwise a
     DoctuneError naming the request field ``model``."""
-    from doctune.store.db import Model
+    from doctune.store.db import Job, Model
 
-    with p.db.session() as s:
+    with p.db.session() as s:  # the model and the job that records its base model, in one session
         row = s.get(Model, model_id)
+        job = s.get(Job, row.job_id) if row is not None else None
     if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
         whose = f" among tenant {tenant_id}'s models" if tenant_id else ""
         raise DoctuneError(f"model {model_id!r} not found{whose}; name one of your registered models, or leave "
                            f"'{MODEL_FIELD}' out for the endpoint's own", "not_found", field=MODEL_FIELD)
-    base = base_model_of(p, row)
+    base = (job.spec or {}).get("base_model") if job is not None else None
     if row.task != task or base != base_model:
         raise DoctuneError(f"model {model_id!r} is a {row.task} model over base model {base!r}; this endpoint serves "
                            f"{task} adapters over {base_model!r}. Query an endpoint of that model's kind, or deploy it "
