@@ -7,6 +7,7 @@ its replica gauge."""
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -103,9 +104,15 @@ def test_prometheus_endpoint_shows_requests_batches_latency_and_replicas(stack, 
     assert url in LocalStack(home=Path(stack.home)).status()["ray"]["where"]
     sent = 5
     for _ in range(sent):
+        began = time.perf_counter()
         r = httpx.post(dep["url"], json={"inputs": ["Shares rose.", "The match ended."]},
                        headers={"Authorization": client.key}, timeout=60)
+        elapsed_ms = 1000 * (time.perf_counter() - began)
         assert r.status_code == 200, r.text
+        # the replica's own share of the latency, for telling it from the proxy's and the network's
+        name, dur = r.headers["server-timing"].split(";dur=")
+        assert name == "replica" and 0 < float(dur) < elapsed_ms, r.headers["server-timing"]
+    assert httpx.post(dep["url"], json={"inputs": ["x"]}, timeout=60).status_code == 401  # counted by status code
 
     def scraped():
         by = {}

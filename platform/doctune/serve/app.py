@@ -85,11 +85,15 @@ class EndpointReplica:
                                "invalid_request", field="inputs")
 
     async def _counted(self, answer: Awaitable[JSONResponse]) -> JSONResponse:
-        """``answer``, counted by status code and timed (a 500 unless an answer is returned)."""
+        """``answer``, counted by status code and timed (a 500 unless an answer is returned); the
+        time is also the answer's ``Server-Timing`` header."""
         began, status = time.perf_counter(), 500
         try:
             response = await answer
             status = response.status_code
+            # what the replica spent (key check, batching, model call): the rest of a client's
+            # latency is the network and Serve's proxy (https://www.w3.org/TR/server-timing/)
+            response.headers["Server-Timing"] = f'replica;dur={1000 * (time.perf_counter() - began):.2f}'
             return response
         finally:
             self.requests_total.inc(tags={"status_code": str(status)})
