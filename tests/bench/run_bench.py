@@ -249,6 +249,8 @@ def main() -> None:
     previous = REPO / "docs" / "benchmarks.json"
     results: dict = json.loads(previous.read_text()) if previous.exists() else {}
     results.update({"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} cores, {_platform.machine()}"})
+    dates = results.setdefault("dates", {})  # the part -> the day it was last measured
+    dates.update({part: results["date"] for part in parts})
     home = Path(tempfile.mkdtemp(prefix="doctune-bench-"))
     os.environ["DOCTUNE_HOME"] = str(home)
     stack = LocalStack(home=home, base=find_free_port_base(start=40000), num_cpus=4)
@@ -309,8 +311,9 @@ def write_report(r: dict) -> None:
     lines = [
         "# Benchmarks",
         "",
-        f"Measured by `make bench` on {r['date']} ({r['machine']}, CPU only). Numbers are from one run of the",
-        "script, except where a section gives its own date; rerun it to refresh this page.",
+        f"Measured by `make bench` ({r['machine']}, CPU only); rerun it to refresh this page. Each part was last",
+        "measured on: " + ", ".join(f"{part} {r.get('dates', {}).get(part, 'an earlier run')}"
+                                      for part in ("loop", "tasks", "serving", "demo")) + ".",
         "",
         "## Training-loop overhead",
         "",
