@@ -3,7 +3,9 @@
 1. Training-loop overhead: steps/s of doctune's loop (a real job through the API,
    Ray Train, 1 worker, DeepSpeed ZeRO-0, full fine-tuning of MiniLM) divided by a
    bare PyTorch + transformers loop on the same batches, sequence length and
-   threads, both run in this process's session, REPS times each; medians reported.
+   threads, both run in this process's session, REPS times each; medians reported,
+   for each torch thread count in BENCH_THREADS (default 1,2), with the cores the
+   training process and every other process used meanwhile.
 2. Each task on its real dataset (skip with BENCH_TASKS=0): base vs fine-tuned test
    metric, the settings and the duration, jobs submitted through the API.
 3. Serving (``tests/bench/serving.py``): endpoint throughput with dynamic batching vs a
@@ -125,7 +127,7 @@ def bare_loop(threads: int) -> tuple[float, dict]:
     return json.loads(out.stdout.strip().splitlines()[-1])["steps_per_s"], share.result()
 
 
-def doctune_loop(client, dataset_id: str, threads: int) -> float:
+def doctune_loop(client, dataset_id: str, threads: int) -> tuple[float, dict]:
     spec = {
         "task": "classification", "base_model": "all-minilm-l6-v2", "dataset": {"id": dataset_id},
         "tuning": {"method": "full"}, "deepspeed": {"zero_stage": 0}, "micro_batch_size": MBS,
@@ -261,8 +263,6 @@ def main() -> None:
         client = DoctuneClient(s.api_url, key)
         ds = client.upload_dataset("bbc", "classification", {"data": to_jsonl(load_bbc_news(limit_per_class=60))})
         loops = results.setdefault("loops", {})
-        if "loop" in results:  # an earlier run's single (2-thread) measurement
-            loops.setdefault("2", {**results.pop("loop"), "date": results.get("loop_date", "earlier")})
         for threads in THREADS if "loop" in parts else []:
             bare, ours, shares = [], [], {"bare": [], "doctune": []}
             for i in range(REPS):  # interleaved so drift hits both equally
