@@ -74,7 +74,7 @@ class CoreShare:
     the training process was busy (over 0.8 of its thread count): where a 2-core machine's time
     goes while a loop runs. Sampled every second with psutil."""
 
-    def __init__(self, is_trainer, threads: int) -> None:
+    def __init__(self, is_trainer, threads: int) -> None:  # is_trainer(pid, cmdline) -> bool
         import threading
 
         self.is_trainer, self.threads = is_trainer, threads
@@ -108,11 +108,11 @@ class CoreShare:
         while not self._stop.wait(1.0):
             after, t1 = self._snap(), time.monotonic()
             used = {pid: (c - before[pid][0], cmd) for pid, (c, cmd) in after.items() if pid in before}
-            mine = sum(c for c, cmd in used.values() if self.is_trainer(cmd))
+            mine = sum(c for pid, (c, cmd) in used.items() if self.is_trainer(pid, cmd))
             if mine > 0.8 * self.threads * (t1 - t0):
                 self.busy_s += t1 - t0
                 self.trainer += mine
-                self.others += sum(c for c, cmd in used.values() if not self.is_trainer(cmd))
+                self.others += sum(c for c, _ in used.values()) - mine
             before, t0 = after, t1
 
     def result(self) -> dict[str, float]:
@@ -121,10 +121,13 @@ class CoreShare:
 
 
 def bare_loop(threads: int) -> tuple[float, dict]:
-    with CoreShare(lambda cmd: "import json, sys, time, torch" in cmd, threads) as share:
-        out = subprocess.run([sys.executable, "-c", BARE, str(STEPS), str(MBS), str(SEQ), str(threads)],
-                             capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["steps_per_s"], share.result()
+    proc = subprocess.Popen([sys.executable, "-c", BARE, str(STEPS), str(MBS), str(SEQ), str(threads)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with CoreShare(lambda pid, cmd: pid == proc.pid, threads) as share:
+        out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"bare loop failed: {err[-2000:]}")
+    return json.loads(out.strip().splitlines()[-1])["steps_per_s"], share.result()
 
 
 def doctune_loop(client, dataset_id: str, threads: int) -> tuple[float, dict]:
@@ -135,7 +138,7 @@ def doctune_loop(client, dataset_id: str, threads: int) -> tuple[float, dict]:
         "eval_interval": 10**6, "checkpoint_interval": 10**6, "num_workers": 1,
         "resources_per_worker": {"cpu": 2, "threads": threads}, "seed": 42,
     }
-    with CoreShare(lambda cmd: cmd.startswith("ray::RayTrainWorker"), threads) as share:
+    with CoreShare(lambda pid, cmd: cmd.startswith("ray::RayTrainWorker"), threads) as share:
         job = client.submit_job(spec)
         while (job := client.get_job(job["id"]))["status"] not in ("succeeded", "failed", "cancelled"):
             time.sleep(2)
