@@ -91,13 +91,14 @@ class EndpointReplica:
         try:
             response = await answer
             status = response.status_code
-            # what the replica spent (key check, batching, model call): the rest of a client's
-            # latency is the network and Serve's proxy (https://www.w3.org/TR/server-timing/)
-            response.headers["Server-Timing"] = f'replica;dur={1000 * (time.perf_counter() - began):.2f}'
-            return response
         finally:
+            took = time.perf_counter() - began
             self.requests_total.inc(tags={"status_code": str(status)})
-            self.latency.observe(time.perf_counter() - began)
+            self.latency.observe(took)
+        # what the replica spent (key check, batching, model call): the rest of a client's
+        # latency is the network and Serve's proxy (https://www.w3.org/TR/server-timing/)
+        response.headers["Server-Timing"] = f"replica;dur={1000 * took:.2f}"
+        return response
 
 
 def split_batch(preds: list[Any], requests: list[list[Any]]) -> list[list[Any]]:
