@@ -6,10 +6,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-
-from doctune.errors import DoctuneError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,17 +14,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep-id", required=True, help="a sweep recorded by the platform")
     args = ap.parse_args(argv)
 
-    from doctune.train.sweep import run_sweep
+    from doctune.drivers.sweep import run_from_entrypoint
 
-    try:
-        result = run_sweep(args.sweep_id)
-    except DoctuneError as exc:
-        print(f"error [{exc.code}]: {exc.message}", file=sys.stderr)
-        return 2
-    best = result["winner"]
-    print(json.dumps({"sweep_id": args.sweep_id, "winner": best and best["job_id"], "dev": best and best["dev"],
-                      "trials": len(result["trials"])}))
-    return 0 if best else 1
+    return run_from_entrypoint(args.sweep_id)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def database_url(request, tmp_path):
 def platform(database_url, tmp_path):
     """A Platform on a fresh, migrated database (no Ray, no object store started)."""
     from doctune.config import Settings
-    from doctune.services._context import Platform
+    from doctune.services import Platform
 
     p = Platform(Settings(home=str(tmp_path), database_url=database_url))
     p.db.migrate()

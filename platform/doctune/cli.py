@@ -198,7 +198,7 @@ def keys_revoke(key_id: str, api_key: Optional[str] = typer.Option(None, envvar=
 @models_app.command("prepare")
 def models_prepare() -> None:
     """Make the packaged base models ready locally (Gemma-3-270M is converted from GGUF once, ~1 min)."""
-    from doctune.train.models import CATALOG
+    from doctune.base_models import CATALOG
 
     for name, resolve in CATALOG.items():
         t = time.monotonic()
@@ -612,7 +612,8 @@ def demo(
 ) -> None:
     """Run the end-to-end demo: BBC News -> LoRA + ZeRO-2 fine-tune -> Serve endpoint."""
     from doctune.config import load_settings
-    from doctune.data import load_bbc_news, split_records, to_jsonl
+    from doctune.data import split_records, to_jsonl
+    from doctune.corpora import load_bbc_news
     from doctune.local import LocalStack
 
     try:

@@ -35,6 +35,7 @@ class Settings:
     serve_url: str = ""
     serve_port: int = 0
     admin_key: str = ""
+    runner: str = "shared"  # how jobs reach the cluster: "shared" = the Ray Jobs API of one Ray head
     max_upload_bytes: int = 200 * 1024 * 1024
 
     def ray_env(self) -> dict[str, str]:

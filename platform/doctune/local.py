@@ -301,7 +301,7 @@ class LocalStack:
              f"token auth on; Prometheus metrics at {metrics_url(s)}")
 
     def _up_db(self, s: Settings, echo) -> None:
-        from doctune.services._context import Platform
+        from doctune.services import Platform
         from doctune.services.tenants import create_admin_key
 
         p = Platform(s)

@@ -42,8 +42,8 @@ THREADS = [int(t) for t in os.environ.get("BENCH_THREADS", "1,2").split(",")]
 BARE = r"""
 import json, sys, time, torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
-from doctune.data import load_bbc_news
-from doctune.train.models import resolve_base_model
+from doctune.corpora import load_bbc_news
+from doctune.base_models import resolve_base_model
 steps, mbs, seq, threads = map(int, sys.argv[1:5])
 from doctune.train.loop import RATE_WINDOW as WINDOW
 torch.set_num_threads(threads); torch.manual_seed(42)
@@ -243,7 +243,8 @@ def task_bench(client) -> list[dict]:
 
 def main() -> None:
     from doctune.client import DoctuneClient
-    from doctune.data import load_bbc_news, to_jsonl
+    from doctune.data import to_jsonl
+    from doctune.corpora import load_bbc_news
     from doctune.local import LocalStack, find_free_port_base
 
     parts = os.environ.get("BENCH_PARTS", "loop,tasks,serving,demo").split(",")

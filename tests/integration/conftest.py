@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from doctune.client import DoctuneClient
-from doctune.data import load_bbc_news, split_records, to_jsonl
+from doctune.data import split_records, to_jsonl
+from doctune.corpora import load_bbc_news
 
 
 def poll(fn, deadline_s: float, what: str, interval: float = 1.0):

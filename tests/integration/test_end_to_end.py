@@ -149,14 +149,14 @@ def test_cli_errors_are_one_line_and_nonzero(stack, tenant_b, finished_job):
 def test_endpoints_lost_with_the_cluster_are_restored(stack, endpoint, tenant_a, client_a):
     """Serve applications vanish when Ray restarts; the API's start-up reconcile
     redeploys every deployment recorded as running."""
-    from doctune.services._context import Platform
-    from doctune.services.deployments import reconcile_deployments, serve_applications
+    from doctune.services import Platform
+    from doctune.services.deployments import reconcile_deployments
 
     p = Platform(stack)
     r = httpx.delete(f"{stack.ray_dashboard_url}/api/serve/applications/",
                      headers={"Authorization": f"Bearer {stack.ray_token()}"}, timeout=60)
     assert r.status_code < 300, r.text
-    poll(lambda: "team-a-bbc" not in serve_applications(p), 120, "Serve to drop the application")
+    poll(lambda: "team-a-bbc" not in p.runner.applications(), 120, "Serve to drop the application")
     from sqlalchemy import select
 
     from doctune.store.db import Deployment

@@ -40,7 +40,7 @@ def test_resume_picks_the_newest_complete_checkpoint(stack):
     import json
 
     from doctune.store.objects import ObjectStore
-    from doctune.train.loop import MANIFEST_PREFIX, STATE_FILE, newest_complete_checkpoint
+    from doctune.train.checkpoints import MANIFEST_PREFIX, STATE_FILE, newest_complete_checkpoint
 
     store = ObjectStore(stack)
     prefix = "tenants/team-a/jobs/job-fake/checkpoints/attempt-1"

@@ -15,10 +15,10 @@ from datetime import datetime
 import httpx
 import pytest
 
-from doctune.data import load_bbc_news, to_jsonl
+from doctune.data import to_jsonl
+from doctune.corpora import load_bbc_news
 from doctune.errors import DoctuneError
-from doctune.services._context import Platform
-from doctune.services.deployments import serve_applications
+from doctune.services import Platform
 
 from .conftest import new_tenant, poll, tiny_job
 
@@ -223,7 +223,7 @@ def test_the_endpoint_scales_to_two_replicas_under_load_and_back_to_one(stack, s
     platform = Platform(stack)
 
     def replicas() -> int:
-        deployments = serve_applications(platform)[app]["deployments"].values()
+        deployments = platform.runner.applications()[app]["deployments"].values()
         return sum(1 for d in deployments for rep in d["replicas"] if rep["state"] == "RUNNING")
 
     assert poll(lambda: replicas() == 1, 120, "one replica at rest")
@@ -277,7 +277,7 @@ def test_multiplexed_endpoints_serve_many_adapters_from_one_shared_base(stack, s
     platform = Platform(stack)
 
     def apps() -> dict:
-        return serve_applications(platform)
+        return platform.runner.applications()
 
     shared = {name: app for name, app in apps().items() if name.startswith("lora_")}
     assert list(shared) == ["lora_classification_all-minilm-l6-v2"], list(shared)

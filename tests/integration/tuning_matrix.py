@@ -77,8 +77,8 @@ def main() -> None:
     import torch
     from transformers import AutoTokenizer
 
-    from doctune.data import load_bbc_news
-    from doctune.train.models import resolve_base_model
+    from doctune.corpora import load_bbc_news
+    from doctune.base_models import resolve_base_model
 
     logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
     torch.set_num_threads(2)

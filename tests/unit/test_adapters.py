@@ -23,7 +23,7 @@ from doctune.config import Settings
 from doctune.errors import DoctuneError, from_validation_error
 from doctune.serve.adapters import AdapterPool, check_multiplexable
 from doctune.services import tenants
-from doctune.services._context import Platform
+from doctune.services import Platform
 from doctune.spec import SLUG, DeploymentSpec, TenantSpec
 from doctune.store.db import Deployment, Job, Model
 
@@ -62,7 +62,7 @@ def _export_adapter(plugin, base: str, tokenizer, labels: list[str], seed: int, 
 def minilm():
     from transformers import AutoTokenizer
 
-    from doctune.train.models import resolve_base_model
+    from doctune.base_models import resolve_base_model
 
     base = resolve_base_model(BASE)
     return base, AutoTokenizer.from_pretrained(base)

@@ -13,7 +13,7 @@ from hypothesis.errors import Unsatisfiable
 from doctune.api.app import create_app
 from doctune.config import Settings
 from doctune.services import tenants
-from doctune.services._context import Platform
+from doctune.services import Platform
 from doctune.spec import TenantSpec
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from doctune.spec import parse_job_spec
 from doctune.tasks import get_task
-from doctune.train.models import resolve_base_model
+from doctune.base_models import resolve_base_model
 from doctune.train.tuning import apply_tuning
 
 RECORDS = {

@@ -6,7 +6,8 @@ from collections import Counter
 
 import pytest
 
-from doctune.data import load_bbc_news, parse_jsonl, split_records, to_jsonl, validate_splits
+from doctune.data import parse_jsonl, split_records, to_jsonl, validate_splits
+from doctune.corpora import load_bbc_news
 from doctune.errors import DoctuneError
 
 

@@ -235,7 +235,7 @@ def assert_answers(task: str, predictions: list) -> None:
 
 @cache
 def minilm() -> str:
-    from doctune.train.models import resolve_base_model
+    from doctune.base_models import resolve_base_model
 
     return resolve_base_model("all-minilm-l6-v2")
 

@@ -9,7 +9,7 @@ from doctune.errors import DoctuneError
 from doctune.tasks import _causal, get_task
 from doctune.tasks.generation import bbc_openings, render_fields
 from doctune.tasks.summarization import bbc_headlines, lead
-from doctune.train.models import resolve_base_model
+from doctune.base_models import resolve_base_model
 
 SUM, GEN = get_task("summarization"), get_task("generation")
 

@@ -9,7 +9,7 @@ import torch
 from doctune.data import parse_jsonl, split_records, validate_splits
 from doctune.errors import DoctuneError
 from doctune.tasks import get_task
-from doctune.train.models import resolve_base_model
+from doctune.base_models import resolve_base_model
 
 CLS = get_task("classification")
 

@@ -27,7 +27,7 @@ def jl(*rows) -> bytes:
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from doctune.train.models import resolve_base_model
+    from doctune.base_models import resolve_base_model
 
     return AutoTokenizer.from_pretrained(resolve_base_model("all-minilm-l6-v2"))
 
@@ -217,7 +217,7 @@ def test_parse_request():
 def test_predict_entities_point_at_the_original_text():
     import torch
 
-    from doctune.train.models import resolve_base_model
+    from doctune.base_models import resolve_base_model
 
     tok = tokenizer()
     model = NER.build_model(resolve_base_model("all-minilm-l6-v2"), INFO).eval()
@@ -253,7 +253,7 @@ def test_predict_entities_point_at_the_original_text():
 def test_plan_builds_the_architecture_on_meta_and_counts_tokens():
     import torch
 
-    from doctune.train.models import resolve_base_model
+    from doctune.base_models import resolve_base_model
 
     with torch.device("meta"):
         model = NER.build_model(resolve_base_model("all-minilm-l6-v2"), INFO, pretrained=False)

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from doctune.services.plans import steps_schedule
 from doctune.spec import JobSpec
 from doctune.tasks import get_task
-from doctune.train.models import resolve_base_model
+from doctune.base_models import resolve_base_model
 from doctune.train.plan import (ALLOCATOR_OVERHEAD, RUNTIME_MB_CPU, ModelShape, count_tokens, estimate_memory,
                                  model_shape)
 

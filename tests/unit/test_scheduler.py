@@ -10,7 +10,7 @@ import pytest
 
 from doctune.config import Settings
 from doctune.services import tenants
-from doctune.services._context import Platform
+from doctune.services import Platform
 from doctune.services.scheduler import Demand, QueuedJob, TenantState, claim_jobs, plan_dispatch
 from doctune.spec import TenantSpec
 from doctune.store.db import Job, Tenant

@@ -17,7 +17,7 @@ from doctune.config import Settings
 from doctune.errors import DoctuneError, from_validation_error
 from doctune.serve.quantize import check_quantizable, evaluate_model, measure_quantization, quantize_int8
 from doctune.services import tenants
-from doctune.services._context import Platform
+from doctune.services import Platform
 from doctune.services.deployments import set_info
 from doctune.spec import DeploymentSpec, TenantSpec
 from doctune.store.db import Deployment, Job, Model, alembic_config
@@ -162,9 +162,9 @@ def minilm():
     import torch
     from transformers import AutoTokenizer
 
-    from doctune.data import load_bbc_news
+    from doctune.corpora import load_bbc_news
     from doctune.tasks import get_task
-    from doctune.train.models import resolve_base_model
+    from doctune.base_models import resolve_base_model
 
     records = load_bbc_news(limit_per_class=4)
     info = {"labels": sorted({r["label"] for r in records})}

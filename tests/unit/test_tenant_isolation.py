@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from doctune.api.app import create_app
 from doctune.config import Settings
 from doctune.services import tenants
-from doctune.services._context import Platform
+from doctune.services import Platform
 from doctune.spec import TenantSpec
 from doctune.store.db import Dataset, Deployment, Job, Model, Sweep
 

@@ -24,7 +24,7 @@ from doctune.services import registry as registry_svc
 from doctune.services import sweeps as sweeps_svc
 from doctune.services import tenants as tenants_svc
 from doctune.services import usage as usage_svc
-from doctune.services._context import Platform, Principal
+from doctune.services import Platform, Principal
 from doctune.spec import DeploymentSpec, PromotionSpec, QuotaSpec, TenantSpec, parse_job_spec, parse_sweep_spec
 
 log = logging.getLogger("doctune.api")

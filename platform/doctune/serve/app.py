@@ -40,7 +40,7 @@ BATCH_SIZE_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096]
 
 class EndpointReplica:
     """What every endpoint replica does around its model: the API-key check and the request
-    metrics (tagged by tenant and endpoint). Subclasses set ``platform`` and ``tenant_id``."""
+    metrics (tagged by tenant and endpoint). Subclasses set ``stores``, ``keys`` and ``tenant_id``."""
 
     def _start_metrics(self, tenant_id: str, endpoint: str, *, batch_sizes: bool = True) -> None:
         from ray.serve import metrics
@@ -63,12 +63,16 @@ class EndpointReplica:
             metric.set_default_tags(dict(tags))  # a copy each: Serve adds its own tags to the dict it is given
         self.replicas.set(1)  # kept referenced: the gauge is reported while the replica lives
 
-    def _authorize(self, request: Request) -> None:
-        from doctune.services.tenants import authenticate
+    def _open_stores(self) -> None:
+        """The replica's stores and its key checker (no service layer runs in a replica)."""
+        from doctune.serve.auth import KeyChecker
+        from doctune.store.stores import Stores
 
-        who = authenticate(self.platform, request.headers.get("authorization"))
-        if not who.is_admin and who.tenant_id != self.tenant_id:
-            raise DoctuneError("this endpoint belongs to another tenant; use that tenant's API key", "forbidden")
+        self.stores = Stores()
+        self.keys = KeyChecker(self.stores.db)
+
+    def _authorize(self, request: Request) -> None:
+        self.keys.check_endpoint_access(request.headers.get("authorization"), self.tenant_id)
 
     async def _authorized_body(self, request: Request) -> Any:
         """The request's JSON body, once its key may use this endpoint."""
@@ -133,15 +137,14 @@ class TaskEndpoint(EndpointReplica):
         import torch
         from transformers import AutoTokenizer
 
-        from doctune.services._context import Platform
         from doctune.tasks import get_task
 
         torch.set_num_threads(1)
-        self.platform = Platform()
+        self._open_stores()
         self.deployment_id, self.tenant_id, self.model_id = deployment_id, tenant_id, model_id
         self.plugin = get_task(task)
         local = Path(tempfile.mkdtemp(prefix="doctune-model-"))
-        store = self.platform.objects
+        store = self.stores.objects
         store.download_dir(store.key_of(model_uri), local)
         self.meta = json.loads((local / "doctune.json").read_text())
         self.tokenizer = AutoTokenizer.from_pretrained(local)
@@ -209,8 +212,10 @@ def build_application(deployment: Any, model: Any, home: str | None):
     from doctune.spec import DeploymentSpec
 
     spec = DeploymentSpec.model_validate(deployment.spec)  # fields added since it was stored get their defaults
+    from doctune.serve.names import app_name
+
     return TaskEndpoint.options(
-        name=f"{deployment.tenant_id}-{deployment.name}", **replica_options(spec),
+        name=app_name(deployment), **replica_options(spec),
         ray_actor_options={"num_cpus": spec.num_cpus},
     ).bind(
         deployment_id=deployment.id, tenant_id=deployment.tenant_id, endpoint=deployment.name, model_id=model.id,

@@ -42,6 +42,8 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from doctune.errors import HTTP_STATUS, DoctuneError
+from doctune.serve.names import app_name
+from doctune.states import DeploymentState
 from doctune.serve.app import MAX_ONGOING_REQUESTS, EndpointReplica, batch_size_histogram, replica_options, split_batch
 
 __all__ = [
@@ -60,7 +62,7 @@ __all__ = [
 
 MODEL_FIELD = "model"  # the request body field naming the model version
 ROUTER_NUM_CPUS = 0.1
-# '_' never appears in a tenant or endpoint slug, so no endpoint's application ("<tenant>-<name>")
+# '_' never appears in a tenant or endpoint slug, so no endpoint's application (doctune.serve.names.app_name)
 # can take a shared application's name
 SHARED_PREFIX = "lora_"
 
@@ -143,7 +145,7 @@ def _point_at_local_base(local: Path, meta: dict[str, Any]) -> None:
     cfg = json.loads(cfg_file.read_text())
     if Path(str(cfg.get("base_model_name_or_path", ""))).joinpath("config.json").exists():
         return
-    from doctune.train.models import resolve_base_model
+    from doctune.base_models import resolve_base_model
 
     cfg["base_model_name_or_path"] = resolve_base_model(meta["base_model"])
     cfg_file.write_text(json.dumps(cfg, indent=2))
@@ -162,11 +164,12 @@ class AdapterServer:
         from ray.serve import metrics
 
         from doctune.serve.adapters import AdapterPool
-        from doctune.services._context import Platform
         from doctune.tasks import get_task
 
+        from doctune.store.stores import Stores
+
         torch.set_num_threads(1)
-        self.platform = Platform()
+        self.stores = Stores()  # adapters are read from the store; keys are checked by the routers
         self.task, self.base_model = task, base_model
         self.plugin = get_task(task)
         self.pool = AdapterPool(self.plugin)
@@ -185,8 +188,8 @@ class AdapterServer:
         self._report_memory()
 
     def _load(self, model_id: str) -> _Adapter:
-        row = find_adapter_model(self.platform, model_id, task=self.task, base_model=self.base_model)
-        store = self.platform.objects
+        row = find_adapter_model(self.stores, model_id, task=self.task, base_model=self.base_model)
+        store = self.stores.objects
         local = Path(tempfile.mkdtemp(prefix="doctune-adapter-"))
         try:
             store.download_dir(store.key_of(row.uri), local)
@@ -247,15 +250,14 @@ class AdapterRoute(EndpointReplica):
                  base_model: str, shared_app: str, home: str | None) -> None:
         if home:
             os.environ["DOCTUNE_HOME"] = home
-        from doctune.services._context import Platform
         from doctune.store.db import Model
         from doctune.tasks import get_task
 
-        self.platform = Platform()
+        self._open_stores()
         self.tenant_id, self.endpoint, self.model_id = tenant_id, endpoint, model_id
         self.task, self.base_model = task, base_model
         self.plugin = get_task(task)
-        with self.platform.db.session() as s:
+        with self.stores.db.session() as s:
             row = s.get(Model, model_id)
         self.labels = (row.info or {}).get("labels") if row is not None else None
         self._servable = {model_id}  # model ids checked already (a registered model does not change)
@@ -273,7 +275,7 @@ class AdapterRoute(EndpointReplica):
             raise DoctuneError(f"'{MODEL_FIELD}' must be a registered model id (1 to 64 characters); "
                                f"got {requested!r}"[:300], "invalid_request", field=MODEL_FIELD)
         if requested not in self._servable:
-            find_adapter_model(self.platform, requested, task=self.task, base_model=self.base_model,
+            find_adapter_model(self.stores, requested, task=self.task, base_model=self.base_model,
                                tenant_id=self.tenant_id)
             if len(self._servable) < 4096:
                 self._servable.add(requested)
@@ -325,7 +327,7 @@ def build_router_application(deployment: Any, model: Any, base_model: str, home:
 
     spec = DeploymentSpec.model_validate(deployment.spec)
     return AdapterRoute.options(
-        name=f"{deployment.tenant_id}-{deployment.name}",
+        name=app_name(deployment),
         **replica_options(spec),
         ray_actor_options={"num_cpus": ROUTER_NUM_CPUS},
     ).bind(
@@ -360,7 +362,7 @@ def run_multiplexed(p: Any, deployment: Any, model: Any, home: str | None, deadl
                                "deploy again later", "unavailable")
         time.sleep(1.0)
     serve.run(build_router_application(deployment, model, base, home),
-              name=f"{deployment.tenant_id}-{deployment.name}", route_prefix=deployment.route)
+              name=app_name(deployment), route_prefix=deployment.route)
     return shared
 
 
@@ -372,7 +374,7 @@ def shared_apps_in_use(p: Any) -> set[str]:
 
     with p.db.session() as s:
         rows = s.execute(select(Deployment.spec, Model).join(Model, Model.id == Deployment.model_id)
-                         .where(Deployment.status.in_(("deploying", "running")))).all()
+                         .where(Deployment.status.in_((DeploymentState.DEPLOYING, DeploymentState.RUNNING)))).all()
     names = set()
     for spec, model in rows:
         if (spec or {}).get("multiplex"):

@@ -1,9 +1,9 @@
-"""Services: the one layer every door (API, CLI, ray job submit) calls.
+"""Services: the one layer every door (API, CLI, console, operator, ray job submit) calls.
 
-``tenants`` (keys, roles, ownership), ``datasets``, ``jobs`` (submit to Ray,
-follow, cancel), ``registry`` (models) and ``deployments`` (Ray Serve; promotion and
-rollback). Each takes
-a :class:`Platform` (settings + stores) and the calling :class:`Principal`.
+``tenants`` (keys, roles, ownership), ``datasets``, ``jobs`` (queue, follow, cancel) and
+``scheduler`` (fair share, dispatch), ``sweeps``, ``registry`` (models), ``deployments``
+(Ray Serve; promotion and rollback), ``plans`` and ``usage``. Each takes a
+:class:`Platform` (settings, stores, runner) and the calling :class:`Principal`.
 """
 
 from doctune.services._context import Platform, Principal

@@ -11,7 +11,7 @@ from typing import Any
 
 from doctune.data import parse_jsonl, split_records, to_jsonl, validate_splits
 from doctune.errors import DoctuneError
-from doctune.services._context import Platform, Principal
+from doctune.services import Platform, Principal
 from doctune.services.tenants import check_tenant_access, get_owned, list_owned
 from doctune.spec import _slug
 from doctune.store.db import Dataset, new_id

@@ -1,8 +1,8 @@
 """Deployments: put a registered model behind an autoscaled Ray Serve endpoint.
 
-:func:`deploy_model` records the deployment and submits ``python -m
-ray_jobs.deploy`` to the Ray cluster, which runs ``serve.run`` there (the API
-process never holds a Ray driver). The route is ``/<tenant>/<name>``. A
+:func:`deploy_model` records the deployment and has the runner start its Serve
+application (on a Ray cluster the deploy driver, ``python -m ray_jobs.deploy``, runs
+``serve.run`` there: the API process never holds a Ray driver). The route is ``/<tenant>/<name>``. A
 deployment with ``quantize: int8`` is refused here when its task's accuracy
 change cannot be measured; the deploy job measures it and stores it with
 :func:`set_info`.
@@ -22,11 +22,13 @@ from sqlalchemy.exc import IntegrityError
 
 from doctune.errors import DoctuneError
 from doctune.serve.adapters import check_multiplexable
+from doctune.serve.names import app_name
 from doctune.serve.quantize import check_quantizable
-from doctune.services._context import Platform, Principal
+from doctune.services import Platform, Principal
 from doctune.services.registry import get_model
 from doctune.services.tenants import check_tenant_access, get_owned
 from doctune.spec import DeploymentSpec, PromotionSpec
+from doctune.states import DeploymentState, SweepState
 from doctune.store.db import Deployment, DeploymentRevision, Job, Model, Tenant, new_id
 from doctune.tasks import metric_mode
 
@@ -71,7 +73,7 @@ def record_deployment(p: Platform, caller: Principal, spec: DeploymentSpec, *, r
             limit = s.get(Tenant, spec.tenant).max_deployments
             if existing is None and limit is not None:
                 count = s.execute(select(func.count()).select_from(Deployment).where(
-                    Deployment.tenant_id == spec.tenant, Deployment.status.not_in(("failed", "deleted")))).scalar_one()
+                    Deployment.tenant_id == spec.tenant, Deployment.status.not_in(DeploymentState.gone()))).scalar_one()
                 if count >= limit:
                     raise DoctuneError(
                         f"tenant {spec.tenant} has {count} deployment(s), its quota is {limit}; "
@@ -81,11 +83,12 @@ def record_deployment(p: Platform, caller: Principal, spec: DeploymentSpec, *, r
                 row = existing
                 if row.model_id != spec.model_id or spec.quantize != "int8":
                     row.info = None  # the int8 measurement belongs to the model it was made on
-                row.model_id, row.spec, row.status, row.message = spec.model_id, spec.model_dump(mode="json"), "deploying", None
+                row.model_id, row.spec, row.status, row.message = (spec.model_id, spec.model_dump(mode="json"),
+                                                                   DeploymentState.DEPLOYING, None)
             else:
                 row = Deployment(
                     id=new_id("dep"), tenant_id=spec.tenant, name=spec.name, model_id=spec.model_id,
-                    spec=spec.model_dump(mode="json"), route=route, status="deploying",
+                    spec=spec.model_dump(mode="json"), route=route, status=DeploymentState.DEPLOYING,
                 )
                 s.add(row)
             row.revision = (row.revision or 0) + 1
@@ -101,34 +104,24 @@ def record_deployment(p: Platform, caller: Principal, spec: DeploymentSpec, *, r
 
 def _submit_deploy(p: Platform, deployment_id: str) -> None:
     try:
-        p.submit_ray_job(f"ray_jobs.deploy --deployment-id {deployment_id}")
+        p.runner.deploy_app(deployment_id)
     except DoctuneError:
         raise
     except Exception as exc:
-        set_status(p, deployment_id, "failed", f"the Ray cluster did not accept the deployment: {exc}")
-        raise DoctuneError(f"the Ray cluster did not accept the deployment: {exc}", "unavailable") from None
-
-
-def serve_applications(p: Platform) -> dict:
-    """Ray Serve's applications by name, from the dashboard's REST API."""
-    import httpx
-
-    r = httpx.get(f"{p.settings.ray_dashboard_url}/api/serve/applications/",
-                  headers={"Authorization": f"Bearer {p.settings.ray_token()}"}, timeout=15)
-    r.raise_for_status()
-    return r.json().get("applications") or {}
+        set_status(p, deployment_id, DeploymentState.FAILED, f"the cluster did not accept the deployment: {exc}")
+        raise DoctuneError(f"the cluster did not accept the deployment: {exc}", "unavailable") from None
 
 
 def reconcile_deployments(p: Platform) -> list[str]:
     """At API start: redeploy every deployment recorded as running whose Serve
-    application is gone (the Ray cluster was restarted), so endpoints come back."""
-    apps = serve_applications(p)
+    application is gone (the cluster was restarted), so endpoints come back."""
+    apps = p.runner.applications()
     with p.db.session() as s:
-        rows = list(s.execute(select(Deployment).where(Deployment.status == "running")).scalars())
+        rows = list(s.execute(select(Deployment).where(Deployment.status == DeploymentState.RUNNING)).scalars())
     restored = []
     for row in rows:
-        if f"{row.tenant_id}-{row.name}" not in apps:
-            set_status(p, row.id, "deploying", "restoring: its Serve application was gone (cluster restart)")
+        if app_name(row) not in apps:
+            set_status(p, row.id, DeploymentState.DEPLOYING, "restoring: its Serve application was gone (cluster restart)")
             _submit_deploy(p, row.id)
             restored.append(row.id)
     return restored
@@ -152,14 +145,14 @@ def delete_deployment(p: Platform, caller: Principal, deployment_id: str) -> Dep
     name again brings it back."""
     dep = get_deployment(p, caller, deployment_id)
     check_tenant_access(caller, dep.tenant_id, write=True)
-    if dep.status in ("deleted", "deleting"):
+    if dep.status in (DeploymentState.DELETED, DeploymentState.DELETING):
         return dep
-    set_status(p, dep.id, "deleting", "undeploy requested")
+    set_status(p, dep.id, DeploymentState.DELETING, "undeploy requested")
     try:
-        p.submit_ray_job(f"ray_jobs.deploy --deployment-id {dep.id} --delete")
+        p.runner.delete_app(dep.id)
     except Exception as exc:
         set_status(p, dep.id, dep.status, dep.message)
-        raise DoctuneError(f"the Ray cluster did not accept the undeploy: {exc}", "unavailable") from None
+        raise DoctuneError(f"the cluster did not accept the undeploy: {exc}", "unavailable") from None
     return get_deployment(p, caller, deployment_id)
 
 
@@ -211,10 +204,10 @@ def plan_promotion(p: Platform, caller: Principal, spec: PromotionSpec) -> dict[
     with p.db.session() as s:
         dep = s.execute(select(Deployment).where(Deployment.tenant_id == spec.tenant,
                                                  Deployment.name == spec.endpoint)).scalar_one_or_none()
-        live = dep is not None and dep.status not in ("deleted", "failed")
+        live = dep is not None and dep.status not in DeploymentState.gone()
         champ_model = s.get(Model, dep.model_id) if live else None
         champ_job = s.get(Job, champ_model.job_id) if champ_model else None
-    if dep is not None and dep.status == "deleting":
+    if dep is not None and dep.status == DeploymentState.DELETING:
         raise DoctuneError(f"endpoint {spec.endpoint!r} is being deleted; wait until it reads 'deleted', then promote "
                            "again (the endpoint is then deployed afresh)", "conflict", field="endpoint", tenant_error=True)
     champion, refusal = None, None
@@ -322,7 +315,7 @@ def _challenger(p: Platform, caller: Principal, spec: PromotionSpec) -> tuple[Mo
         sweep = get_sweep(p, caller, spec.sweep_id)
         if sweep.tenant_id != spec.tenant:
             raise DoctuneError(f"sweep {spec.sweep_id!r} not found", "not_found", field="sweep_id")
-        if sweep.status != "succeeded" or not sweep.best_job_id:
+        if sweep.status != SweepState.SUCCEEDED or not sweep.best_job_id:
             raise DoctuneError(f"sweep {sweep.id} is {sweep.status}, with no winner to promote; promote it once it has "
                                f"succeeded (`doctune sweeps show {sweep.id}`), or promote one of its models by model_id",
                                "conflict", field="sweep_id", tenant_error=True)

@@ -2,7 +2,7 @@
 
 The API and CLI call :func:`submit_job`; it records the job and hands it to
 the Ray Jobs API (``python -m ray_jobs.finetune --job-id ...``), so no training
-ever runs in the caller's process. The job's driver (``doctune.train.run``)
+ever runs in the caller's process. The job's driver (``doctune.drivers.job``)
 writes progress, metrics and the final status back through :func:`update_job`.
 """
 
@@ -13,14 +13,15 @@ from typing import Any
 from sqlalchemy import select
 
 from doctune.errors import DoctuneError
-from doctune.services._context import Platform, Principal
+from doctune.services import Platform, Principal
 from doctune.services.datasets import get_dataset
 from doctune.services.tenants import check_tenant_access, get_owned, get_tenant, list_owned
 from doctune.spec import JobSpec
+from doctune.states import AttemptState, JobState
 from doctune.store.db import Dataset, Job, JobEvent, new_id, now
 
-TERMINAL = ("succeeded", "failed", "cancelled")
-ACTIVE = ("starting", "running")
+TERMINAL = JobState.terminal()
+ACTIVE = JobState.active()
 
 
 def check_spec(p: Platform, caller: Principal, spec: JobSpec) -> Dataset:
@@ -38,7 +39,7 @@ def check_spec(p: Platform, caller: Principal, spec: JobSpec) -> Dataset:
             "invalid_spec",
             field="task",
         )
-    from doctune.train.models import resolve_base_model
+    from doctune.base_models import resolve_base_model
 
     base = resolve_base_model(spec.base_model, check_only=True)
     from doctune.tasks import check_metric, get_task
@@ -64,7 +65,7 @@ def check_language(p: Platform, spec: JobSpec, ds: Dataset) -> None:
     MiniLM, whose vocabulary maps most Chinese characters to [UNK])."""
     from doctune.services.datasets import read_split
     from doctune.tasks import get_task, task_texts
-    from doctune.train.models import resolve_base_model
+    from doctune.base_models import resolve_base_model
     from doctune.train.plan import count_tokens, load_tokenizer
 
     if spec.base_model.startswith("s3://"):
@@ -89,7 +90,7 @@ def create_job_record(p: Platform, caller: Principal, spec: JobSpec, priority: i
     with p.db.session() as s:
         s.add(job)
         s.flush()
-        s.add(JobEvent(job_id=job.id, kind="status", status="queued", reason=f"submitted by {caller.key_id}"))
+        s.add(JobEvent(job_id=job.id, kind="status", status=JobState.QUEUED, reason=f"submitted by {caller.key_id}"))
     return job
 
 
@@ -131,7 +132,7 @@ def update_job(p: Platform, job_id: str, *, reason: str | None = None, **fields:
         new_status = fields.get("status")
         if job.status in TERMINAL and new_status not in (None, job.status):
             return job  # a cancelled job stays cancelled even if its driver reports late
-        if new_status == "running" and job.started_at is None:
+        if new_status == JobState.RUNNING and job.started_at is None:
             job.started_at = now()
         if new_status in TERMINAL:
             job.finished_at = now()
@@ -161,13 +162,13 @@ def list_events(p: Platform, caller: Principal, job_id: str, *, after: int = 0, 
 
 
 def reconcile_with_ray(p: Platform) -> int:
-    """At API start: bring every unfinished job's record in line with the Ray Jobs API,
-    so a restart of the API server loses no job. Returns how many changed."""
+    """At API start: bring every unfinished job's record in line with the cluster, so a
+    restart of the API server loses no job. Returns how many changed."""
     changed = 0
     with p.db.session() as s:
         pending = list(s.execute(select(Job).where(Job.status.in_(ACTIVE), Job.ray_submission_id.is_not(None))).scalars())
     for job in pending:
-        if _sync_with_ray(p, job, force=True).status != job.status:
+        if _sync_with_cluster(p, job, force=True).status != job.status:
             changed += 1
     return changed
 
@@ -175,7 +176,7 @@ def reconcile_with_ray(p: Platform) -> int:
 def get_job(p: Platform, caller: Principal, job_id: str, *, sync: bool = True) -> Job:
     job = get_owned(p, caller, Job, job_id, "job", "job_id")
     if sync and job.status not in TERMINAL and job.ray_submission_id:
-        job = _sync_with_ray(p, job)
+        job = _sync_with_cluster(p, job)
     return job
 
 
@@ -183,36 +184,30 @@ _last_sync: dict[str, float] = {}
 SYNC_EVERY_S = 10.0
 
 
-def _sync_with_ray(p: Platform, job: Job, *, force: bool = False) -> Job:
+def _sync_with_cluster(p: Platform, job: Job, *, force: bool = False) -> Job:
     """A driver that died without reporting (OOM, killed node) still ends the job.
-    Asks Ray at most every SYNC_EVERY_S per job: pollers must not load the dashboard."""
+    Asks the cluster at most every SYNC_EVERY_S per job: pollers must not load its head."""
     import time
 
     if not force and time.monotonic() - _last_sync.get(job.id, -1e9) < SYNC_EVERY_S:
         return job
     _last_sync[job.id] = time.monotonic()
     try:
-        info = p.ray_jobs_client().get_job_info(job.ray_submission_id)
+        run = p.runner.status(job.ray_submission_id)
     except Exception:
         return job
-    status = str(getattr(info.status, "value", info.status))
     if job.status not in ACTIVE:
-        return job  # queued or paused: the Ray job named here belongs to an earlier run
-    if status == "FAILED":
+        return job  # queued or paused: the run named here belongs to an earlier attempt
+    if run.state in (AttemptState.FAILED, AttemptState.SUCCEEDED):
         with p.db.session() as s:  # re-read: the driver may have just written the real outcome
             fresh = s.get(Job, job.id)
         if fresh.status in TERMINAL:
             return fresh
-        return update_job(p, job.id, status="failed", error={"code": "internal", "message": (info.message or "driver failed")[:2000]},
-                          reason="the Ray job failed without reporting (driver died)")
-    if status == "STOPPED":
-        return update_job(p, job.id, status="cancelled", reason="the Ray job was stopped")
-    if status == "SUCCEEDED":
-        with p.db.session() as s:
-            fresh = s.get(Job, job.id)
-        if fresh.status not in TERMINAL:  # driver exited 0 without recording (should not happen)
-            return update_job(p, job.id, status="failed", error={"code": "internal", "message": "driver ended without a result"})
-        return fresh
+        message = (run.message or "driver failed") if run.state == AttemptState.FAILED else "driver ended without a result"
+        return update_job(p, job.id, status=JobState.FAILED, error={"code": "internal", "message": message[:2000]},
+                          reason="the job's driver ended without reporting (it died)")
+    if run.state == AttemptState.STOPPED:
+        return update_job(p, job.id, status=JobState.CANCELLED, reason="the job's driver was stopped on the cluster")
     return job
 
 
@@ -224,8 +219,8 @@ def pause_job(p: Platform, caller: Principal, job_id: str) -> Job:
     """A queued job is held; a running one saves a checkpoint at its next step and stops."""
     job = get_job(p, caller, job_id, sync=False)
     check_tenant_access(caller, job.tenant_id, write=True)
-    if job.status == "queued":
-        return update_job(p, job.id, status="paused", reason=f"paused while queued by {caller.key_id}")
+    if job.status == JobState.QUEUED:
+        return update_job(p, job.id, status=JobState.PAUSED, reason=f"paused while queued by {caller.key_id}")
     if job.status not in ACTIVE:
         raise DoctuneError(f"job {job_id} is {job.status}; only queued or running jobs can be paused", "conflict")
     return update_job(p, job.id, control="pause", reason=None)
@@ -235,9 +230,9 @@ def resume_job(p: Platform, caller: Principal, job_id: str) -> Job:
     """Re-queue a paused job; it continues from the checkpoint taken when it paused."""
     job = get_job(p, caller, job_id, sync=False)
     check_tenant_access(caller, job.tenant_id, write=True)
-    if job.status != "paused":
+    if job.status != JobState.PAUSED:
         raise DoctuneError(f"job {job_id} is {job.status}; only paused jobs can be resumed", "conflict")
-    job = update_job(p, job.id, status="queued", control=None, ray_submission_id=None,
+    job = update_job(p, job.id, status=JobState.QUEUED, control=None, ray_submission_id=None,
                      reason=f"resumed by {caller.key_id}" + (f" from {job.resume_from}" if job.resume_from else ""))
     if p.dispatcher is not None:
         p.dispatcher.wake()
@@ -251,20 +246,20 @@ def cancel_job(p: Platform, caller: Principal, job_id: str) -> Job:
         raise DoctuneError(f"job {job_id} already {job.status}", "conflict")
     if job.ray_submission_id and job.status in ACTIVE:
         try:
-            p.ray_jobs_client().stop_job(job.ray_submission_id)
+            p.runner.stop(job.ray_submission_id)
         except Exception as exc:
-            raise DoctuneError(f"could not stop the job on Ray: {exc}", "unavailable") from None
-    return update_job(p, job.id, status="cancelled", reason=f"cancelled by {caller.key_id}")
+            raise DoctuneError(f"could not stop the job on the cluster: {exc}", "unavailable") from None
+    return update_job(p, job.id, status=JobState.CANCELLED, reason=f"cancelled by {caller.key_id}")
 
 
 def job_logs(p: Platform, caller: Principal, job_id: str) -> str:
-    """The Ray job's driver log (what `ray job logs` shows), for the caller's own job."""
+    """The job driver's log (what `ray job logs` shows), for the caller's own job."""
     job = get_job(p, caller, job_id, sync=False)
     if not job.ray_submission_id:
         return ""
     try:
-        return p.ray_jobs_client().get_job_logs(job.ray_submission_id)
+        return p.runner.logs(job.ray_submission_id)
     except DoctuneError:
         raise
     except Exception as exc:
-        raise DoctuneError(f"could not read the job's log from Ray: {exc}", "unavailable") from None
+        raise DoctuneError(f"could not read the job's log from the cluster: {exc}", "unavailable") from None

@@ -14,11 +14,12 @@ from typing import Any
 
 from sqlalchemy import select
 
-from doctune.services._context import Platform, Principal
+from doctune.services import Platform, Principal
 from doctune.services.datasets import read_split
 from doctune.services.jobs import check_spec
 from doctune.services.tenants import get_tenant
 from doctune.spec import JobSpec
+from doctune.states import JobState
 from doctune.store.db import Job
 from doctune.tasks import get_task, task_texts
 from doctune.train.plan import MB, count_tokens, estimate_memory, load_tokenizer, model_shape
@@ -42,7 +43,7 @@ def measured_throughput(p: Platform, spec: JobSpec) -> dict[str, Any] | None:
     fixed cost of a job (Ray job start, data and model loading, export)."""
     on_gpu = spec.resources_per_worker.gpu > 0
     with p.db.session() as s:
-        rows = s.scalars(select(Job).where(Job.status == "succeeded").order_by(Job.finished_at.desc()).limit(200)).all()
+        rows = s.scalars(select(Job).where(Job.status == JobState.SUCCEEDED).order_by(Job.finished_at.desc()).limit(200)).all()
     samples = []
     for job in rows:
         js, timing = job.spec or {}, (job.metrics or {}).get("timing")
@@ -76,7 +77,7 @@ def measured_throughput(p: Platform, spec: JobSpec) -> dict[str, Any] | None:
 
 
 def plan_job(p: Platform, caller: Principal, spec: JobSpec) -> dict[str, Any]:
-    from doctune.train.models import resolve_base_model
+    from doctune.base_models import resolve_base_model
 
     ds = check_spec(p, caller, spec)
     plugin = get_task(spec.task)
@@ -152,8 +153,6 @@ def plan_job(p: Platform, caller: Principal, spec: JobSpec) -> dict[str, Any]:
 def fit_warnings(p: Platform, spec: JobSpec, memory: dict[str, float], on_gpu: bool) -> list[str]:
     """Compare the estimate and the resources asked with the worker's memory limit, the
     cluster's nodes and the tenant's quota."""
-    from doctune.services.scheduler import cluster_totals
-
     out: list[str] = []
     res = spec.resources_per_worker
     need = memory["total_mb"]
@@ -161,20 +160,20 @@ def fit_warnings(p: Platform, spec: JobSpec, memory: dict[str, float], on_gpu: b
         out.append(f"will not fit: about {need / 1024:.1f} GiB per worker but resources_per_worker.memory_gb is "
                    f"{res.memory_gb}; raise it, lower micro_batch_size/max_seq_length, or use LoRA / a higher ZeRO stage")
     try:
-        cluster = cluster_totals(p)
+        cluster = p.runner.resources()
     except Exception:  # noqa: BLE001 - the plan stays useful without a reachable cluster
         cluster = None
-        out.append("the Ray cluster did not answer: resources were not checked against it")
+        out.append("the cluster did not answer: resources were not checked against it")
     if cluster is not None:
-        mem_total_mb = cluster["memory_bytes"] / MB
+        mem_total_mb = cluster.memory_bytes / MB
         if mem_total_mb and need * spec.num_workers > mem_total_mb:
             out.append(f"will not fit: {spec.num_workers} workers x {need / 1024:.1f} GiB exceeds the cluster's "
                        f"{mem_total_mb / 1024:.1f} GiB of memory for tasks")
-        if res.cpu * spec.num_workers > cluster["cpus"]:
+        if res.cpu * spec.num_workers > cluster.cpus:
             out.append(f"will not fit: {spec.num_workers} workers x {res.cpu} CPUs exceeds the cluster's "
-                       f"{cluster['cpus']:g} CPUs; the job would wait in the queue forever")
-        if on_gpu and res.gpu * spec.num_workers > cluster["gpus"]:
-            out.append(f"will not fit: asks for {res.gpu * spec.num_workers:g} GPUs, the cluster has {cluster['gpus']:g}")
+                       f"{cluster.cpus:g} CPUs; the job would wait in the queue forever")
+        if on_gpu and res.gpu * spec.num_workers > cluster.gpus:
+            out.append(f"will not fit: asks for {res.gpu * spec.num_workers:g} GPUs, the cluster has {cluster.gpus:g}")
     tenant = get_tenant(p, spec.tenant)
     if tenant is not None:
         if tenant.max_cpus is not None and res.cpu * spec.num_workers > tenant.max_cpus:

@@ -10,8 +10,8 @@ tenant's later small ones.
 :func:`claim_jobs` applies the policy inside one transaction that first takes
 the dispatch lock row, so concurrent dispatchers (API replicas, threads) can
 never start more than a quota allows, on SQLite or PostgreSQL.
-:func:`dispatch_once` claims, then submits the claimed jobs to the Ray Jobs API;
-the API server runs it every second (:class:`Dispatcher`).
+:func:`dispatch_once` claims, then hands the claimed jobs to the cluster through the
+platform's runner; the API server runs it every second (:class:`Dispatcher`).
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from typing import Any
 from sqlalchemy import select, update
 
 from doctune.errors import DoctuneError
-from doctune.services._context import Platform
+from doctune.services import Platform
+from doctune.states import JobState
 from doctune.store.db import DispatchLock, Job, JobEvent, Tenant, now
 
 log = logging.getLogger("doctune.scheduler")
-ACTIVE = ("starting", "running")
+ACTIVE = JobState.active()
 GPU_WEIGHT = 8.0  # a GPU counts as this many CPUs when comparing shares
 
 
@@ -145,10 +146,10 @@ def claim_jobs(p: Platform, cluster_free: Demand) -> list[Job]:
         s.execute(update(DispatchLock).where(DispatchLock.id == 1).values(at=now()))  # the lock
         tenants = list(s.execute(select(Tenant)).scalars())
         active = list(s.execute(select(Job).where(Job.status.in_(ACTIVE))).scalars())
-        queued = list(s.execute(select(Job).where(Job.status == "queued")).scalars())
+        queued = list(s.execute(select(Job).where(Job.status == JobState.QUEUED)).scalars())
         if not queued:
             return []
-        starting = [job_demand(j.spec) for j in active if j.status == "starting"]
+        starting = [job_demand(j.spec) for j in active if j.status == JobState.STARTING]
         free = Demand(cluster_free.cpus - sum(d.cpus for d in starting), cluster_free.gpus - sum(d.gpus for d in starting))
         plan = plan_dispatch(
             tenant_states(tenants, active),
@@ -159,9 +160,9 @@ def claim_jobs(p: Platform, cluster_free: Demand) -> list[Job]:
         claimed = []
         for job_id in plan.start:
             job = by_id[job_id]
-            job.status = "starting"
-            s.add(JobEvent(job_id=job_id, kind="status", status="starting", reason="dispatched: quota and cluster room allow it",
-                           data={"from": "queued"}))
+            job.status = JobState.STARTING
+            s.add(JobEvent(job_id=job_id, kind="status", status=JobState.STARTING,
+                           reason="dispatched: quota and cluster room allow it", data={"from": JobState.QUEUED}))
             claimed.append(job)
         for job_id, why in plan.waiting.items():
             prog = dict(by_id[job_id].progress or {})
@@ -170,60 +171,41 @@ def claim_jobs(p: Platform, cluster_free: Demand) -> list[Job]:
     return claimed
 
 
-def _cluster_usage(p: Platform) -> dict[str, list[float]]:
-    """Ray's resource usage, ``{"CPU": [used, total], "memory": [...], ...}``, from its dashboard."""
-    import httpx
-
-    r = httpx.get(f"{p.settings.ray_dashboard_url}/api/cluster_status",
-                  headers={"Authorization": f"Bearer {p.settings.ray_token()}"}, timeout=10)
-    r.raise_for_status()
-    return r.json()["data"]["clusterStatus"]["loadMetricsReport"]["usage"]
-
-
-def cluster_totals(p: Platform) -> dict[str, float]:
-    """Total logical CPUs, GPUs and task memory (bytes) of the Ray cluster."""
-    usage = _cluster_usage(p)
-    return {"cpus": usage.get("CPU", [0, 0])[1], "gpus": usage.get("GPU", [0, 0])[1],
-            "memory_bytes": usage.get("memory", [0, 0])[1]}
-
-
 def cluster_free(p: Platform) -> Demand:
-    """Free logical CPUs/GPUs as Ray's dashboard reports them."""
-    usage = _cluster_usage(p)
-    cpu_used, cpu_total = usage.get("CPU", [0.0, 0.0])
-    gpu_used, gpu_total = usage.get("GPU", [0.0, 0.0])
-    return Demand(cpu_total - cpu_used, gpu_total - gpu_used)
+    """Free logical CPUs/GPUs as the cluster reports them."""
+    res = p.runner.resources()
+    return Demand(res.cpus_free, res.gpus_free)
 
 
-def submit_to_ray(p: Platform, job: Job) -> None:
+def submit_claimed(p: Platform, job: Job) -> None:
+    """Hand a claimed job's driver to the cluster; a refusal fails the job with the reason."""
     import uuid
 
     from doctune.services.jobs import update_job
 
     first_run = job.attempt == 1 and not job.resume_from
     try:
-        sid = p.submit_ray_job(
-            f"ray_jobs.finetune --job-id {job.id}",
-            submission_id=job.id if first_run else f"{job.id}-a{job.attempt}-{uuid.uuid4().hex[:6]}",
-        )
+        sid = p.runner.submit("ray_jobs.finetune", ["--job-id", job.id],
+                              submission_id=job.id if first_run else f"{job.id}-a{job.attempt}-{uuid.uuid4().hex[:6]}")
     except Exception as exc:
-        update_job(p, job.id, status="failed", error={"code": "unavailable", "message": f"Ray refused the job: {exc}"[:2000]})
+        update_job(p, job.id, status=JobState.FAILED,
+                   error={"code": "unavailable", "message": f"the cluster refused the job: {exc}"[:2000]})
         return
     update_job(p, job.id, ray_submission_id=sid)
 
 
 def dispatch_once(p: Platform) -> list[str]:
     with p.db.session() as s:  # nothing queued: leave Ray's dashboard (and the CPU) alone
-        if s.execute(select(Job.id).where(Job.status == "queued").limit(1)).first() is None:
+        if s.execute(select(Job.id).where(Job.status == JobState.QUEUED).limit(1)).first() is None:
             return []
     try:
         free = cluster_free(p)
     except Exception as exc:
-        log.warning("cannot read Ray's free resources, not dispatching: %s", exc)
+        log.warning("cannot read the cluster's free resources, not dispatching: %s", exc)
         return []
     claimed = claim_jobs(p, free)
     for job in claimed:
-        submit_to_ray(p, job)
+        submit_claimed(p, job)
     return [j.id for j in claimed]
 
 
@@ -272,10 +254,11 @@ def insert_started(p: Platform, job: Job, reason: str) -> None:
         why = _tenant_state(s, tenant).allows(job_demand(job.spec))
         if why is not None:
             raise DoctuneError(f"tenant {tenant.id} {why}", "quota_exceeded", field="tenant")
-        job.status = "starting"
+        job.status = JobState.STARTING
         s.add(job)
         s.flush()
-        s.add(JobEvent(job_id=job.id, kind="status", status="starting", reason=reason, data={"from": "queued"}))
+        s.add(JobEvent(job_id=job.id, kind="status", status=JobState.STARTING, reason=reason,
+                       data={"from": JobState.QUEUED}))
 
 
 def claim_direct(p: Platform, job_id: str) -> None:
@@ -289,10 +272,10 @@ def claim_direct(p: Platform, job_id: str) -> None:
         tenant = s.get(Tenant, job.tenant_id)
         why = _tenant_state(s, tenant).allows(job_demand(job.spec))
         if why is None:
-            job.status = "starting"
-            s.add(JobEvent(job_id=job_id, kind="status", status="starting", reason="started by `ray job submit`",
-                           data={"from": "queued"}))
+            job.status = JobState.STARTING
+            s.add(JobEvent(job_id=job_id, kind="status", status=JobState.STARTING, reason="started by `ray job submit`",
+                           data={"from": JobState.QUEUED}))
     if why is not None:
-        update_job(p, job_id, status="failed", error={"code": "quota_exceeded", "message": f"tenant {tenant.id} {why}"})
+        update_job(p, job_id, status=JobState.FAILED, error={"code": "quota_exceeded", "message": f"tenant {tenant.id} {why}"})
         raise DoctuneError(f"tenant {tenant.id} {why}; wait for a job to finish or ask an admin to raise the quota",
                            "quota_exceeded", field="tenant")

@@ -3,7 +3,7 @@
 ``submit_sweep`` checks the spec against stored state the way a job is checked
 (tenant, dataset, base model, language, the ranking metric), records the sweep and
 submits its driver (``python -m ray_jobs.sweep``) to the Ray Jobs API. The driver
-(:mod:`doctune.train.sweep`) runs the trials; this module ranks them.
+(:mod:`doctune.drivers.sweep`) runs the trials; this module ranks them.
 
 Leaderboards rank trials (or, per tenant and task, every finished job) by their dev
 metric; the winner is the best by that metric, ties broken by lower cost (worker
@@ -17,13 +17,14 @@ from typing import Any
 from sqlalchemy import select
 
 from doctune.errors import DoctuneError
-from doctune.services._context import Platform, Principal
+from doctune.services import Platform, Principal
 from doctune.services.scheduler import GPU_WEIGHT
 from doctune.services.tenants import check_tenant_access, get_owned, list_owned
 from doctune.spec import JobSpec, SweepSpec, set_path
+from doctune.states import JobState, SweepState
 from doctune.store.db import Job, Sweep, new_id, now
 
-TERMINAL = ("succeeded", "failed", "cancelled")
+TERMINAL = SweepState.terminal()
 
 
 def trial_spec(sweep: SweepSpec, overrides: dict[str, Any]) -> JobSpec:
@@ -53,10 +54,11 @@ def submit_sweep(p: Platform, caller: Principal, sweep: SweepSpec) -> Sweep:
     with p.db.session() as s:
         s.add(row)
     try:
-        sid = p.submit_ray_job(f"ray_jobs.sweep --sweep-id {row.id}", submission_id=row.id)
+        sid = p.runner.submit("ray_jobs.sweep", ["--sweep-id", row.id], submission_id=row.id)
     except Exception as exc:
-        update_sweep(p, row.id, status="failed", error={"code": "unavailable", "message": f"Ray refused the sweep: {exc}"[:2000]})
-        raise DoctuneError(f"Ray refused the sweep: {exc}", "unavailable") from None
+        update_sweep(p, row.id, status=SweepState.FAILED,
+                     error={"code": "unavailable", "message": f"the cluster refused the sweep: {exc}"[:2000]})
+        raise DoctuneError(f"the cluster refused the sweep: {exc}", "unavailable") from None
     return update_sweep(p, row.id, ray_submission_id=sid)
 
 
@@ -132,7 +134,7 @@ def rank(jobs: list[Job], metric: str, mode: str, paths: tuple[str, ...] = SETTI
 
 def winner(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The best finished trial (a model exists), by the metric, ties broken by lower cost."""
-    done = [r for r in rows if r["status"] == "succeeded" and r["dev"] is not None and r["model_id"]]
+    done = [r for r in rows if r["status"] == JobState.SUCCEEDED and r["dev"] is not None and r["model_id"]]
     return done[0] if done else None
 
 
@@ -153,7 +155,7 @@ def tenant_leaderboard(p: Platform, caller: Principal, tenant: str, task: str | 
 
     check_tenant_access(caller, tenant)
     with p.db.session() as s:
-        done = list(s.execute(select(Job).where(Job.tenant_id == tenant, Job.status == "succeeded")).scalars())
+        done = list(s.execute(select(Job).where(Job.tenant_id == tenant, Job.status == JobState.SUCCEEDED)).scalars())
     tasks = [task] if task else sorted({j.task for j in done})
     boards = []
     for name in tasks:

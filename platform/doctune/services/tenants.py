@@ -1,43 +1,28 @@
 """Tenants and API keys: who may call, and which tenant's objects they see.
 
-Keys look like ``dtk_<id>_<secret>``; only the id and a salted scrypt hash of
-the secret are stored. Used by the API (every route), the Serve endpoints
-(every request) and the CLI's bootstrap.
+Keys look like ``dtk_<id>_<secret>``; only the id and a salted hash of the secret are
+stored (``doctune.store.keys``). Used by the API (every route) and the CLI's bootstrap;
+Serve replicas check keys against the store themselves.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 import time
 
 from sqlalchemy import select
 
 from doctune.errors import DoctuneError
-from doctune.services._context import Platform, Principal
+from doctune.services import Platform, Principal
 from doctune.spec import TenantSpec
 from doctune.store.db import ApiKey, Tenant, now
+from doctune.store.keys import ROLES, issue_key, verify_key
 
-ROLES = ("admin", "member", "viewer")
-_SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
 _cache: dict[str, tuple[float, Principal]] = {}
 _CACHE_S = 30.0  # a revoked key stops working here at once, and in other processes within this
 
 
-def _hash(secret: str, salt: str) -> str:
-    return hashlib.scrypt(secret.encode(), salt=bytes.fromhex(salt), **_SCRYPT).hex()
-
-
 def _issue_key(p: Platform, tenant_id: str | None, role: str) -> str:
-    if role not in ROLES:
-        raise DoctuneError(f"role must be one of {ROLES}; got {role!r}", "invalid_request", field="role")
-    key_id = secrets.token_hex(6)
-    secret = secrets.token_urlsafe(24)
-    salt = secrets.token_hex(16)
-    with p.db.session() as s:
-        s.add(ApiKey(id=key_id, tenant_id=tenant_id, role=role, salt=salt, hash=_hash(secret, salt)))
-    return f"dtk_{key_id}_{secret}"
+    return issue_key(p.db, tenant_id, role)
 
 
 def create_admin_key(p: Platform) -> str:
@@ -117,21 +102,11 @@ def get_tenant(p: Platform, tenant_id: str) -> Tenant | None:
 
 def authenticate(p: Platform, key: str | None) -> Principal:
     """The principal behind an API key; raises ``unauthenticated`` for a missing or bad key."""
-    if not key:
-        raise DoctuneError("missing API key; send 'Authorization: Bearer <key>'", "unauthenticated")
-    key = key.removeprefix("Bearer ").strip()
-    hit = _cache.get(key)
+    hit = _cache.get(key or "")
     if hit and hit[0] > time.monotonic():
         return hit[1]
-    parts = key.split("_", 2)
-    if len(parts) != 3 or parts[0] != "dtk":
-        raise DoctuneError("malformed API key; keys look like dtk_<id>_<secret>", "unauthenticated")
-    with p.db.session() as s:
-        row = s.execute(select(ApiKey).where(ApiKey.id == parts[1])).scalar_one_or_none()
-    if row is None or row.revoked_at is not None or not hmac.compare_digest(row.hash, _hash(parts[2], row.salt)):
-        raise DoctuneError("invalid or revoked API key", "unauthenticated")
-    principal = Principal(key_id=row.id, role=row.role, tenant_id=row.tenant_id)
-    _cache[key] = (time.monotonic() + _CACHE_S, principal)
+    principal = verify_key(p.db, key)
+    _cache[key or ""] = (time.monotonic() + _CACHE_S, principal)
     return principal
 
 

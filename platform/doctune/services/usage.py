@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from doctune.services._context import Platform, Principal
+from doctune.services import Platform, Principal
 from doctune.store.db import Job, Tenant
 from doctune.store.objects import tenant_key
 

@@ -1,6 +1,9 @@
-"""Persistence: the metadata store (SQLAlchemy + Alembic) and the object store (S3)."""
+"""Persistence: the metadata store (SQLAlchemy + Alembic), the object store (S3), API keys."""
 
-from doctune.store.db import Database, Dataset, Deployment, DeploymentRevision, Job, ApiKey, Model, Tenant
+from doctune.store.db import ApiKey, Database, Dataset, Deployment, DeploymentRevision, Job, Model, Tenant
+from doctune.store.keys import Principal, verify_key
 from doctune.store.objects import ObjectStore
+from doctune.store.stores import Stores
 
-__all__ = ["ApiKey", "Database", "Dataset", "Deployment", "DeploymentRevision", "Job", "Model", "ObjectStore", "Tenant"]
+__all__ = ["ApiKey", "Database", "Dataset", "Deployment", "DeploymentRevision", "Job", "Model", "ObjectStore",
+           "Principal", "Stores", "Tenant", "verify_key"]

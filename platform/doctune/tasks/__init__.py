@@ -123,3 +123,8 @@ def get_task(name: str) -> TaskPlugin:
         return _registry()[name]
     except KeyError:
         raise DoctuneError(f"unknown task {name!r}; choose one of: {', '.join(task_names())}", "invalid_spec", field="task") from None
+
+
+def metric_label(plugin: TaskPlugin, metric: str) -> str:
+    """How reports print a metric (``macro_f1`` -> ``macro-F1``): the plugin's ``metric_labels``."""
+    return (getattr(plugin, "metric_labels", None) or {}).get(metric, metric)

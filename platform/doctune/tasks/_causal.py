@@ -248,6 +248,8 @@ class CausalTextTask:
     peft_task_type = "CAUSAL_LM"
     primary_metric = "rougeL"
     metric_names = ("rougeL", "rouge1", "rouge2", "perplexity", "loss")
+    metric_labels = {"rougeL": "ROUGE-L", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "perplexity": "perplexity",
+                     "loss": "loss"}
     baseline_kind = "untuned_base_model"
 
     def parts(self, record: dict[str, Any]) -> tuple[str, str, str]:

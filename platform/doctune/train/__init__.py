@@ -1,7 +1,9 @@
-"""Training: the Ray Train loop, its DeepSpeed config, PEFT wiring, checkpoints.
+"""Training: the Ray Train trainer and its per-worker loop, the DeepSpeed config, PEFT
+wiring, checkpoints and the progress channel to the driver.
 
-``run_job`` (in ``doctune.train.run``) is what a Ray job driver calls; the
-per-worker loop lives in ``doctune.train.loop``.
+``doctune.drivers.job`` builds a job's trainer with :func:`doctune.train.trainer.build_trainer`;
+the per-worker loop lives in :mod:`doctune.train.loop`. Nothing here imports the services:
+the workers get everything they need through the trainer's config.
 """
 
 from doctune.train.ds_config import build_deepspeed_config

@@ -17,15 +17,14 @@ import os
 import tempfile
 import time
 from collections import deque
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-STATE_FILE = "doctune_state.json"
-MANIFEST_PREFIX = "doctune_rank"
+from doctune.train.checkpoints import CKPT_TAG, MANIFEST_PREFIX, STATE_FILE, newest_complete_checkpoint, restored_checkpoint
+
 RATE_WINDOW = 20
 PROGRESS_EVERY_S = 1.0  # rank 0 talks to the progress actor at most this often, not on every step
-CKPT_TAG = "state"
 
 
 class WorkerError(Exception):
@@ -84,33 +83,6 @@ def evaluate(engine, examples, plugin, tokenizer, info, batch_size: int) -> dict
     return metrics
 
 
-def newest_complete_checkpoint(store, prefix: str | None, world: int) -> str | None:
-    """Key prefix of the newest checkpoint under ``prefix`` whose every rank manifest and
-    every file those manifests list exist (S3 objects appear whole, so that is complete)."""
-    if not prefix:
-        return None
-    by_dir: dict[str, set[str]] = {}
-    for key in store.list_keys(prefix.rstrip("/") + "/"):
-        if "/checkpoint_" not in key:
-            continue
-        head, rest = key.split("/checkpoint_", 1)
-        ckpt_dir = f"{head}/checkpoint_{rest.split('/', 1)[0]}"
-        by_dir.setdefault(ckpt_dir, set()).add(key[len(ckpt_dir) + 1 :])
-    best: tuple[int, str] | None = None
-    for ckpt_dir, names in by_dir.items():
-        if STATE_FILE not in names or any(f"{MANIFEST_PREFIX}{r}.json" not in names for r in range(world)):
-            continue
-        listed = set()
-        for r in range(world):
-            listed.update(json.loads(store.get_bytes(f"{ckpt_dir}/{MANIFEST_PREFIX}{r}.json")))
-        if not listed <= names:
-            continue
-        step = json.loads(store.get_bytes(f"{ckpt_dir}/{STATE_FILE}")).get("checkpoint_step", -1)
-        if best is None or step > best[0]:
-            best = (step, ckpt_dir)
-    return best[1] if best else None
-
-
 def _load_split(store, dataset_uri: str, split: str) -> list[dict[str, Any]]:
     blob = store.get_bytes(f"{store.key_of(dataset_uri)}/{split}.jsonl")
     return [json.loads(l) for l in blob.decode().splitlines() if l.strip()]
@@ -132,31 +104,6 @@ def process_memory_mb() -> dict[str, float]:
     return out
 
 
-@contextmanager
-def restored_checkpoint(ckpt: Any, dist: Any) -> Iterator[str]:
-    """A local copy of ``ckpt`` for every rank: the first rank on each node downloads it, the
-    others wait at a barrier, and it is deleted once every rank has loaded it. (Ray's
-    ``Checkpoint.as_directory`` shares one copy per node too, but its cleanup can delete the
-    copy while another worker on the node is still about to read it.)"""
-    import hashlib
-    import shutil
-
-    import ray.train
-
-    local = Path(tempfile.gettempdir()) / f"doctune-restore-{hashlib.sha1(str(ckpt.path).encode()).hexdigest()[:16]}"
-    first = ray.train.get_context().get_local_rank() == 0
-    if first:
-        shutil.rmtree(local, ignore_errors=True)  # a copy a crashed attempt left behind
-        ckpt.to_directory(str(local))
-    dist.barrier()
-    try:
-        yield str(local)
-    finally:
-        dist.barrier()
-        if first:
-            shutil.rmtree(local, ignore_errors=True)
-
-
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     use_gpu = config.get("use_gpu", False)
     if not use_gpu:
@@ -175,7 +122,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from doctune.store.objects import ObjectStore
     from doctune.tasks import get_task
     from doctune.train.ds_config import build_deepspeed_config, zero3_context
-    from doctune.train.models import resolve_base_model
+    from doctune.base_models import resolve_base_model
     from doctune.train.tuning import adalora_step, apply_tuning
 
     began = time.monotonic()

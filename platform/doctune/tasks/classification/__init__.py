@@ -32,6 +32,7 @@ class ClassificationTask:
     peft_task_type = "SEQ_CLS"
     primary_metric = "macro_f1"
     metric_names = ("macro_f1", "micro_f1", "accuracy", "loss")
+    metric_labels = {"macro_f1": "macro-F1", "micro_f1": "micro-F1", "accuracy": "accuracy", "loss": "loss"}
 
     # -- data -----------------------------------------------------------
     def validate_record(self, record: dict[str, Any], where: str) -> dict[str, Any]:

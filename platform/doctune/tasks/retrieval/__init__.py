@@ -100,6 +100,8 @@ class RetrievalTask:
     peft_task_type = None  # a custom module: plain PeftModel, every keyword passes through
     primary_metric = "mrr_at_10"
     metric_names = ("mrr_at_10", "ndcg_at_10", "recall_at_1", "recall_at_5", "recall_at_10", "loss")
+    metric_labels = {"mrr_at_10": "MRR@10", "ndcg_at_10": "nDCG@10", "recall_at_1": "recall@1", "recall_at_5": "recall@5",
+                     "recall_at_10": "recall@10", "loss": "loss"}
 
     # -- data -----------------------------------------------------------
     def validate_record(self, record: dict[str, Any], where: str) -> dict[str, Any]:
@@ -178,7 +180,7 @@ class RetrievalTask:
         if (root / "adapter_config.json").exists():  # an unmerged adapter over the base encoder
             import peft
 
-            from doctune.train.models import resolve_base_model
+            from doctune.base_models import resolve_base_model
 
             base = BiEncoder(load_encoder(resolve_base_model(meta["base_model"])))
             encoder = peft.PeftModel.from_pretrained(base, path).merge_and_unload()
@@ -338,7 +340,7 @@ def bbc_headline_pairs(limit_per_class: int | None = None) -> list[dict[str, Any
     corpus has a few re-published articles), so every query has one relevant document.
     ``limit_per_class`` keeps the first N articles of each topic.
     """
-    from doctune.data import bbc_articles
+    from doctune.corpora import bbc_articles
 
     return [{"query": a["headline"], "document": a["body"],
              "doc_id": f"bbc-{a['topic']}-{hashlib.sha1(a['body'].encode('utf-8')).hexdigest()[:10]}"}

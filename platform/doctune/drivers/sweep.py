@@ -2,7 +2,7 @@
 
 Ray Tune draws the trials (grid, random, or random with ASHA stopping weak trials
 early) from the sweep's search space. Each trial is a job of the tenant, recorded
-like any other and run by :func:`doctune.train.run.run_job` — the same Ray Train,
+like any other and run by :func:`doctune.drivers.job.run_job` — the same Ray Train,
 DeepSpeed and peft path — whose dev evaluations flow to Tune through Ray Train's
 ``TuneReportCallback``. At most ``min(max_concurrent_trials, the tenant's job
 quota)`` trials run at once, and a trial starts only when the tenant's quota
@@ -15,12 +15,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from doctune.drivers.job import run_job
 from doctune.errors import DoctuneError
-from doctune.services._context import Platform, Principal
+from doctune.services import Platform, Principal
 from doctune.services.jobs import check_spec, update_job
 from doctune.services.scheduler import insert_started
 from doctune.services.sweeps import rank, sweep_metric, trial_spec, trials, update_sweep, winner
 from doctune.spec import AshaSpec, SweepSpec
+from doctune.states import JobState, SweepState
 from doctune.store.db import Job, Sweep, Tenant, new_id
 
 QUOTA_POLL_S = 2.0
@@ -43,8 +45,6 @@ def _search_space(spec: SweepSpec) -> dict[str, Any]:
 def _run_trial(config: dict[str, Any]) -> None:
     """One Tune trial: wait for the tenant's quota, record the trial's job, train it."""
     from ray.tune.integration.ray_train import TuneReportCallback
-
-    from doctune.train.run import run_job
 
     sweep_id, overrides = config["sweep_id"], config["overrides"]
     p = Platform()
@@ -80,7 +80,7 @@ def run_sweep(sweep_id: str, p: Platform | None = None) -> dict[str, Any]:
         quota = s.get(Tenant, spec.tenant).max_concurrent_jobs
     metric = sweep_metric(spec)
     concurrent = min(spec.max_concurrent_trials, quota or spec.max_concurrent_trials)
-    update_sweep(p, sweep_id, status="running")
+    update_sweep(p, sweep_id, status=SweepState.RUNNING)
     if not ray.is_initialized():
         ray.init(log_to_driver=True)
     scheduler = None
@@ -103,31 +103,48 @@ def run_sweep(sweep_id: str, p: Platform | None = None) -> dict[str, Any]:
     try:
         tuner.fit()
     except Exception as exc:
-        update_sweep(p, sweep_id, status="failed", error={"code": "sweep_failed", "message": str(exc)[-2000:]})
+        update_sweep(p, sweep_id, status=SweepState.FAILED, error={"code": "sweep_failed", "message": str(exc)[-2000:]})
         raise
     finally:
         _settle_unfinished(p, sweep_id, spec)
     ranked = rank(trials(p, sweep_id), metric, spec.mode, tuple(spec.search_space))
     best = winner(ranked)
     if best is None:
-        update_sweep(p, sweep_id, status="failed",
+        update_sweep(p, sweep_id, status=SweepState.FAILED,
                      error={"code": "no_winner", "message": "no trial finished with a model; see the trials' errors"})
         return {"sweep_id": sweep_id, "winner": None, "trials": ranked}
-    update_sweep(p, sweep_id, status="succeeded", best_job_id=best["job_id"])
+    update_sweep(p, sweep_id, status=SweepState.SUCCEEDED, best_job_id=best["job_id"])
     return {"sweep_id": sweep_id, "winner": best, "trials": ranked}
 
 
 def _settle_unfinished(p: Platform, sweep_id: str, spec: SweepSpec) -> None:
     """Trials Tune stopped (ASHA) or lost never reach a final status through their driver."""
     for job in trials(p, sweep_id):
-        if job.status in ("succeeded", "failed", "cancelled"):
+        if job.status in JobState.terminal():
             continue
         step = (job.progress or {}).get("step")
         if spec.algorithm == "asha":
-            update_job(p, job.id, status="cancelled",
+            update_job(p, job.id, status=JobState.CANCELLED,
                        error={"code": "stopped_early", "message": f"ASHA stopped this trial at step {step}: its dev "
                                                                   f"metric was below the best trials' at the same point"},
                        reason="stopped early by ASHA")
         else:
-            update_job(p, job.id, status="failed",
+            update_job(p, job.id, status=JobState.FAILED,
                        error={"code": "training_failed", "message": f"the trial ended at step {step} without a result"})
+
+
+def run_from_entrypoint(sweep_id: str) -> int:
+    """``python -m ray_jobs.sweep``: run the sweep and print its winner. Exit 0 with a winner, 1
+    without one, 2 for a DoctuneError."""
+    import json
+    import sys
+
+    try:
+        result = run_sweep(sweep_id)
+    except DoctuneError as exc:
+        print(f"error [{exc.code}]: {exc.message}", file=sys.stderr)
+        return 2
+    best = result["winner"]
+    print(json.dumps({"sweep_id": sweep_id, "winner": best and best["job_id"], "dev": best and best["dev"],
+                      "trials": len(result["trials"])}))
+    return 0 if best else 1

@@ -1,0 +1,241 @@
+"""The job driver: what ``python -m ray_jobs.finetune`` runs on the Ray cluster.
+
+:func:`run_job` runs one attempt of a recorded job: it builds the attempt's Ray Train
+``TorchTrainer`` (:mod:`doctune.train.trainer`), copies rank 0's progress into the job
+record while it trains (:class:`ProgressPump`), and ends the attempt as succeeded (the
+exported model registered through :func:`doctune.services.registry.register_model`),
+paused, re-queued as the next attempt (from its last checkpoint), or failed.
+:func:`submit_spec_directly` records a job that came through `ray job submit`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from doctune.errors import DoctuneError
+from doctune.services import Platform, Principal
+from doctune.services.jobs import add_event, create_job_record, update_job
+from doctune.services.registry import model_prefix, register_model
+from doctune.services.scheduler import claim_direct
+from doctune.services.tenants import authenticate
+from doctune.spec import JobSpec
+from doctune.states import JobState
+from doctune.store.db import Dataset, Job, new_id
+from doctune.tasks import get_task, metric_label
+from doctune.train.checkpoints import newest_complete_checkpoint
+from doctune.train.progress import progress_actor
+from doctune.train.trainer import build_trainer, checkpoint_prefix
+from doctune.train.tuning import merges_on_export
+
+__all__ = ["ProgressPump", "run_job", "submit_spec_directly"]
+
+PUMP_EVERY_S = 2.0
+
+
+def latest_checkpoint(p: Platform, prefix: str, world: int) -> str | None:
+    """Newest complete checkpoint under ``prefix``, as the bucket/key path Ray Train takes."""
+    key = newest_complete_checkpoint(p.objects, prefix, world)
+    return f"{p.settings.bucket}/{key}" if key else None
+
+
+def record_progress_events(p: Platform, job_id: str, prev: dict[str, Any], state: dict[str, Any]) -> None:
+    """Turn what changed between two progress snapshots into job events."""
+    if state.get("step") != prev.get("step") and state.get("phase") == "training":
+        fields = ("step", "total_steps", "epoch", "loss", "lr", "tokens_seen", "steps_per_s", "eta_s")
+        add_event(p, job_id, "progress", {k: state.get(k) for k in fields})
+    for entry in (state.get("history") or [])[len(prev.get("history") or []):]:
+        add_event(p, job_id, "eval", entry)
+    if state.get("last_checkpoint_step") not in (None, prev.get("last_checkpoint_step")):
+        add_event(p, job_id, "checkpoint", {"step": state["last_checkpoint_step"]})
+    if state.get("resumed_from_step") and state.get("resumed_from_step") != prev.get("resumed_from_step"):
+        add_event(p, job_id, "resumed", {"step": state["resumed_from_step"]},
+                  reason="Ray Train restarted the workers; resumed from the last checkpoint")
+
+
+def without_final(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in state.items() if k != "final"}
+
+
+class ProgressPump:
+    """A thread that copies the progress actor's state into the job record (and its changes
+    into job events) every PUMP_EVERY_S, and passes a pause request on to rank 0."""
+
+    def __init__(self, p: Platform, job_id: str, progress: Any) -> None:
+        self.p, self.job_id, self.progress = p, job_id, progress
+        self._stop = threading.Event()
+        self._seen, self._prev, self._stop_sent = -1, {}, False
+        self.thread = threading.Thread(target=self._run, name="doctune-progress", daemon=True)
+
+    def start(self) -> "ProgressPump":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop after one last copy (the run's final evaluation and checkpoint events)."""
+        self._stop.set()
+        self.thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            last = self._stop.is_set()
+            try:
+                self._copy_once()
+            except Exception:  # the pump must outlive a slow actor or a database hiccup
+                pass
+            if last:
+                return
+            self._stop.wait(PUMP_EVERY_S)
+
+    def _copy_once(self) -> None:
+        import ray
+
+        version, state = ray.get(self.progress.get.remote(), timeout=10)
+        if version != self._seen:
+            update_job(self.p, self.job_id, progress=without_final(state))
+            record_progress_events(self.p, self.job_id, self._prev, state)
+            self._seen, self._prev = version, state
+        if not self._stop_sent:
+            with self.p.db.session() as s:
+                if s.get(Job, self.job_id).control == "pause":
+                    self.progress.request_stop.remote()
+                    self._stop_sent = True
+
+
+class _Attempt:
+    """One attempt of a job: its record, spec and dataset, and the usage it adds."""
+
+    def __init__(self, p: Platform, job_id: str) -> None:
+        with p.db.session() as s:
+            self.job = s.get(Job, job_id)
+            if self.job is None:
+                raise DoctuneError(f"job {job_id!r} not found", "not_found")
+            self.dataset = s.get(Dataset, self.job.spec["dataset"]["id"])
+        if self.job.status in JobState.terminal():
+            raise DoctuneError(f"job {job_id} is already {self.job.status}", "conflict")
+        self.p, self.id, self.spec = p, job_id, JobSpec.model_validate(self.job.spec)
+        self.model_id = new_id("model")
+        self.started = time.monotonic()
+
+    def usage(self, tokens: int) -> dict[str, Any]:
+        """This attempt's usage so far, added to earlier attempts'."""
+        wall = time.monotonic() - self.started
+        res, n = self.spec.resources_per_worker, self.spec.num_workers
+        now = {"trained_tokens": tokens, "worker_cpu_seconds": wall * n * res.cpu,
+               "worker_gpu_seconds": wall * n * res.gpu, "wall_seconds": wall}
+        prior = (self.job.metrics or {}).get("usage") or {}
+        return {k: round(prior.get(k, 0) + v, 1) for k, v in now.items()}
+
+    def trainer(self, progress: Any, callbacks: list[Any] | None) -> Any:
+        return build_trainer(self.spec, job_id=self.id, attempt=self.job.attempt, resume_from=self.job.resume_from,
+                             dataset_uri=self.dataset.uri, dataset_info=self.dataset.info,
+                             export_prefix=model_prefix(self.spec.tenant, self.model_id), progress=progress,
+                             objects=self.p.objects, callbacks=callbacks)
+
+
+def run_job(job_id: str, p: Platform | None = None, callbacks: list[Any] | None = None) -> dict[str, Any]:
+    """Run one attempt of a job; returns the final metrics, or what happened instead
+    (``{"paused_at"...}``, ``{"requeued"...}``). ``callbacks``: Ray Train callbacks."""
+    import ray
+
+    p = p or Platform()
+    attempt = _Attempt(p, job_id)
+    job = attempt.job
+    resumed = f" (attempt {job.attempt}, from {job.resume_from})" if job.resume_from else f" (attempt {job.attempt})"
+    update_job(p, job_id, status=JobState.RUNNING, progress={"phase": "scheduling"},
+               reason="the job's Ray driver started" + resumed)
+    if not ray.is_initialized():
+        ray.init(log_to_driver=True)
+    progress = progress_actor()
+    pump = ProgressPump(p, job_id, progress).start()
+    try:
+        result = attempt.trainer(progress, callbacks).fit()
+        _, last = ray.get(progress.get.remote(), timeout=30)
+    except Exception as exc:
+        pump.stop()
+        return _failed(attempt, exc)
+    finally:
+        pump.stop()
+    if last.get("paused_at") is not None and last.get("final") is None:
+        return _paused(attempt, result, last)
+    return _succeeded(attempt, result, last)
+
+
+def _failed(attempt: _Attempt, exc: Exception) -> dict[str, Any]:
+    """Re-queue as the next attempt from the newest checkpoint, or (retries spent) fail and re-raise."""
+    p, job, spec = attempt.p, attempt.job, attempt.spec
+    message = str(getattr(exc, "message", None) or exc)[-4000:]
+    error = {"code": "training_failed", "message": message, "attempt": job.attempt}
+    if job.attempt > spec.retries:
+        update_job(p, job.id, status=JobState.FAILED, error=error,
+                   reason=f"training failed on attempt {job.attempt} of {spec.retries + 1}")
+        raise exc
+    ckpt = latest_checkpoint(p, checkpoint_prefix(spec, job.id, job.attempt), spec.num_workers) or job.resume_from
+    update_job(p, job.id, status=JobState.QUEUED, attempt=job.attempt + 1, resume_from=ckpt, ray_submission_id=None,
+               metrics={"usage": attempt.usage(0)}, error=error,
+               reason=f"attempt {job.attempt} failed; retrying as attempt {job.attempt + 1} "
+                      + (f"from checkpoint {ckpt}" if ckpt else "from the start (no checkpoint yet)"))
+    return {"requeued": True, "attempt": job.attempt + 1}
+
+
+def _paused(attempt: _Attempt, result: Any, last: dict[str, Any]) -> dict[str, Any]:
+    path = result.checkpoint.path if result.checkpoint else attempt.job.resume_from
+    update_job(attempt.p, attempt.id, status=JobState.PAUSED, control=None, resume_from=path, ray_submission_id=None,
+               metrics={"usage": attempt.usage(last.get("tokens_seen", 0))}, progress=without_final(last),
+               reason=f"paused at step {last['paused_at']}; checkpoint {path}")
+    return {"paused_at": last["paused_at"], "checkpoint": path}
+
+
+def _succeeded(attempt: _Attempt, result: Any, last: dict[str, Any]) -> dict[str, Any]:
+    p, spec, final = attempt.p, attempt.spec, last["final"]
+    register_model(p, model_id=attempt.model_id, job_id=attempt.id, spec=spec, merged=merges_on_export(spec),
+                   labels=attempt.dataset.info.get("labels"), metrics=final)
+    totals = attempt.usage(0)
+    totals["trained_tokens"] = final.get("tokens_seen", 0)  # counted across resumes by the loop itself
+    metrics = {**final, "usage": totals, "checkpoint_path": result.checkpoint.path if result.checkpoint else None,
+               "primary_metric": get_task(spec.task).primary_metric, "task": spec.task}
+    update_job(p, attempt.id, status=JobState.SUCCEEDED, metrics=metrics, model_id=attempt.model_id,
+               progress=without_final(last), reason=f"trained and registered model {attempt.model_id}")
+    return metrics
+
+
+def submit_spec_directly(spec: JobSpec, p: Platform | None = None, api_key: str | None = None) -> str:
+    """For `ray job submit -- python -m ray_jobs.finetune --spec job.yaml`: record the job under
+    the tenant of ``api_key`` (or, without one, as the cluster operator who holds the Ray token)
+    and start it here if the tenant's quota allows."""
+    p = p or Platform()
+    caller = authenticate(p, api_key) if api_key else Principal(key_id="ray-operator", role="admin", tenant_id=None)
+    job = create_job_record(p, caller, spec)
+    claim_direct(p, job.id)
+    return job.id
+
+
+
+def run_from_entrypoint(job_id: str | None, spec_path: str | None) -> int:
+    """``python -m ray_jobs.finetune``: run a recorded job, or record and run a spec file; print
+    the outcome (the last line is the headline test metric). Exit 0, or 2 for a DoctuneError."""
+    import json
+    import os
+    import sys
+
+    from doctune.spec import load_job_spec
+
+    try:
+        job_id = job_id or submit_spec_directly(load_job_spec(spec_path), api_key=os.environ.get("DOCTUNE_API_KEY"))
+        print(f"doctune job {job_id}", flush=True)
+        result = run_job(job_id)
+    except DoctuneError as exc:
+        print(f"error [{exc.code}]: {exc.message}", file=sys.stderr)
+        return 2
+    if "paused_at" in result:
+        print(f"paused at step {result['paused_at']}; checkpoint {result['checkpoint']}")
+    elif result.get("requeued"):
+        print(f"attempt failed; re-queued as attempt {result['attempt']}")
+    else:
+        primary = result["primary_metric"]
+        test, base = result["test"][primary], result["baseline"]["test"].get(primary)
+        print(json.dumps({"job_id": job_id, "step": result["step"], "metric": primary, "test": test,
+                          "baseline_test": base}))
+        print(f"{metric_label(get_task(result['task']), primary)} {test:.2f}")
+    return 0

@@ -1,0 +1,90 @@
+"""The Ray Jobs API adapter of the Runner port: any Ray head with token auth, the embedded
+one (``doctune up``) or a KubeRay cluster's head Service. The only module that imports
+``ray.job_submission``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from doctune.config import Settings
+from doctune.errors import DoctuneError
+from doctune.runners.base import AttemptStatus, ClusterResources
+from doctune.states import AttemptState
+
+__all__ = ["RayJobsRunner"]
+
+_STATES = {"PENDING": AttemptState.PENDING, "RUNNING": AttemptState.RUNNING, "SUCCEEDED": AttemptState.SUCCEEDED,
+           "FAILED": AttemptState.FAILED, "STOPPED": AttemptState.STOPPED}
+
+
+class RayJobsRunner:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client = None
+
+    # ---------------------------------------------------------------- the Jobs API
+    def client(self):
+        from ray.job_submission import JobSubmissionClient
+
+        if not self.settings.ray_dashboard_url:
+            raise DoctuneError("no Ray cluster configured: run `doctune up` or set DOCTUNE_RAY_DASHBOARD_URL",
+                               "unavailable")
+        if self._client is None:
+            os.environ.update(self.settings.ray_env())
+            self._client = JobSubmissionClient(self.settings.ray_dashboard_url)
+        return self._client
+
+    def submit(self, module: str, args: list[str], *, submission_id: str | None = None) -> str:
+        import shlex
+
+        env = {"DOCTUNE_HOME": self.settings.home} if self.settings.home else {}
+        entrypoint = " ".join([shlex.quote(sys.executable), "-m", module, *map(shlex.quote, args)])
+        return self.client().submit_job(entrypoint=entrypoint, submission_id=submission_id,
+                                        runtime_env={"env_vars": env})
+
+    def status(self, submission_id: str) -> AttemptStatus:
+        try:
+            info = self.client().get_job_info(submission_id)
+        except RuntimeError as exc:  # the Jobs API answers 404 as a RuntimeError
+            if "does not exist" in str(exc) or "404" in str(exc):
+                return AttemptStatus(AttemptState.UNKNOWN, f"the Ray cluster does not know {submission_id}")
+            raise
+        state = _STATES.get(str(getattr(info.status, "value", info.status)), AttemptState.UNKNOWN)
+        return AttemptStatus(state, info.message or "")
+
+    def stop(self, submission_id: str) -> None:
+        self.client().stop_job(submission_id)
+
+    def logs(self, submission_id: str) -> str:
+        return self.client().get_job_logs(submission_id)
+
+    # ---------------------------------------------------------------- Serve
+    def deploy_app(self, deployment_id: str) -> str:
+        return self.submit("ray_jobs.deploy", ["--deployment-id", deployment_id])
+
+    def delete_app(self, deployment_id: str) -> str:
+        return self.submit("ray_jobs.deploy", ["--deployment-id", deployment_id, "--delete"])
+
+    def applications(self) -> dict[str, Any]:
+        return self._dashboard("/api/serve/applications/").get("applications") or {}
+
+    # ---------------------------------------------------------------- resources
+    def resources(self) -> ClusterResources:
+        usage = self._dashboard("/api/cluster_status")["data"]["clusterStatus"]["loadMetricsReport"]["usage"]
+        cpu_used, cpu_total = usage.get("CPU", [0.0, 0.0])
+        gpu_used, gpu_total = usage.get("GPU", [0.0, 0.0])
+        return ClusterResources(cpus=cpu_total, gpus=gpu_total, memory_bytes=usage.get("memory", [0, 0])[1],
+                                cpus_used=cpu_used, gpus_used=gpu_used)
+
+    def _dashboard(self, path: str) -> dict[str, Any]:
+        import httpx
+
+        if not self.settings.ray_dashboard_url:
+            raise DoctuneError("no Ray cluster configured: run `doctune up` or set DOCTUNE_RAY_DASHBOARD_URL",
+                               "unavailable")
+        r = httpx.get(f"{self.settings.ray_dashboard_url}{path}",
+                      headers={"Authorization": f"Bearer {self.settings.ray_token()}"}, timeout=15)
+        r.raise_for_status()
+        return r.json()

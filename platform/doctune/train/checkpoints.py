@@ -1,0 +1,75 @@
+"""Checkpoints of a training run in the object store: save layout, completeness, restore.
+
+Every rank writes its DeepSpeed shard plus a manifest (``doctune_rank<r>.json``) listing
+its files; rank 0 also writes the loop's state (``doctune_state.json``). A checkpoint is
+complete once every rank's manifest and every file they list exist (S3 objects appear
+whole), and :func:`newest_complete_checkpoint` finds the newest such one: what a resumed
+or retried attempt starts from. :func:`restored_checkpoint` gives every rank a local copy.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+__all__ = ["CKPT_TAG", "MANIFEST_PREFIX", "STATE_FILE", "newest_complete_checkpoint", "restored_checkpoint"]
+
+STATE_FILE = "doctune_state.json"
+MANIFEST_PREFIX = "doctune_rank"
+CKPT_TAG = "state"
+
+
+def newest_complete_checkpoint(store, prefix: str | None, world: int) -> str | None:
+    """Key prefix of the newest checkpoint under ``prefix`` whose every rank manifest and
+    every file those manifests list exist (S3 objects appear whole, so that is complete)."""
+    if not prefix:
+        return None
+    by_dir: dict[str, set[str]] = {}
+    for key in store.list_keys(prefix.rstrip("/") + "/"):
+        if "/checkpoint_" not in key:
+            continue
+        head, rest = key.split("/checkpoint_", 1)
+        ckpt_dir = f"{head}/checkpoint_{rest.split('/', 1)[0]}"
+        by_dir.setdefault(ckpt_dir, set()).add(key[len(ckpt_dir) + 1 :])
+    best: tuple[int, str] | None = None
+    for ckpt_dir, names in by_dir.items():
+        if STATE_FILE not in names or any(f"{MANIFEST_PREFIX}{r}.json" not in names for r in range(world)):
+            continue
+        listed = set()
+        for r in range(world):
+            listed.update(json.loads(store.get_bytes(f"{ckpt_dir}/{MANIFEST_PREFIX}{r}.json")))
+        if not listed <= names:
+            continue
+        step = json.loads(store.get_bytes(f"{ckpt_dir}/{STATE_FILE}")).get("checkpoint_step", -1)
+        if best is None or step > best[0]:
+            best = (step, ckpt_dir)
+    return best[1] if best else None
+
+
+
+@contextmanager
+def restored_checkpoint(ckpt: Any, dist: Any) -> Iterator[str]:
+    """A local copy of ``ckpt`` for every rank: the first rank on each node downloads it, the
+    others wait at a barrier, and it is deleted once every rank has loaded it. (Ray's
+    ``Checkpoint.as_directory`` shares one copy per node too, but its cleanup can delete the
+    copy while another worker on the node is still about to read it.)"""
+    import hashlib
+    import shutil
+
+    import ray.train
+
+    local = Path(tempfile.gettempdir()) / f"doctune-restore-{hashlib.sha1(str(ckpt.path).encode()).hexdigest()[:16]}"
+    first = ray.train.get_context().get_local_rank() == 0
+    if first:
+        shutil.rmtree(local, ignore_errors=True)  # a copy a crashed attempt left behind
+        ckpt.to_directory(str(local))
+    dist.barrier()
+    try:
+        yield str(local)
+    finally:
+        dist.barrier()
+        if first:
+            shutil.rmtree(local, ignore_errors=True)
