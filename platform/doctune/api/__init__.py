@@ -1,0 +1,1 @@
+"""The REST API: routes translate HTTP to service calls, and DoctuneErrors to HTTP."""
