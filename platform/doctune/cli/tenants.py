@@ -1,0 +1,60 @@
+"""`doctune tenants`: tenants, their quotas and usage (creating tenants and setting
+quotas needs the platform admin's key)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from doctune.cli.output import show
+from doctune.cli.session import ApiKey, Limit, connect, list_items
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Tenants, their quotas and usage.", no_args_is_help=True)
+
+TENANT_COLUMNS = ("id", "display_name", "quota.weight", "quota.max_concurrent_jobs", "quota.max_cpus", "quota.max_gpus",
+                  "quota.max_storage_bytes", "quota.max_deployments")
+USAGE_COLUMNS = ("tenant", "jobs", "trained_tokens", "worker_cpu_seconds", "worker_gpu_seconds", "storage_bytes")
+
+
+@app.command("list")
+def tenants_list(limit: Limit = None, api_key: ApiKey = None) -> None:
+    """The tenants your key sees (an admin: all of them; a tenant's key: its own), with their quotas."""
+    show(list_items(connect(api_key), "/v1/tenants", limit), TENANT_COLUMNS)
+
+
+@app.command("create")
+def tenants_create(name: str, display_name: Optional[str] = None, api_key: ApiKey = None) -> None:
+    """Create a tenant (admin key); prints its first API key once."""
+    show(connect(api_key).create_tenant(name, display_name))
+
+
+@app.command("show")
+def tenants_show(tenant: str, api_key: ApiKey = None) -> None:
+    """A tenant's quotas."""
+    show(connect(api_key).request("GET", f"/v1/tenants/{tenant}"))
+
+
+@app.command("quota")
+def tenants_quota(
+    tenant: str,
+    weight: Optional[float] = None,
+    max_jobs: Optional[int] = typer.Option(None, help="Concurrent jobs."),
+    max_cpus: Optional[float] = None,
+    max_gpus: Optional[float] = None,
+    max_storage_bytes: Optional[int] = None,
+    max_deployments: Optional[int] = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Set a tenant's quotas and fair-share weight (admin). Only the options given change."""
+    body = {"weight": weight, "max_concurrent_jobs": max_jobs, "max_cpus": max_cpus, "max_gpus": max_gpus,
+            "max_storage_bytes": max_storage_bytes, "max_deployments": max_deployments}
+    show(connect(api_key).request("PUT", f"/v1/tenants/{tenant}/quota", json={k: v for k, v in body.items() if v is not None}))
+
+
+@app.command("usage")
+def tenants_usage(api_key: ApiKey = None) -> None:
+    """Trained tokens, worker CPU/GPU-seconds and stored bytes, per tenant."""
+    show(list_items(connect(api_key), "/v1/usage"), USAGE_COLUMNS)
