@@ -21,11 +21,12 @@ from pydantic import ValidationError
 from doctune.api.app import create_app
 from doctune.config import Settings
 from doctune.errors import DoctuneError, from_validation_error
-from doctune.serve.adapters import AdapterPool, check_multiplexable
+from doctune.serve.adapters import AdapterPool
 from doctune.services import tenants
 from doctune.services import Platform
 from doctune.spec import SLUG, DeploymentSpec, TenantSpec
 from doctune.store.db import Deployment, Job, Model
+from doctune.tasks import check_can_serve, get_task
 
 BASE = "all-minilm-l6-v2"
 TEXTS = ["Shares in the carmaker rose after strong quarterly results.",
@@ -191,14 +192,14 @@ def test_retrieval_cannot_share_a_base():
 ])
 def test_models_that_cannot_share_are_refused_naming_multiplex(task, merged, quantize, fix):
     with pytest.raises(DoctuneError) as e:
-        check_multiplexable(task, merged=merged, quantize=quantize)
+        check_can_serve(get_task(task), multiplex=True, merged=merged, quantize=quantize)
     assert e.value.field == "multiplex" and e.value.http_status == 422 and e.value.tenant_error
     assert fix in e.value.message
 
 
 def test_an_adapter_model_can_be_multiplexed():
     for task in ("classification", "ner", "extraction", "summarization", "generation"):
-        check_multiplexable(task, merged=False)  # no error
+        check_can_serve(get_task(task), multiplex=True, merged=False)  # no error
 
 
 GOOD = {"tenant": "team-a", "model_id": "model-a", "name": "bbc"}

@@ -12,9 +12,9 @@ import pytest
 from pydantic import ValidationError
 
 from doctune.errors import DoctuneError
-from doctune.serve.app import MAX_INPUTS_PER_REQUEST
 from doctune.serve.schemas import endpoint_openapi, request_model, response_model
 from doctune.tasks import get_task, task_names
+from doctune.tasks.serving import MAX_INPUTS_PER_REQUEST
 
 TASKS = ["classification", "extraction", "generation", "ner", "retrieval", "summarization"]
 PAIR = {"text": "Tim Cook runs Apple.", "head": {"start": 0, "end": 8}, "tail": {"start": 14, "end": 19}}

@@ -12,7 +12,7 @@ import pytest
 from doctune.data import parse_jsonl, split_records, to_jsonl, validate_splits
 from doctune.errors import DoctuneError
 from doctune.spec import load_job_spec
-from doctune.tasks import get_task, task_names
+from doctune.tasks import get_task, task_names, task_texts
 from doctune.tasks.ner import load_wnut16
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -258,7 +258,7 @@ def test_plan_builds_the_architecture_on_meta_and_counts_tokens():
     with torch.device("meta"):
         model = NER.build_model(resolve_base_model("all-minilm-l6-v2"), INFO, pretrained=False)
     assert type(model).__name__.endswith("ForTokenClassification") and model.classifier.out_features == 5
-    assert NER.plan_texts([{"tokens": ["Bob", "in", "Paris"], "tags": ["B-person", "O", "B-loc"]}]) == ["Bob in Paris"]
+    assert task_texts(NER, [{"tokens": ["Bob", "in", "Paris"], "tags": ["B-person", "O", "B-loc"]}]) == ["Bob in Paris"]
 
 
 # -- the example job --------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from doctune.data import parse_jsonl, split_records, to_jsonl, validate_splits
 from doctune.errors import DoctuneError
 from doctune.spec import JobSpec, load_job_spec
-from doctune.tasks import get_task, task_names
+from doctune.tasks import get_task, task_names, task_texts
 from doctune.tasks.retrieval import bbc_headline_pairs, doc_key, key_int
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,7 +121,7 @@ def test_single_file_is_split_at_random():
     info = validate_splits(splits, "retrieval")
     assert info["sizes"] == {"train": 40, "dev": 5, "test": 5} and info["documents"] == 50
     assert {RET.stratify_key(r) for r in records} == {"all"}
-    texts = RET.plan_texts(splits["train"])
+    texts = task_texts(RET, splits["train"])  # what the plan counts: every query, then every document
     assert len(texts) == 80 and texts[0] == splits["train"][0]["query"] and texts[40] == splits["train"][0]["document"]
 
 

@@ -15,12 +15,13 @@ from sqlalchemy import create_engine, inspect, text
 from doctune.api.app import create_app
 from doctune.config import Settings
 from doctune.errors import DoctuneError, from_validation_error
-from doctune.serve.quantize import check_quantizable, evaluate_model, measure_quantization, quantize_int8
+from doctune.serve.quantize import evaluate_model, measure_quantization, quantize_int8
 from doctune.services import tenants
 from doctune.services import Platform
 from doctune.services.deployments import set_info
 from doctune.spec import DeploymentSpec, TenantSpec
 from doctune.store.db import Deployment, Job, Model, alembic_config
+from doctune.tasks import check_can_serve, get_task
 
 GOOD = {"tenant": "team-a", "model_id": "model-a", "name": "bbc"}
 
@@ -77,7 +78,7 @@ def test_the_spec_reaches_the_replica():
 # ------------------------------------------------------------------ which tasks can be quantized
 @pytest.mark.parametrize("task", ["classification", "ner", "extraction"])
 def test_forward_pass_tasks_can_be_quantized(task):
-    check_quantizable(task)  # no error
+    check_can_serve(get_task(task), quantize="int8")  # no error
 
 
 @pytest.mark.parametrize("task, why", [
@@ -87,7 +88,7 @@ def test_forward_pass_tasks_can_be_quantized(task):
 ])
 def test_tasks_int8_cannot_be_measured_for_are_refused(task, why):
     with pytest.raises(DoctuneError) as e:
-        check_quantizable(task)
+        check_can_serve(get_task(task), quantize="int8")
     assert e.value.field == "quantize" and e.value.http_status == 422 and e.value.tenant_error
     assert task in e.value.message and why in e.value.message and "quantize: none" in e.value.message
 

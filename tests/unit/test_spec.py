@@ -7,6 +7,7 @@ import pytest
 
 from doctune.errors import DoctuneError
 from doctune.spec import DeploymentSpec, load_job_spec, parse_job_spec
+from doctune.tasks import check_job_task
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 GOOD = {"tenant": "demo", "task": "classification", "dataset": {"id": "ds-1"}, "max_steps": 10}
@@ -65,7 +66,7 @@ def test_all_errors_reported_at_once_with_paths():
 )
 def test_cross_field_rules(patch, needle):
     with pytest.raises(DoctuneError) as e:
-        parse_job_spec({**GOOD, **patch})
+        check_job_task(parse_job_spec({**GOOD, **patch}))  # the task is checked against the registered plugins
     assert needle in e.value.message
 
 

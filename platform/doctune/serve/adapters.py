@@ -9,8 +9,9 @@ exactly as it does loaded alone: shared tensors are only shared when they are eq
 
 Used by the shared base-model Serve application (``doctune.serve.multiplex``), one
 pool per replica; it holds no Ray state, so unit tests and benchmarks drive it
-directly. :func:`check_multiplexable` is the refusal ``doctune.services.deployments``
-gives a deployment that asks for ``multiplex: true`` with a model that cannot share.
+directly. Whether a model can share a base at all is the task plugin's to say
+(``doctune.tasks.check_can_serve``, which ``doctune.services.deployments`` calls when a
+deployment asks for ``multiplex: true``); a pool refuses such a task again.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from doctune.errors import DoctuneError
+from doctune.tasks import check_can_serve
 
-__all__ = ["AdapterPool", "check_multiplexable", "multiplex_refusal"]
+__all__ = ["AdapterPool"]
 
 # peft's copies of the modules it trains in full (ModulesToSaveWrapper): the adapter's own
 # head and the untrained head the base model was loaded with; never shared
@@ -30,29 +32,6 @@ _ADAPTER_OWNED = {"modules_to_save", "original_module"}
 # files of an export that are not the tokenizer's (the rest say which tokenizer it is)
 _NOT_TOKENIZER_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".npy", ".jsonl", ".md")
 _NOT_TOKENIZER_NAMES = {"adapter_config.json", "doctune.json", "config.json", "generation_config.json"}
-
-
-def multiplex_refusal(task: str, *, merged: bool, quantize: str = "none") -> str | None:
-    """Why a model cannot be served from a shared base model (None: it can)."""
-    if task == "retrieval":
-        return ("retrieval models cannot share a base model: each merges its adapter into the encoder when it "
-                "loads and carries its own document index; deploy it with multiplex: false")
-    if merged:
-        return ("the model was exported merged (adapter folded into a full copy of the base model), so there is "
-                "no adapter to put over a shared base; deploy it with multiplex: false, or retrain it with "
-                "tuning.merge_adapter: false (a LoRA, AdaLoRA, IA3 or prefix-tuning method)")
-    if quantize != "none":
-        return ("multiplexed adapters run over the shared fp32 base model; quantize: int8 is not available "
-                "with multiplex: true. Deploy with quantize: none, or with multiplex: false")
-    return None
-
-
-def check_multiplexable(task: str, *, merged: bool, quantize: str = "none") -> None:
-    """Raise a 422 naming ``multiplex`` when this model cannot be served from a shared base."""
-    reason = multiplex_refusal(task, merged=merged, quantize=quantize)
-    if reason is not None:
-        raise DoctuneError(f"multiplex: true is not available for this model: {reason}", "invalid_spec",
-                           field="multiplex")
 
 
 class AdapterPool:
@@ -64,7 +43,7 @@ class AdapterPool:
     """
 
     def __init__(self, plugin: Any) -> None:
-        check_multiplexable(plugin.name, merged=False)  # the deploy-time refusal, for this task
+        check_can_serve(plugin, multiplex=True)  # the deploy-time refusal, for this task
         self.plugin = plugin
         self._heads = set(plugin.head_modules()) if callable(getattr(plugin, "head_modules", None)) else set()
         self._shared: dict[str, Any] = {}  # base weight name (peft wrappers stripped) -> the one tensor

@@ -24,13 +24,13 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from doctune.errors import DoctuneError
+from doctune.tasks.serving import MAX_INPUTS_PER_REQUEST
 
 api = FastAPI(title="doctune endpoint")
 # /openapi.json and /docs answer with this replica's task document (TaskEndpoint.openapi_document). serve.ingress
 # serves a copy of `api` made when the class is decorated: it keeps this attribute, not later changes to `api`
 api.openapi = lambda: serve.get_replica_context().servable_object.openapi_document
 
-MAX_INPUTS_PER_REQUEST = 64
 MAX_ONGOING_REQUESTS = 16
 # seconds, for POST /predict as the replica sees it (auth, batching wait, model call)
 LATENCY_BOUNDARIES = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]

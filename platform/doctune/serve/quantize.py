@@ -1,8 +1,9 @@
 """int8 dynamic quantization for CPU serving, and what it costs in accuracy.
 
 A deployment with ``quantize: int8`` is refused at creation
-(:func:`check_quantizable`, called by ``doctune.services.deployments``) when its
-task's accuracy change cannot be measured honestly. Otherwise ``ray_jobs.deploy``
+(``doctune.tasks.check_can_serve``, called by ``doctune.services.deployments``) when its
+task's accuracy change cannot be measured honestly: the task plugin says so
+(``quantizable``), or it is not evaluated by one forward pass. Otherwise ``ray_jobs.deploy``
 calls :func:`measure_deployment` before ``serve.run``: the registered model is
 evaluated on its own dataset's test split as exported (fp32) and quantized, on the
 CPU, through the task plugin's encode/collate/predictions/metrics, and the record
@@ -20,53 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from doctune.errors import DoctuneError
+from doctune.tasks import check_can_serve, get_task
 
 __all__ = [
     "EVAL_BATCH_SIZE",
-    "check_quantizable",
     "evaluate_model",
     "measure_deployment",
     "measure_quantization",
-    "quantization_refusal",
     "quantize_int8",
 ]
 
 EVAL_BATCH_SIZE = 16
-
-# Tasks whose endpoint serves something other than the module the test split is evaluated
-# with, so a test-split number would not describe what int8 changes in what is served.
-_SERVED_DIFFERENTLY = {
-    "retrieval": "its endpoint ranks a document index embedded in fp32 at export; an int8 query encoder "
-    "would search fp32 document embeddings, which evaluating the test split does not measure",
-}
-
-
-def quantization_refusal(plugin: Any) -> str | None:
-    """Why the int8 accuracy change of this task's models cannot be measured (None: it can).
-
-    Measurable: the model is evaluated by one forward pass per batch (``collate`` ->
-    model -> ``predictions``), as training evaluates it, and the endpoint serves that
-    same module."""
-    if getattr(plugin, "evaluate_batch", None) is not None:
-        return (f"{plugin.name} models are evaluated by generating text (the plugin's evaluate_batch hook), "
-                "not by one forward pass, so the accuracy change of int8 is not measured for them")
-    if not callable(getattr(plugin, "predictions", None)):
-        return f"the {plugin.name} plugin has no predictions() to compare fp32 and int8 outputs with"
-    return _SERVED_DIFFERENTLY.get(plugin.name)
-
-
-def check_quantizable(task: str) -> None:
-    """Raise a 422 naming ``quantize`` when int8 serving cannot be offered for ``task``."""
-    from doctune.tasks import get_task
-
-    _check_plugin(get_task(task))
-
-
-def _check_plugin(plugin: Any) -> None:
-    reason = quantization_refusal(plugin)
-    if reason is not None:
-        raise DoctuneError(f"quantize: int8 is not available for {plugin.name} models: {reason}. "
-                           "Deploy with quantize: none", "invalid_spec", field="quantize")
 
 
 def quantize_int8(model: Any, inplace: bool = False) -> Any:
@@ -116,7 +81,7 @@ def measure_quantization(model: Any, plugin: Any, tokenizer: Any, records: list[
     """Evaluate ``model`` on ``records`` as it is and int8-quantized (a copy; ``model`` is left as
     it was); returns ``{"metric", "fp32", "int8", "change", "examples", "seconds"}`` with the
     plugin's primary metric, ``change`` = int8 - fp32 and ``seconds`` for both evaluations."""
-    _check_plugin(plugin)
+    check_can_serve(plugin, quantize="int8")
     if not records:
         raise DoctuneError("the model's dataset has an empty test split, so the accuracy change of int8 cannot be "
                            "measured; deploy with quantize: none", "invalid_spec", field="quantize")
@@ -136,7 +101,6 @@ def measure_deployment(p: Any, model: Any) -> dict[str, Any]:
     from transformers import AutoTokenizer
 
     from doctune.store.db import Dataset, Job
-    from doctune.tasks import get_task
 
     plugin = get_task(model.task)
     with p.db.session() as s:

@@ -21,16 +21,14 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from doctune.errors import DoctuneError
-from doctune.serve.adapters import check_multiplexable
 from doctune.serve.names import app_name
-from doctune.serve.quantize import check_quantizable
 from doctune.services import Platform, Principal
 from doctune.services.registry import get_model
 from doctune.services.tenants import check_tenant_access, get_owned
 from doctune.spec import DeploymentSpec, PromotionSpec
 from doctune.states import DeploymentState, SweepState
 from doctune.store.db import Deployment, DeploymentRevision, Job, Model, Tenant, new_id
-from doctune.tasks import metric_mode
+from doctune.tasks import check_can_serve, get_task, metric_mode
 
 
 ANY_REVISION = -1
@@ -54,10 +52,7 @@ def record_deployment(p: Platform, caller: Principal, spec: DeploymentSpec, *, r
     model = get_model(p, caller, spec.model_id)
     if model.tenant_id != spec.tenant:
         raise DoctuneError(f"model {spec.model_id!r} not found", "not_found", field="model_id")
-    if spec.quantize == "int8":
-        check_quantizable(model.task)
-    if spec.multiplex:
-        check_multiplexable(model.task, merged=model.merged, quantize=spec.quantize)
+    check_can_serve(get_task(model.task), multiplex=spec.multiplex, quantize=spec.quantize, merged=model.merged)
     route = f"/{spec.tenant}/{spec.name}"
     try:
         with p.db.session() as s:

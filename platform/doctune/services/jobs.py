@@ -25,7 +25,10 @@ ACTIVE = JobState.active()
 
 
 def check_spec(p: Platform, caller: Principal, spec: JobSpec) -> Dataset:
-    """Check a spec against stored state (tenant, dataset, base model); returns its dataset."""
+    """Check a spec against the task plugins and stored state (tenant, dataset, base model); returns its dataset."""
+    from doctune.tasks import check_job_task, check_metric
+
+    plugin = check_job_task(spec)  # first, as when the spec itself refused an unknown task
     check_tenant_access(caller, spec.tenant, write=True)
     if get_tenant(p, spec.tenant) is None:
         raise DoctuneError(f"tenant {spec.tenant!r} does not exist; create it first", "not_found", field="tenant")
@@ -42,9 +45,6 @@ def check_spec(p: Platform, caller: Principal, spec: JobSpec) -> Dataset:
     from doctune.base_models import resolve_base_model
 
     base = resolve_base_model(spec.base_model, check_only=True)
-    from doctune.tasks import check_metric, get_task
-
-    plugin = get_task(spec.task)
     fits = getattr(plugin, "check_base_model", None)  # e.g. text-writing tasks refuse an encoder
     if fits is not None and not base.startswith("s3://"):
         fits(base)

@@ -16,7 +16,9 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from doctune.errors import DoctuneError
 from doctune.tasks._records import HAN
@@ -24,7 +26,14 @@ from doctune.tasks._records import HAN
 IGNORE = -100
 CJK = re.compile(f"[{HAN}]")
 _ZH_TOKEN = re.compile(f"[{HAN}]|[a-z0-9]+")
+_SENTENCE = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])")
 MAX_INPUTS_CHARS = 20_000
+
+
+def lead(text: str, n: int) -> str:
+    """The first ``n`` sentences of ``text`` (Chinese sentences end with 。！？ and join without spaces)."""
+    sentences = [s.strip() for s in _SENTENCE.split(text.strip()) if s.strip()]
+    return ("" if is_chinese(text) else " ").join(sentences[:n])
 
 
 def is_chinese(text: str) -> bool:
@@ -198,6 +207,16 @@ def text_metrics(predicted: list[dict[str, Any]], gold: list[str]) -> dict[str, 
 
 
 # -- serving ------------------------------------------------------------------
+# the request schema of the ``parameters`` that parse_parameters reads (see each plugin's schemas.py)
+Temperature = Annotated[float, Field(ge=0, le=2, description="0 (the default) writes greedily, the most likely "
+                                                              "token each time; above 0 (up to 2) samples, more "
+                                                              "varied as it rises. Typical 0.7.")]
+TopP = Annotated[float, Field(gt=0, le=1, description="Nucleus sampling when temperature > 0: sample from the "
+                                                       "smallest set of tokens whose probability reaches top_p "
+                                                       "(0 < top_p <= 1; 1 keeps every token).")]
+PARAMETERS = "Optional; the same for every input of the request."
+
+
 def parse_parameters(body: dict[str, Any], default_new_tokens: int) -> dict[str, Any]:
     """``parameters``: max_new_tokens (1..512), temperature (0 = greedy, up to 2), top_p (0 < p <= 1)."""
     params = body.get("parameters", {})
@@ -251,6 +270,12 @@ class CausalTextTask:
     metric_labels = {"rougeL": "ROUGE-L", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "perplexity": "perplexity",
                      "loss": "loss"}
     baseline_kind = "untuned_base_model"
+    # serving capabilities (see doctune.tasks.check_can_serve)
+    multiplexable = True
+    multiplex_refusal = None
+    quantizable = False
+    quantize_refusal = ("they are evaluated by generating text (the plugin's evaluate_batch hook), not by one "
+                        "forward pass, so the accuracy change of int8 is not measured for them")
 
     def parts(self, record: dict[str, Any]) -> tuple[str, str, str]:
         """(head, body, tail) of the prompt; the body is what gets cut to fit."""

@@ -24,6 +24,7 @@ from typing import Any
 from doctune.errors import DoctuneError
 from doctune.tasks._hf import build_labelled_model, load_labelled_model
 from doctune.tasks._records import check_fields
+from doctune.tasks.classification import schemas
 
 THRESHOLD = 0.5  # multi-label: a label is predicted when its sigmoid reaches this
 
@@ -33,6 +34,21 @@ class ClassificationTask:
     primary_metric = "macro_f1"
     metric_names = ("macro_f1", "micro_f1", "accuracy", "loss")
     metric_labels = {"macro_f1": "macro-F1", "micro_f1": "micro-F1", "accuracy": "accuracy", "loss": "loss"}
+    text_fields = ("text",)
+
+    # serving schemas (doctune.serve.schemas documents the endpoint with them)
+    request_model = schemas.ClassificationRequest
+    response_model = schemas.ClassificationResponse
+    endpoint_summary = schemas.SUMMARY
+    endpoint_description = schemas.DESCRIPTION
+    request_examples = schemas.EXAMPLES
+    response_example = schemas.RESPONSE_EXAMPLE
+
+    # serving capabilities (see doctune.tasks.check_can_serve)
+    multiplexable = True
+    multiplex_refusal = None
+    quantizable = True
+    quantize_refusal = None
 
     # -- data -----------------------------------------------------------
     def validate_record(self, record: dict[str, Any], where: str) -> dict[str, Any]:

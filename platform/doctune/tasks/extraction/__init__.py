@@ -46,9 +46,10 @@ from pathlib import Path
 from typing import Any
 
 from doctune.errors import DoctuneError
-from doctune.tasks import ner
 from doctune.tasks._hf import build_labelled_model, load_labelled_model
 from doctune.tasks._records import check_fields
+from doctune.tasks import _tagging
+from doctune.tasks.extraction import schemas
 
 NO_RELATION = "no_relation"
 HEAD_MARKER, TAIL_MARKER = "@", "#"
@@ -204,6 +205,21 @@ class ExtractionTask:
     metric_names = ("f1", "precision", "recall", "macro_f1", "accuracy", "loss")
     metric_labels = {"f1": "F1", "precision": "precision", "recall": "recall", "macro_f1": "macro-F1",
                      "accuracy": "accuracy", "loss": "loss"}
+    text_fields = ("text",)  # plan_texts reads a relation record's text with its entity markers
+
+    # serving schemas (doctune.serve.schemas documents the endpoint with them)
+    request_model = schemas.ExtractionRequest
+    response_model = schemas.ExtractionResponse
+    endpoint_summary = schemas.SUMMARY
+    endpoint_description = schemas.DESCRIPTION
+    request_examples = schemas.EXAMPLES
+    response_example = schemas.RESPONSE_EXAMPLE
+
+    # serving capabilities (see doctune.tasks.check_can_serve)
+    multiplexable = True
+    multiplex_refusal = None
+    quantizable = True
+    quantize_refusal = None
 
     # -- data -----------------------------------------------------------
     def validate_record(self, record: dict[str, Any], where: str) -> dict[str, Any]:
@@ -404,7 +420,7 @@ class ExtractionTask:
             for w in enc.word_ids(i):
                 # only the first sub-token of each word is labelled; the rest and special tokens are ignored
                 if w is None or w == previous:
-                    labels.append(ner.IGNORE)
+                    labels.append(_tagging.IGNORE)
                 else:
                     start, end = enc.word_to_chars(i, w)
                     hit = next((s for s in spans if s[0] < end and s[1] > start), None)
@@ -417,7 +433,7 @@ class ExtractionTask:
 
     def collate(self, batch: list[dict[str, Any]], tokenizer: Any) -> dict[str, Any]:
         if isinstance(batch[0]["labels"], list):  # key fields: one label per token, padded with IGNORE
-            return ner.PLUGIN.collate(batch, tokenizer)
+            return _tagging.collate_tags(batch, tokenizer)
         import torch
 
         feats = tokenizer.pad([{k: b[k] for k in ("input_ids", "attention_mask")} for b in batch], return_tensors="pt")
@@ -426,13 +442,13 @@ class ExtractionTask:
 
     def predictions(self, outputs: Any, batch: dict[str, Any]) -> tuple[list[Any], list[Any]]:
         if batch["labels"].dim() == 2:  # key fields: the labelled positions of each document
-            return ner.PLUGIN.predictions(outputs, batch)
+            return _tagging.tag_predictions(outputs, batch)
         return outputs.logits.argmax(-1).tolist(), batch["labels"].tolist()
 
     def metrics(self, predicted: list[Any], gold: list[Any], info: dict[str, Any]) -> dict[str, Any]:
         if info["kind"] == "relation":
             return relation_scores(predicted, gold, info["labels"])
-        out = ner.PLUGIN.metrics(predicted, gold, info)  # seqeval, span-level
+        out = _tagging.tag_metrics(predicted, gold, info["labels"])  # seqeval, span-level
         out["per_field"] = out.pop("per_type")
         return out
 
@@ -521,8 +537,8 @@ class ExtractionTask:
         with torch.inference_mode():
             probs = model(**feats).logits.softmax(-1).cpu()
         for row, text in enumerate(inputs):
-            words, tags, scores = ner.word_tags(enc.word_ids(row), *probs[row].max(-1), labels)
-            for name, a, b in ner.spans(tags):
+            words, tags, scores = _tagging.word_tags(enc.word_ids(row), *probs[row].max(-1), labels)
+            for name, a, b in _tagging.spans(tags):
                 start, end = enc.word_to_chars(row, words[a]).start, enc.word_to_chars(row, words[b - 1]).end
                 out[row]["fields"][name].append(
                     {"text": text[start:end], "start": start, "end": end, "score": sum(scores[a:b]) / (b - a)})

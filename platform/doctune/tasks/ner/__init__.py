@@ -30,48 +30,13 @@ from collections import Counter
 from typing import Any
 
 from doctune.errors import DoctuneError
-from doctune.tasks._records import HAN, check_fields
 from doctune.tasks._hf import build_labelled_model, load_labelled_model
+from doctune.tasks._records import HAN, check_fields
+from doctune.tasks._tagging import IGNORE, collate_tags, spans, tag_metrics, tag_predictions, word_tags
+from doctune.tasks.ner import schemas
 
 TAG = re.compile(r"^(O|[BI]-\S+)$")
 WORD = re.compile(rf"[{HAN}]|[^\s{HAN}]+")  # serving's words: each Chinese character, else runs of non-space
-IGNORE = -100  # label id the loss and the metrics skip (non-first sub-tokens, special tokens, padding)
-
-
-def spans(tags: list[str]) -> list[tuple[str, int, int]]:
-    """Entities in a BIO tag sequence as ``(type, first, last + 1)`` word indices.
-
-    Lenient decoding: ``B-x`` starts an entity; ``I-x`` continues an entity of
-    type ``x`` and otherwise (after ``O`` or another type) starts a new one.
-    """
-    out: list[tuple[str, int, int]] = []
-    current: list[Any] | None = None
-    for i, tag in enumerate(tags):
-        if tag == "O":
-            current = None
-            continue
-        prefix, kind = tag[0], tag[2:]
-        if prefix == "I" and current is not None and current[0] == kind:
-            current[2] = i + 1
-            continue
-        current = [kind, i, i + 1]
-        out.append(current)  # type: ignore[arg-type]
-    return [tuple(s) for s in out]  # type: ignore[misc]
-
-
-def word_tags(word_ids: list[int | None], best_p: Any, best_id: Any, labels: list[str]) -> tuple[list[int], list[str], list[float]]:
-    """Serving: each word's tag and score, read at its first sub-token. Words past truncation, or
-    with no sub-token at all (e.g. a lone control character), are left out of the lists."""
-    first: dict[int, int] = {}  # word index -> position of its first sub-token
-    for pos, w in enumerate(word_ids):
-        if w is not None and w not in first:
-            first[w] = pos
-    words = sorted(first)
-    return words, [labels[int(best_id[first[w]])] for w in words], [float(best_p[first[w]]) for w in words]
-
-
-def _types(labels: list[str]) -> list[str]:
-    return [l[2:] for l in labels if l.startswith("B-")]
 
 
 def _need_fast(tokenizer: Any) -> None:
@@ -91,6 +56,21 @@ class NerTask:
     metric_names = ("f1", "precision", "recall", "macro_f1", "accuracy", "loss")
     metric_labels = {"f1": "F1", "precision": "precision", "recall": "recall", "macro_f1": "macro-F1",
                      "accuracy": "accuracy", "loss": "loss"}
+    text_fields = ("tokens",)  # the words; the pre-flight plan reads them joined by spaces
+
+    # serving schemas (doctune.serve.schemas documents the endpoint with them)
+    request_model = schemas.NerRequest
+    response_model = schemas.NerResponse
+    endpoint_summary = schemas.SUMMARY
+    endpoint_description = schemas.DESCRIPTION
+    request_examples = schemas.EXAMPLES
+    response_example = schemas.RESPONSE_EXAMPLE
+
+    # serving capabilities (see doctune.tasks.check_can_serve)
+    multiplexable = True
+    multiplex_refusal = None
+    quantizable = True
+    quantize_refusal = None
 
     # -- data -----------------------------------------------------------
     def validate_record(self, record: dict[str, Any], where: str) -> dict[str, Any]:
@@ -167,9 +147,6 @@ class NerTask:
             return "O"
         return min(counts, key=lambda t: (-counts[t], t))
 
-    def plan_texts(self, records: list[dict[str, Any]]) -> list[str]:
-        return [" ".join(r["tokens"]) for r in records]
-
     # -- model ----------------------------------------------------------
     def build_model(self, base_path: str, info: dict[str, Any], pretrained: bool = True) -> Any:
         return build_labelled_model("AutoModelForTokenClassification", base_path, info["labels"], pretrained)
@@ -196,57 +173,13 @@ class NerTask:
         return out
 
     def collate(self, batch: list[dict[str, Any]], tokenizer: Any) -> dict[str, Any]:
-        import torch
-
-        feats = tokenizer.pad([{k: b[k] for k in ("input_ids", "attention_mask")} for b in batch], return_tensors="pt")
-        width = feats["input_ids"].shape[1]
-        left = getattr(tokenizer, "padding_side", "right") == "left"
-        labels = [
-            [IGNORE] * (width - len(b["labels"])) + list(b["labels"]) if left else list(b["labels"]) + [IGNORE] * (width - len(b["labels"]))
-            for b in batch
-        ]
-        feats["labels"] = torch.tensor(labels, dtype=torch.long)
-        return {k: v.long() for k, v in feats.items()}
+        return collate_tags(batch, tokenizer)
 
     def predictions(self, outputs: Any, batch: dict[str, Any]) -> tuple[list[Any], list[Any]]:
-        pred = outputs.logits.argmax(-1).cpu()
-        gold = batch["labels"].cpu()
-        keep = gold != IGNORE
-        return (
-            [p[k].tolist() for p, k in zip(pred, keep)],
-            [g[k].tolist() for g, k in zip(gold, keep)],
-        )
+        return tag_predictions(outputs, batch)
 
     def metrics(self, predicted: list[Any], gold: list[Any], info: dict[str, Any]) -> dict[str, Any]:
-        from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
-
-        labels = info["labels"]
-        y_pred = [[labels[i] for i in seq] for seq in predicted]
-        y_true = [[labels[i] for i in seq] for seq in gold]
-        types = _types(labels)
-        if not any(y_true) and not any(y_pred):
-            zero = {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
-            return {"precision": 0.0, "recall": 0.0, "f1": 0.0, "macro_f1": 0.0, "accuracy": 0.0,
-                    "per_type": {t: dict(zero) for t in types}}
-        report = classification_report(y_true, y_pred, output_dict=True, zero_division=0)
-        per_type = {}
-        for t in types:
-            row = report.get(t, {})
-            per_type[t] = {
-                "precision": float(row.get("precision", 0.0)),
-                "recall": float(row.get("recall", 0.0)),
-                "f1": float(row.get("f1-score", 0.0)),
-                "support": int(row.get("support", 0)),
-            }
-        return {
-            "precision": float(precision_score(y_true, y_pred, zero_division=0)),
-            "recall": float(recall_score(y_true, y_pred, zero_division=0)),
-            "f1": float(f1_score(y_true, y_pred, zero_division=0)),
-            # macro over the types seen in gold or predictions; also what the CLI's summary prints
-            "macro_f1": float(report.get("macro avg", {}).get("f1-score", 0.0)),
-            "accuracy": float(accuracy_score(y_true, y_pred)),
-            "per_type": per_type,
-        }
+        return tag_metrics(predicted, gold, info["labels"])
 
     # -- serving --------------------------------------------------------
     def parse_request(self, body: Any) -> list[str]:

@@ -42,10 +42,10 @@ from typing import Any
 
 from doctune.errors import DoctuneError
 from doctune.tasks._records import check_fields
+from doctune.tasks.retrieval import schemas
+from doctune.tasks.retrieval.schemas import DEFAULT_K, MAX_K, SNIPPET
 
 QUERY_MAX_LEN = 64  # tokens; queries are short, documents get max_seq_length
-DEFAULT_K, MAX_K = 10, 100
-SNIPPET = 300  # characters of a document returned with a search result
 EMBED_BATCH = 32
 COLLECTION_FILE, INDEX_FILE = "collection.jsonl", "index.npy"
 
@@ -102,6 +102,25 @@ class RetrievalTask:
     metric_names = ("mrr_at_10", "ndcg_at_10", "recall_at_1", "recall_at_5", "recall_at_10", "loss")
     metric_labels = {"mrr_at_10": "MRR@10", "ndcg_at_10": "nDCG@10", "recall_at_1": "recall@1", "recall_at_5": "recall@5",
                      "recall_at_10": "recall@10", "loss": "loss"}
+    text_fields = ("query", "document")  # what the pre-flight plan counts: every query, then every document
+
+    # serving schemas (doctune.serve.schemas documents the endpoint with them)
+    request_model = schemas.RetrievalRequest
+    response_model = schemas.RetrievalResponse
+    endpoint_summary = schemas.SUMMARY
+    endpoint_description = schemas.DESCRIPTION
+    request_examples = schemas.EXAMPLES
+    response_example = schemas.RESPONSE_EXAMPLE
+
+    # serving capabilities (see doctune.tasks.check_can_serve)
+    multiplexable = False
+    multiplex_refusal = ("retrieval models cannot share a base model: each merges its adapter into the encoder when "
+                         "it loads and carries its own document index; deploy it with multiplex: false")
+    quantizable = False
+    # the endpoint serves something other than the module the test split is evaluated with, so a
+    # test-split number would not describe what int8 changes in what is served
+    quantize_refusal = ("its endpoint ranks a document index embedded in fp32 at export; an int8 query encoder "
+                        "would search fp32 document embeddings, which evaluating the test split does not measure")
 
     # -- data -----------------------------------------------------------
     def validate_record(self, record: dict[str, Any], where: str) -> dict[str, Any]:
@@ -157,9 +176,6 @@ class RetrievalTask:
 
     def stratify_key(self, record: dict[str, Any]) -> Any:
         return "all"  # nothing to stratify on: a plain seeded random split
-
-    def plan_texts(self, records: list[dict[str, Any]]) -> list[str]:
-        return [r["query"] for r in records] + [r["document"] for r in records]
 
     # -- model ----------------------------------------------------------
     def build_model(self, base_path: str, info: dict[str, Any], pretrained: bool = True) -> Any:

@@ -23,28 +23,33 @@ optional (temperature 0 means greedy) and each input gets ``{"summary": "..."}``
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from doctune.errors import DoctuneError
 from doctune.tasks import _causal
+from doctune.tasks._causal import lead
 from doctune.tasks._records import check_fields
+from doctune.tasks.summarization import schemas
+from doctune.tasks.summarization.schemas import MAX_SUMMARY_TOKENS
 
-MAX_SUMMARY_TOKENS = 64
+__all__ = ["MAX_SUMMARY_TOKENS", "PLUGIN", "SummarizationTask", "bbc_headlines", "lead"]
+
 TAIL = "\n\nSummary:"
-_SENTENCE = re.compile(r"(?<=[.!?。！？])\s+|(?<=[。！？])")
-
-
-def lead(text: str, n: int) -> str:
-    """The first ``n`` sentences of ``text`` (Chinese sentences end with 。！？ and join without spaces)."""
-    sentences = [s.strip() for s in _SENTENCE.split(text.strip()) if s.strip()]
-    return ("" if _causal.is_chinese(text) else " ").join(sentences[:n])
 
 
 class SummarizationTask(_causal.CausalTextTask):
     name = "summarization"
     max_target_tokens = MAX_SUMMARY_TOKENS
     output_key = "summary"
+    text_fields = ("text", "summary")  # the document and the summary to write (plan_texts reads both as a prompt)
+
+    # serving schemas (doctune.serve.schemas documents the endpoint with them)
+    request_model = schemas.SummarizationRequest
+    response_model = schemas.SummarizationResponse
+    endpoint_summary = schemas.SUMMARY
+    endpoint_description = schemas.DESCRIPTION
+    request_examples = schemas.EXAMPLES
+    response_example = schemas.RESPONSE_EXAMPLE
 
     def parts(self, record: dict[str, Any]) -> tuple[str, str, str]:
         return "", record["text"], TAIL

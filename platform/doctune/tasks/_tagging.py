@@ -1,0 +1,106 @@
+"""BIO word tagging, shared by the plugins that tag words (ner; extraction's key fields).
+
+The first sub-token of each word carries the word's tag; every other position is labelled
+:data:`IGNORE`, which the loss and the metrics skip. Metrics are span-level (seqeval): a span
+counts only if its type and its exact extent are right.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+IGNORE = -100  # label id the loss and the metrics skip (non-first sub-tokens, special tokens, padding)
+
+
+def spans(tags: list[str]) -> list[tuple[str, int, int]]:
+    """Entities in a BIO tag sequence as ``(type, first, last + 1)`` word indices.
+
+    Lenient decoding: ``B-x`` starts an entity; ``I-x`` continues an entity of
+    type ``x`` and otherwise (after ``O`` or another type) starts a new one.
+    """
+    out: list[tuple[str, int, int]] = []
+    current: list[Any] | None = None
+    for i, tag in enumerate(tags):
+        if tag == "O":
+            current = None
+            continue
+        prefix, kind = tag[0], tag[2:]
+        if prefix == "I" and current is not None and current[0] == kind:
+            current[2] = i + 1
+            continue
+        current = [kind, i, i + 1]
+        out.append(current)  # type: ignore[arg-type]
+    return [tuple(s) for s in out]  # type: ignore[misc]
+
+
+def word_tags(word_ids: list[int | None], best_p: Any, best_id: Any, labels: list[str]) -> tuple[list[int], list[str], list[float]]:
+    """Serving: each word's tag and score, read at its first sub-token. Words past truncation, or
+    with no sub-token at all (e.g. a lone control character), are left out of the lists."""
+    first: dict[int, int] = {}  # word index -> position of its first sub-token
+    for pos, w in enumerate(word_ids):
+        if w is not None and w not in first:
+            first[w] = pos
+    words = sorted(first)
+    return words, [labels[int(best_id[first[w]])] for w in words], [float(best_p[first[w]]) for w in words]
+
+
+def tag_types(labels: list[str]) -> list[str]:
+    """The entity (or field) types of BIO ``labels``, in label order."""
+    return [l[2:] for l in labels if l.startswith("B-")]
+
+
+def collate_tags(batch: list[dict[str, Any]], tokenizer: Any) -> dict[str, Any]:
+    """Pad a batch of tagged examples; labels are padded with IGNORE on the tokenizer's padding side."""
+    import torch
+
+    feats = tokenizer.pad([{k: b[k] for k in ("input_ids", "attention_mask")} for b in batch], return_tensors="pt")
+    width = feats["input_ids"].shape[1]
+    left = getattr(tokenizer, "padding_side", "right") == "left"
+    labels = [
+        [IGNORE] * (width - len(b["labels"])) + list(b["labels"]) if left else list(b["labels"]) + [IGNORE] * (width - len(b["labels"]))
+        for b in batch
+    ]
+    feats["labels"] = torch.tensor(labels, dtype=torch.long)
+    return {k: v.long() for k, v in feats.items()}
+
+def tag_predictions(outputs: Any, batch: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    """(predicted, gold) label ids of each sequence, at its labelled positions only."""
+    pred = outputs.logits.argmax(-1).cpu()
+    gold = batch["labels"].cpu()
+    keep = gold != IGNORE
+    return (
+        [p[k].tolist() for p, k in zip(pred, keep)],
+        [g[k].tolist() for g, k in zip(gold, keep)],
+    )
+
+def tag_metrics(predicted: list[Any], gold: list[Any], labels: list[str]) -> dict[str, Any]:
+    """Span-level (seqeval) precision, recall, F1, macro F1 and accuracy, and each type's scores
+    (``per_type``), for label-id sequences over the BIO ``labels``."""
+    from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
+
+    y_pred = [[labels[i] for i in seq] for seq in predicted]
+    y_true = [[labels[i] for i in seq] for seq in gold]
+    types = tag_types(labels)
+    if not any(y_true) and not any(y_pred):
+        zero = {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+        return {"precision": 0.0, "recall": 0.0, "f1": 0.0, "macro_f1": 0.0, "accuracy": 0.0,
+                "per_type": {t: dict(zero) for t in types}}
+    report = classification_report(y_true, y_pred, output_dict=True, zero_division=0)
+    per_type = {}
+    for t in types:
+        row = report.get(t, {})
+        per_type[t] = {
+            "precision": float(row.get("precision", 0.0)),
+            "recall": float(row.get("recall", 0.0)),
+            "f1": float(row.get("f1-score", 0.0)),
+            "support": int(row.get("support", 0)),
+        }
+    return {
+        "precision": float(precision_score(y_true, y_pred, zero_division=0)),
+        "recall": float(recall_score(y_true, y_pred, zero_division=0)),
+        "f1": float(f1_score(y_true, y_pred, zero_division=0)),
+        # macro over the types seen in gold or predictions; also what the CLI's summary prints
+        "macro_f1": float(report.get("macro avg", {}).get("f1-score", 0.0)),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "per_type": per_type,
+    }
