@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from doctune.train.checkpoints import CKPT_TAG, MANIFEST_PREFIX, STATE_FILE, newest_complete_checkpoint, restored_checkpoint
+from doctune.train.early_stopping import EarlyStopper
 
 RATE_WINDOW = 20
 PROGRESS_EVERY_S = 1.0  # rank 0 talks to the progress actor at most this often, not on every step
@@ -185,6 +186,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             engine.load_checkpoint(d, tag=CKPT_TAG, load_module_strict=False, load_lr_scheduler_states=True)
             state = json.loads((Path(d) / STATE_FILE).read_text())
         resumed_from = engine.global_steps
+    stopper = EarlyStopper.from_state(spec.early_stopping, state)  # its counters travel in the state
     eval_bs = spec.micro_batch_size * 2
     # where this run's time goes, for the plan's expected-time estimate (doctune.services.plans)
     timing = {"eval_s": 0.0, "eval_examples": 0, "train_s": 0.0, "train_tokens": 0, "setup_s": 0.0}
@@ -301,16 +303,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 send(history=state["history"])
                 last_dev = {f"dev_{k}": v for k, v in dev.items() if isinstance(v, (int, float))}
                 metrics.update(last_dev)
-                es = spec.early_stopping
-                if es is not None:
-                    value = dev[es.metric]
-                    better = state["best"] is None or (
-                        value > state["best"] + es.min_delta if es.mode == "max" else value < state["best"] - es.min_delta
-                    )
-                    state["best"], state["bad_evals"] = (value, 0) if better else (state["best"], state["bad_evals"] + 1)
-                    if state["bad_evals"] >= es.patience:
-                        send(early_stopped_at=step)
-                        stop = True
+                stopped = stopper.observe(dev, step)
+                state.update(stopper.state())
+                if stopped:
+                    send(early_stopped_at=step)
+                    stop = True
             if step % spec.checkpoint_interval == 0 and step < total_steps and not stop:
                 save_and_report(metrics)
             elif evaluated and config.get("report_evals"):  # a sweep's trial: Tune ranks (and ASHA stops) on these
