@@ -17,12 +17,13 @@ import os
 import tempfile
 import time
 from collections import deque
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from doctune.train.checkpoints import CKPT_TAG, MANIFEST_PREFIX, STATE_FILE, newest_complete_checkpoint, restored_checkpoint
 from doctune.train.early_stopping import EarlyStopper
+from doctune.train.evaluation import Evaluator
+from doctune.train.export import export_trained_model
 
 RATE_WINDOW = 20
 PROGRESS_EVERY_S = 1.0  # rank 0 talks to the progress actor at most this often, not on every step
@@ -37,51 +38,6 @@ class WorkerError(Exception):
 
     def __str__(self) -> str:
         return f"rank {self.rank}, step {self.step}: {self.message}"
-
-
-def _shard_for_eval(n: int, rank: int, world: int) -> list[int]:
-    """Equal-length shards (padded with -1) so every rank runs the same number of
-    forward passes, which ZeRO-3's collective parameter gathers require."""
-    mine = list(range(rank, n, world))
-    per = math.ceil(n / world)
-    return mine + [-1] * (per - len(mine))
-
-
-def evaluate(engine, examples, plugin, tokenizer, info, batch_size: int) -> dict[str, Any]:
-    import torch
-    import torch.distributed as dist
-
-    rank, world = dist.get_rank(), dist.get_world_size()
-    idx = _shard_for_eval(len(examples), rank, world)
-    local: list[tuple[int, Any, Any]] = []
-    losses = []
-    engine.eval()
-    custom = getattr(plugin, "evaluate_batch", None)  # e.g. generative tasks: loss, then generate
-    with torch.no_grad():
-        for i in range(0, len(idx), batch_size):
-            chunk = idx[i : i + batch_size]
-            items = [examples[j if j >= 0 else 0] for j in chunk]
-            if custom is not None:
-                pred, gold, loss = custom(engine, items, tokenizer, info, synced=world > 1)
-            else:
-                batch = plugin.collate(items, tokenizer)
-                batch = {k: v.to(engine.device) for k, v in batch.items()}
-                out = engine(**batch)
-                pred, gold = plugin.predictions(out, batch)
-                loss = float(out.loss)
-            for j, pr, g in zip(chunk, pred, gold):
-                if j >= 0:
-                    local.append((j, pr, g))
-            losses.append(loss)
-    engine.train()
-    gathered: list[Any] = [None] * world
-    dist.all_gather_object(gathered, (local, losses))
-    rows = sorted((r for part, _ in gathered for r in part), key=lambda r: r[0])
-    all_losses = [l for _, part in gathered for l in part]
-    metrics = plugin.metrics([r[1] for r in rows], [r[2] for r in rows], info)
-    metrics["loss"] = sum(all_losses) / max(len(all_losses), 1)
-    metrics["n"] = len(rows)
-    return metrics
 
 
 def _load_split(store, dataset_uri: str, split: str) -> list[dict[str, Any]]:
@@ -190,12 +146,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     eval_bs = spec.micro_batch_size * 2
     # where this run's time goes, for the plan's expected-time estimate (doctune.services.plans)
     timing = {"eval_s": 0.0, "eval_examples": 0, "train_s": 0.0, "train_tokens": 0, "setup_s": 0.0}
+    evaluator = Evaluator(engine, encoded, plugin, tokenizer, info, eval_bs)
 
     def evaluate_timed(split: str) -> dict[str, Any]:
-        t = time.monotonic()
-        out = evaluate(engine, encoded[split], plugin, tokenizer, info, eval_bs)
-        timing["eval_s"] += time.monotonic() - t
-        timing["eval_examples"] += len(encoded[split])
+        out = evaluator.run(split)
+        timing["eval_s"], timing["eval_examples"] = evaluator.seconds, evaluator.examples
         return out
 
     def send(**fields: Any) -> None:
@@ -329,16 +284,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     test = evaluate_timed("test")
     dev = evaluate_timed("dev")
     send(phase="exporting")
-    export_prefix = config["export_prefix"]
-    gather = (
-        deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=0)
-        if spec.deepspeed.zero_stage == 3
-        else nullcontext()
-    )
-    with gather:
-        if rank == 0:
-            _export(engine.module, tokenizer, spec, info, store, export_prefix, plugin, splits)
-    dist.barrier()
+    export_trained_model(engine, rank=rank, tokenizer=tokenizer, spec=spec, info=info, store=store,
+                         prefix=config["export_prefix"], plugin=plugin, splits=splits)
     final = {
         "step": engine.global_steps,
         "tokens_seen": state.get("tokens_seen", 0),
@@ -355,29 +302,3 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if progress is not None and rank == 0:  # wait for delivery: the driver reads it after fit()
         ray.get(progress.update.remote({"final": final, "phase": "done", "step": engine.global_steps}))
 
-
-def _export(module, tokenizer, spec, info, store, prefix: str, plugin=None, splits=None) -> None:
-    """Write the model in Hugging Face format (LoRA merged or kept as an adapter)."""
-    from doctune.train.tuning import is_peft, merges_on_export
-
-    merged = merges_on_export(spec)
-    model = module
-    if is_peft(spec) and merged:
-        model = module.merge_and_unload()
-    with tempfile.TemporaryDirectory() as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        meta = {
-            "task": spec.task,
-            "labels": info.get("labels"),
-            "max_seq_length": spec.max_seq_length,
-            "tuning": spec.tuning.method,
-            "adapter_merged": merged if is_peft(spec) else None,  # false: an adapter over base_model
-            "lora_merged": merged if spec.tuning.method == "lora" else None,
-            "base_model": spec.base_model,
-        }
-        extras = getattr(plugin, "export_extras", None)  # e.g. retrieval's document index
-        if extras is not None:
-            meta.update(extras(model, tokenizer, info, splits, spec.max_seq_length, Path(tmp)) or {})
-        (Path(tmp) / "doctune.json").write_text(json.dumps(meta, indent=2))
-        store.upload_dir(tmp, prefix)
