@@ -14,13 +14,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from collections import deque
 from pathlib import Path
 from typing import Any
 
-from doctune.train.checkpoints import CKPT_TAG, MANIFEST_PREFIX, STATE_FILE, newest_complete_checkpoint, restored_checkpoint
+from doctune.train.checkpoints import restore_checkpoint, save_checkpoint
 from doctune.train.early_stopping import EarlyStopper
 from doctune.train.evaluation import Evaluator
 from doctune.train.export import export_trained_model
@@ -131,16 +130,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         engine.enable_backward_allreduce = False
 
     state: dict[str, Any] = {"history": [], "best": None, "bad_evals": 0, "baseline": None, "checkpoint_step": 0}
-    # The newest *complete* checkpoint this attempt wrote beats Ray's registered one: a
-    # worker killed right after report() can leave a newer checkpoint Ray never registered.
-    newest = newest_complete_checkpoint(store, config.get("checkpoint_prefix"), world)
-    ckpt = (ray.train.Checkpoint(path=f"{store.bucket}/{newest}", filesystem=store.pyarrow_fs()) if newest
-            else ray.train.get_checkpoint() or config.get("resume_from"))
+    saved = restore_checkpoint(engine, store, config.get("checkpoint_prefix"), world, config.get("resume_from"), dist)
     resumed_from = 0
-    if ckpt is not None:
-        with restored_checkpoint(ckpt, dist) as d:
-            engine.load_checkpoint(d, tag=CKPT_TAG, load_module_strict=False, load_lr_scheduler_states=True)
-            state = json.loads((Path(d) / STATE_FILE).read_text())
+    if saved is not None:
+        state = saved
         resumed_from = engine.global_steps
     stopper = EarlyStopper.from_state(spec.early_stopping, state)  # its counters travel in the state
     eval_bs = spec.micro_batch_size * 2
@@ -173,16 +166,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         send(baseline=state["baseline"])
 
     def save_and_report(metrics: dict[str, Any]) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            engine.save_checkpoint(tmp, tag=CKPT_TAG, exclude_frozen_parameters=True)
-            state["checkpoint_step"] = engine.global_steps
-            if rank == 0:
-                (Path(tmp) / STATE_FILE).write_text(json.dumps(state))
-            # this rank's manifest: the checkpoint is complete once every rank's files exist
-            files = sorted(str(f.relative_to(tmp)) for f in Path(tmp).rglob("*") if f.is_file())
-            (Path(tmp) / f"{MANIFEST_PREFIX}{rank}.json").write_text(json.dumps(files))
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-        dist.barrier()  # every rank's upload is done before anyone calls this checkpoint saved
+        state["checkpoint_step"] = engine.global_steps
+        save_checkpoint(engine, state, metrics, rank=rank, dist=dist)
         send(last_checkpoint_step=engine.global_steps)
 
     micro_done = engine.global_steps * gas
