@@ -15,7 +15,6 @@ import json
 import math
 import os
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,9 @@ from doctune.train.checkpoints import restore_checkpoint, save_checkpoint
 from doctune.train.early_stopping import EarlyStopper
 from doctune.train.evaluation import Evaluator
 from doctune.train.export import export_trained_model
+from doctune.train.progress import PROGRESS_EVERY_S, RATE_WINDOW, ProgressReporter
 
-RATE_WINDOW = 20
-PROGRESS_EVERY_S = 1.0  # rank 0 talks to the progress actor at most this often, not on every step
+__all__ = ["PROGRESS_EVERY_S", "RATE_WINDOW", "WorkerError", "process_memory_mb", "train_loop_per_worker"]
 
 
 class WorkerError(Exception):
@@ -86,12 +85,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     info = config["dataset_info"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    progress = config.get("progress")
+    reporter = ProgressReporter(config.get("progress"), rank)
     threads = spec.resources_per_worker.threads or max(1, int(spec.resources_per_worker.cpu))
     torch.set_num_threads(threads)
     torch.manual_seed(spec.seed)
-    if progress is not None:
-        progress.register_worker.remote(rank, os.getpid())
+    reporter.register_worker()
 
     deepspeed.init_distributed("nccl" if use_gpu else "gloo")
     memory_at_start = process_memory_mb()  # the runtime (torch, DeepSpeed, Ray) before any model or data
@@ -146,9 +144,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         timing["eval_s"], timing["eval_examples"] = evaluator.seconds, evaluator.examples
         return out
 
-    def send(**fields: Any) -> None:
-        if progress is not None and rank == 0:
-            progress.update.remote(fields)
+    send = reporter.send
 
     send(phase="starting", total_steps=total_steps, resumed_from_step=resumed_from, step=engine.global_steps,
          primary_metric=plugin.primary_metric)
@@ -173,13 +169,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     micro_done = engine.global_steps * gas
     epoch = micro_done // max(len(loader), 1)
     skip = micro_done % max(len(loader), 1)
-    step_times: deque[float] = deque([time.monotonic()], maxlen=RATE_WINDOW + 1)
-    window: list[float] = []
+    reporter.start_training(time.monotonic())
     local_tokens = 0
-    pause_requested = False
-    stop_ref = progress.should_stop.remote() if (progress is not None and rank == 0) else None
     stop = engine.global_steps >= total_steps
-    last_talk = 0.0
     last_dev: dict[str, Any] = {}  # the newest dev metrics, carried in every report
     engine.train()
     timing["setup_s"] = time.monotonic() - began - timing["eval_s"]  # loading, building, restoring
@@ -197,17 +189,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if spec.tuning.method == "adalora" and engine.is_gradient_accumulation_boundary():
                 adalora_step(engine.module, engine.global_steps)  # rank reallocation, while gradients exist
             engine.step()
-            window.append(loss.detach().item())
+            reporter.add_loss(loss.detach().item())
             if engine.global_steps == before:  # inside a gradient-accumulation window
                 continue
             step = engine.global_steps
             now = time.monotonic()
-            talk = now - last_talk >= PROGRESS_EVERY_S or step >= total_steps or step % spec.eval_interval == 0
-            if talk and rank == 0 and stop_ref is not None and ray.wait([stop_ref], timeout=0)[0]:
-                pause_requested = ray.get(stop_ref)
-                stop_ref = None if pause_requested else progress.should_stop.remote()
+            talk = reporter.due(step, total_steps, spec.eval_interval, now)
+            if talk:
+                reporter.poll_pause()
             # one small all-reduce per optimizer step: exact tokens across ranks, and rank 0's pause flag
-            shared = torch.tensor([local_tokens, int(pause_requested and rank == 0)], dtype=torch.long)
+            shared = torch.tensor([local_tokens, int(reporter.pause_requested and rank == 0)], dtype=torch.long)
             if world > 1:
                 dist.all_reduce(shared)
             state["tokens_seen"] = state.get("tokens_seen", 0) + int(shared[0])
@@ -215,24 +206,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             local_tokens = 0
             if int(shared[1]) and step < total_steps:  # pause: checkpoint now and leave
                 save_and_report({"step": step, "epoch": epoch})
-                if progress is not None and rank == 0:
-                    ray.get(progress.update.remote({"paused_at": step, "phase": "paused", "step": step,
-                                                    "tokens_seen": state["tokens_seen"]}))
+                reporter.deliver({"paused_at": step, "phase": "paused", "step": step,
+                                  "tokens_seen": state["tokens_seen"]})
                 return
-            step_times.append(now)  # rate over the last RATE_WINDOW steps: steady state, not warm-up
+            reporter.step_done(now)  # rate over the last RATE_WINDOW steps: steady state, not warm-up
             if talk:
-                rate = (len(step_times) - 1) / max(step_times[-1] - step_times[0], 1e-6)
-                send(
-                    phase="training",
-                    step=step,
-                    epoch=epoch,
-                    tokens_seen=state["tokens_seen"],
-                    loss=sum(window) / len(window),  # mean over the steps since the last message
-                    lr=engine.get_lr()[0],
-                    steps_per_s=rate,
-                    eta_s=(total_steps - step) / rate if rate > 0 else None,
-                )
-                window, last_talk = [], now
+                reporter.send_training(step=step, epoch=epoch, tokens_seen=state["tokens_seen"], lr=engine.get_lr()[0],
+                                       total_steps=total_steps, now=now)
             metrics: dict[str, Any] = {"step": step, "epoch": epoch, **last_dev}
             evaluated = False
             if step % spec.eval_interval == 0 or step >= total_steps:
@@ -284,6 +264,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         "memory": memory,
         "timing": timing,
     }
-    if progress is not None and rank == 0:  # wait for delivery: the driver reads it after fit()
-        ray.get(progress.update.remote({"final": final, "phase": "done", "step": engine.global_steps}))
+    # wait for delivery: the driver reads it after fit()
+    reporter.deliver({"final": final, "phase": "done", "step": engine.global_steps})
 
