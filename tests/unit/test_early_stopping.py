@@ -10,6 +10,7 @@ import pytest
 
 from doctune.spec import EarlyStoppingSpec
 from doctune.train.early_stopping import EarlyStopper
+from doctune.train.loop import TrainingState
 
 
 def _stops_at(stopper: EarlyStopper, values: list[float], metric: str) -> int | None:
@@ -65,11 +66,12 @@ def test_state_round_trips_through_a_checkpoint_and_counting_continues():
 
     first = EarlyStopper(rule)
     assert _stops_at(first, values[:4], "macro_f1") is None
-    saved = {"history": [{"step": 40}], **first.state(), "baseline": None, "checkpoint_step": 40}  # the loop's state
+    saved = TrainingState(stopper=first, history=[{"step": 40}], checkpoint_step=40, tokens_seen=1234).to_dict()
+    assert list(saved) == ["history", "best", "bad_evals", "baseline", "checkpoint_step", "tokens_seen"]
     assert (saved["best"], saved["bad_evals"]) == (0.5, 2)
-    restored = EarlyStopper.from_state(rule, json.loads(json.dumps(saved)))
-    assert restored.state() == first.state()
-    later = _stops_at(restored, values[4:], "macro_f1")
+    restored = TrainingState.from_dict(json.loads(json.dumps(saved)), rule)
+    assert restored.to_dict() == saved
+    later = _stops_at(restored.stopper, values[4:], "macro_f1")
     assert uninterrupted == 8 and later is not None and 4 + later == uninterrupted
 
 
