@@ -5,6 +5,11 @@ its files; rank 0 also writes the loop's state (``doctune_state.json``). A check
 complete once every rank's manifest and every file they list exist (S3 objects appear
 whole), and :func:`newest_complete_checkpoint` finds the newest such one: what a resumed
 or retried attempt starts from. :func:`restored_checkpoint` gives every rank a local copy.
+
+The worker loop (:mod:`doctune.train.loop`) saves with :func:`save_checkpoint` and, when
+an attempt starts, restores with :func:`restore_checkpoint`; the job driver
+(``doctune.drivers.job``) and the resume tests look checkpoints up with
+:func:`newest_complete_checkpoint`.
 """
 
 from __future__ import annotations
@@ -15,7 +20,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["CKPT_TAG", "MANIFEST_PREFIX", "STATE_FILE", "newest_complete_checkpoint", "restored_checkpoint"]
+__all__ = [
+    "CKPT_TAG",
+    "MANIFEST_PREFIX",
+    "STATE_FILE",
+    "checkpoint_to_restore",
+    "newest_complete_checkpoint",
+    "restore_checkpoint",
+    "restored_checkpoint",
+    "save_checkpoint",
+]
 
 STATE_FILE = "doctune_state.json"
 MANIFEST_PREFIX = "doctune_rank"
@@ -48,6 +62,51 @@ def newest_complete_checkpoint(store, prefix: str | None, world: int) -> str | N
             best = (step, ckpt_dir)
     return best[1] if best else None
 
+
+def save_checkpoint(engine: Any, state: dict[str, Any], metrics: dict[str, Any], *, rank: int, dist: Any) -> None:
+    """Save the engine (every rank its own shard) and the loop's ``state`` (rank 0, as
+    :data:`STATE_FILE`) as one checkpoint, and report it to Ray Train with ``metrics``.
+
+    A collective call: every rank makes it at the same step. ``state`` must carry
+    ``checkpoint_step`` (the engine's step): :func:`newest_complete_checkpoint` orders by
+    it. Returns once every rank's upload is done."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        engine.save_checkpoint(tmp, tag=CKPT_TAG, exclude_frozen_parameters=True)
+        if rank == 0:
+            (Path(tmp) / STATE_FILE).write_text(json.dumps(state))
+        # this rank's manifest: the checkpoint is complete once every rank's files exist
+        files = sorted(str(f.relative_to(tmp)) for f in Path(tmp).rglob("*") if f.is_file())
+        (Path(tmp) / f"{MANIFEST_PREFIX}{rank}.json").write_text(json.dumps(files))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+    dist.barrier()  # every rank's upload is done before anyone calls this checkpoint saved
+
+
+def checkpoint_to_restore(store: Any, prefix: str | None, world: int, resume_from: Any = None) -> Any:
+    """The checkpoint an attempt starts from, or None for a fresh start.
+
+    The newest *complete* checkpoint this attempt wrote beats Ray's registered one: a
+    worker killed right after ``report()`` can leave a newer checkpoint Ray never
+    registered. Then Ray's, then ``resume_from`` (a paused or retried job's checkpoint)."""
+    import ray.train
+
+    newest = newest_complete_checkpoint(store, prefix, world)
+    if newest:
+        return ray.train.Checkpoint(path=f"{store.bucket}/{newest}", filesystem=store.pyarrow_fs())
+    return ray.train.get_checkpoint() or resume_from
+
+
+def restore_checkpoint(engine: Any, store: Any, prefix: str | None, world: int, resume_from: Any,
+                       dist: Any) -> dict[str, Any] | None:
+    """Load the checkpoint :func:`checkpoint_to_restore` picks into ``engine`` (every rank)
+    and return the loop state saved with it; None (engine untouched) when there is none."""
+    ckpt = checkpoint_to_restore(store, prefix, world, resume_from)
+    if ckpt is None:
+        return None
+    with restored_checkpoint(ckpt, dist) as d:
+        engine.load_checkpoint(d, tag=CKPT_TAG, load_module_strict=False, load_lr_scheduler_states=True)
+        return json.loads((Path(d) / STATE_FILE).read_text())
 
 
 @contextmanager

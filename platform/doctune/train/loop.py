@@ -1,12 +1,20 @@
 """The per-worker training loop that Ray Train runs on every rank.
 
-Each rank builds the task's model (LoRA via peft when asked), wraps it in a
-DeepSpeed engine built from the JobSpec, trains on its shard, evaluates on dev
-every ``eval_interval`` steps, saves DeepSpeed checkpoints to the object store
-every ``checkpoint_interval`` steps (through ``ray.train.report``), and resumes
-from the newest one when Ray Train restarts the worker group after a failure.
-Rank 0 streams progress to the driver's ProgressActor (no ``report`` cost) and
-exports the final model in Hugging Face format.
+:func:`train_loop_per_worker` is the function :func:`doctune.train.trainer.build_trainer`
+hands to Ray Train. Each rank builds the task's model (LoRA via peft when asked), wraps
+it in a DeepSpeed engine built from the JobSpec, resumes from the newest checkpoint when
+Ray Train restarts the worker group after a failure (:mod:`doctune.train.checkpoints`),
+evaluates the untrained baseline, trains on its shard, evaluates on dev every
+``eval_interval`` steps (:mod:`doctune.train.evaluation`, with early stopping from
+:mod:`doctune.train.early_stopping`), saves checkpoints every ``checkpoint_interval``
+steps through ``ray.train.report``, pauses when the driver asks, and at the end tests
+and exports the model in Hugging Face format (:mod:`doctune.train.export`). Rank 0
+streams progress to the driver's ProgressActor (:mod:`doctune.train.progress`).
+
+Under ZeRO-3 every rank must run the same forward passes and collectives in the same
+order, so every decision that ends or branches the loop (pause, early stop, last step)
+is taken identically on every rank: from the per-step all-reduce or from gathered
+metrics.
 """
 
 from __future__ import annotations
@@ -14,17 +22,23 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
-from collections import deque
-from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from doctune.train.checkpoints import CKPT_TAG, MANIFEST_PREFIX, STATE_FILE, newest_complete_checkpoint, restored_checkpoint
+from doctune.spec import EarlyStoppingSpec, JobSpec
+from doctune.train.checkpoints import restore_checkpoint, save_checkpoint
+from doctune.train.early_stopping import EarlyStopper
+from doctune.train.evaluation import Evaluator
+from doctune.train.export import export_trained_model
+from doctune.train.progress import PROGRESS_EVERY_S, RATE_WINDOW, ProgressReporter
+from doctune.train.tuning import adalora_step
 
-RATE_WINDOW = 20
-PROGRESS_EVERY_S = 1.0  # rank 0 talks to the progress actor at most this often, not on every step
+__all__ = ["PROGRESS_EVERY_S", "RATE_WINDOW", "TrainingState", "WorkerError", "WorkerRun", "process_memory_mb",
+           "train_loop_per_worker"]
+
+_PAUSED, _STOP = "paused", "stop"  # what an optimizer step can end the loop with
 
 
 class WorkerError(Exception):
@@ -38,54 +52,16 @@ class WorkerError(Exception):
         return f"rank {self.rank}, step {self.step}: {self.message}"
 
 
-def _shard_for_eval(n: int, rank: int, world: int) -> list[int]:
-    """Equal-length shards (padded with -1) so every rank runs the same number of
-    forward passes, which ZeRO-3's collective parameter gathers require."""
-    mine = list(range(rank, n, world))
-    per = math.ceil(n / world)
-    return mine + [-1] * (per - len(mine))
-
-
-def evaluate(engine, examples, plugin, tokenizer, info, batch_size: int) -> dict[str, Any]:
-    import torch
-    import torch.distributed as dist
-
-    rank, world = dist.get_rank(), dist.get_world_size()
-    idx = _shard_for_eval(len(examples), rank, world)
-    local: list[tuple[int, Any, Any]] = []
-    losses = []
-    engine.eval()
-    custom = getattr(plugin, "evaluate_batch", None)  # e.g. generative tasks: loss, then generate
-    with torch.no_grad():
-        for i in range(0, len(idx), batch_size):
-            chunk = idx[i : i + batch_size]
-            items = [examples[j if j >= 0 else 0] for j in chunk]
-            if custom is not None:
-                pred, gold, loss = custom(engine, items, tokenizer, info, synced=world > 1)
-            else:
-                batch = plugin.collate(items, tokenizer)
-                batch = {k: v.to(engine.device) for k, v in batch.items()}
-                out = engine(**batch)
-                pred, gold = plugin.predictions(out, batch)
-                loss = float(out.loss)
-            for j, pr, g in zip(chunk, pred, gold):
-                if j >= 0:
-                    local.append((j, pr, g))
-            losses.append(loss)
-    engine.train()
-    gathered: list[Any] = [None] * world
-    dist.all_gather_object(gathered, (local, losses))
-    rows = sorted((r for part, _ in gathered for r in part), key=lambda r: r[0])
-    all_losses = [l for _, part in gathered for l in part]
-    metrics = plugin.metrics([r[1] for r in rows], [r[2] for r in rows], info)
-    metrics["loss"] = sum(all_losses) / max(len(all_losses), 1)
-    metrics["n"] = len(rows)
-    return metrics
-
-
-def _load_split(store, dataset_uri: str, split: str) -> list[dict[str, Any]]:
-    blob = store.get_bytes(f"{store.key_of(dataset_uri)}/{split}.jsonl")
-    return [json.loads(l) for l in blob.decode().splitlines() if l.strip()]
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """One rank of a job attempt: set up → baseline → steps → test/dev → export → final."""
+    run = WorkerRun.set_up(config)
+    run.evaluate_baseline()
+    if not run.train():
+        return  # paused: checkpointed, and the driver knows where
+    memory = run.gather_memory()
+    test, dev = run.evaluate_test_and_dev()
+    run.export()
+    run.deliver_final(test=test, dev=dev, memory=memory)
 
 
 def process_memory_mb() -> dict[str, float]:
@@ -104,46 +80,67 @@ def process_memory_mb() -> dict[str, float]:
     return out
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    use_gpu = config.get("use_gpu", False)
+@dataclass
+class TrainingState:
+    """The loop's state that a checkpoint carries beside the engine (rank 0's
+    ``doctune_state.json``): dev history, baseline, early-stopping counters, tokens seen."""
+
+    stopper: EarlyStopper
+    history: list[dict[str, Any]] = field(default_factory=list)
+    baseline: dict[str, Any] | None = None
+    checkpoint_step: int = 0
+    tokens_seen: int = 0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], rule: EarlyStoppingSpec | None) -> TrainingState:
+        return cls(stopper=EarlyStopper.from_state(rule, data), history=data.get("history", []),
+                   baseline=data.get("baseline"), checkpoint_step=data.get("checkpoint_step", 0),
+                   tokens_seen=data.get("tokens_seen", 0))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON a checkpoint stores (the key layout every doctune checkpoint has)."""
+        return {"history": self.history, **self.stopper.state(), "baseline": self.baseline,
+                "checkpoint_step": self.checkpoint_step, "tokens_seen": self.tokens_seen}
+
+
+@dataclass
+class WorkerData:
+    """One rank's data: the splits as stored, encoded, and this rank's train loader."""
+
+    info: dict[str, Any]
+    base: str  # the base model's local path
+    tokenizer: Any
+    splits: dict[str, list[dict[str, Any]]]
+    encoded: dict[str, list[Any]]
+    sampler: Any
+    loader: Any
+
+
+def _set_environment(use_gpu: bool) -> None:
+    """Environment defaults that must be set before DeepSpeed and transformers load."""
     if not use_gpu:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-    import deepspeed
-    import ray.train
-    import torch
-    import torch.distributed as dist
+
+def _load_split(store, dataset_uri: str, split: str) -> list[dict[str, Any]]:
+    blob = store.get_bytes(f"{store.key_of(dataset_uri)}/{split}.jsonl")
+    return [json.loads(l) for l in blob.decode().splitlines() if l.strip()]
+
+
+def load_worker_data(config: dict[str, Any], spec: JobSpec, plugin: Any, store: Any, rank: int,
+                     world: int) -> WorkerData:
+    """Read the dataset's splits, encode them with the base model's tokenizer, and build
+    this rank's shuffled shard of train."""
     from torch.utils.data import DataLoader, DistributedSampler
 
-    from doctune.config import load_settings
-    from doctune.spec import JobSpec
-    from doctune.store.objects import ObjectStore
-    from doctune.tasks import get_task
-    from doctune.train.ds_config import build_deepspeed_config, zero3_context
-    from doctune.base_models import resolve_base_model
-    from doctune.train.tuning import adalora_step, apply_tuning
-
-    began = time.monotonic()
-    spec = JobSpec.model_validate(config["spec"])
     info = config["dataset_info"]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    progress = config.get("progress")
-    threads = spec.resources_per_worker.threads or max(1, int(spec.resources_per_worker.cpu))
-    torch.set_num_threads(threads)
-    torch.manual_seed(spec.seed)
-    if progress is not None:
-        progress.register_worker.remote(rank, os.getpid())
-
-    deepspeed.init_distributed("nccl" if use_gpu else "gloo")
-    memory_at_start = process_memory_mb()  # the runtime (torch, DeepSpeed, Ray) before any model or data
-    plugin = get_task(spec.task)
-    store = ObjectStore(load_settings())
     splits = {s: _load_split(store, config["dataset_uri"], s) for s in ("train", "dev", "test")}
 
     from transformers import AutoTokenizer
+
+    from doctune.base_models import resolve_base_model
 
     base = resolve_base_model(spec.base_model)
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -155,232 +152,280 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         sampler=sampler,
         collate_fn=lambda b: plugin.collate(b, tokenizer),
     )
-    gas = spec.gradient_accumulation_steps
-    steps_per_epoch = max(1, len(loader) // gas)
-    total_steps = spec.max_steps or max(1, math.ceil(spec.epochs * steps_per_epoch))
+    return WorkerData(info=info, base=base, tokenizer=tokenizer, splits=splits, encoded=encoded, sampler=sampler,
+                      loader=loader)
+
+
+def count_total_steps(spec: JobSpec, batches_per_epoch: int) -> int:
+    """Optimizer steps in the run: ``max_steps``, or ``epochs`` worth of this rank's batches."""
+    steps_per_epoch = max(1, batches_per_epoch // spec.gradient_accumulation_steps)
+    return spec.max_steps or max(1, math.ceil(spec.epochs * steps_per_epoch))
+
+
+def build_engine(spec: JobSpec, plugin: Any, data: WorkerData, world: int, total_steps: int,
+                 use_gpu: bool) -> tuple[Any, Any]:
+    """The DeepSpeed engine over the task's model with the spec's tuning applied, and the
+    ZeRO-3 context (None below stage 3) that must stay referenced for the whole run."""
+    import deepspeed
+
+    from doctune.train.ds_config import build_deepspeed_config, zero3_context
+    from doctune.train.tuning import apply_tuning
+
     ds_cfg = build_deepspeed_config(spec, world, total_steps, on_gpu=use_gpu)
-    hf_ds = zero3_context(ds_cfg)  # noqa: F841 - ZeRO-3: load straight into partitions; kept alive for the run
-    model = apply_tuning(plugin.build_model(base, info), spec, plugin, total_steps)
+    zero3 = zero3_context(ds_cfg)  # ZeRO-3: load straight into partitions; kept alive for the run
+    model = apply_tuning(plugin.build_model(data.base, data.info), spec, plugin, total_steps)
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         model_parameters=[p for p in model.parameters() if p.requires_grad],
         config=ds_cfg,
         dist_init_required=False,
     )
-
     if world == 1 and spec.deepspeed.zero_stage == 0:
         # One rank, no ZeRO: there is nothing to all-reduce, and DeepSpeed would still
         # flatten and "reduce" every gradient each step (about 6% of a MiniLM step).
         engine.enable_backward_allreduce = False
+    return engine, zero3
 
-    state: dict[str, Any] = {"history": [], "best": None, "bad_evals": 0, "baseline": None, "checkpoint_step": 0}
-    # The newest *complete* checkpoint this attempt wrote beats Ray's registered one: a
-    # worker killed right after report() can leave a newer checkpoint Ray never registered.
-    newest = newest_complete_checkpoint(store, config.get("checkpoint_prefix"), world)
-    ckpt = (ray.train.Checkpoint(path=f"{store.bucket}/{newest}", filesystem=store.pyarrow_fs()) if newest
-            else ray.train.get_checkpoint() or config.get("resume_from"))
-    resumed_from = 0
-    if ckpt is not None:
-        with restored_checkpoint(ckpt, dist) as d:
-            engine.load_checkpoint(d, tag=CKPT_TAG, load_module_strict=False, load_lr_scheduler_states=True)
-            state = json.loads((Path(d) / STATE_FILE).read_text())
-        resumed_from = engine.global_steps
-    eval_bs = spec.micro_batch_size * 2
-    # where this run's time goes, for the plan's expected-time estimate (doctune.services.plans)
-    timing = {"eval_s": 0.0, "eval_examples": 0, "train_s": 0.0, "train_tokens": 0, "setup_s": 0.0}
 
-    def evaluate_timed(split: str) -> dict[str, Any]:
-        t = time.monotonic()
-        out = evaluate(engine, encoded[split], plugin, tokenizer, info, eval_bs)
-        timing["eval_s"] += time.monotonic() - t
-        timing["eval_examples"] += len(encoded[split])
-        return out
+@dataclass
+class WorkerRun:
+    """One rank's run of one job attempt: what set-up built, and the counters the steps
+    advance. Its methods are the phases :func:`train_loop_per_worker` runs in order."""
 
-    def send(**fields: Any) -> None:
-        if progress is not None and rank == 0:
-            progress.update.remote(fields)
+    config: dict[str, Any]
+    spec: JobSpec
+    rank: int
+    world: int
+    began: float  # time.monotonic() when set-up began
+    memory_at_start: dict[str, float]
+    reporter: ProgressReporter
+    plugin: Any
+    store: Any
+    data: WorkerData
+    total_steps: int
+    engine: Any
+    zero3: Any  # referenced so that it lives as long as the run
+    state: TrainingState
+    resumed_from: int
+    evaluator: Evaluator
+    epoch: int = 0
+    last_dev: dict[str, Any] = field(default_factory=dict)  # the newest dev metrics, carried in every report
+    local_tokens: int = 0  # this rank's tokens since the last optimizer step
+    train_tokens: int = 0  # all ranks' tokens trained on in this attempt
+    setup_s: float = 0.0
+    train_s: float = 0.0
 
-    send(phase="starting", total_steps=total_steps, resumed_from_step=resumed_from, step=engine.global_steps,
-         primary_metric=plugin.primary_metric)
-    if state["baseline"] is None:
-        # Baseline = the base model with the task's fresh (untrained) head, evaluated the same way.
-        send(phase="baseline")
-        state["baseline"] = {
-            "kind": getattr(plugin, "baseline_kind", "untrained_head"),
-            "dev": evaluate_timed("dev"),
-            "test": evaluate_timed("test"),
+    @classmethod
+    def set_up(cls, config: dict[str, Any]) -> WorkerRun:
+        """Seed, join the process group, load the data, build the engine and restore the
+        newest checkpoint; tells the driver the run is starting."""
+        use_gpu = config.get("use_gpu", False)
+        _set_environment(use_gpu)
+
+        import deepspeed
+        import ray.train
+        import torch
+        import torch.distributed as dist
+
+        from doctune.config import load_settings
+        from doctune.store.objects import ObjectStore
+        from doctune.tasks import get_task
+
+        began = time.monotonic()
+        spec = JobSpec.model_validate(config["spec"])
+        ctx = ray.train.get_context()
+        rank, world = ctx.get_world_rank(), ctx.get_world_size()
+        reporter = ProgressReporter(config.get("progress"), rank)
+        torch.set_num_threads(spec.resources_per_worker.threads or max(1, int(spec.resources_per_worker.cpu)))
+        torch.manual_seed(spec.seed)
+        reporter.register_worker()
+
+        deepspeed.init_distributed("nccl" if use_gpu else "gloo")
+        memory_at_start = process_memory_mb()  # the runtime (torch, DeepSpeed, Ray) before any model or data
+        plugin = get_task(spec.task)
+        store = ObjectStore(load_settings())
+        data = load_worker_data(config, spec, plugin, store, rank, world)
+        total_steps = count_total_steps(spec, len(data.loader))
+        engine, zero3 = build_engine(spec, plugin, data, world, total_steps, use_gpu)
+
+        saved = restore_checkpoint(engine, store, config.get("checkpoint_prefix"), world, config.get("resume_from"),
+                                   dist)
+        state = (TrainingState.from_dict(saved, spec.early_stopping) if saved is not None
+                 else TrainingState(stopper=EarlyStopper(spec.early_stopping)))
+        resumed_from = engine.global_steps if saved is not None else 0
+        evaluator = Evaluator(engine, data.encoded, plugin, data.tokenizer, data.info, spec.micro_batch_size * 2)
+        reporter.send(phase="starting", total_steps=total_steps, resumed_from_step=resumed_from,
+                      step=engine.global_steps, primary_metric=plugin.primary_metric)
+        return cls(config=config, spec=spec, rank=rank, world=world, began=began, memory_at_start=memory_at_start,
+                   reporter=reporter, plugin=plugin, store=store, data=data, total_steps=total_steps, engine=engine,
+                   zero3=zero3, state=state, resumed_from=resumed_from, evaluator=evaluator)
+
+    def evaluate_baseline(self) -> None:
+        """Evaluate the base model with the task's fresh (untrained) head, the same way as
+        the trained one, unless a restored checkpoint already holds the baseline."""
+        if self.state.baseline is not None:
+            return
+        self.reporter.send(phase="baseline")
+        baseline = {
+            "kind": getattr(self.plugin, "baseline_kind", "untrained_head"),
+            "dev": self.evaluator.run("dev"),
+            "test": self.evaluator.run("test"),
         }
-        references = getattr(plugin, "reference_baselines", None)  # model-free baselines, e.g. lead-N
+        references = getattr(self.plugin, "reference_baselines", None)  # model-free baselines, e.g. lead-N
         if references is not None:
-            state["baseline"]["references"] = references(splits, info)
-        send(baseline=state["baseline"])
+            baseline["references"] = references(self.data.splits, self.data.info)
+        self.state.baseline = baseline
+        self.reporter.send(baseline=baseline)
 
-    def save_and_report(metrics: dict[str, Any]) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            engine.save_checkpoint(tmp, tag=CKPT_TAG, exclude_frozen_parameters=True)
-            state["checkpoint_step"] = engine.global_steps
-            if rank == 0:
-                (Path(tmp) / STATE_FILE).write_text(json.dumps(state))
-            # this rank's manifest: the checkpoint is complete once every rank's files exist
-            files = sorted(str(f.relative_to(tmp)) for f in Path(tmp).rglob("*") if f.is_file())
-            (Path(tmp) / f"{MANIFEST_PREFIX}{rank}.json").write_text(json.dumps(files))
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-        dist.barrier()  # every rank's upload is done before anyone calls this checkpoint saved
-        send(last_checkpoint_step=engine.global_steps)
+    def train(self) -> bool:
+        """The step loop, from the restored step to the last one (or an early stop); False
+        when the driver paused the run (checkpointed, progress delivered)."""
+        engine, loader = self.engine, self.data.loader
+        micro_done = engine.global_steps * self.spec.gradient_accumulation_steps
+        self.epoch = micro_done // max(len(loader), 1)
+        skip = micro_done % max(len(loader), 1)  # micro-batches of this epoch the checkpoint already trained on
+        self.reporter.start_training(time.monotonic())
+        stop = engine.global_steps >= self.total_steps
+        engine.train()
+        self.setup_s = time.monotonic() - self.began - self.evaluator.seconds  # loading, building, restoring
+        train_began, eval_before = time.monotonic(), self.evaluator.seconds
+        while not stop:
+            self.data.sampler.set_epoch(self.epoch)
+            for i, batch in enumerate(loader):
+                if i < skip or not self._train_micro_batch(batch):
+                    continue  # skipped, or inside a gradient-accumulation window
+                outcome = self._after_optimizer_step()
+                if outcome == _PAUSED:
+                    return False
+                if outcome == _STOP:
+                    stop = True
+                    break
+            skip = 0
+            self.epoch += 1
+        self.train_s = time.monotonic() - train_began - (self.evaluator.seconds - eval_before)
+        return True
 
-    micro_done = engine.global_steps * gas
-    epoch = micro_done // max(len(loader), 1)
-    skip = micro_done % max(len(loader), 1)
-    step_times: deque[float] = deque([time.monotonic()], maxlen=RATE_WINDOW + 1)
-    window: list[float] = []
-    local_tokens = 0
-    pause_requested = False
-    stop_ref = progress.should_stop.remote() if (progress is not None and rank == 0) else None
-    stop = engine.global_steps >= total_steps
-    last_talk = 0.0
-    last_dev: dict[str, Any] = {}  # the newest dev metrics, carried in every report
-    engine.train()
-    timing["setup_s"] = time.monotonic() - began - timing["eval_s"]  # loading, building, restoring
-    train_began, eval_before = time.monotonic(), timing["eval_s"]
-    while not stop:
-        sampler.set_epoch(epoch)
-        for i, batch in enumerate(loader):
-            if i < skip:
-                continue
-            batch = {k: v.to(engine.device) for k, v in batch.items()}
-            before = engine.global_steps
-            local_tokens += int(batch["attention_mask"].sum())
-            loss = engine(**batch).loss
-            engine.backward(loss)
-            if spec.tuning.method == "adalora" and engine.is_gradient_accumulation_boundary():
-                adalora_step(engine.module, engine.global_steps)  # rank reallocation, while gradients exist
-            engine.step()
-            window.append(loss.detach().item())
-            if engine.global_steps == before:  # inside a gradient-accumulation window
-                continue
-            step = engine.global_steps
-            now = time.monotonic()
-            talk = now - last_talk >= PROGRESS_EVERY_S or step >= total_steps or step % spec.eval_interval == 0
-            if talk and rank == 0 and stop_ref is not None and ray.wait([stop_ref], timeout=0)[0]:
-                pause_requested = ray.get(stop_ref)
-                stop_ref = None if pause_requested else progress.should_stop.remote()
-            # one small all-reduce per optimizer step: exact tokens across ranks, and rank 0's pause flag
-            shared = torch.tensor([local_tokens, int(pause_requested and rank == 0)], dtype=torch.long)
-            if world > 1:
-                dist.all_reduce(shared)
-            state["tokens_seen"] = state.get("tokens_seen", 0) + int(shared[0])
-            timing["train_tokens"] += int(shared[0])
-            local_tokens = 0
-            if int(shared[1]) and step < total_steps:  # pause: checkpoint now and leave
-                save_and_report({"step": step, "epoch": epoch})
-                if progress is not None and rank == 0:
-                    ray.get(progress.update.remote({"paused_at": step, "phase": "paused", "step": step,
-                                                    "tokens_seen": state["tokens_seen"]}))
-                return
-            step_times.append(now)  # rate over the last RATE_WINDOW steps: steady state, not warm-up
-            if talk:
-                rate = (len(step_times) - 1) / max(step_times[-1] - step_times[0], 1e-6)
-                send(
-                    phase="training",
-                    step=step,
-                    epoch=epoch,
-                    tokens_seen=state["tokens_seen"],
-                    loss=sum(window) / len(window),  # mean over the steps since the last message
-                    lr=engine.get_lr()[0],
-                    steps_per_s=rate,
-                    eta_s=(total_steps - step) / rate if rate > 0 else None,
-                )
-                window, last_talk = [], now
-            metrics: dict[str, Any] = {"step": step, "epoch": epoch, **last_dev}
-            evaluated = False
-            if step % spec.eval_interval == 0 or step >= total_steps:
-                evaluated = True
-                send(phase="evaluating")
-                dev = evaluate_timed("dev")
-                state["history"].append({"step": step, **{k: v for k, v in dev.items() if isinstance(v, (int, float))}})
-                send(history=state["history"])
-                last_dev = {f"dev_{k}": v for k, v in dev.items() if isinstance(v, (int, float))}
-                metrics.update(last_dev)
-                es = spec.early_stopping
-                if es is not None:
-                    value = dev[es.metric]
-                    better = state["best"] is None or (
-                        value > state["best"] + es.min_delta if es.mode == "max" else value < state["best"] - es.min_delta
-                    )
-                    state["best"], state["bad_evals"] = (value, 0) if better else (state["best"], state["bad_evals"] + 1)
-                    if state["bad_evals"] >= es.patience:
-                        send(early_stopped_at=step)
-                        stop = True
-            if step % spec.checkpoint_interval == 0 and step < total_steps and not stop:
-                save_and_report(metrics)
-            elif evaluated and config.get("report_evals"):  # a sweep's trial: Tune ranks (and ASHA stops) on these
-                ray.train.report(metrics)
-            if step >= total_steps:
-                stop = True
-            if stop:
-                break
-        skip = 0
-        epoch += 1
+    def _train_micro_batch(self, batch: dict[str, Any]) -> bool:
+        """Forward and backward on one micro-batch, and the optimizer step at the end of a
+        gradient-accumulation window; True when an optimizer step was taken."""
+        engine = self.engine
+        batch = {k: v.to(engine.device) for k, v in batch.items()}
+        before = engine.global_steps
+        self.local_tokens += int(batch["attention_mask"].sum())
+        loss = engine(**batch).loss
+        engine.backward(loss)
+        if self.spec.tuning.method == "adalora" and engine.is_gradient_accumulation_boundary():
+            adalora_step(engine.module, engine.global_steps)  # rank reallocation, while gradients exist
+        engine.step()
+        self.reporter.add_loss(loss.detach().item())
+        return engine.global_steps != before
 
-    timing["train_s"] = time.monotonic() - train_began - (timing["eval_s"] - eval_before)
-    # peak resident memory of training itself (before test evaluation and export), for the plan's estimate
-    mine = {"start_mb": memory_at_start["rss_mb"], "peak_train_mb": process_memory_mb()["peak_mb"]}
-    ranks: list[Any] = [None] * world
-    dist.all_gather_object(ranks, mine)
-    memory = {k: max(r[k] for r in ranks) for k in mine} | {"per_rank": ranks}  # the largest worker counts
-    send(phase="testing")
-    test = evaluate_timed("test")
-    dev = evaluate_timed("dev")
-    send(phase="exporting")
-    export_prefix = config["export_prefix"]
-    gather = (
-        deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=0)
-        if spec.deepspeed.zero_stage == 3
-        else nullcontext()
-    )
-    with gather:
-        if rank == 0:
-            _export(engine.module, tokenizer, spec, info, store, export_prefix, plugin, splits)
-    dist.barrier()
-    final = {
-        "step": engine.global_steps,
-        "tokens_seen": state.get("tokens_seen", 0),
-        "epoch": epoch,
-        "resumed_from_step": resumed_from,
-        "test": test,
-        "dev": dev,
-        "baseline": state["baseline"],
-        "history": state["history"],
-        "total_steps": total_steps,
-        "memory": memory,
-        "timing": timing,
-    }
-    if progress is not None and rank == 0:  # wait for delivery: the driver reads it after fit()
-        ray.get(progress.update.remote({"final": final, "phase": "done", "step": engine.global_steps}))
+    def _after_optimizer_step(self) -> str | None:
+        """Count tokens, pause, report, evaluate and checkpoint after an optimizer step, in
+        the same order on every rank; ``_PAUSED`` or ``_STOP`` ends the loop."""
+        step, now, spec = self.engine.global_steps, time.monotonic(), self.spec
+        talk = self.reporter.due(step, self.total_steps, spec.eval_interval, now)
+        if talk:
+            self.reporter.poll_pause()
+        tokens, paused = self._share_step_counts()
+        self.state.tokens_seen += tokens
+        self.train_tokens += tokens
+        if paused and step < self.total_steps:  # pause: checkpoint now and leave
+            self._pause(step)
+            return _PAUSED
+        self.reporter.step_done(now)
+        if talk:
+            self.reporter.send_training(step=step, epoch=self.epoch, tokens_seen=self.state.tokens_seen,
+                                        lr=self.engine.get_lr()[0], total_steps=self.total_steps, now=now)
+        metrics: dict[str, Any] = {"step": step, "epoch": self.epoch, **self.last_dev}
+        evaluated = step % spec.eval_interval == 0 or step >= self.total_steps
+        stop = evaluated and self._evaluate_dev(step, metrics)
+        if step % spec.checkpoint_interval == 0 and step < self.total_steps and not stop:
+            self._save_checkpoint(metrics)
+        elif evaluated and self.config.get("report_evals"):  # a sweep's trial: Tune ranks (and ASHA stops) on these
+            import ray.train
 
+            ray.train.report(metrics)
+        return _STOP if stop or step >= self.total_steps else None
 
-def _export(module, tokenizer, spec, info, store, prefix: str, plugin=None, splits=None) -> None:
-    """Write the model in Hugging Face format (LoRA merged or kept as an adapter)."""
-    from doctune.train.tuning import is_peft, merges_on_export
+    def _share_step_counts(self) -> tuple[int, bool]:
+        """One small all-reduce per optimizer step: exact tokens across ranks, and rank 0's
+        pause flag, so that every rank pauses at the same step."""
+        import torch
+        import torch.distributed as dist
 
-    merged = merges_on_export(spec)
-    model = module
-    if is_peft(spec) and merged:
-        model = module.merge_and_unload()
-    with tempfile.TemporaryDirectory() as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        meta = {
-            "task": spec.task,
-            "labels": info.get("labels"),
-            "max_seq_length": spec.max_seq_length,
-            "tuning": spec.tuning.method,
-            "adapter_merged": merged if is_peft(spec) else None,  # false: an adapter over base_model
-            "lora_merged": merged if spec.tuning.method == "lora" else None,
-            "base_model": spec.base_model,
+        pause = int(self.reporter.pause_requested and self.rank == 0)
+        shared = torch.tensor([self.local_tokens, pause], dtype=torch.long)
+        if self.world > 1:
+            dist.all_reduce(shared)
+        self.local_tokens = 0
+        return int(shared[0]), bool(int(shared[1]))
+
+    def _pause(self, step: int) -> None:
+        self._save_checkpoint({"step": step, "epoch": self.epoch})
+        self.reporter.deliver({"paused_at": step, "phase": "paused", "step": step,
+                               "tokens_seen": self.state.tokens_seen})
+
+    def _evaluate_dev(self, step: int, metrics: dict[str, Any]) -> bool:
+        """Evaluate on dev, record it (history, ``metrics``) and apply early stopping; True
+        to stop. The stop decision comes from gathered metrics: the same on every rank."""
+        self.reporter.send(phase="evaluating")
+        dev = self.evaluator.run("dev")
+        numeric = {k: v for k, v in dev.items() if isinstance(v, (int, float))}
+        self.state.history.append({"step": step, **numeric})
+        self.reporter.send(history=self.state.history)
+        self.last_dev = {f"dev_{k}": v for k, v in numeric.items()}
+        metrics.update(self.last_dev)
+        if self.state.stopper.observe(dev, step):
+            self.reporter.send(early_stopped_at=step)
+            return True
+        return False
+
+    def _save_checkpoint(self, metrics: dict[str, Any]) -> None:
+        import torch.distributed as dist
+
+        self.state.checkpoint_step = self.engine.global_steps
+        save_checkpoint(self.engine, self.state.to_dict(), metrics, rank=self.rank, dist=dist)
+        self.reporter.send(last_checkpoint_step=self.engine.global_steps)
+
+    def gather_memory(self) -> dict[str, Any]:
+        """Peak resident memory of training itself (before test evaluation and export), for
+        the plan's estimate: the largest worker's, and every rank's (a collective)."""
+        import torch.distributed as dist
+
+        mine = {"start_mb": self.memory_at_start["rss_mb"], "peak_train_mb": process_memory_mb()["peak_mb"]}
+        ranks: list[Any] = [None] * self.world
+        dist.all_gather_object(ranks, mine)
+        return {k: max(r[k] for r in ranks) for k in mine} | {"per_rank": ranks}
+
+    def evaluate_test_and_dev(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        self.reporter.send(phase="testing")
+        test = self.evaluator.run("test")
+        dev = self.evaluator.run("dev")
+        return test, dev
+
+    def export(self) -> None:
+        self.reporter.send(phase="exporting")
+        export_trained_model(self.engine, rank=self.rank, tokenizer=self.data.tokenizer, spec=self.spec,
+                             info=self.data.info, store=self.store, prefix=self.config["export_prefix"],
+                             plugin=self.plugin, splits=self.data.splits)
+
+    def deliver_final(self, *, test: dict[str, Any], dev: dict[str, Any], memory: dict[str, Any]) -> None:
+        """The run's result, delivered before returning: the driver reads it after fit()."""
+        # where this run's time goes, for the plan's expected-time estimate (doctune.services.plans)
+        timing = {"eval_s": self.evaluator.seconds, "eval_examples": self.evaluator.examples,
+                  "train_s": self.train_s, "train_tokens": self.train_tokens, "setup_s": self.setup_s}
+        final = {
+            "step": self.engine.global_steps,
+            "tokens_seen": self.state.tokens_seen,
+            "epoch": self.epoch,
+            "resumed_from_step": self.resumed_from,
+            "test": test,
+            "dev": dev,
+            "baseline": self.state.baseline,
+            "history": self.state.history,
+            "total_steps": self.total_steps,
+            "memory": memory,
+            "timing": timing,
         }
-        extras = getattr(plugin, "export_extras", None)  # e.g. retrieval's document index
-        if extras is not None:
-            meta.update(extras(model, tokenizer, info, splits, spec.max_seq_length, Path(tmp)) or {})
-        (Path(tmp) / "doctune.json").write_text(json.dumps(meta, indent=2))
-        store.upload_dir(tmp, prefix)
+        self.reporter.deliver({"final": final, "phase": "done", "step": self.engine.global_steps})

@@ -3,13 +3,23 @@
 :func:`progress_actor` starts a small Ray actor in the driver's process tree: rank 0
 sends it progress (step, loss, evaluations, the final result), the driver reads it and
 copies it into the job record, and the driver sets its stop flag to pause the run.
+
+:class:`ProgressReporter` is the workers' side, used by the worker loop
+(:mod:`doctune.train.loop`) on every rank: only rank 0 talks to the actor, at most every
+:data:`PROGRESS_EVERY_S` (so a step pays no round trip), with the loss and the rate/ETA
+over the last :data:`RATE_WINDOW` steps, and polls the stop flag without blocking.
 """
 
 from __future__ import annotations
 
+import os
+from collections import deque
 from typing import Any
 
-__all__ = ["progress_actor"]
+__all__ = ["PROGRESS_EVERY_S", "RATE_WINDOW", "ProgressReporter", "progress_actor"]
+
+RATE_WINDOW = 20  # steps/s and the ETA are measured over this many steps: steady state, not warm-up
+PROGRESS_EVERY_S = 1.0  # rank 0 talks to the progress actor at most this often, not on every step
 
 
 def progress_actor() -> Any:
@@ -43,3 +53,82 @@ def progress_actor() -> Any:
             return self.stop_requested
 
     return ProgressActor.remote()
+
+
+class ProgressReporter:
+    """A training worker's side of the progress channel (every rank has one; only rank 0's
+    talks to the actor). ``actor`` None (no driver listening) makes every call a no-op.
+
+    Rank 0's pause flag is read here (:meth:`poll_pause`) but reaches the other ranks
+    through the loop's per-step all-reduce, never through the actor."""
+
+    def __init__(self, actor: Any, rank: int) -> None:
+        self.actor, self.rank = actor, rank
+        self.lead = actor is not None and rank == 0
+        self.pause_requested = False
+        self._stop_ref: Any = None
+        self._step_times: deque[float] = deque(maxlen=RATE_WINDOW + 1)
+        self._losses: list[float] = []
+        self._last_talk = 0.0
+
+    def register_worker(self) -> None:
+        """Tell the driver this rank's process id (every rank)."""
+        if self.actor is not None:
+            self.actor.register_worker.remote(self.rank, os.getpid())
+
+    def send(self, **fields: Any) -> None:
+        """Fire-and-forget update of the driver's progress (rank 0 only)."""
+        if self.lead:
+            self.actor.update.remote(fields)
+
+    def deliver(self, fields: dict[str, Any]) -> None:
+        """An update the driver must have before this worker returns (pause, final result)."""
+        if self.lead:
+            import ray
+
+            ray.get(self.actor.update.remote(fields))
+
+    def start_training(self, now: float) -> None:
+        """Start the rate window at ``now`` and start watching the driver's stop flag."""
+        self._step_times = deque([now], maxlen=RATE_WINDOW + 1)
+        self._losses, self._last_talk = [], 0.0
+        self._stop_ref = self.actor.should_stop.remote() if self.lead else None
+
+    def add_loss(self, loss: float) -> None:
+        """One micro-batch's loss, for the mean loss of the next training message."""
+        self._losses.append(loss)
+
+    def due(self, step: int, total_steps: int, eval_interval: int, now: float) -> bool:
+        """Whether this optimizer step talks to the driver: when PROGRESS_EVERY_S has passed,
+        at every evaluation step and at the last step."""
+        return now - self._last_talk >= PROGRESS_EVERY_S or step >= total_steps or step % eval_interval == 0
+
+    def poll_pause(self) -> bool:
+        """Rank 0: pick up the driver's stop flag if its answer has arrived (never waits)."""
+        import ray
+
+        if self._stop_ref is not None and ray.wait([self._stop_ref], timeout=0)[0]:
+            self.pause_requested = ray.get(self._stop_ref)
+            self._stop_ref = None if self.pause_requested else self.actor.should_stop.remote()
+        return self.pause_requested
+
+    def step_done(self, now: float) -> None:
+        """An optimizer step finished at ``now`` (feeds the rate window)."""
+        self._step_times.append(now)
+
+    def send_training(self, *, step: int, epoch: int, tokens_seen: int, lr: float, total_steps: int,
+                      now: float) -> None:
+        """The training message: mean loss since the last one, learning rate, steps/s and ETA."""
+        times = self._step_times
+        rate = (len(times) - 1) / max(times[-1] - times[0], 1e-6)
+        self.send(
+            phase="training",
+            step=step,
+            epoch=epoch,
+            tokens_seen=tokens_seen,
+            loss=sum(self._losses) / len(self._losses),  # mean over the steps since the last message
+            lr=lr,
+            steps_per_s=rate,
+            eta_s=(total_steps - step) / rate if rate > 0 else None,
+        )
+        self._losses, self._last_talk = [], now
