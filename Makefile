@@ -10,6 +10,9 @@ export HF_HUB_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export GRADIO_ANALYTICS_ENABLED := False
 export TOKENIZERS_PARALLELISM := false
+# DeepSpeed compiles its CPU ops (shared-memory comm, CPU Adam) on first use; one folder for
+# every process (the stack's Ray workers, tests, benches) so they are built once, at install.
+export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/doctune/torch_extensions
 
 .PHONY: install run test test-unit bench down clean
 
@@ -24,6 +27,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q "torch==2.13.0"
 	$(PY) -m pip install -q -e ".[test]"
 	$(VENV)/bin/doctune models prepare
+	$(PY) -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder, CPUAdamBuilder; \
+	  ShareMemCommBuilder().load(); CPUAdamBuilder().load()"
 	touch $@
 
 # Start the embedded stack and run the demo job; the stack stays up afterwards.
