@@ -171,7 +171,7 @@ def tenants_usage(api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_AP
 @keys_app.command("list")
 def keys_list(api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY")) -> None:
     """Your tenant's keys, by id (the public prefix); secrets are never shown again."""
-    _print(_run(_client(api_key).request, "GET", "/v1/keys"), ("id", "tenant", "role", "created_at", "revoked_at"))
+    _print(_run(_client(api_key).list_keys), ("id", "tenant", "role", "created_at", "revoked_at"))
 
 
 @keys_app.command("create")
@@ -362,7 +362,7 @@ def jobs_get(job_id: str, api_key: Optional[str] = typer.Option(None, envvar="DO
 @jobs_app.command("list")
 def jobs_list(api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY")) -> None:
     """Your tenant's jobs, newest first."""
-    _print(_run(_client(api_key).request, "GET", "/v1/jobs"),
+    _print(_run(_client(api_key).list_jobs),
            ("id", "tenant", "task", "status", "progress.step", "progress.total_steps", "progress.queue_reason", "model_id"))
 
 
@@ -470,7 +470,7 @@ def sweeps_submit(
 @sweeps_app.command("list")
 def sweeps_list(api_key: Optional[str] = typer.Option(None, envvar="DOCTUNE_API_KEY")) -> None:
     """Your tenant's sweeps, newest first."""
-    _print(_run(_client(api_key).request, "GET", "/v1/sweeps"), ("id", "tenant", "task", "status", "best_job_id"))
+    _print(_run(_client(api_key).list_sweeps), ("id", "tenant", "task", "status", "best_job_id"))
 
 
 @sweeps_app.command("show")
