@@ -2,7 +2,9 @@
 
 Keys look like ``dtk_<id>_<secret>``; only the id and a salted hash of the secret are
 stored (``doctune.store.keys``). Used by the API (every route) and the CLI's bootstrap;
-Serve replicas check keys against the store themselves.
+Serve replicas check keys against the store themselves. :func:`list_owned` is the one
+list of every resource (datasets, jobs, sweeps, models, deployments, keys, tenants): a
+page of the caller's rows, newest first, with an opaque cursor to the next page.
 """
 
 from __future__ import annotations
