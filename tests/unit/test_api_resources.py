@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from doctune.api.app import create_app
 from doctune.client import DoctuneClient
 from doctune.config import Settings
+from doctune.errors import DoctuneError
 from doctune.services import Platform, tenants
 from doctune.spec import TenantSpec
 from doctune.store.db import ApiKey, Dataset, Deployment, DeploymentRevision, Job, Model, Sweep
@@ -219,6 +220,14 @@ def test_a_delete_the_object_store_refuses_keeps_the_record(world, path):
     r = client.delete(path, headers=hdr["a"])
     assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
     assert client.get(path, headers=hdr["a"]).status_code == 200
+
+
+def test_a_row_still_referred_to_is_a_409_before_any_file_is_touched(world):
+    p, client, hdr = world
+    with pytest.raises(DoctuneError) as e:  # deployment_revisions refers to it (a foreign key)
+        tenants.delete_with_files(p, Model, "model-history", "s3://doctune/tenants/team-a/models/model-history", "model")
+    assert e.value.http_status == 409  # not 503: the object store (there is none here) was never reached
+    assert client.get("/v1/models/model-history", headers=hdr["a"]).status_code == 200
 
 
 # ------------------------------------------------------------------ tasks, the document, the body rule

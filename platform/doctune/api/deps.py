@@ -92,6 +92,7 @@ def claim_tenant(body: Any, who: Principal) -> Any:
 
 
 async def read_json(request: Request, *, required: bool) -> Any:
+    """The request's JSON body (400 when it is not JSON); an empty body is ``{}`` unless ``required``."""
     raw = await request.body()
     if not raw.strip():
         if required:

@@ -15,7 +15,8 @@ from doctune.data import parse_jsonl, split_records, to_jsonl, validate_splits
 from doctune.errors import DoctuneError
 from doctune.services import Platform, Principal
 from doctune.services.tasks import known_task
-from doctune.services.tenants import DEFAULT_PAGE_SIZE, RowPage, check_tenant_access, get_owned, list_owned
+from doctune.services.tenants import (DEFAULT_PAGE_SIZE, RowPage, check_tenant_access, delete_with_files, get_owned,
+                                      list_owned)
 from doctune.spec import _slug
 from doctune.states import JobState, SweepState
 from doctune.store.db import Dataset, Job, Sweep, new_id
@@ -137,11 +138,7 @@ def delete_dataset(p: Platform, caller: Principal, dataset_id: str) -> Dataset:
     if user is not None:
         raise DoctuneError(f"dataset {dataset.id} is used by {user}; cancel it or wait until it ends, then delete "
                            "the dataset", "conflict", field="dataset_id", tenant_error=True)
-    p.objects.delete_prefix(p.objects.key_of(dataset.uri).rstrip("/") + "/")  # files first: a failure can be retried
-    with p.db.session() as s:
-        row = s.get(Dataset, dataset.id)
-        if row is not None:
-            s.delete(row)
+    delete_with_files(p, Dataset, dataset.id, dataset.uri, "dataset")
     return dataset
 
 

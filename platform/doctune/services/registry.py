@@ -13,7 +13,8 @@ from sqlalchemy import select
 from doctune.errors import DoctuneError
 from doctune.services import Platform, Principal
 from doctune.services.tasks import known_task
-from doctune.services.tenants import DEFAULT_PAGE_SIZE, RowPage, check_tenant_access, get_owned, list_owned
+from doctune.services.tenants import (DEFAULT_PAGE_SIZE, RowPage, check_tenant_access, delete_with_files, get_owned,
+                                      list_owned)
 from doctune.spec import JobSpec
 from doctune.states import DeploymentState
 from doctune.store.db import Deployment, DeploymentRevision, Model
@@ -76,11 +77,7 @@ def delete_model(p: Platform, caller: Principal, model_id: str) -> Model:
     refusal = model_in_use(p, model)
     if refusal is not None:
         raise refusal
-    p.objects.delete_prefix(p.objects.key_of(model.uri).rstrip("/") + "/")  # files first: a failure can be retried
-    with p.db.session() as s:
-        row = s.get(Model, model.id)
-        if row is not None:
-            s.delete(row)
+    delete_with_files(p, Model, model.id, model.uri, "model")
     return model
 
 

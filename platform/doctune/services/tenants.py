@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, Generic, Iterable, TypeVar
 
 from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import IntegrityError
 
 from doctune.errors import DoctuneError
 from doctune.services import Platform, Principal
@@ -203,6 +204,22 @@ def get_owned(p: Platform, caller: Principal, table, object_id: str, what: str, 
     if row is None or not visible(caller, row.tenant_id):
         raise DoctuneError(f"{what} {object_id!r} not found", "not_found", field=field)
     return row
+
+
+def delete_with_files(p: Platform, table, row_id: str, uri: str, what: str) -> None:
+    """Delete the row ``row_id`` of ``table`` and the objects under its ``uri`` together: the row goes
+    first, inside a transaction that commits only once the files are gone. A row something still
+    refers to (a foreign key) is a 409 with no file touched; a store that fails rolls the row back."""
+    try:
+        with p.db.session() as s:
+            row = s.get(table, row_id)
+            if row is not None:
+                s.delete(row)
+                s.flush()
+            p.objects.delete_prefix(p.objects.key_of(uri).rstrip("/") + "/")
+    except IntegrityError:
+        raise DoctuneError(f"{what} {row_id} came into use while it was being deleted; nothing was deleted",
+                           "conflict", field=f"{what}_id", tenant_error=True) from None
 
 
 QUOTA_FIELDS = ("weight", "max_concurrent_jobs", "max_cpus", "max_gpus", "max_storage_bytes", "max_deployments")
