@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import httpx
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -48,8 +48,66 @@ class DoctuneClient:
     def request(self, method: str, path: str, **kw: Any) -> Any:
         return self._check(self.http.request(method, path, **kw))
 
+    # ------------------------------------------------------------ lists: pages of {"items", "next_cursor"}
+    def pages(self, path: str, page_size: int = 200, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Every page of the list at ``path``, newest first, following ``next_cursor``; ``filters``
+        (e.g. state, task) whose value is None are left out."""
+        params = {k: v for k, v in filters.items() if v is not None} | {"limit": page_size}
+        while True:
+            page = self.request("GET", path, params=params)
+            yield page
+            if not page["next_cursor"]:
+                return
+            params["cursor"] = page["next_cursor"]
+
+    def list_all(self, path: str, limit: int | None = None, **filters: Any) -> list[dict[str, Any]]:
+        """The items of the list at ``path``, newest first: all of them, or the newest ``limit``."""
+        items: list[dict[str, Any]] = []
+        for page in self.pages(path, page_size=min(limit or 200, 200), **filters):
+            items += page["items"]
+            if limit is not None and len(items) >= limit:
+                return items[:limit]
+        return items
+
+    def list_tenants(self, limit: int | None = None) -> list[dict[str, Any]]:
+        return self.list_all("/v1/tenants", limit)
+
+    def list_keys(self, limit: int | None = None) -> list[dict[str, Any]]:
+        return self.list_all("/v1/keys", limit)
+
+    def list_datasets(self, task: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        return self.list_all("/v1/datasets", limit, task=task)
+
+    def list_jobs(self, state: str | None = None, task: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        return self.list_all("/v1/jobs", limit, state=state, task=task)
+
+    def list_sweeps(self, state: str | None = None, task: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        return self.list_all("/v1/sweeps", limit, state=state, task=task)
+
+    def list_models(self, task: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        return self.list_all("/v1/models", limit, task=task)
+
+    def list_deployments(self, state: str | None = None, task: str | None = None,
+                         limit: int | None = None) -> list[dict[str, Any]]:
+        return self.list_all("/v1/deployments", limit, state=state, task=task)
+
+    def list_tasks(self) -> list[dict[str, Any]]:
+        """The registered task plugins: name, metrics and their labels, capability flags."""
+        return self.request("GET", "/v1/tasks")
+
+    # ------------------------------------------------------------ resources
     def create_tenant(self, name: str, display_name: str | None = None) -> dict[str, Any]:
         return self.request("POST", "/v1/tenants", json={"name": name, "display_name": display_name})
+
+    def get_key(self, key_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/keys/{key_id}")
+
+    def get_dataset(self, dataset_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/datasets/{dataset_id}")
+
+    def delete_dataset(self, dataset_id: str) -> dict[str, Any]:
+        """Delete the dataset's files and record; a conflict while a queued, running or paused job uses it."""
+        return self.request("DELETE", f"/v1/datasets/{dataset_id}")
 
     def upload_dataset(self, name: str, task: str, files: dict[str, bytes | Path], tenant: str | None = None,
                        progress: Callable[[int], None] | None = None, **form: Any) -> dict[str, Any]:
@@ -86,6 +144,10 @@ class DoctuneClient:
 
     def get_model(self, model_id: str) -> dict[str, Any]:
         return self.request("GET", f"/v1/models/{model_id}")
+
+    def delete_model(self, model_id: str) -> dict[str, Any]:
+        """Delete the model's files and record; a conflict while a deployment serves it or its history names it."""
+        return self.request("DELETE", f"/v1/models/{model_id}")
 
     def deploy(self, model_id: str, name: str, **spec: Any) -> dict[str, Any]:
         return self.request("POST", "/v1/deployments", json={"model_id": model_id, "name": name, **spec})

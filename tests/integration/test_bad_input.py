@@ -26,7 +26,7 @@ def stored_state(stack, client_a, bbc_dataset):
     store = ObjectStore(stack)
 
     def snapshot():
-        return ({d["id"] for d in client_a.request("GET", "/v1/datasets")},
+        return ({d["id"] for d in client_a.list_datasets()},
                 sorted(store.list_keys("tenants/team-a/datasets/")))
 
     before = snapshot()
@@ -67,7 +67,7 @@ def test_job_spec_errors_are_all_reported(client_a, bbc_dataset, stored_state):
         client_a.submit_job(spec)
     assert e.value.http_status == 422
     assert {err["field"] for err in e.value.errors} >= {"learning_rate", "surprise"}
-    assert not any(j["spec"].get("learning_rate") == -1 for j in client_a.request("GET", "/v1/jobs"))
+    assert not any(j["spec"].get("learning_rate") == -1 for j in client_a.list_jobs())
 
 
 def test_job_on_another_tenants_dataset_is_not_found(client_b, bbc_dataset):
@@ -110,4 +110,4 @@ def test_chinese_text_on_an_english_model_is_refused_with_the_fix(client_b):
         client_b.submit_job(spec)
     assert e.value.http_status == 422 and e.value.field == "base_model"
     assert "gemma-3-270m" in e.value.message
-    assert not any(j["spec"]["dataset"]["id"] == ds["id"] for j in client_b.request("GET", "/v1/jobs"))
+    assert not any(j["spec"]["dataset"]["id"] == ds["id"] for j in client_b.list_jobs())

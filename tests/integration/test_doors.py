@@ -31,7 +31,7 @@ def test_ray_job_submit_runs_a_spec_file(stack, admin, bbc_dataset, tmp_path):
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "macro-F1 0." in out.stdout or "macro-F1 1." in out.stdout
-    jobs = admin.request("GET", "/v1/jobs")
+    jobs = admin.list_jobs()
     mine = [j for j in jobs if j["spec"].get("name") == "via-ray-submit"]
     assert len(mine) == 1 and mine[0]["status"] == "succeeded" and mine[0]["metrics"]["step"] == 2
 

@@ -223,6 +223,7 @@ def test_multiplex_spec_defaults_and_bounds():
 def api(database_url, tmp_path):
     """The REST API over a real database (no Ray): two tenants, adapter and other models."""
     p = Platform(Settings(home=str(tmp_path), database_url=database_url))
+    p.db.migrate()
     app = create_app(p)
     admin = tenants.authenticate(p, tenants.create_admin_key(p))
     _, key = tenants.create_tenant(p, admin, TenantSpec(name="team-a"))

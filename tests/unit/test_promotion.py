@@ -45,10 +45,10 @@ def test_decide(champion, challenger, metric, force, comparable, decision):
 
 # ------------------------------------------------------------------ the spec
 def spec_errors(**body):
-    from doctune.api.app import _parse
+    from doctune.api.deps import parse_body
 
     with pytest.raises(DoctuneError) as e:
-        _parse(PromotionSpec, {"tenant": "t", "endpoint": "prod", **body})
+        parse_body(PromotionSpec, {"tenant": "t", "endpoint": "prod", **body})
     return e.value
 
 

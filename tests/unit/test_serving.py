@@ -97,6 +97,7 @@ def test_tasks_int8_cannot_be_measured_for_are_refused(task, why):
 def api(database_url, tmp_path):
     """The REST API over a real database (no Ray: nothing here reaches the cluster)."""
     p = Platform(Settings(home=str(tmp_path), database_url=database_url))
+    p.db.migrate()
     app = create_app(p)
     admin = tenants.authenticate(p, tenants.create_admin_key(p))
     _, key = tenants.create_tenant(p, admin, TenantSpec(name="team-a"))

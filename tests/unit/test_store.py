@@ -63,8 +63,8 @@ def test_other_tenants_jobs_are_not_found(platform):
     with pytest.raises(DoctuneError) as e:
         jobs_svc.get_job(platform, b, "job-a1")
     assert e.value.http_status == 404
-    assert jobs_svc.list_jobs(platform, b) == []
-    assert [j.id for j in jobs_svc.list_jobs(platform, admin)] == ["job-a1"]
+    assert jobs_svc.list_jobs(platform, b).items == []
+    assert [j.id for j in jobs_svc.list_jobs(platform, admin).items] == ["job-a1"]
 
 
 def test_terminal_status_is_sticky(platform):

@@ -22,6 +22,7 @@ from doctune.store.db import Dataset, Deployment, Job, Model, Sweep
 @pytest.fixture
 def world(database_url, tmp_path):
     p = Platform(Settings(home=str(tmp_path), database_url=database_url))
+    p.db.migrate()
     app = create_app(p)
     admin = tenants.authenticate(p, tenants.create_admin_key(p))
     _, key_a = tenants.create_tenant(p, admin, TenantSpec(name="team-a"))
@@ -92,7 +93,7 @@ def test_keys_list_rotate_revoke(world):
     _, client, key_a, _, ids = world
     a = {"Authorization": f"Bearer {key_a}"}
     listed = client.get("/v1/keys", headers=a).json()
-    assert [k["id"] for k in listed] == [ids["key_id"]]
+    assert [k["id"] for k in listed["items"]] == [ids["key_id"]] and listed["next_cursor"] is None
     assert key_a.split("_", 2)[2] not in client.get("/v1/keys", headers=a).text  # secrets never shown
 
     viewer = client.post("/v1/keys", headers=a, json={"role": "viewer"}).json()["api_key"]

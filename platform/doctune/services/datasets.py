@@ -9,12 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
+
 from doctune.data import parse_jsonl, split_records, to_jsonl, validate_splits
 from doctune.errors import DoctuneError
 from doctune.services import Platform, Principal
-from doctune.services.tenants import check_tenant_access, get_owned, list_owned
+from doctune.services.tasks import known_task
+from doctune.services.tenants import (DEFAULT_PAGE_SIZE, RowPage, check_tenant_access, delete_with_files, get_owned,
+                                      list_owned)
 from doctune.spec import _slug
-from doctune.store.db import Dataset, new_id
+from doctune.states import JobState, SweepState
+from doctune.store.db import Dataset, Job, Sweep, new_id
 from doctune.store.objects import tenant_key
 from doctune.tasks import get_task
 
@@ -99,8 +104,42 @@ def get_dataset(p: Platform, caller: Principal, dataset_id: str) -> Dataset:
     return get_owned(p, caller, Dataset, dataset_id, "dataset", "dataset.id")
 
 
-def list_datasets(p: Platform, caller: Principal) -> list[Dataset]:
-    return list_owned(p, caller, Dataset)
+def list_datasets(p: Platform, caller: Principal, *, task: str | None = None, limit: int = DEFAULT_PAGE_SIZE,
+                  cursor: str | None = None) -> RowPage[Dataset]:
+    return list_owned(p, caller, Dataset, limit=limit, cursor=cursor, task=known_task(task))
+
+
+# a job in one of these states still reads (or will read) its dataset
+JOB_STATES_USING_DATA = (JobState.QUEUED, JobState.STARTING, JobState.RUNNING, JobState.PAUSED)
+
+
+def dataset_user(p: Platform, dataset: Dataset) -> str | None:
+    """The job (or sweep) that still needs ``dataset``, as "job <id> (<status>)"; None when none does."""
+    with p.db.session() as s:
+        jobs = s.execute(select(Job).where(Job.tenant_id == dataset.tenant_id, Job.status.in_(JOB_STATES_USING_DATA))
+                         .order_by(Job.created_at)).scalars().all()
+        sweeps = s.execute(select(Sweep).where(Sweep.tenant_id == dataset.tenant_id,
+                                               Sweep.status.not_in(SweepState.terminal()))).scalars().all()
+    for job in jobs:
+        if ((job.spec or {}).get("dataset") or {}).get("id") == dataset.id:
+            return f"job {job.id} ({job.status})"
+    for sweep in sweeps:
+        if (((sweep.spec or {}).get("job") or {}).get("dataset") or {}).get("id") == dataset.id:
+            return f"sweep {sweep.id} ({sweep.status})"
+    return None
+
+
+def delete_dataset(p: Platform, caller: Principal, dataset_id: str) -> Dataset:
+    """Delete a dataset's files and its record, unless a queued, starting, running or paused job (or an
+    unfinished sweep) uses it. Jobs that have ended keep their metrics and models."""
+    dataset = get_dataset(p, caller, dataset_id)
+    check_tenant_access(caller, dataset.tenant_id, write=True)
+    user = dataset_user(p, dataset)
+    if user is not None:
+        raise DoctuneError(f"dataset {dataset.id} is used by {user}; cancel it or wait until it ends, then delete "
+                           "the dataset", "conflict", field="dataset_id", tenant_error=True)
+    delete_with_files(p, Dataset, dataset.id, dataset.uri, "dataset")
+    return dataset
 
 
 def read_split(p: Platform, dataset: Dataset, split: str) -> list[dict[str, Any]]:

@@ -24,7 +24,8 @@ from doctune.errors import DoctuneError
 from doctune.serve.names import app_name
 from doctune.services import Platform, Principal
 from doctune.services.registry import get_model
-from doctune.services.tenants import check_tenant_access, get_owned
+from doctune.services.tasks import known_task
+from doctune.services.tenants import DEFAULT_PAGE_SIZE, RowPage, check_tenant_access, get_owned, list_owned
 from doctune.spec import DeploymentSpec, PromotionSpec
 from doctune.states import DeploymentState, SweepState
 from doctune.store.db import Deployment, DeploymentRevision, Job, Model, Tenant, new_id
@@ -153,6 +154,13 @@ def delete_deployment(p: Platform, caller: Principal, deployment_id: str) -> Dep
 
 def get_deployment(p: Platform, caller: Principal, deployment_id: str) -> Deployment:
     return get_owned(p, caller, Deployment, deployment_id, "deployment", "deployment_id")
+
+
+def list_deployments(p: Platform, caller: Principal, *, state: DeploymentState | None = None, task: str | None = None,
+                     limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> RowPage[Deployment]:
+    """A page of the caller's deployments, newest first; ``task``: those serving a model of that task."""
+    where = [Deployment.model_id.in_(select(Model.id).where(Model.task == task))] if known_task(task) else []
+    return list_owned(p, caller, Deployment, limit=limit, cursor=cursor, where=where, status=state)
 
 
 # ------------------------------------------------------------------ revisions, promotion, rollback

@@ -15,7 +15,8 @@ from sqlalchemy import select
 from doctune.errors import DoctuneError
 from doctune.services import Platform, Principal
 from doctune.services.datasets import get_dataset
-from doctune.services.tenants import check_tenant_access, get_owned, get_tenant, list_owned
+from doctune.services.tasks import known_task
+from doctune.services.tenants import DEFAULT_PAGE_SIZE, RowPage, check_tenant_access, get_owned, get_tenant, list_owned
 from doctune.spec import JobSpec
 from doctune.states import AttemptState, JobState
 from doctune.store.db import Dataset, Job, JobEvent, new_id, now
@@ -211,8 +212,10 @@ def _sync_with_cluster(p: Platform, job: Job, *, force: bool = False) -> Job:
     return job
 
 
-def list_jobs(p: Platform, caller: Principal) -> list[Job]:
-    return list_owned(p, caller, Job)
+def list_jobs(p: Platform, caller: Principal, *, state: JobState | None = None, task: str | None = None,
+              limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> RowPage[Job]:
+    """A page of the caller's jobs (a sweep's trials too), newest first, optionally in one state or of one task."""
+    return list_owned(p, caller, Job, limit=limit, cursor=cursor, status=state, task=known_task(task))
 
 
 def pause_job(p: Platform, caller: Principal, job_id: str) -> Job:

@@ -8,10 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
+
+from doctune.errors import DoctuneError
 from doctune.services import Platform, Principal
-from doctune.services.tenants import get_owned
+from doctune.services.tasks import known_task
+from doctune.services.tenants import (DEFAULT_PAGE_SIZE, RowPage, check_tenant_access, delete_with_files, get_owned,
+                                      list_owned)
 from doctune.spec import JobSpec
-from doctune.store.db import Model
+from doctune.states import DeploymentState
+from doctune.store.db import Deployment, DeploymentRevision, Model
 from doctune.store.objects import tenant_key
 
 
@@ -37,6 +43,42 @@ def register_model(p: Platform, *, model_id: str, job_id: str, spec: JobSpec, me
 
 def get_model(p: Platform, caller: Principal, model_id: str) -> Model:
     return get_owned(p, caller, Model, model_id, "model", "model_id")
+
+
+def list_models(p: Platform, caller: Principal, *, task: str | None = None, limit: int = DEFAULT_PAGE_SIZE,
+                cursor: str | None = None) -> RowPage[Model]:
+    return list_owned(p, caller, Model, limit=limit, cursor=cursor, task=known_task(task))
+
+
+def model_in_use(p: Platform, model: Model) -> DoctuneError | None:
+    """Why ``model`` cannot be deleted: a deployment serves it, or a deployment's revision history
+    (what rollback returns to) names it. None when nothing refers to it."""
+    with p.db.session() as s:
+        deps = s.execute(select(Deployment).where(Deployment.model_id == model.id)).scalars().all()
+        revision = s.execute(select(DeploymentRevision).where(DeploymentRevision.model_id == model.id)
+                             .order_by(DeploymentRevision.id).limit(1)).scalar_one_or_none()
+    for dep in deps:
+        if dep.status != DeploymentState.DELETED:
+            return DoctuneError(f"model {model.id} is served by deployment {dep.id} (endpoint {dep.route}, {dep.status}); "
+                                f"undeploy it first (DELETE /v1/deployments/{dep.id}), then delete the model",
+                                "conflict", field="model_id", tenant_error=True)
+    if deps or revision is not None:
+        dep_id, number = (revision.deployment_id, revision.revision) if revision is not None else (deps[0].id, deps[0].revision)
+        return DoctuneError(f"model {model.id} is revision {number} in the history of deployment {dep_id}, which a "
+                            "rollback can return to; a model a deployment has served is kept",
+                            "conflict", field="model_id", tenant_error=True)
+    return None
+
+
+def delete_model(p: Platform, caller: Principal, model_id: str) -> Model:
+    """Delete a model's files and its record, unless a deployment serves it or ever served it."""
+    model = get_model(p, caller, model_id)
+    check_tenant_access(caller, model.tenant_id, write=True)
+    refusal = model_in_use(p, model)
+    if refusal is not None:
+        raise refusal
+    delete_with_files(p, Model, model.id, model.uri, "model")
+    return model
 
 
 def presign_model_files(p: Platform, caller: Principal, model_id: str, expires_s: int = 900) -> list[dict]:

@@ -19,7 +19,8 @@ from sqlalchemy import select
 from doctune.errors import DoctuneError
 from doctune.services import Platform, Principal
 from doctune.services.scheduler import GPU_WEIGHT
-from doctune.services.tenants import check_tenant_access, get_owned, list_owned
+from doctune.services.tasks import known_task
+from doctune.services.tenants import DEFAULT_PAGE_SIZE, RowPage, check_tenant_access, get_owned, list_owned
 from doctune.spec import JobSpec, SweepSpec, set_path
 from doctune.states import JobState, SweepState
 from doctune.store.db import Job, Sweep, new_id, now
@@ -76,8 +77,9 @@ def get_sweep(p: Platform, caller: Principal, sweep_id: str) -> Sweep:
     return get_owned(p, caller, Sweep, sweep_id, "sweep", "sweep_id")
 
 
-def list_sweeps(p: Platform, caller: Principal) -> list[Sweep]:
-    return list_owned(p, caller, Sweep)
+def list_sweeps(p: Platform, caller: Principal, *, state: SweepState | None = None, task: str | None = None,
+                limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> RowPage[Sweep]:
+    return list_owned(p, caller, Sweep, limit=limit, cursor=cursor, status=state, task=known_task(task))
 
 
 def trials(p: Platform, sweep_id: str) -> list[Job]:

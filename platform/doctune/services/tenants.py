@@ -2,14 +2,22 @@
 
 Keys look like ``dtk_<id>_<secret>``; only the id and a salted hash of the secret are
 stored (``doctune.store.keys``). Used by the API (every route) and the CLI's bootstrap;
-Serve replicas check keys against the store themselves.
+Serve replicas check keys against the store themselves. :func:`list_owned` is the one
+list of every resource (datasets, jobs, sweeps, models, deployments, keys, tenants): a
+page of the caller's rows, newest first, with an opaque cursor to the next page.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, Iterable, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
+from sqlalchemy.exc import IntegrityError
 
 from doctune.errors import DoctuneError
 from doctune.services import Platform, Principal
@@ -19,6 +27,57 @@ from doctune.store.keys import ROLES, issue_key, verify_key
 
 _cache: dict[str, tuple[float, Principal]] = {}
 _CACHE_S = 30.0  # a revoked key stops working here at once, and in other processes within this
+
+
+Row = TypeVar("Row")
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+
+
+@dataclass(frozen=True)
+class RowPage(Generic[Row]):
+    """One page of a list, newest first; ``next_cursor`` fetches the next one (None: this is the last)."""
+
+    items: list[Row]
+    next_cursor: str | None
+
+
+def encode_cursor(created_at: datetime, row_id: str) -> str:
+    """The opaque cursor after a row: base64url of its ``created_at`` and id."""
+    return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{row_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created_at, row_id = raw.split("|", 1)
+        return datetime.fromisoformat(created_at), row_id
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise DoctuneError("cursor is not one this API handed out; pass a page's next_cursor unchanged, or leave "
+                           "it out for the first page", "invalid_request", field="cursor") from None
+
+
+def list_owned(p: Platform, caller: Principal, table, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None,
+               owner: Any = None, where: Iterable[Any] = (), **equal: Any) -> RowPage:
+    """One page of the caller's rows of ``table``, newest first (``created_at``, then id, descending);
+    an admin sees every tenant's. ``owner``: the column naming the tenant (default ``table.tenant_id``);
+    ``equal``: column=value filters (a None value filters nothing); ``where``: further conditions."""
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise DoctuneError(f"limit must be 1..{MAX_PAGE_SIZE}; got {limit}", "invalid_request", field="limit")
+    owner = table.tenant_id if owner is None else owner
+    q = select(table).order_by(table.created_at.desc(), table.id.desc()).limit(limit + 1)
+    if not caller.is_admin:
+        q = q.where(owner == caller.tenant_id)
+    q = q.where(*where, *(getattr(table, column) == value for column, value in equal.items() if value is not None))
+    if cursor:
+        created_at, row_id = decode_cursor(cursor)
+        q = q.where(or_(table.created_at < created_at, and_(table.created_at == created_at, table.id < row_id)))
+    with p.db.session() as s:
+        rows = list(s.execute(q).scalars())
+    if len(rows) <= limit:
+        return RowPage(rows, None)
+    last = rows[limit - 1]
+    return RowPage(rows[:limit], encode_cursor(last.created_at, last.id))
 
 
 def _issue_key(p: Platform, tenant_id: str | None, role: str) -> str:
@@ -48,13 +107,20 @@ def create_key(p: Platform, caller: Principal, tenant_id: str, role: str) -> tup
         return _key_view(s.get(ApiKey, key.split("_")[1])), key
 
 
-def list_keys(p: Platform, caller: Principal) -> list[dict]:
-    """Keys by id (their public prefix) only; secrets are never stored, so never shown."""
+def list_keys(p: Platform, caller: Principal, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> RowPage[dict]:
+    """Keys by id (their public prefix) only, newest first; secrets are never stored, so never shown.
+    An admin sees every key (admin keys too); a tenant's key sees its tenant's keys."""
+    page = list_owned(p, caller, ApiKey, limit=limit, cursor=cursor)
+    return RowPage([_key_view(r) for r in page.items], page.next_cursor)
+
+
+def get_key(p: Platform, caller: Principal, key_id: str) -> dict:
+    """One key's id, tenant, role and dates; another tenant's key (or, for a tenant, an admin key) is 404."""
     with p.db.session() as s:
-        q = select(ApiKey).order_by(ApiKey.created_at)
-        if not caller.is_admin:
-            q = q.where(ApiKey.tenant_id == caller.tenant_id)
-        return [_key_view(r) for r in s.execute(q).scalars()]
+        row = s.get(ApiKey, key_id)
+    if row is None or not (caller.is_admin or (row.tenant_id is not None and row.tenant_id == caller.tenant_id)):
+        raise DoctuneError(f"key {key_id!r} not found", "not_found", field="key_id")
+    return _key_view(row)
 
 
 def revoke_key(p: Platform, caller: Principal, key_id: str) -> dict:
@@ -140,20 +206,35 @@ def get_owned(p: Platform, caller: Principal, table, object_id: str, what: str, 
     return row
 
 
-def list_owned(p: Platform, caller: Principal, table) -> list:
-    """The caller's rows of ``table``, newest first (an admin sees every tenant's)."""
-    with p.db.session() as s:
-        q = select(table).order_by(table.created_at.desc())
-        if not caller.is_admin:
-            q = q.where(table.tenant_id == caller.tenant_id)
-        return list(s.execute(q).scalars())
+def delete_with_files(p: Platform, table, row_id: str, uri: str, what: str) -> None:
+    """Delete the row ``row_id`` of ``table`` and the objects under its ``uri`` together: the row goes
+    first, inside a transaction that commits only once the files are gone. A row something still
+    refers to (a foreign key) is a 409 with no file touched; a store that fails rolls the row back."""
+    try:
+        with p.db.session() as s:
+            row = s.get(table, row_id)
+            if row is not None:
+                s.delete(row)
+                s.flush()
+            p.objects.delete_prefix(p.objects.key_of(uri).rstrip("/") + "/")
+    except IntegrityError:
+        raise DoctuneError(f"{what} {row_id} came into use while it was being deleted; nothing was deleted",
+                           "conflict", field=f"{what}_id", tenant_error=True) from None
 
 
 QUOTA_FIELDS = ("weight", "max_concurrent_jobs", "max_cpus", "max_gpus", "max_storage_bytes", "max_deployments")
 
 
 def tenant_view(t: Tenant) -> dict:
-    return {"id": t.id, "display_name": t.display_name, "quota": {f: getattr(t, f) for f in QUOTA_FIELDS}}
+    return {"id": t.id, "display_name": t.display_name, "quota": {f: getattr(t, f) for f in QUOTA_FIELDS},
+            "created_at": t.created_at.isoformat() if t.created_at else None}
+
+
+def list_tenants(p: Platform, caller: Principal, *, limit: int = DEFAULT_PAGE_SIZE,
+                 cursor: str | None = None) -> RowPage[dict]:
+    """Every tenant for an admin; a tenant's key sees only its own tenant."""
+    page = list_owned(p, caller, Tenant, limit=limit, cursor=cursor, owner=Tenant.id)
+    return RowPage([tenant_view(t) for t in page.items], page.next_cursor)
 
 
 def set_quota(p: Platform, caller: Principal, tenant_id: str, changes: dict) -> dict:

@@ -1,0 +1,78 @@
+"""Errors to HTTP: every error the API answers is ``{"error": {"code", "message", "field"?,
+"errors"?, "tenant_error"}}`` with the status of ``doctune.errors.HTTP_STATUS``; never a stack
+trace. Installed by ``create_app``; :data:`ERROR_RESPONSES` documents them on every operation."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from doctune.api.schemas import ErrorOut
+from doctune.errors import DoctuneError, from_validation_error
+
+log = logging.getLogger("doctune.api")
+
+ERROR_RESPONSES: dict[int | str, dict] = {
+    status: {"model": ErrorOut, "description": what}
+    for status, what in (
+        (400, "Bad request: a malformed body, cursor or field (`error.field` names it)."),
+        (401, "No key, or a malformed, wrong or revoked one."),
+        (403, "The key may not do this (another tenant, a viewer writing, not an admin)."),
+        (404, "No such object (another tenant's ids read as not found), or no such route."),
+        (409, "Conflicts with the object's state (e.g. in use, already finished)."),
+        (413, "The body is over the upload limit."),
+        (422, "Invalid spec or parameters; `error.errors` lists every bad field."),
+        (429, "Over a tenant quota."),
+        (503, "The cluster or the object store did not answer."),
+    )
+}
+
+_HTTP_CODES = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 409: "conflict", 413: "too_large"}
+
+
+async def doctune_error(_: Request, exc: DoctuneError) -> JSONResponse:
+    return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+
+
+async def request_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    return JSONResponse(from_validation_error(exc, "invalid_request").to_dict(), status_code=422)
+
+
+async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Starlette's own errors (no such route, method not allowed) in the same shape."""
+    code = _HTTP_CODES.get(exc.status_code, "invalid_request" if exc.status_code < 500 else "internal")
+    message = str(exc.detail) if exc.status_code != 404 else "no such route; see /docs for the API"
+    return JSONResponse(DoctuneError(message, code).to_dict(), status_code=exc.status_code)
+
+
+async def internal_error(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("internal error")
+    err = DoctuneError("internal error; the platform logged the details", "internal")
+    return JSONResponse(err.to_dict(), status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(DoctuneError, doctune_error)
+    app.add_exception_handler(RequestValidationError, request_validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, internal_error)
+
+
+def body_size_limit(max_upload_bytes: int):
+    """Middleware: refuse a body whose Content-Length is over the upload limit (plus 1 MiB for the
+    multipart framing) with 413, before reading it."""
+    limit = max_upload_bytes + 1024 * 1024
+
+    async def limit_body_size(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > limit:
+            err = DoctuneError(f"request body is {length} bytes, over the {max_upload_bytes}-byte upload limit",
+                               "too_large", field="body")
+            return JSONResponse(err.to_dict(), status_code=413)
+        return await call_next(request)
+
+    return limit_body_size

@@ -1,0 +1,79 @@
+"""The REST API: ``create_app`` builds the FastAPI app from one router per resource
+(``doctune.api.routes``), the error handlers (``doctune.api.errors``) and the body-size limit.
+
+Started by `doctune up` (``uvicorn doctune.api.app:create_app --factory``, 127.0.0.1) or by the
+Helm chart's Deployment. Every route but /healthz needs ``Authorization: Bearer <api key>``.
+At start-up (the lifespan) the database is migrated and, with a Ray cluster configured, jobs
+and endpoints are reconciled with it and the dispatcher starts; it stops at shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from doctune.api.deps import document_spec_bodies
+from doctune.api.errors import ERROR_RESPONSES, body_size_limit, install_error_handlers
+from doctune.api.routes import ROUTERS
+from doctune.services import Platform
+from doctune.services import deployments as deployments_svc
+from doctune.services import jobs as jobs_svc
+from doctune.services.scheduler import Dispatcher
+
+log = logging.getLogger("doctune.api")
+
+
+def reconcile_with_cluster(p: Platform) -> None:
+    """A restarted API loses no job or endpoint: ask the cluster what happened meanwhile."""
+    try:
+        n = jobs_svc.reconcile_with_ray(p)
+        if n:
+            log.warning("reconciled %d job(s) with the Ray Jobs API", n)
+        restored = deployments_svc.reconcile_deployments(p)
+        if restored:
+            log.warning("redeploying %d endpoint(s) lost with the Ray cluster", len(restored))
+    except Exception:
+        log.exception("could not reconcile jobs with Ray")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    p: Platform = app.state.platform
+    p.db.migrate()
+    if p.settings.ray_dashboard_url:
+        threading.Thread(target=reconcile_with_cluster, args=(p,), daemon=True).start()
+        p.dispatcher = Dispatcher(p)
+        p.dispatcher.start()
+    try:
+        yield
+    finally:
+        if p.dispatcher is not None:
+            p.dispatcher.stop()
+
+
+def create_app(platform: Platform | None = None) -> FastAPI:
+    """The app over ``platform`` (default: one from the environment's settings). Nothing touches
+    the database or the cluster until the app starts (its lifespan)."""
+    app = FastAPI(title="doctune", version="0.1.0", lifespan=lifespan,
+                  description="Fine-tune and serve document-AI models. Errors are always "
+                              '`{"error": {"code", "message", "field"?, "errors"?, "tenant_error"}}`.')
+    app.state.platform = platform or Platform()
+    install_error_handlers(app)
+    app.middleware("http")(body_size_limit(app.state.platform.settings.max_upload_bytes))
+    for router in ROUTERS:
+        app.include_router(router, responses=ERROR_RESPONSES)
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            # the routers' own routes carry their full paths: they are included without a further prefix
+            app.openapi_schema = document_spec_bodies(document, [route for r in ROUTERS for route in r.routes])
+        return app.openapi_schema
+
+    app.openapi = openapi
+    return app

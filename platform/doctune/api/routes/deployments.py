@@ -1,0 +1,67 @@
+"""``/v1/deployments``: serve a model behind an autoscaled endpoint; list, read, undeploy, revisions, rollback."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from doctune.api.deps import CurrentCaller, CurrentPlatform, Paging, SpecBody, TaskFilter
+from doctune.api.schemas import DeploymentOut, Page, RevisionOut, RollbackRequest
+from doctune.services import deployments as deployments_svc
+from doctune.spec import DeploymentSpec
+from doctune.states import DeploymentState
+
+router = APIRouter(prefix="/v1/deployments", tags=["deployments"])
+
+DeploymentBody = Annotated[DeploymentSpec, Depends(SpecBody(DeploymentSpec))]
+RollbackBody = Annotated[RollbackRequest, Depends(SpecBody(RollbackRequest, claims_tenant=False,
+                                                           code="invalid_request", required=False))]
+
+
+def visible_deployment(deployment_id: str, who: CurrentCaller, p: CurrentPlatform) -> Any:
+    """The caller's deployment; another tenant's id is 404 (checked before a body is read)."""
+    return deployments_svc.get_deployment(p, who, deployment_id)
+
+
+VisibleDeployment = Annotated[Any, Depends(visible_deployment)]  # a deployments_svc row
+
+
+@router.post("", status_code=201, response_model=DeploymentOut)
+def deploy_model(spec: DeploymentBody, who: CurrentCaller, p: CurrentPlatform) -> DeploymentOut:
+    """Deploy a model (a name deployed again is updated: a new revision)."""
+    return DeploymentOut.of(deployments_svc.deploy_model(p, who, spec), p.settings.serve_url)
+
+
+@router.get("", response_model=Page[DeploymentOut])
+def list_deployments(who: CurrentCaller, p: CurrentPlatform, page: Paging,
+                     state: Annotated[DeploymentState | None, Query(description="Only deployments in this state.")] = None,
+                     task: TaskFilter = None) -> Page[DeploymentOut]:
+    """The caller's deployments, newest first; ``task``: those serving a model of that task."""
+    rows = deployments_svc.list_deployments(p, who, state=state, task=task, limit=page.limit, cursor=page.cursor)
+    return Page[DeploymentOut].of(rows, lambda d: DeploymentOut.of(d, p.settings.serve_url))
+
+
+@router.get("/{deployment_id}", response_model=DeploymentOut)
+def get_deployment(deployment: VisibleDeployment, p: CurrentPlatform) -> DeploymentOut:
+    return DeploymentOut.of(deployment, p.settings.serve_url)
+
+
+@router.delete("/{deployment_id}", response_model=DeploymentOut)
+def delete_deployment(deployment_id: str, who: CurrentCaller, p: CurrentPlatform) -> DeploymentOut:
+    """Undeploy: the endpoint goes away; the deployment record and its model stay."""
+    return DeploymentOut.of(deployments_svc.delete_deployment(p, who, deployment_id), p.settings.serve_url)
+
+
+@router.get("/{deployment_id}/revisions", response_model=list[RevisionOut])
+def deployment_revisions(deployment_id: str, who: CurrentCaller, p: CurrentPlatform) -> list[RevisionOut]:
+    """Every deploy, promotion and rollback of the deployment, oldest first; the last is current."""
+    rows = deployments_svc.revisions(p, who, deployment_id)
+    return [RevisionOut.of(r, rows[-1].revision) for r in rows]
+
+
+@router.post("/{deployment_id}/rollback", response_model=DeploymentOut)
+def rollback(deployment: VisibleDeployment, body: RollbackBody, who: CurrentCaller, p: CurrentPlatform) -> DeploymentOut:
+    """Redeploy an earlier revision (default: the one before the current one) as a new revision.
+    ``deployment`` comes before ``body``: another tenant's id is 404 before any field error."""
+    return DeploymentOut.of(deployments_svc.rollback(p, who, deployment.id, body.revision), p.settings.serve_url)

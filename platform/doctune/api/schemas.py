@@ -1,0 +1,371 @@
+"""The public shapes of the REST API: one response model per resource, the two small request
+models that are not specs (key creation, rollback), the error body, and ``Page[T]``.
+
+Request bodies are the specs of :mod:`doctune.spec` themselves; these models are what the
+API answers, so the OpenAPI document (and schemathesis, which checks every answer against
+it) describes every response. ``X.of(row)`` builds a model from a metadata-store row.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
+
+from doctune.services import jobs as jobs_svc
+from doctune.services.tenants import RowPage
+from doctune.states import DeploymentState, JobState, SweepState
+
+T = TypeVar("T")
+
+
+def _utc(value: datetime) -> datetime:
+    """Stored times are UTC; SQLite hands them back without a zone, so say which one it is."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
+Timestamp = Annotated[datetime, AfterValidator(_utc)]
+
+
+# ------------------------------------------------------------------ errors and pages
+class FieldError(BaseModel):
+    field: str = Field(description="Dotted path of the bad field, e.g. `tuning.lora.r`; `(root)` for the whole body.")
+    message: str = Field(description="What is wrong and how to fix it.")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable error code: invalid_spec, invalid_request, unauthenticated, forbidden, "
+                                  "not_found, conflict, too_large, quota_exceeded, unavailable, internal.")
+    message: str = Field(description="What went wrong and how to fix it.")
+    field: str | None = Field(None, description="The field (or parameter) the error is about, if one.")
+    errors: list[FieldError] | None = Field(None, description="Every bad field, when a body or spec has several.")
+    tenant_error: bool = Field(description="True when the tenant's own input or settings caused it, not the platform.")
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list, newest first (created_at, then id, descending)."""
+
+    items: list[T]
+    next_cursor: str | None = Field(description="Pass as `?cursor=` for the next page; null on the last page.")
+
+    @classmethod
+    def of(cls, page: RowPage, view) -> "Page[T]":
+        return cls(items=[view(row) for row in page.items], next_cursor=page.next_cursor)
+
+
+# ------------------------------------------------------------------ tenants, keys, callers
+class Quota(BaseModel):
+    weight: float = Field(description="Fair-share weight.")
+    max_concurrent_jobs: int | None = Field(description="Jobs starting or running at once; null: unlimited.")
+    max_cpus: float | None
+    max_gpus: float | None
+    max_storage_bytes: int | None
+    max_deployments: int | None
+
+
+class TenantOut(BaseModel):
+    id: str
+    display_name: str | None
+    quota: Quota
+    created_at: Timestamp | None = None
+
+
+class TenantCreated(BaseModel):
+    tenant: TenantOut
+    api_key: str = Field(description="The tenant's first member key; shown once, never stored in clear.")
+
+
+class KeyOut(BaseModel):
+    id: str = Field(description="The key's public prefix (dtk_<id>_...).")
+    tenant: str | None = Field(description="The key's tenant; null for a platform-admin key.")
+    role: Literal["admin", "member", "viewer"]
+    created_at: Timestamp | None
+    revoked_at: Timestamp | None
+
+
+class KeyCreated(KeyOut):
+    api_key: str = Field(description="The whole key; shown once, never stored in clear.")
+
+
+class KeyCreate(BaseModel):
+    """A new key for a tenant (default: the caller's)."""
+
+    model_config = ConfigDict(extra="forbid")
+    tenant: str = Field(description="Tenant the key is for; defaults to the caller's (an admin must name one).")
+    role: Literal["member", "viewer"] = Field("member", description="member: read and write; viewer: read-only.")
+
+
+class WhoAmI(BaseModel):
+    tenant: str | None
+    role: str
+    key_id: str
+
+
+class UsageRow(BaseModel):
+    tenant: str
+    jobs: int
+    jobs_by_status: dict[str, int]
+    trained_tokens: int | float
+    worker_cpu_seconds: int | float
+    worker_gpu_seconds: int | float
+    storage_bytes: int | None = Field(description="Bytes under the tenant's prefix; null when the store did not answer.")
+
+
+class TaskOut(BaseModel):
+    name: str
+    primary_metric: str = Field(description="The headline test metric (reports, leaderboards, promotion).")
+    metric_names: list[str] = Field(description="Metrics early stopping, sweeps and leaderboards may use.")
+    metric_labels: dict[str, str] = Field(description="How reports print each metric, e.g. macro_f1 -> macro-F1.")
+    multiplexable: bool | None = Field(None, description="Whether adapter models can share one base-model application.")
+    quantizable: bool | None = Field(None, description="Whether deployments may use quantize: int8.")
+    text_fields: list[str] | None = Field(None, description="Record fields that hold the text the model reads.")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+# ------------------------------------------------------------------ datasets and models
+class DatasetOut(BaseModel):
+    id: str
+    tenant: str
+    name: str
+    task: str
+    uri: str
+    info: dict[str, Any] = Field(description="Split sizes, labels, bytes and how it was split.")
+    created_at: Timestamp | None
+
+    @classmethod
+    def of(cls, ds) -> "DatasetOut":
+        return cls(id=ds.id, tenant=ds.tenant_id, name=ds.name, task=ds.task, uri=ds.uri, info=ds.info or {},
+                   created_at=ds.created_at)
+
+
+class ModelOut(BaseModel):
+    id: str
+    tenant: str
+    job_id: str
+    task: str
+    uri: str
+    merged: bool = Field(description="True: a plain model; false: a LoRA-style adapter over its base model.")
+    info: dict[str, Any]
+    metrics: dict[str, Any] = Field(description="test, dev and baseline metrics.")
+    created_at: Timestamp | None
+
+    @classmethod
+    def of(cls, m) -> "ModelOut":
+        return cls(id=m.id, tenant=m.tenant_id, job_id=m.job_id, task=m.task, uri=m.uri, merged=m.merged,
+                   info=m.info or {}, metrics=m.metrics or {}, created_at=m.created_at)
+
+
+class ModelFileOut(BaseModel):
+    path: str
+    bytes: int
+    url: str = Field(description="Presigned download URL.")
+    expires_s: int
+
+
+# ------------------------------------------------------------------ jobs
+class MetricComparison(BaseModel):
+    model_config = ConfigDict(extra="allow")  # plus one value per model-free reference baseline
+    baseline: float | None
+    fine_tuned: float | None
+
+
+class JobReport(BaseModel):
+    split: str
+    examples: int | None
+    baseline: str = Field(description="What the step-0 evaluation measured, e.g. untrained_head.")
+    primary_metric: str | None
+    metrics: dict[str, MetricComparison]
+    references: list[str]
+
+
+class JobOut(BaseModel):
+    id: str
+    tenant: str
+    task: str
+    status: JobState
+    spec: dict[str, Any] = Field(description="The JobSpec as submitted.")
+    progress: dict[str, Any] = Field(description="step, total_steps, loss, tokens seen, ETA, dev history, queue_reason.")
+    metrics: dict[str, Any]
+    report: JobReport | None = Field(description="Test metrics beside the baseline's, once finished.")
+    error: dict[str, Any] | None
+    model_id: str | None
+    sweep_id: str | None = Field(description="The sweep this job is a trial of, if any.")
+    attempt: int
+    pause_requested: bool
+    resume_from: str | None
+    created_at: Timestamp | None
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+
+    @classmethod
+    def of(cls, job) -> "JobOut":
+        return cls(id=job.id, tenant=job.tenant_id, task=job.task, status=job.status, spec=job.spec,
+                   progress=job.progress or {}, metrics=job.metrics or {}, report=jobs_svc.job_report(job),
+                   error=job.error, model_id=job.model_id, sweep_id=job.sweep_id, attempt=job.attempt,
+                   pause_requested=job.control == "pause", resume_from=job.resume_from, created_at=job.created_at,
+                   started_at=job.started_at, finished_at=job.finished_at)
+
+
+class JobEvent(BaseModel):
+    id: int
+    at: Timestamp
+    kind: str = Field(description="status, progress, eval, checkpoint, ...")
+    status: str | None
+    reason: str | None
+    data: dict[str, Any]
+
+    @classmethod
+    def of(cls, e) -> "JobEvent":
+        return cls(id=e.id, at=e.at, kind=e.kind, status=e.status, reason=e.reason, data=e.data or {})
+
+
+class JobEventsPage(BaseModel):
+    events: list[JobEvent]
+    next_after: int = Field(description="Pass as `?after=` for the events after these.")
+
+
+class JobLogs(BaseModel):
+    text: str
+    offset: int = Field(description="Pass as `?offset=` for what is logged after this.")
+
+
+class PlanOut(BaseModel):
+    """The pre-flight plan; nothing ran. The nested parts are open for new measurements."""
+
+    model_config = ConfigDict(extra="allow")
+    tenant: str
+    task: str
+    base_model: str
+    dataset: dict[str, Any] = Field(description="id and split sizes.")
+    model: dict[str, Any] = Field(description="parameters, trainable_parameters, trainable_fraction, method.")
+    memory_per_worker_mb: dict[str, Any]
+    workers: int
+    tokens: dict[str, Any]
+    steps: dict[str, Any] = Field(description="per_epoch, total, evaluations, examples_per_step.")
+    expected_time: dict[str, Any] | None = Field(description="null until a comparable job has measured throughput.")
+    fits: bool
+    warnings: list[str]
+
+
+# ------------------------------------------------------------------ sweeps and leaderboards
+class SweepOut(BaseModel):
+    id: str
+    tenant: str
+    task: str
+    status: SweepState
+    spec: dict[str, Any] = Field(description="The SweepSpec as submitted.")
+    best_job_id: str | None = Field(description="The winner, once the sweep has succeeded.")
+    error: dict[str, Any] | None
+    created_at: Timestamp | None
+    finished_at: Timestamp | None
+
+    @classmethod
+    def of(cls, sw) -> "SweepOut":
+        return cls(id=sw.id, tenant=sw.tenant_id, task=sw.task, status=sw.status, spec=sw.spec,
+                   best_job_id=sw.best_job_id, error=sw.error, created_at=sw.created_at, finished_at=sw.finished_at)
+
+
+class LeaderboardRow(BaseModel):
+    rank: int
+    job_id: str
+    sweep_id: str | None
+    status: str
+    model_id: str | None
+    settings: dict[str, Any] = Field(description="The job's values of the ranked settings (a sweep: its search space).")
+    dev: float | None
+    test: float | None
+    cost_cpu_seconds: float = Field(description="Worker CPU-seconds, a GPU-second counted as 8; ties go to the cheaper.")
+    steps: int | None
+    stopped_early: bool
+
+
+class SweepLeaderboard(BaseModel):
+    sweep_id: str
+    metric: str
+    mode: Literal["max", "min"]
+    status: SweepState
+    best_job_id: str | None
+    trials: list[LeaderboardRow]
+
+
+class TaskBoard(BaseModel):
+    task: str
+    metric: str
+    mode: Literal["max", "min"]
+    jobs: list[LeaderboardRow]
+
+
+class TenantLeaderboard(BaseModel):
+    tenant: str
+    boards: list[TaskBoard]
+
+
+# ------------------------------------------------------------------ deployments and promotions
+class DeploymentOut(BaseModel):
+    id: str
+    tenant: str
+    name: str
+    model_id: str
+    status: DeploymentState
+    route: str
+    url: str = Field(description="Where to POST predictions.")
+    message: str | None
+    spec: dict[str, Any] = Field(description="The DeploymentSpec as deployed.")
+    quantization: dict[str, Any] | None = Field(
+        description="int8 only, once measured: metric, fp32, int8, change, examples, seconds.")
+    revision: int = Field(description="The current revision (see /revisions).")
+    created_at: Timestamp | None
+
+    @classmethod
+    def of(cls, d, serve_url: str) -> "DeploymentOut":
+        return cls(id=d.id, tenant=d.tenant_id, name=d.name, model_id=d.model_id, status=d.status, route=d.route,
+                   url=f"{serve_url}{d.route}/predict", message=d.message, spec=d.spec,
+                   quantization=(d.info or {}).get("quantization"), revision=d.revision, created_at=d.created_at)
+
+
+class RevisionOut(BaseModel):
+    revision: int
+    current: bool
+    model_id: str
+    reason: str
+    decision: dict[str, Any] | None = Field(description="A promotion's decision and both test metrics.")
+    spec: dict[str, Any]
+    created_at: Timestamp | None
+
+    @classmethod
+    def of(cls, r, current: int) -> "RevisionOut":
+        return cls(revision=r.revision, current=r.revision == current, model_id=r.model_id, reason=r.reason,
+                   decision=r.decision, spec=r.spec, created_at=r.created_at)
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    revision: StrictInt | None = Field(None, description="Revision to redeploy; default: the one before the current one.")
+
+
+class ChampionOut(BaseModel):
+    model_id: str
+    test: float | None = Field(description="Its test value of the metric; null when it has none.")
+
+
+class ChallengerOut(ChampionOut):
+    job_id: str | None = Field(description="The job that trained it.")
+    sweep_id: str | None = Field(description="The sweep that job was a trial of, if any.")
+
+
+class PromotionOut(BaseModel):
+    decision: Literal["deployed", "unchanged", "promoted", "forced", "kept"]
+    metric: str
+    champion: ChampionOut | None = Field(description="The model served before; null when nothing was.")
+    challenger: ChallengerOut
+    summary: str
+    endpoint: str
+    deployment: DeploymentOut | None
