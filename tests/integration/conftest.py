@@ -35,6 +35,9 @@ def stack(tmp_path_factory):
     os.environ["DOCTUNE_HOME"] = str(home)
     for var in [v for v in os.environ if v.startswith("DOCTUNE_") and v not in ("DOCTUNE_HOME", "DOCTUNE_TEST_DATABASE_URL")]:
         os.environ.pop(var)
+    # the toy seventh task (tests/toy_task) reaches every process of the stack: API, drivers, workers, replicas
+    os.environ["DOCTUNE_TASK_PLUGINS"] = "tests.toy_task"
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     local = LocalStack(home=home, base=find_free_port_base(), num_cpus=2)
     settings = local.up(echo=lambda _: None)
     os.environ.update(settings.ray_env())
@@ -94,7 +97,8 @@ def bbc_dataset(client_a, bbc_small):
     return client_a.upload_dataset("bbc-small", "classification", {"data": to_jsonl(bbc_small)}, seed=42)
 
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "docs" / "examples"
 
 
 @pytest.fixture(scope="session")

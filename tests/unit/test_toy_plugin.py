@@ -255,3 +255,53 @@ def test_the_toy_trains_with_lora_on_minilm_and_answers_as_documented(registered
     # quantizable: the int8 measurement a deployment with quantize: int8 makes runs through the plugin
     measured = measure_quantization(model, PLUGIN, tokenizer, records, info, 32)
     assert measured["metric"] == "accuracy" and measured["examples"] == len(records)
+
+
+# -- the doors pick it up --------------------------------------------------------------------------
+@pytest.fixture
+def api(registered, tmp_path, monkeypatch):
+    """The REST API app in this process, the toy registered, and the CLI talking to it."""
+    from fastapi.testclient import TestClient
+
+    from doctune.api.app import create_app
+    from doctune.cli import session
+    from doctune.client import DoctuneClient
+    from doctune.config import Settings
+    from doctune.services import Platform, tenants
+
+    p = Platform(Settings(home=str(tmp_path), database_url=f"sqlite:///{tmp_path / 'doctune.db'}"))
+    p.db.migrate()
+    app = create_app(p)
+    key = tenants.create_admin_key(p)
+
+    def in_process(api_url: str, api_key: str | None) -> DoctuneClient:
+        client = DoctuneClient(api_url, api_key)
+        client.http = TestClient(app, base_url=api_url, headers={"Authorization": f"Bearer {api_key}"})
+        return client
+
+    for var in [v for v in os.environ if v.startswith("DOCTUNE_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("DOCTUNE_API_URL", "http://testserver")
+    previous = session.set_client_factory(in_process)
+    yield SimpleNamespace(app=app, http=TestClient(app, headers={"Authorization": f"Bearer {key}"}), key=key)
+    session.set_client_factory(previous)
+    p.db.dispose()
+
+
+def test_the_api_document_and_task_list_name_the_toy(api):
+    document = api.app.openapi()
+    assert "sentiment" in document["components"]["schemas"]["JobSpec"]["properties"]["task"]["enum"]
+    [toy] = [t for t in api.http.get("/v1/tasks").json() if t["name"] == "sentiment"]
+    assert toy["primary_metric"] == "accuracy" and toy["metric_labels"]["f1"] == "F1 (positive)"
+    assert toy["multiplexable"] is True and toy["text_fields"] == ["text"]
+
+
+def test_the_cli_table_of_tasks_shows_the_toy_with_its_metrics(api):
+    from typer.testing import CliRunner
+
+    from doctune.cli import app as cli_app
+
+    result = CliRunner().invoke(cli_app, ["-o", "table", "tasks", "list"], env={"DOCTUNE_API_KEY": api.key})
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.output.splitlines() if "sentiment" in line)
+    assert "accuracy" in row

@@ -23,6 +23,7 @@ from doctune.api.routes import ROUTERS
 from doctune.services import Platform
 from doctune.services import deployments as deployments_svc
 from doctune.services import jobs as jobs_svc
+from doctune.services import tasks as tasks_svc
 from doctune.services.scheduler import Dispatcher
 
 log = logging.getLogger("doctune.api")
@@ -56,6 +57,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             p.dispatcher.stop()
 
 
+def document_task_names(document: dict) -> dict:
+    """The ``task`` field of request bodies (a JobSpec, the dataset upload form) lists the registered
+    task plugins: a plugin registered from outside the package shows up here with no edit to the API.
+    Answers keep a plain string, so a row of a plugin since removed still matches its schema."""
+    names = tasks_svc.task_names()
+    for name, schema in document.get("components", {}).get("schemas", {}).items():
+        if name != "JobSpec" and not name.startswith("Body_"):
+            continue
+        task = (schema.get("properties") or {}).get("task")
+        if task is not None and task.get("type") == "string":
+            task["enum"] = names
+            task["description"] = f"{task.get('description', '')} One of: {', '.join(names)}.".strip()
+    return document
+
+
 def create_app(platform: Platform | None = None) -> FastAPI:
     """The app over ``platform`` (default: one from the environment's settings). Nothing touches
     the database or the cluster until the app starts (its lifespan)."""
@@ -72,7 +88,8 @@ def create_app(platform: Platform | None = None) -> FastAPI:
         if app.openapi_schema is None:
             document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             # the routers' own routes carry their full paths: they are included without a further prefix
-            app.openapi_schema = document_spec_bodies(document, [route for r in ROUTERS for route in r.routes])
+            document = document_spec_bodies(document, [route for r in ROUTERS for route in r.routes])
+            app.openapi_schema = document_task_names(document)
         return app.openapi_schema
 
     app.openapi = openapi

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from doctune.tasks import get_task, metric_label, task_names
+from doctune import tasks
+from doctune.tasks import get_task, metric_label
 
 # capability flags a plugin may declare; read with getattr so that a plugin without them still lists
 CAPABILITIES = ("multiplexable", "quantizable", "text_fields")
@@ -38,6 +39,11 @@ def describe_task(name: str) -> dict[str, Any]:
     return view
 
 
+def task_names() -> list[str]:
+    """The names of the registered task plugins, sorted."""
+    return tasks.task_names()
+
+
 def list_tasks() -> list[dict[str, Any]]:
     """Every registered task plugin, by name."""
-    return [describe_task(name) for name in task_names()]
+    return [describe_task(name) for name in tasks.task_names()]
