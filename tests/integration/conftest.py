@@ -1,18 +1,59 @@
 """One real local stack for the whole session: a Ray head (2 logical CPUs, token
 auth on), a SeaweedFS `weed` S3 server, SQLite, and the API server, on free
-ports under a temporary DOCTUNE_HOME. Nothing here is mocked."""
+ports under a temporary DOCTUNE_HOME. Nothing here is mocked.
+
+Training jobs a module needs are submitted *ahead*: a module registers a submitter with
+:func:`ahead`, and the first integration test starts every registered job of the selected
+modules at once, in module order; the dispatcher runs them by fair share while earlier tests
+run, and each module's fixture then waits for its own with :func:`finished`. One job per
+model, shared by every assertion about it."""
 
 from __future__ import annotations
 
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
 from doctune.client import DoctuneClient
 from doctune.data import split_records, to_jsonl
 from doctune.corpora import load_bbc_news
+
+
+END = ("succeeded", "failed", "cancelled")
+AHEAD: dict[str, tuple[Callable, tuple[str, ...]]] = {}
+
+
+def ahead(*used_by: str) -> Callable:
+    """Register ``fn(request) -> (client, job)``, which submits a job that the modules ``used_by``
+    (default: the module defining ``fn``) need, to be started when the session's first integration
+    test starts (``request`` gives session fixtures through ``request.getfixturevalue``). Its result
+    is ``jobs_ahead[fn.__name__]``."""
+    def register(fn: Callable) -> Callable:
+        AHEAD[fn.__name__] = (fn, tuple(f"tests.integration.{m}" for m in used_by) or (fn.__module__,))
+        return fn
+
+    return register
+
+
+@pytest.fixture(scope="session", autouse=True)
+def jobs_ahead(request, stack) -> dict:
+    """Submit every registered job that a module this session runs needs (in registration order, the
+    order the modules run), and return {name: (client, submitted job)} at once."""
+    selected = {item.module.__name__ for item in request.session.items}
+    return {name: fn(request) for name, (fn, users) in AHEAD.items() if selected.intersection(users)}
+
+
+def finished(jobs_ahead: dict, name: str, deadline_s: float = 1200) -> tuple:
+    """(client, job, *anything else the submitter returned) of the job registered as ``name``, once
+    it ended; it must have succeeded."""
+    client, job, *rest = jobs_ahead[name]
+    done = poll(lambda: (j := client.get_job(job["id"]))["status"] in END and j, deadline_s, f"the {name} job",
+                interval=2)
+    assert done["status"] == "succeeded", done["error"]
+    return (client, done, *rest)
 
 
 def poll(fn, deadline_s: float, what: str, interval: float = 1.0):
@@ -87,6 +128,20 @@ def new_tenant(stack, admin, name: str) -> DoctuneClient:
 
 
 @pytest.fixture(scope="session")
+def tenant_clients() -> dict:
+    return {}
+
+
+def tenant_client(request, name: str) -> DoctuneClient:
+    """The session's client of tenant ``name``, created on first use (for submitters registered with
+    :func:`ahead`, which get the ``request`` of the session)."""
+    clients = request.getfixturevalue("tenant_clients")
+    if name not in clients:
+        clients[name] = new_tenant(request.getfixturevalue("stack"), request.getfixturevalue("admin"), name)
+    return clients[name]
+
+
+@pytest.fixture(scope="session")
 def bbc_small():
     """A small real BBC subset (30 articles per class)."""
     return load_bbc_news(limit_per_class=30)
@@ -101,16 +156,22 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "docs" / "examples"
 
 
-@pytest.fixture(scope="session")
-def classification_job(client_a, bbc_dataset):
+@ahead("test_end_to_end", "test_serving", "test_plan")
+def classification_training(request):
     """The demo's shipped spec (LoRA, ZeRO-2, 2 workers) shrunk to 20 steps without accumulation, on the
     small BBC set of tenant team-a: trained once, checked by the end-to-end tests, served by several."""
-    job = client_a.submit_job(example_job("bbc-classification.yaml", bbc_dataset["id"], max_steps=20, micro_batch_size=4,
-                                          gradient_accumulation_steps=1, max_seq_length=64, learning_rate=2e-3,
-                                          eval_interval=10, checkpoint_interval=10))
+    client = request.getfixturevalue("client_a")
+    dataset = request.getfixturevalue("bbc_dataset")
+    job = client.submit_job(example_job("bbc-classification.yaml", dataset["id"], max_steps=20, micro_batch_size=4,
+                                        gradient_accumulation_steps=1, max_seq_length=64, learning_rate=2e-3,
+                                        eval_interval=10, checkpoint_interval=10))
     assert job["status"] == "queued" and job["tenant"] == "team-a"
-    return poll(lambda: (j := client_a.get_job(job["id"]))["status"] in ("succeeded", "failed") and j,
-                900, "the tiny classification job to finish", interval=2)
+    return client, job
+
+
+@pytest.fixture(scope="session")
+def classification_job(jobs_ahead):
+    return finished(jobs_ahead, "classification_training")[1]
 
 
 def example_job(name: str, dataset_id: str, **overrides) -> dict:

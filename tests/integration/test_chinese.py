@@ -7,7 +7,7 @@ import pytest
 
 from doctune.data import to_jsonl
 
-from .conftest import new_tenant, run_job, tiny_job
+from .conftest import ahead, finished, tenant_client, tiny_job
 
 CONTRACT = ["合同双方应当按照约定全面履行自己的义务。", "本协议自双方签字盖章之日起生效。", "违约方应当赔偿守约方因此遭受的全部损失。",
             "乙方应于每月五日前支付上月租金。", "任何一方不得擅自变更或者解除本合同。", "因不可抗力不能履行合同的，部分或者全部免除责任。",
@@ -19,30 +19,37 @@ NEWS = ["北京时间周一，腾讯公司发布了第三季度财报。", "上�
         "市政府决定延长地铁的夜间运营时间。"]
 
 
-@pytest.fixture(scope="module")
-def zh_client(stack, admin):
-    return new_tenant(stack, admin, "team-zh")
+ROWS = [{"text": t, "label": "contract"} for t in CONTRACT] + [{"text": t, "label": "news"} for t in NEWS]
 
 
-def test_chinese_classification_with_gemma(zh_client):
-    rows = [{"text": t, "label": "contract"} for t in CONTRACT] + [{"text": t, "label": "news"} for t in NEWS]
-    ds = zh_client.upload_dataset("zh-docs", "classification", {"data": to_jsonl(rows * 2)}, seed=7)
+@ahead()
+def chinese_training(request):
+    client = tenant_client(request, "team-zh")
+    ds = client.upload_dataset("zh-docs", "classification", {"data": to_jsonl(ROWS * 2)}, seed=7)
     spec = tiny_job(ds["id"], base_model="gemma-3-270m", max_steps=3, micro_batch_size=4, max_seq_length=32,
                     tuning={"method": "lora", "merge_adapter": False,  # a few MB to store, not Gemma again
                             "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}},
                     deepspeed={"zero_stage": 0}, num_workers=1, resources_per_worker={"cpu": 1, "threads": 2},
                     eval_interval=100, checkpoint_interval=100, learning_rate=1e-3)
-    plan = zh_client.plan_job(spec)
+    plan = client.plan_job(spec)
+    return client, client.submit_job(spec), plan
+
+
+@pytest.fixture(scope="module")
+def zh_client(jobs_ahead):
+    return jobs_ahead["chinese_training"][0]
+
+
+def test_chinese_classification_with_gemma(jobs_ahead):
+    _, job, plan = finished(jobs_ahead, "chinese_training")
     assert plan["tokens"]["unknown_token_fraction"] == 0
     assert not any("cannot read" in w for w in plan["warnings"])
     assert plan["model"]["parameters"] > 250_000_000 > plan["model"]["trainable_parameters"]
-    job = run_job(zh_client, spec, "gemma job", 900)
     assert job["metrics"]["step"] == 3 and job["report"]["metrics"]["accuracy"]["fine_tuned"] >= 0
 
 
 def test_wrong_target_modules_for_the_architecture_name_the_field(zh_client):
-    rows = [{"text": t, "label": "contract"} for t in CONTRACT] + [{"text": t, "label": "news"} for t in NEWS]
-    ds = zh_client.upload_dataset("zh-docs-2", "classification", {"data": to_jsonl(rows * 2)}, seed=7)
+    ds = zh_client.upload_dataset("zh-docs-2", "classification", {"data": to_jsonl(ROWS * 2)}, seed=7)
     from doctune.errors import DoctuneError
 
     with pytest.raises(DoctuneError) as e:  # MiniLM's names on a Gemma model

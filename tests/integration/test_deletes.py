@@ -10,7 +10,7 @@ from doctune.data import to_jsonl
 from doctune.errors import DoctuneError
 from doctune.store.objects import ObjectStore
 
-from .conftest import new_tenant, poll, run_job, tiny_job
+from .conftest import ahead, finished, new_tenant, poll, tenant_client, tiny_job
 
 
 def stored(stack, prefix: str) -> list[str]:
@@ -40,11 +40,16 @@ def test_a_dataset_in_use_stays_then_goes_with_its_files(stack, admin, bbc_small
     assert ds["id"] not in {d["id"] for d in client.list_datasets()}
 
 
-def test_a_model_goes_with_its_files(stack, admin, bbc_small):
-    client = new_tenant(stack, admin, "team-delete-model")
-    ds = client.upload_dataset("bbc", "classification", {"data": to_jsonl(bbc_small)}, seed=1)
-    job = run_job(client, tiny_job(ds["id"], max_steps=2, eval_interval=2, checkpoint_interval=100),
-                  "a two-step job whose model is then deleted")
+@ahead()
+def deletable_training(request):
+    """A two-step job whose model is then deleted."""
+    client = tenant_client(request, "team-delete-model")
+    ds = client.upload_dataset("bbc", "classification", {"data": to_jsonl(request.getfixturevalue("bbc_small"))}, seed=1)
+    return client, client.submit_job(tiny_job(ds["id"], max_steps=2, eval_interval=2, checkpoint_interval=100))
+
+
+def test_a_model_goes_with_its_files(stack, admin, jobs_ahead):
+    client, job = finished(jobs_ahead, "deletable_training")
     prefix = f"tenants/team-delete-model/models/{job['model_id']}/"
     assert stored(stack, prefix), "the job exported no model files"
     with pytest.raises(DoctuneError) as e:  # another tenant cannot see it, let alone delete it

@@ -11,30 +11,42 @@ import pytest
 from doctune.data import to_jsonl
 from doctune.tasks.extraction import load_bbc_quote_fields, load_bbc_relations
 
-from .conftest import example_job, new_tenant, poll, run_job, tiny_job
+from .conftest import ahead, example_job, finished, poll, tenant_client, tiny_job
 
 
-@pytest.fixture(scope="module")
-def ext_client(stack, admin):
-    return new_tenant(stack, admin, "team-extraction")
-
-
-@pytest.fixture(scope="module")
-def relation_job(ext_client):
-    ds = ext_client.upload_dataset("bbc-relations", "extraction", {"data": to_jsonl(load_bbc_relations())}, seed=42)
+@ahead()
+def relation_training(request):
+    client = tenant_client(request, "team-extraction")
+    ds = client.upload_dataset("bbc-relations", "extraction", {"data": to_jsonl(load_bbc_relations())}, seed=42)
     assert ds["info"]["kind"] == "relation"
     assert ds["info"]["labels"] == ["no_relation", "founded", "leads", "member_of", "works_for"]
     spec = example_job("bbc-relations.yaml", ds["id"], max_steps=48, eval_interval=16, checkpoint_interval=16,
                        learning_rate=2e-3, early_stopping={"metric": "f1", "mode": "max", "patience": 5})
-    return run_job(ext_client, spec, "relation extraction job", 900)
+    return client, client.submit_job(spec)
+
+
+@ahead()
+def fields_training(request):
+    client = tenant_client(request, "team-extraction")
+    ds = client.upload_dataset("bbc-quotes", "extraction", {"data": to_jsonl(load_bbc_quote_fields())}, seed=42)
+    assert ds["info"]["kind"] == "fields" and ds["info"]["field_names"] == ["organisation", "role", "speaker"]
+    spec = tiny_job(ds["id"], task="extraction", max_steps=16, micro_batch_size=4, eval_interval=8, checkpoint_interval=8)
+    return client, client.submit_job(spec)
 
 
 @pytest.fixture(scope="module")
-def fields_job(ext_client):
-    ds = ext_client.upload_dataset("bbc-quotes", "extraction", {"data": to_jsonl(load_bbc_quote_fields())}, seed=42)
-    assert ds["info"]["kind"] == "fields" and ds["info"]["field_names"] == ["organisation", "role", "speaker"]
-    spec = tiny_job(ds["id"], task="extraction", max_steps=16, micro_batch_size=4, eval_interval=8, checkpoint_interval=8)
-    return run_job(ext_client, spec, "key-field extraction job", 600)
+def ext_client(jobs_ahead):
+    return jobs_ahead["relation_training"][0]
+
+
+@pytest.fixture(scope="module")
+def relation_job(jobs_ahead):
+    return finished(jobs_ahead, "relation_training")[1]
+
+
+@pytest.fixture(scope="module")
+def fields_job(jobs_ahead):
+    return finished(jobs_ahead, "fields_training")[1]
 
 
 def deploy(client, model_id: str, name: str) -> dict:

@@ -10,7 +10,7 @@ import pytest
 from doctune.data import to_jsonl
 from doctune.tasks.summarization import bbc_headlines
 
-from .conftest import example_job, new_tenant, poll, run_job, tiny_job
+from .conftest import ahead, example_job, finished, poll, tenant_client, tiny_job
 
 # adapters kept unmerged: the export is a few MB instead of a second copy of Gemma (the endpoint loads both ways)
 GEMMA_LORA = {"method": "lora", "merge_adapter": False, "lora": {"r": 8, "alpha": 16, "target_modules": ["q_proj", "v_proj"]}}
@@ -30,20 +30,37 @@ def _zh_records() -> list[dict]:
     return rows
 
 
-@pytest.fixture(scope="module")
-def gen_client(stack, admin):
-    return new_tenant(stack, admin, "team-writers")
-
-
-@pytest.fixture(scope="module")
-def headline_job(gen_client):
-    ds = gen_client.upload_dataset("bbc-headlines", "summarization", {"data": to_jsonl(bbc_headlines(limit_per_class=4))},
-                                   seed=42)
+@ahead()
+def headline_training(request):
+    client = tenant_client(request, "team-writers")
+    ds = client.upload_dataset("bbc-headlines", "summarization", {"data": to_jsonl(bbc_headlines(limit_per_class=4))},
+                               seed=42)
     assert ds["info"]["language"] == "en"
     spec = example_job("bbc-headlines.yaml", ds["id"], tuning=GEMMA_LORA, max_steps=8, micro_batch_size=2,
                        gradient_accumulation_steps=1, max_seq_length=96, learning_rate=1e-3, eval_interval=100,
                        checkpoint_interval=100)
-    return run_job(gen_client, spec, "summarization job", 900)
+    return client, client.submit_job(spec)
+
+
+@ahead()
+def chinese_generation_training(request):
+    client = tenant_client(request, "team-writers")
+    ds = client.upload_dataset("zh-weather", "generation", {"data": to_jsonl(_zh_records())}, seed=7)
+    spec = example_job("bbc-openings.yaml", ds["id"], tuning=GEMMA_LORA, max_steps=4, micro_batch_size=4,
+                       gradient_accumulation_steps=1, max_seq_length=64, learning_rate=1e-3, deepspeed={"zero_stage": 0},
+                       num_workers=1, resources_per_worker={"cpu": 1, "threads": 2}, eval_interval=100,
+                       checkpoint_interval=100)
+    return client, client.submit_job(spec), ds
+
+
+@pytest.fixture(scope="module")
+def gen_client(jobs_ahead):
+    return jobs_ahead["headline_training"][0]
+
+
+@pytest.fixture(scope="module")
+def headline_job(jobs_ahead):
+    return finished(jobs_ahead, "headline_training")[1]
 
 
 def test_summaries_are_reported_beside_the_untuned_model_and_lead_n(headline_job):
@@ -78,14 +95,9 @@ def test_summarization_endpoint_takes_generation_parameters(gen_client, headline
     poll(lambda: gen_client.get_deployment(dep["id"])["status"] == "deleted", 300, "undeploy")
 
 
-def test_chinese_generation_is_scored_on_characters(gen_client):
-    ds = gen_client.upload_dataset("zh-weather", "generation", {"data": to_jsonl(_zh_records())}, seed=7)
+def test_chinese_generation_is_scored_on_characters(jobs_ahead):
+    _, job, ds = finished(jobs_ahead, "chinese_generation_training")
     assert ds["info"]["language"] == "zh" and ds["info"]["fields"] == ["城市", "天气", "气温"]
-    spec = example_job("bbc-openings.yaml", ds["id"], tuning=GEMMA_LORA, max_steps=4, micro_batch_size=4,
-                       gradient_accumulation_steps=1, max_seq_length=64, learning_rate=1e-3, deepspeed={"zero_stage": 0},
-                       num_workers=1, resources_per_worker={"cpu": 1, "threads": 2}, eval_interval=100,
-                       checkpoint_interval=100)
-    job = run_job(gen_client, spec, "chinese generation job", 900)
     report = job["report"]
     # the default ROUGE tokenizer drops every CJK character (scores of 0); characters give real overlap
     assert report["metrics"]["rouge1"]["fields_as_text"] > 0.2

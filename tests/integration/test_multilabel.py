@@ -6,16 +6,21 @@ from __future__ import annotations
 
 from doctune.data import to_jsonl
 
-from .conftest import new_tenant, run_job, tiny_job
+from .conftest import ahead, finished, tenant_client, tiny_job
 
 
-def test_multi_label_job_reports_micro_and_macro_f1(stack, admin, bbc_small):
-    client = new_tenant(stack, admin, "team-multi")
+@ahead()
+def multilabel_training(request):
+    client = tenant_client(request, "team-multi")
     rows = [{"text": r["text"], "labels": [r["label"]] + (["uk"] if any(w in r["text"] for w in ("UK", "Britain", "British")) else [])}
-            for r in bbc_small]
+            for r in request.getfixturevalue("bbc_small")]
     ds = client.upload_dataset("bbc-multi", "classification", {"data": to_jsonl(rows)}, seed=42)
+    return client, client.submit_job(tiny_job(ds["id"], max_steps=12, eval_interval=12, checkpoint_interval=100)), ds
+
+
+def test_multi_label_job_reports_micro_and_macro_f1(jobs_ahead):
+    _, job, ds = finished(jobs_ahead, "multilabel_training")
     assert ds["info"]["multi_label"] is True and "uk" in ds["info"]["labels"]
-    job = run_job(client, tiny_job(ds["id"], max_steps=12, eval_interval=12, checkpoint_interval=100), "multi-label job")
     metrics = job["report"]["metrics"]
     assert {"micro_f1", "macro_f1", "accuracy"} <= set(metrics)
     # binary cross-entropy on the test split falls from the untrained head's

@@ -10,23 +10,27 @@ import pytest
 from doctune.data import to_jsonl
 from doctune.tasks.ner import load_wnut16
 
-from .conftest import example_job, new_tenant, poll, run_job
+from .conftest import ahead, example_job, finished, poll, tenant_client
 
 
-@pytest.fixture(scope="module")
-def ner_client(stack, admin):
-    return new_tenant(stack, admin, "team-ner")
-
-
-@pytest.fixture(scope="module")
-def ner_job(ner_client):
-    ds = ner_client.upload_dataset("wnut-small", "ner", {"data": to_jsonl(load_wnut16(limit=400))}, seed=42)
+@ahead()
+def ner_training(request):
+    client = tenant_client(request, "team-ner")
+    ds = client.upload_dataset("wnut-small", "ner", {"data": to_jsonl(load_wnut16(limit=400))}, seed=42)
     assert "person" in ds["info"]["entity_types"]
     spec = example_job("wnut-ner.yaml", ds["id"], max_steps=24, micro_batch_size=8, eval_interval=12, checkpoint_interval=12,
-                       learning_rate=2e-3,
-                    early_stopping={"metric": "f1", "mode": "max", "patience": 5})
-    job = run_job(ner_client, spec, "ner job", 600)
-    return job
+                       learning_rate=2e-3, early_stopping={"metric": "f1", "mode": "max", "patience": 5})
+    return client, client.submit_job(spec)
+
+
+@pytest.fixture(scope="module")
+def ner_client(jobs_ahead):
+    return jobs_ahead["ner_training"][0]
+
+
+@pytest.fixture(scope="module")
+def ner_job(jobs_ahead):
+    return finished(jobs_ahead, "ner_training")[1]
 
 
 def test_ner_reports_entity_metrics_beside_the_baseline(ner_job):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from .conftest import run_job, tiny_job
+from .conftest import ahead, finished, tiny_job
 
 BIN = Path(os.environ.get("VIRTUAL_ENV", Path(__file__).resolve().parents[2] / ".venv")) / "bin"
 
@@ -22,15 +22,22 @@ def _spec(dataset_id: str) -> dict:
                     eval_interval=100, checkpoint_interval=100, learning_rate=5e-5)
 
 
-def test_plan_memory_matches_a_real_run_and_time_comes_from_measured_throughput(client_a, bbc_dataset):
-    spec = _spec(bbc_dataset["id"])
-    plan = client_a.plan_job(spec)
+@ahead()
+def plan_training(request):
+    """Planned before it is submitted, so nothing it measures is in the plan yet."""
+    client, dataset = request.getfixturevalue("client_a"), request.getfixturevalue("bbc_dataset")
+    spec = _spec(dataset["id"])
+    plan = client.plan_job(spec)
+    return client, client.submit_job(spec), plan, spec
+
+
+def test_plan_memory_matches_a_real_run_and_time_comes_from_measured_throughput(jobs_ahead, bbc_dataset):
+    client_a, job, plan, spec = finished(jobs_ahead, "plan_training")
     assert plan["model"]["trainable_parameters"] == plan["model"]["parameters"] > 20_000_000
     assert plan["dataset"]["train"] == bbc_dataset["info"]["sizes"]["train"]
     assert plan["steps"]["total"] == 6 and plan["tokens"]["tokens_per_epoch"] > 0
     assert plan["fits"] is True
 
-    job = run_job(client_a, spec, "plan job", 600)
     measured = job["metrics"]["memory"]
     estimate = plan["memory_per_worker_mb"]
     ratio = estimate["total_mb"] / measured["peak_train_mb"]

@@ -1,6 +1,7 @@
 """Quotas hold on the real stack: with a concurrent-job quota of 1, a tenant's
-second job waits in the queue (saying why) until the first ends, then runs; an
-upload that would pass the storage quota is refused and stores nothing."""
+second job waits in the queue (saying why) until the first ends (here: is cancelled while
+it trains, which stops it and registers no model), then runs; an upload that would pass
+the storage quota is refused and stores nothing."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from doctune.store.objects import ObjectStore
 
 from .conftest import poll, tiny_job
 
-ACTIVE = ("starting", "running")
 
 
 @pytest.fixture(scope="module")
@@ -20,24 +20,28 @@ def dataset_b(client_b, bbc_small):
     return client_b.upload_dataset("bbc-b", "classification", {"data": to_jsonl(bbc_small[::3])}, seed=1)
 
 
-def test_second_job_waits_for_the_concurrent_job_quota(admin, client_b, dataset_b):
+def test_second_job_waits_for_the_concurrent_job_quota_and_a_running_job_cancels(admin, client_b, dataset_b):
     admin.request("PUT", "/v1/tenants/team-b/quota", json={"max_concurrent_jobs": 1})
     try:
-        first = client_b.submit_job(tiny_job(dataset_b["id"], max_steps=2, checkpoint_interval=100, eval_interval=100))
-        second = client_b.submit_job(tiny_job(dataset_b["id"], max_steps=2, checkpoint_interval=100, eval_interval=100))
+        first = client_b.submit_job(tiny_job(dataset_b["id"], max_steps=500, checkpoint_interval=1000, eval_interval=1000))
+        second = client_b.submit_job(tiny_job(dataset_b["id"], max_steps=500, checkpoint_interval=1000, eval_interval=1000))
         seen_waiting = []
 
-        def both_done():
+        def first_training_second_waiting():
             a, b = client_b.get_job(first["id"]), client_b.get_job(second["id"])
-            assert not (a["status"] in ACTIVE and b["status"] in ACTIVE), "quota of 1 exceeded"
-            if b["status"] == "queued" and a["status"] in ACTIVE:
+            assert b["status"] == "queued", "quota of 1 exceeded"
+            if a["status"] == "running" and a["progress"].get("step", 0) >= 1:
                 seen_waiting.append(b["progress"].get("queue_reason", ""))
-            return a["status"] in ("succeeded", "failed") and b["status"] in ("succeeded", "failed") and (a, b)
+            return len(seen_waiting) >= 2
 
-        a, b = poll(both_done, 900, "both jobs of team-b", interval=0.5)
-        assert a["status"] == b["status"] == "succeeded", (a["error"], b["error"])
+        poll(first_training_second_waiting, 900, "team-b's first job to train while the second waits", interval=0.5)
         assert any("concurrent-job quota (1)" in r for r in seen_waiting), seen_waiting
+        client_b.cancel_job(first["id"])  # a running job: its driver is stopped, and it frees the quota
+        a = poll(lambda: (j := client_b.get_job(first["id"]))["status"] != "running" and j, 60, "the cancel")
+        assert a["status"] == "cancelled" and a["model_id"] is None
+        b = poll(lambda: (j := client_b.get_job(second["id"]))["status"] == "running" and j, 600, "the second job to start")
         assert b["started_at"] >= a["finished_at"]
+        client_b.cancel_job(second["id"])
     finally:
         admin.request("PUT", "/v1/tenants/team-b/quota", json={"max_concurrent_jobs": 2})
 

@@ -10,7 +10,7 @@ import pytest
 from doctune.data import to_jsonl
 from doctune.tasks.retrieval import bbc_headline_pairs
 
-from .conftest import example_job, new_tenant, poll, run_job
+from .conftest import ahead, example_job, finished, poll, tenant_client
 
 
 @pytest.fixture(scope="module")
@@ -18,18 +18,24 @@ def pairs():
     return bbc_headline_pairs(limit_per_class=24)
 
 
-@pytest.fixture(scope="module")
-def ret_client(stack, admin):
-    return new_tenant(stack, admin, "team-search")
-
-
-@pytest.fixture(scope="module")
-def ret_job(ret_client, pairs):
-    ds = ret_client.upload_dataset("bbc-pairs", "retrieval", {"data": to_jsonl(pairs)}, seed=42)
+@ahead()
+def retrieval_training(request):
+    client = tenant_client(request, "team-search")
+    ds = client.upload_dataset("bbc-pairs", "retrieval", {"data": to_jsonl(bbc_headline_pairs(limit_per_class=24))},
+                               seed=42)
     spec = example_job("bbc-retrieval.yaml", ds["id"], max_steps=8, micro_batch_size=8, max_seq_length=96, eval_interval=8,
                        checkpoint_interval=100)
-    job = run_job(ret_client, spec, "retrieval job", 600)
-    return job
+    return client, client.submit_job(spec)
+
+
+@pytest.fixture(scope="module")
+def ret_client(jobs_ahead):
+    return jobs_ahead["retrieval_training"][0]
+
+
+@pytest.fixture(scope="module")
+def ret_job(jobs_ahead):
+    return finished(jobs_ahead, "retrieval_training")[1]
 
 
 def test_retrieval_reports_ranking_metrics_beside_the_zero_shot_encoder(ret_job):

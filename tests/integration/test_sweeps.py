@@ -20,30 +20,58 @@ from doctune.corpora import load_bbc_news
 from doctune.errors import DoctuneError
 from doctune.services import Platform
 
-from .conftest import new_tenant, poll, tiny_job
+from .conftest import ahead, poll, tenant_client, tiny_job
 
 LRS = [1e-6, 2e-3, 4e-3]  # a learning rate too small to move the untrained head, and two that train
 
 
-@pytest.fixture(scope="module")
-def sweep_client(stack, admin):
-    return new_tenant(stack, admin, "team-sweeps")  # default quota: 2 concurrent jobs
+def _sweep_job(client, limit_per_class: int = 16, **overrides) -> dict:
+    """A tiny job on a small BBC set, for trials of one worker each (sweeps are about searching, not sharding)."""
+    ds = client.upload_dataset("bbc-sweep", "classification", {"data": to_jsonl(load_bbc_news(limit_per_class))}, seed=3)
+    job = tiny_job(ds["id"], num_workers=1, checkpoint_interval=100, **overrides)
+    job["tuning"]["merge_adapter"] = False  # the same models serve dedicated and multiplexed endpoints below
+    return job
 
 
-@pytest.fixture(scope="module")
-def finished_sweep(sweep_client):
-    ds = sweep_client.upload_dataset("bbc-sweep", "classification", {"data": to_jsonl(load_bbc_news(limit_per_class=16))},
-                                     seed=3)
-    # adapters kept unmerged: the same models serve dedicated and multiplexed endpoints below
-    job = tiny_job(ds["id"], max_steps=8, eval_interval=4, checkpoint_interval=100)
-    job["tuning"]["merge_adapter"] = False
+@ahead()
+def grid_sweep(request):
+    client = tenant_client(request, "team-sweeps")  # default quota: 2 concurrent jobs
+    job = _sweep_job(client, max_steps=8, eval_interval=4)
     job.pop("learning_rate")
-    sweep = sweep_client.submit_sweep({"name": "lr search", "job": job, "algorithm": "grid", "max_concurrent_trials": 3,
-                                       "search_space": {"learning_rate": {"type": "choice", "values": LRS}}})
+    sweep = client.submit_sweep({"name": "lr search", "job": job, "algorithm": "grid", "max_concurrent_trials": 3,
+                                 "search_space": {"learning_rate": {"type": "choice", "values": LRS}}})
     assert sweep["status"] in ("queued", "running")
-    done = poll(lambda: (s := sweep_client.get_sweep(sweep["id"]))["status"] not in ("queued", "running") and s, 1200, "sweep")
+    return client, sweep
+
+
+@ahead()
+def asha_sweep(request):
+    """Its own tenant, so that it runs beside the grid sweep without sharing its quota."""
+    client = tenant_client(request, "team-asha")
+    job = _sweep_job(client, max_steps=10, eval_interval=2)
+    # seed 2 draws lr 4e-3, then 1e-7 twice; one trial at a time, so each weak trial meets the strong
+    # one's dev loss at the same rung and is stopped there (loss: no ties, unlike F1 on a tiny dev set)
+    return client, client.submit_sweep({"job": job, "algorithm": "asha", "num_samples": 3, "max_concurrent_trials": 1,
+                                        "seed": 2, "metric": "loss", "mode": "min",
+                                        "asha": {"grace_period": 1, "reduction_factor": 2},
+                                        "search_space": {"learning_rate": {"type": "choice", "values": [1e-7, 4e-3]}}})
+
+
+def sweep_done(jobs_ahead: dict, name: str) -> tuple:
+    client, sweep = jobs_ahead[name]
+    done = poll(lambda: (s := client.get_sweep(sweep["id"]))["status"] not in ("queued", "running") and s, 1200, name)
     assert done["status"] == "succeeded", done["error"]
-    return done
+    return client, done
+
+
+@pytest.fixture(scope="module")
+def sweep_client(jobs_ahead):
+    return jobs_ahead["grid_sweep"][0]
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(jobs_ahead):
+    return sweep_done(jobs_ahead, "grid_sweep")[1]
 
 
 def test_the_leaderboard_ranks_trials_and_the_winner_is_the_best_on_dev(sweep_client, finished_sweep):
@@ -101,18 +129,9 @@ def test_bad_sweeps_name_the_field(sweep_client, finished_sweep):
     assert e.value.field == "dataset.id"
 
 
-def test_asha_stops_weak_trials_early_and_still_picks_a_finished_winner(sweep_client, finished_sweep):
-    job = sweep_client.get_job(finished_sweep["best_job_id"])["spec"]
-    job.pop("tenant")
-    job.update(max_steps=10, eval_interval=2)
-    # seed 2 draws lr 4e-3, then 1e-7 twice; one trial at a time, so each weak trial meets the strong
-    # one's dev loss at the same rung and is stopped there (loss: no ties, unlike F1 on a tiny dev set)
-    sweep = sweep_client.submit_sweep({"job": job, "algorithm": "asha", "num_samples": 3, "max_concurrent_trials": 1,
-                                       "seed": 2, "metric": "loss", "mode": "min",
-                                       "asha": {"grace_period": 1, "reduction_factor": 2},
-                                       "search_space": {"learning_rate": {"type": "choice", "values": [1e-7, 4e-3]}}})
-    done = poll(lambda: (s := sweep_client.get_sweep(sweep["id"]))["status"] not in ("queued", "running") and s, 1200, "asha")
-    assert done["status"] == "succeeded", done["error"]
+def test_asha_stops_weak_trials_early_and_still_picks_a_finished_winner(jobs_ahead):
+    sweep_client, done = sweep_done(jobs_ahead, "asha_sweep")
+    sweep = done
     trials = sweep_client.sweep_leaderboard(sweep["id"])["trials"]
     assert sorted(t["settings"]["learning_rate"] for t in trials) == [1e-7, 1e-7, 4e-3]
     stopped = [t for t in trials if t["stopped_early"]]

@@ -10,22 +10,26 @@ import httpx
 from doctune.data import to_jsonl
 from tests.toy_task import reviews
 
-from .conftest import new_tenant, run_job
+from .conftest import ahead, finished, poll, tenant_client
 
 
-def test_a_plugin_from_outside_the_package_trains_and_serves(stack, admin):
-    client = new_tenant(stack, admin, "toy")
-    assert "sentiment" in {t["name"] for t in client.list_tasks()}
+@ahead()
+def toy_training(request):
+    client = tenant_client(request, "toy")
+    tasks = {t["name"] for t in client.list_tasks()}
     ds = client.upload_dataset("reviews", "sentiment", {"data": to_jsonl(reviews())}, dev_fraction=0.25,
                                test_fraction=0.25)
-    job = run_job(client, {"task": "sentiment", "dataset": {"id": ds["id"]}, "max_steps": 2, "num_workers": 1,
-                           "deepspeed": {"zero_stage": 0}, "micro_batch_size": 4, "max_seq_length": 32,
-                           "eval_interval": 2, "checkpoint_interval": 100, "learning_rate": 2e-3,
-                           "resources_per_worker": {"cpu": 0.5, "threads": 1}}, "toy sentiment job")
+    return client, client.submit_job({
+        "task": "sentiment", "dataset": {"id": ds["id"]}, "max_steps": 2, "num_workers": 1, "deepspeed": {"zero_stage": 0},
+        "micro_batch_size": 4, "max_seq_length": 32, "eval_interval": 2, "checkpoint_interval": 100,
+        "learning_rate": 2e-3, "resources_per_worker": {"cpu": 0.5, "threads": 1}}), tasks
+
+
+def test_a_plugin_from_outside_the_package_trains_and_serves(jobs_ahead):
+    client, job, tasks = finished(jobs_ahead, "toy_training")
+    assert "sentiment" in tasks
     assert job["report"]["primary_metric"] == "accuracy"
     dep = client.deploy(job["model_id"], "reviews", min_replicas=1, max_replicas=1)
-    from .conftest import poll
-
     dep = poll(lambda: (d := client.get_deployment(dep["id"]))["status"] != "deploying" and d, 600, "the toy endpoint")
     assert dep["status"] == "running", dep["message"]
     r = httpx.post(dep["url"], json={"reviews": ["A delight from start to finish.", "Dull and far too long."]},

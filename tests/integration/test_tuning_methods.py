@@ -1,7 +1,8 @@
 """Every tuning method trains under every ZeRO stage with gradient accumulation: the
 loss falls over a few optimizer steps on the same batches (tuning_matrix.py runs the
-24 combinations in one DeepSpeed process). A real Ray job then trains with a non-LoRA
-method under ZeRO-3 and exports a model that serves."""
+24 combinations in one DeepSpeed process, started with the session's other jobs and run on
+one thread beside them). A real Ray job then trains with a non-LoRA method under ZeRO-3 and
+exports a model that serves."""
 
 from __future__ import annotations
 
@@ -17,18 +18,38 @@ from transformers import AutoTokenizer
 
 from doctune.tasks import get_task
 
-from .conftest import run_job, tiny_job
+from .conftest import ahead, finished, tiny_job
 from .tuning_matrix import METHODS
 
 REPO = Path(__file__).resolve().parents[2]
 
 
+@ahead()
+def tuning_matrix(request):
+    """Not a Ray job: the matrix process, started now so that it runs while the session's other jobs do."""
+    out = request.getfixturevalue("tmp_path_factory").mktemp("matrix")
+    proc = subprocess.Popen([sys.executable, "-m", "tests.integration.tuning_matrix"], cwd=REPO,
+                            stdout=open(out / "stdout", "w"), stderr=open(out / "stderr", "w"),  # files: no pipe fills up
+                            env={**os.environ, "DS_ACCELERATOR": "cpu", "MATRIX_THREADS": "1"})
+    return None, proc, out
+
+
+@ahead()
+def prefix_training(request):
+    client, dataset = request.getfixturevalue("client_a"), request.getfixturevalue("bbc_dataset")
+    spec = tiny_job(dataset["id"], tuning={"method": "prefix", "prefix": {"num_virtual_tokens": 8}},
+                    deepspeed={"zero_stage": 3}, max_steps=6, eval_interval=100, checkpoint_interval=3,
+                    learning_rate=1e-2)
+    return client, client.submit_job(spec)
+
+
 @pytest.fixture(scope="module")
-def matrix():
-    out = subprocess.run([sys.executable, "-m", "tests.integration.tuning_matrix"], cwd=REPO, capture_output=True,
-                         text=True, timeout=900, env={**os.environ, "DS_ACCELERATOR": "cpu"})
-    results = [json.loads(l[len("RESULT "):]) for l in out.stdout.splitlines() if l.startswith("RESULT ")]
-    assert results, out.stderr[-3000:]
+def matrix(jobs_ahead):
+    _, proc, out = jobs_ahead["tuning_matrix"]
+    proc.wait(timeout=1500)
+    stdout, stderr = (out / "stdout").read_text(), (out / "stderr").read_text()
+    results = [json.loads(l[len("RESULT "):]) for l in stdout.splitlines() if l.startswith("RESULT ")]
+    assert results, stderr[-3000:]
     return {(r["method"], r["stage"]): r for r in results}
 
 
@@ -53,11 +74,8 @@ def test_same_method_same_curve_across_stages(matrix):
             assert c == pytest.approx(curves[0], abs=1e-3), method
 
 
-def test_prefix_tuning_job_under_zero3_exports_an_adapter_that_loads(client_a, bbc_dataset, tmp_path):
-    spec = tiny_job(bbc_dataset["id"], tuning={"method": "prefix", "prefix": {"num_virtual_tokens": 8}},
-                    deepspeed={"zero_stage": 3}, max_steps=6, eval_interval=100, checkpoint_interval=3,
-                    learning_rate=1e-2)
-    job = run_job(client_a, spec, "prefix job", 600)
+def test_prefix_tuning_job_under_zero3_exports_an_adapter_that_loads(jobs_ahead, bbc_dataset, tmp_path):
+    client_a, job = finished(jobs_ahead, "prefix_training")
     model = client_a.get_model(job["model_id"])
     assert model["merged"] is False  # virtual tokens cannot be merged: exported as an adapter
     files = client_a.request("GET", f"/v1/models/{job['model_id']}/files")

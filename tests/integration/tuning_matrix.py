@@ -81,7 +81,7 @@ def main() -> None:
     from doctune.base_models import resolve_base_model
 
     logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("MATRIX_THREADS", "2")))
     deepspeed.init_distributed("gloo")
     base = resolve_base_model("all-minilm-l6-v2")
     tokenizer = AutoTokenizer.from_pretrained(base)
