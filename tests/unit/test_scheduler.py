@@ -135,3 +135,19 @@ def test_direct_ray_submission_obeys_the_quota(platform):
     assert e.value.code == "quota_exceeded" and "concurrent-job quota (2)" in e.value.message
     with platform.db.session() as s:
         assert [s.get(Job, f"job-d{i}").status for i in range(3)] == ["starting", "starting", "failed"]
+
+
+def test_a_running_job_whose_workers_are_not_placed_yet_still_takes_its_cpus(platform):
+    """Between a job's start and its workers' placement the cluster reports their CPUs free: the
+    dispatcher must not hand them to another job meanwhile (it did, and piled up waiting drivers)."""
+    spec = {"num_workers": 2, "resources_per_worker": {"cpu": 0.5}}
+    with platform.db.session() as s:
+        s.add(Tenant(id="team-c", max_concurrent_jobs=10))
+    with platform.db.session() as s:
+        s.add(Job(id="job-driver-up", tenant_id="team-c", task="classification", spec=spec, status="running",
+                  progress={"phase": "scheduling", "worker_pids": {}}))
+        s.add(Job(id="job-next", tenant_id="team-c", task="classification", spec=spec))
+    assert claim_jobs(platform, Demand(cpus=1)) == []  # the 1 free CPU is the running job's
+    with platform.db.session() as s:
+        s.get(Job, "job-driver-up").progress = {"phase": "training", "worker_pids": {"0": 11, "1": 12}}
+    assert [j.id for j in claim_jobs(platform, Demand(cpus=1))] == ["job-next"]  # now it holds them itself

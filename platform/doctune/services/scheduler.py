@@ -137,11 +137,18 @@ def tenant_states(tenants: list[Tenant], active: list[Job]) -> dict[str, TenantS
     return out
 
 
+def holds_workers(job: Job) -> bool:
+    """Whether an active job's training workers hold their cluster resources (they report their
+    pids once they run). Until then the cluster reports those resources free although the job
+    will take them: from its claim, through its driver's start, to its workers' placement."""
+    return bool((job.progress or {}).get("worker_pids"))
+
+
 def claim_jobs(p: Platform, cluster_free: Demand) -> list[Job]:
     """Mark the jobs the policy starts as 'starting', under the dispatch lock.
 
-    ``cluster_free`` is what Ray reports free; jobs already 'starting' have not
-    reached Ray yet, so their demand is taken off it here."""
+    ``cluster_free`` is what the cluster reports free; active jobs whose workers do not hold
+    their resources yet (:func:`holds_workers`) will take them, so their demand is taken off it here."""
     with p.db.session() as s:
         s.execute(update(DispatchLock).where(DispatchLock.id == 1).values(at=now()))  # the lock
         tenants = list(s.execute(select(Tenant)).scalars())
@@ -149,8 +156,8 @@ def claim_jobs(p: Platform, cluster_free: Demand) -> list[Job]:
         queued = list(s.execute(select(Job).where(Job.status == JobState.QUEUED)).scalars())
         if not queued:
             return []
-        starting = [job_demand(j.spec) for j in active if j.status == JobState.STARTING]
-        free = Demand(cluster_free.cpus - sum(d.cpus for d in starting), cluster_free.gpus - sum(d.gpus for d in starting))
+        unplaced = [job_demand(j.spec) for j in active if not holds_workers(j)]
+        free = Demand(cluster_free.cpus - sum(d.cpus for d in unplaced), cluster_free.gpus - sum(d.gpus for d in unplaced))
         plan = plan_dispatch(
             tenant_states(tenants, active),
             [QueuedJob(j.id, j.tenant_id, job_demand(j.spec), j.priority, j.created_at) for j in queued],
@@ -161,6 +168,7 @@ def claim_jobs(p: Platform, cluster_free: Demand) -> list[Job]:
         for job_id in plan.start:
             job = by_id[job_id]
             job.status = JobState.STARTING
+            job.progress = {**(job.progress or {}), "worker_pids": {}}  # an earlier attempt's workers are gone
             s.add(JobEvent(job_id=job_id, kind="status", status=JobState.STARTING,
                            reason="dispatched: quota and cluster room allow it", data={"from": JobState.QUEUED}))
             claimed.append(job)

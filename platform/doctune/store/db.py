@@ -18,6 +18,8 @@ from sqlalchemy import (JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, 
                         create_engine, event)
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from doctune.states import DeploymentState, JobState, SweepState
+
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
@@ -82,7 +84,7 @@ class Job(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     task: Mapped[str] = mapped_column(String(32))
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED, index=True)
     priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     control: Mapped[str | None] = mapped_column(String(16))  # "pause" while a pause is requested
@@ -106,7 +108,7 @@ class Sweep(Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     task: Mapped[str] = mapped_column(String(32))
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=SweepState.QUEUED, index=True)
     best_job_id: Mapped[str | None] = mapped_column(String(64))
     ray_submission_id: Mapped[str | None] = mapped_column(String(128))
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -150,7 +152,7 @@ class Deployment(Base):
     name: Mapped[str] = mapped_column(String(63))
     model_id: Mapped[str] = mapped_column(ForeignKey("models.id"))
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), default="deploying")
+    status: Mapped[str] = mapped_column(String(16), default=DeploymentState.DEPLOYING)
     route: Mapped[str] = mapped_column(String(200))
     message: Mapped[str | None] = mapped_column(Text)
     # what the deploy job measured, e.g. {"quantization": {...}}; None until measured, reset when the model changes
