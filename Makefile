@@ -10,9 +10,10 @@ export HF_HUB_OFFLINE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export GRADIO_ANALYTICS_ENABLED := False
 export TOKENIZERS_PARALLELISM := false
-# DeepSpeed compiles its CPU ops (shared-memory comm, CPU Adam) on first use; one folder for
-# every process (the stack's Ray workers, tests, benches) so they are built once, at install.
-export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/doctune/torch_extensions
+# DeepSpeed compiles its CPU ops (shared-memory comm, CPU Adam) on first use; one folder per
+# virtual environment (a build names the venv's paths) for every process (the stack's Ray
+# workers, tests, benches), so they are built once, at install.
+export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/$(VENV)/torch_extensions
 
 .PHONY: install run test test-unit bench down clean
 

@@ -4,6 +4,7 @@ DOCTUNE_TEST_DATABASE_URL is set) and environment hygiene for every test."""
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 
 import pytest
@@ -13,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # the folder `make install` built DeepSpeed's CPU ops into (and the local stack's default)
-os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.expanduser("~/.cache/doctune/torch_extensions"))
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
 # Every doctune client of Ray uses token auth, and Ray reads the mode once per process: a unit
 # test that builds a Serve application first would otherwise fix it at 'disabled' for the session.
 os.environ.setdefault("RAY_AUTH_MODE", "token")

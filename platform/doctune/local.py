@@ -141,10 +141,9 @@ class LocalStack:
             {
                 "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu"),
                 # DeepSpeed's CPU ops (shm comm, CPU Adam) compile once (~1-2 min) into this
-                # cache, shared by every stack of this user rather than rebuilt per home.
-                "TORCH_EXTENSIONS_DIR": os.environ.get(
-                    "TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "doctune" / "torch_extensions")
-                ),
+                # folder of the virtual environment (`make install` builds them there), shared by
+                # every stack rather than rebuilt per home.
+                "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions")),
                 "HF_HUB_OFFLINE": "1",
                 "TOKENIZERS_PARALLELISM": "false",
                 "RAY_USAGE_STATS_ENABLED": "0",
