@@ -55,12 +55,11 @@ def test_up_twice_is_harmless(stack):
 
 
 def test_port_in_use_and_stale_pid_get_clear_messages(tmp_path):
-    base = find_free_port_base(start=45000)
     home = tmp_path / "home"
     (home / "run").mkdir(parents=True)
     (home / "run" / "weed.pid").write_text("999999")  # a process that no longer exists
     with socket.socket() as blocker:
-        blocker.bind(("127.0.0.1", Ports(base).s3))
+        base = _bind_s3_port_of_a_free_range(blocker)
         blocker.listen()
         out = subprocess.run([str(BIN / "doctune"), "up"], capture_output=True, text=True, timeout=120,
                              env={**os.environ, "DOCTUNE_HOME": str(home), "DOCTUNE_PORT_BASE": str(base)})
@@ -69,3 +68,16 @@ def test_port_in_use_and_stale_pid_get_clear_messages(tmp_path):
     assert f"s3={Ports(base).s3}" in out.stderr and "DOCTUNE_PORT_BASE" in out.stderr
     assert "Traceback" not in out.stderr
     assert not (home / "run" / "weed.pid").exists()
+
+
+def _bind_s3_port_of_a_free_range(blocker: socket.socket) -> int:
+    """Bind ``blocker`` to the S3 port of a free port range; another process (a client's ephemeral
+    port) may take a port between the check and the bind, so try the next range then."""
+    start = 45000
+    while True:
+        base = find_free_port_base(start=start)
+        try:
+            blocker.bind(("127.0.0.1", Ports(base).s3))
+            return base
+        except OSError:
+            start = base + 1000
