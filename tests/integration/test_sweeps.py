@@ -48,7 +48,7 @@ def grid_sweep(request):
 def asha_sweep(request):
     """Its own tenant, so that it runs beside the grid sweep without sharing its quota."""
     client = tenant_client(request, "team-asha")
-    job = _sweep_job(client, max_steps=30, eval_interval=2)
+    job = _sweep_job(client, max_steps=20, eval_interval=2)
     # seed 2 draws lr 4e-3, then 1e-7 twice; one trial at a time, so each weak trial meets the strong
     # one's dev loss at the same rung and is stopped there (loss: no ties, unlike F1 on a tiny dev set)
     return client, client.submit_sweep({"job": job, "algorithm": "asha", "num_samples": 3, "max_concurrent_trials": 1,
@@ -139,9 +139,9 @@ def test_asha_stops_weak_trials_early_and_still_picks_a_finished_winner(jobs_ahe
     for t in stopped:  # stopped by ASHA: cancelled before the last step, with its evaluations kept
         j = sweep_client.get_job(t["job_id"])
         assert j["status"] == "cancelled" and j["error"]["code"] == "stopped_early" and t["dev"] is not None
-        assert j["progress"]["step"] < 30
+        assert j["progress"]["step"] < 20
     [finished] = [t for t in trials if t["status"] == "succeeded"]
-    assert finished["settings"]["learning_rate"] == 4e-3 and sweep_client.get_job(finished["job_id"])["metrics"]["step"] == 30
+    assert finished["settings"]["learning_rate"] == 4e-3 and sweep_client.get_job(finished["job_id"])["metrics"]["step"] == 20
     assert done["best_job_id"] == finished["job_id"]
 
 
