@@ -24,7 +24,7 @@ from doctune.errors import DoctuneError, from_validation_error
 from doctune.serve.adapters import AdapterPool
 from doctune.services import tenants
 from doctune.services import Platform
-from doctune.spec import SLUG, DeploymentSpec, TenantSpec
+from doctune.spec import DeploymentSpec, TenantSpec
 from doctune.store.db import Deployment, Job, Model
 from doctune.tasks import check_can_serve, get_task
 
@@ -311,8 +311,12 @@ def test_shared_app_names_cannot_be_an_endpoints():
     assert shared_app_name("classification", BASE) == "lora_classification_all-minilm-l6-v2"
     path = shared_app_name("ner", "/data/models/My Model")
     assert path.startswith("lora_ner_data-models-my-model-") and path != shared_app_name("ner", "/data/models/my-model")
-    # endpoint applications are named <tenant>-<name>: two slugs, which never hold the '_' every shared name has
-    assert "_" not in SLUG.pattern and re.fullmatch(r"[a-z0-9-]+", shared_app_name("classification", BASE)) is None
+    # endpoint applications are named by deployment id (dep-<hex>), which never holds the "_" every shared name has
+    from doctune.serve.names import app_name
+    from doctune.store.db import new_id
+
+    endpoint_app = app_name(SimpleNamespace(id=new_id("dep"), tenant_id="team", name="a-x"))
+    assert re.fullmatch(r"dep-[0-9a-f]{12}", endpoint_app) and "_" in shared_app_name("classification", BASE)
 
 
 def test_the_spec_reaches_the_shared_and_router_replicas():
@@ -322,7 +326,7 @@ def test_the_spec_reaches_the_shared_and_router_replicas():
     dep = SimpleNamespace(id="dep-1", tenant_id="team-a", name="bbc", route="/team-a/bbc", spec=spec)
     model = SimpleNamespace(id="model-a", task="classification")
     router = build_router_application(dep, model, BASE, None)._bound_deployment
-    assert router.name == "team-a-bbc" and router.ray_actor_options["num_cpus"] == 0.1
+    assert router.name == "dep-1" and router.ray_actor_options["num_cpus"] == 0.1
     assert {k: router.init_kwargs[k] for k in ("tenant_id", "endpoint", "model_id", "shared_app")} == {
         "tenant_id": "team-a", "endpoint": "bbc", "model_id": "model-a",
         "shared_app": "lora_classification_all-minilm-l6-v2"}

@@ -62,8 +62,8 @@ __all__ = [
 
 MODEL_FIELD = "model"  # the request body field naming the model version
 ROUTER_NUM_CPUS = 0.1
-# '_' never appears in a tenant or endpoint slug, so no endpoint's application (doctune.serve.names.app_name)
-# can take a shared application's name
+# endpoint applications are named by deployment id (doctune.serve.names.app_name: 'dep-<hex>'), which never
+# holds '_', so no endpoint's application can take a shared application's name
 SHARED_PREFIX = "lora_"
 
 router_api = FastAPI(title="doctune multiplexed endpoint")
