@@ -37,6 +37,7 @@ class Settings:
     admin_key: str = ""
     runner: str = "shared"  # how jobs reach the cluster: "shared" = the Ray Jobs API of one Ray head
     max_upload_bytes: int = 200 * 1024 * 1024
+    max_base_model_bytes: int = 4 * 1024 * 1024 * 1024  # one uploaded base model, as sent and as unpacked
 
     def ray_env(self) -> dict[str, str]:
         """Environment a Ray client needs to talk to our token-protected head."""

@@ -32,7 +32,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from ray import serve
 from doctune.errors import HTTP_STATUS, DoctuneError
 from doctune.serve.names import app_name
 from doctune.states import DeploymentState
+from doctune.store.paths import make_scratch
 from doctune.serve.app import MAX_ONGOING_REQUESTS, EndpointReplica, batch_size_histogram, replica_options, split_batch
 
 __all__ = [
@@ -190,7 +190,7 @@ class AdapterServer:
     def _load(self, model_id: str) -> _Adapter:
         row = find_adapter_model(self.stores, model_id, task=self.task, base_model=self.base_model)
         store = self.stores.objects
-        local = Path(tempfile.mkdtemp(prefix="doctune-adapter-"))
+        local = make_scratch("doctune-adapter-")
         try:
             store.download_dir(store.key_of(row.uri), local)
             meta = json.loads((local / "doctune.json").read_text())

@@ -43,8 +43,9 @@ def check_spec(p: Platform, caller: Principal, spec: JobSpec) -> Dataset:
             "invalid_spec",
             field="task",
         )
-    from doctune.base_models import resolve_base_model
+    from doctune.base_models import check_base_model_allowed, resolve_base_model
 
+    check_base_model_allowed(spec.base_model, tenant=spec.tenant, admin=caller.is_admin, bucket=p.settings.bucket)
     base = resolve_base_model(spec.base_model, check_only=True)
     fits = getattr(plugin, "check_base_model", None)  # e.g. text-writing tasks refuse an encoder
     if fits is not None and not base.startswith("s3://"):
