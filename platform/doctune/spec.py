@@ -167,7 +167,9 @@ class JobSpec(_Spec):
     base_model: str = Field(
         "all-minilm-l6-v2",
         description="A catalog name (all-minilm-l6-v2: English encoder; gemma-3-270m: multilingual decoder, covers "
-        "Chinese), a local directory in Hugging Face format, or s3://bucket/prefix.",
+        "Chinese), or a model the job's tenant owns: s3://<bucket>/tenants/<tenant>/... (one it uploaded with "
+        "`doctune models upload --name NAME DIR`, listed by GET /v1/base-models, or one of its registered models). "
+        "A local directory in Hugging Face format is for the platform admin only.",
     )
     dataset: DatasetRef = Field(..., description="The dataset to train and evaluate on.")
     tuning: TuningSpec = Field(default_factory=TuningSpec, description="Full fine-tuning or LoRA.")
