@@ -135,16 +135,17 @@ def _cached_copy(store, key: str, cache_dir: str | None) -> Path:
     return dest
 
 
-def resolve_base_model(name: str, *, check_only: bool = False, cache_dir: str | None = None) -> str:
+def resolve_base_model(name: str, *, check_only: bool = False, cache_dir: str | None = None, store=None) -> str:
     """A local directory holding the model ``name`` in Hugging Face format (``check_only``:
     for an ``s3://`` prefix, only check that it holds a config.json and return ``name``).
-    Who may use ``name`` is :func:`check_base_model_allowed`'s to say, before this runs."""
+    Who may use ``name`` is :func:`check_base_model_allowed`'s to say, before this runs.
+    ``store``: the object store (default: the one the environment's settings name)."""
     if name in CATALOG:
         return CATALOG[name]()
     if name.startswith("s3://"):
         from doctune.store.objects import object_store_from_env
 
-        store = object_store_from_env()
+        store = store or object_store_from_env()
         key = store.key_of(name).rstrip("/")
         if check_only:
             if not any(True for _ in store.list_keys(key + "/config.json")):
@@ -170,7 +171,7 @@ def is_planning_file(relative: str) -> bool:
 
 
 @contextmanager
-def planning_files(name: str) -> Iterator[str]:
+def planning_files(name: str, store=None) -> Iterator[str]:
     """A local folder with what a plan reads of base model ``name``: a catalog model's or a
     local directory as they are; of an ``s3://`` model only its config and tokenizer files,
     copied into a scratch folder (mode 0700) that is deleted on exit."""
@@ -180,7 +181,7 @@ def planning_files(name: str) -> Iterator[str]:
     from doctune.store.objects import object_store_from_env
     from doctune.store.paths import make_scratch
 
-    store = object_store_from_env()
+    store = store or object_store_from_env()
     tmp = make_scratch("doctune-plan-")
     try:
         store.download_dir(store.key_of(name).rstrip("/"), tmp, only=is_planning_file)

@@ -249,14 +249,24 @@ class DeploymentSpec(_Spec):
         "one copy of the base model and many adapters of the same task and base (Ray Serve model multiplexing), "
         "and a request may name another of the tenant's adapter models in the body field 'model'. The model must "
         "have been exported with tuning.merge_adapter: false, of a task whose models can share a base (not "
-        "retrieval), and not with quantize: int8.",
+        "retrieval), and not with quantize: int8. The shared application's own settings (its replicas, adapters per "
+        "replica and per tenant) are the platform's; this deployment's replica settings apply to its router.",
     )
-    max_adapters_per_replica: int = Field(
-        8, ge=1, le=256,
-        description="With multiplex: most adapters one replica of the shared application keeps loaded; past it the "
-        "least recently used is unloaded. The deployment that starts the shared application sets it (with its "
-        "replica, CPU and batching settings).",
-    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _platform_settings(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "max_adapters_per_replica" in data:
+            raise ValueError(
+                "max_adapters_per_replica is the platform's setting now (DOCTUNE_SHARED_MAX_ADAPTERS_PER_REPLICA), the "
+                "same for every tenant sharing a base model; remove it from the deployment")
+        return data
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any] | None) -> "DeploymentSpec":
+        """A DeploymentSpec as stored with a deployment: fields it no longer has are dropped,
+        fields added since get their defaults (specs outlive schema changes)."""
+        return cls.model_validate({k: v for k, v in (data or {}).items() if k in cls.model_fields})
 
     @field_validator("tenant", "name")
     @classmethod

@@ -69,9 +69,14 @@ def models_upload(folder: Path = typer.Argument(..., exists=True, file_okay=Fals
                   api_key: ApiKey = None) -> None:
     """Bring your own base model: store FOLDER under your tenant's prefix; its base_model is printed.
     Only your tenant's jobs may train on it."""
+    client = connect(api_key)
+    if any(m["name"] == name for m in client.list_base_models(tenant)):  # before sending gigabytes for nothing
+        raise DoctuneError(f"base model {name!r} exists already (see `doctune models base`); models trained on it "
+                           "keep reading it, so it is never replaced: upload under another name", "conflict",
+                           field="name")
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     with bytes_bar(size, name) as bar:
-        out = connect(api_key).upload_base_model(name, folder, tenant=tenant, progress=bar.update)
+        out = client.upload_base_model(name, folder, tenant=tenant, progress=bar.update)
     show(out)
 
 

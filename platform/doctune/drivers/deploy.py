@@ -118,7 +118,7 @@ def _serve(p: Platform, dep: Deployment, model: Model, spec: DeploymentSpec) -> 
 def deploy(deployment_id: str, p: Platform | None = None) -> int:
     p = p or Platform()
     dep, model = _load(p, deployment_id)
-    spec = DeploymentSpec.model_validate(dep.spec)  # fields added since it was stored get their defaults
+    spec = DeploymentSpec.from_stored(dep.spec)  # fields added since get their defaults, dropped ones go
     if spec.quantize == "int8" and not (dep.info or {}).get("quantization") and not _measure_int8(p, dep, model):
         return 1
     try:

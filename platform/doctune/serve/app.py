@@ -210,7 +210,7 @@ def replica_options(spec: Any) -> dict[str, Any]:
 def build_application(deployment: Any, model: Any, home: str | None):
     from doctune.spec import DeploymentSpec
 
-    spec = DeploymentSpec.model_validate(deployment.spec)  # fields added since it was stored get their defaults
+    spec = DeploymentSpec.from_stored(deployment.spec)  # fields added since get their defaults, dropped ones go
     from doctune.serve.names import app_name
 
     return TaskEndpoint.options(

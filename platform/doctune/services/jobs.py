@@ -46,7 +46,8 @@ def check_spec(p: Platform, caller: Principal, spec: JobSpec) -> Dataset:
     from doctune.base_models import check_base_model_allowed, resolve_base_model
 
     check_base_model_allowed(spec.base_model, tenant=spec.tenant, admin=caller.is_admin, bucket=p.settings.bucket)
-    base = resolve_base_model(spec.base_model, check_only=True)
+    store = p.objects if spec.base_model.startswith("s3://") else None  # catalog models and folders need none
+    base = resolve_base_model(spec.base_model, check_only=True, store=store)
     fits = getattr(plugin, "check_base_model", None)  # e.g. text-writing tasks refuse an encoder
     if fits is not None and not base.startswith("s3://"):
         fits(base)

@@ -86,7 +86,7 @@ def plan_job(p: Platform, caller: Principal, spec: JobSpec) -> dict[str, Any]:
     info = ds.info or {}
     on_gpu = spec.resources_per_worker.gpu > 0
     splits = {name: read_split(p, ds, name) for name in ("train", "dev", "test")}
-    with planning_files(spec.base_model) as base:
+    with planning_files(spec.base_model, p.objects) as base:
         shape = model_shape(spec, plugin, base, info, on_gpu=on_gpu)
         tokenizer = load_tokenizer(base) if not spec.base_model.startswith("s3://") else load_tokenizer.__wrapped__(base)
         tokens = count_tokens(task_texts(plugin, splits["train"]), tokenizer, spec.max_seq_length)
