@@ -37,7 +37,7 @@ def list_base_models(who: CurrentCaller, p: CurrentPlatform,
 
 
 @router.post("", status_code=201, response_model=BaseModelOut,
-             openapi_extra={"requestBody": {"required": True, "content": {"application/x-tar": {
+             openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {
                  "schema": {"type": "string", "format": "binary"}}}}})
 async def upload_base_model(request: Request, who: CurrentCaller, p: CurrentPlatform,
                             name: Annotated[str, Query(max_length=63, description="The model's name (a slug).")],
