@@ -121,6 +121,39 @@ class DoctuneClient:
             data["tenant"] = tenant
         return self.request("POST", "/v1/datasets", data=data, files=blobs)
 
+    def upload_base_model(self, name: str, folder: Path, tenant: str | None = None,
+                          progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """Upload a Hugging Face model folder as tenant's base model ``name``: its files (links
+        followed) are sent as one tar archive, streamed from an unnamed temporary file."""
+        import tarfile
+        import tempfile
+
+        folder = Path(folder)
+        if not (folder / "config.json").is_file():
+            raise DoctuneError(f"{folder} has no config.json: give the folder of a Hugging Face model (one that "
+                               "save_pretrained wrote)", "invalid_request", field="dir")
+        with tempfile.TemporaryFile() as fh:
+            with tarfile.open(fileobj=fh, mode="w", dereference=True) as tar:
+                for path in sorted(folder.rglob("*")):
+                    if path.is_file():
+                        tar.add(path, arcname=path.relative_to(folder).as_posix(), recursive=False)
+            size = fh.tell()
+            fh.seek(0)
+
+            def chunks() -> Iterator[bytes]:
+                while chunk := fh.read(1024 * 1024):
+                    if progress:
+                        progress(len(chunk))
+                    yield chunk
+
+            params = {"name": name, **({"tenant": tenant} if tenant else {})}
+            headers = {"Content-Type": "application/x-tar", "Content-Length": str(size)}
+            return self._check(self.http.post("/v1/base-models", params=params, content=chunks(), headers=headers,
+                                              timeout=httpx.Timeout(120.0, write=600.0)))
+
+    def list_base_models(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        return self.request("GET", "/v1/base-models", params={"tenant": tenant} if tenant else {})
+
     def submit_job(self, spec: dict[str, Any]) -> dict[str, Any]:
         return self.request("POST", "/v1/jobs", json=spec)
 

@@ -37,6 +37,16 @@ class Settings:
     admin_key: str = ""
     runner: str = "shared"  # how jobs reach the cluster: "shared" = the Ray Jobs API of one Ray head
     max_upload_bytes: int = 200 * 1024 * 1024
+    max_base_model_bytes: int = 4 * 1024 * 1024 * 1024  # one uploaded base model, as sent and as unpacked
+    # the shared applications of multiplexed endpoints (one per task and base model), set by the platform
+    # for every tenant's adapters alike (doctune.serve.multiplex.SharedServing); no deployment changes them
+    shared_min_replicas: int = 1
+    shared_max_replicas: int = 2
+    shared_num_cpus: float = 0.5
+    shared_max_adapters_per_replica: int = 8
+    shared_adapters_per_tenant: int = 4  # a tenant holding this many loaded adapters recycles its own
+    shared_max_batch_size: int = 8
+    shared_batch_wait_timeout_s: float = 0.01
 
     def ray_env(self) -> dict[str, str]:
         """Environment a Ray client needs to talk to our token-protected head."""

@@ -126,7 +126,8 @@ class LocalStack:
         self.num_cpus = num_cpus or int(os.environ.get("DOCTUNE_RAY_CPUS", "4"))
         self.run_dir = self.home / "run"
         self.log_dir = self.home / "logs"
-        # Ray's socket paths must stay short: keep its temp dir in /tmp, named after our home.
+        # Ray's socket paths must stay short: keep its temp dir in /tmp, named after our home
+        # (created 0700 by _up_ray, which refuses one that is a symlink or another user's).
         self.ray_tmp = Path("/tmp") / f"doctune-ray-{hashlib.sha1(str(self.home).encode()).hexdigest()[:10]}"
 
     # ---------------------------------------------------------------- helpers
@@ -291,6 +292,10 @@ class LocalStack:
             f"--temp-dir={self.ray_tmp}", "--disable-usage-stats",
         ]
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        # a predictable name in the shared /tmp: ours alone (0700), never one another user planted
+        from doctune.store.paths import ensure_private_dir
+
+        ensure_private_dir(self.ray_tmp)
         with open(self.log_dir / "ray-start.log", "ab") as log:
             rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=self._env(s), cwd=self.home)
         if rc != 0:

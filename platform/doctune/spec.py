@@ -167,7 +167,9 @@ class JobSpec(_Spec):
     base_model: str = Field(
         "all-minilm-l6-v2",
         description="A catalog name (all-minilm-l6-v2: English encoder; gemma-3-270m: multilingual decoder, covers "
-        "Chinese), a local directory in Hugging Face format, or s3://bucket/prefix.",
+        "Chinese), or a model the job's tenant owns: s3://<bucket>/tenants/<tenant>/... (one it uploaded with "
+        "`doctune models upload --name NAME DIR`, listed by GET /v1/base-models, or one of its registered models). "
+        "A local directory in Hugging Face format is for the platform admin only.",
     )
     dataset: DatasetRef = Field(..., description="The dataset to train and evaluate on.")
     tuning: TuningSpec = Field(default_factory=TuningSpec, description="Full fine-tuning or LoRA.")
@@ -247,14 +249,24 @@ class DeploymentSpec(_Spec):
         "one copy of the base model and many adapters of the same task and base (Ray Serve model multiplexing), "
         "and a request may name another of the tenant's adapter models in the body field 'model'. The model must "
         "have been exported with tuning.merge_adapter: false, of a task whose models can share a base (not "
-        "retrieval), and not with quantize: int8.",
+        "retrieval), and not with quantize: int8. The shared application's own settings (its replicas, adapters per "
+        "replica and per tenant) are the platform's; this deployment's replica settings apply to its router.",
     )
-    max_adapters_per_replica: int = Field(
-        8, ge=1, le=256,
-        description="With multiplex: most adapters one replica of the shared application keeps loaded; past it the "
-        "least recently used is unloaded. The deployment that starts the shared application sets it (with its "
-        "replica, CPU and batching settings).",
-    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _platform_settings(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "max_adapters_per_replica" in data:
+            raise ValueError(
+                "max_adapters_per_replica is the platform's setting now (DOCTUNE_SHARED_MAX_ADAPTERS_PER_REPLICA), the "
+                "same for every tenant sharing a base model; remove it from the deployment")
+        return data
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any] | None) -> "DeploymentSpec":
+        """A DeploymentSpec as stored with a deployment: fields it no longer has are dropped,
+        fields added since get their defaults (specs outlive schema changes)."""
+        return cls.model_validate({k: v for k, v in (data or {}).items() if k in cls.model_fields})
 
     @field_validator("tenant", "name")
     @classmethod

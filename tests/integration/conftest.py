@@ -78,6 +78,8 @@ def stack(tmp_path_factory):
         os.environ.pop(var)
     # the toy seventh task (tests/toy_task) reaches every process of the stack: API, drivers, workers, replicas
     os.environ["DOCTUNE_TASK_PLUGINS"] = "tests.toy_task"
+    # the platform's settings of shared multiplexed applications: one small replica on 2 CPUs
+    os.environ.update({"DOCTUNE_SHARED_MAX_REPLICAS": "1", "DOCTUNE_SHARED_NUM_CPUS": "0.25"})
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     local = LocalStack(home=home, base=find_free_port_base(), num_cpus=2)
     settings = local.up(echo=lambda _: None)

@@ -266,7 +266,7 @@ def test_multiplexed_endpoints_serve_many_adapters_from_one_shared_base(stack, s
 
     _, dedicated = promoted
     models = [t["model_id"] for t in sweep_client.sweep_leaderboard(finished_sweep["id"])["trials"]]
-    deps = [sweep_client.deploy(m, name, multiplex=True, max_adapters_per_replica=4, min_replicas=1, max_replicas=1,
+    deps = [sweep_client.deploy(m, name, multiplex=True, min_replicas=1, max_replicas=1,
                                 num_cpus=0.25) for m, name in zip(models, ("mux-a", "mux-b"))]
     deps = [_running(sweep_client, d["id"]) for d in deps]
     doc = "The chancellor said the budget would cut taxes for small firms."

@@ -24,7 +24,7 @@ from doctune.errors import DoctuneError, from_validation_error
 from doctune.serve.adapters import AdapterPool
 from doctune.services import tenants
 from doctune.services import Platform
-from doctune.spec import SLUG, DeploymentSpec, TenantSpec
+from doctune.spec import DeploymentSpec, TenantSpec
 from doctune.store.db import Deployment, Job, Model
 from doctune.tasks import check_can_serve, get_task
 
@@ -207,15 +207,22 @@ GOOD = {"tenant": "team-a", "model_id": "model-a", "name": "bbc"}
 
 def test_multiplex_spec_defaults_and_bounds():
     spec = DeploymentSpec(**GOOD)
-    assert (spec.multiplex, spec.max_adapters_per_replica) == (False, 8)
-    assert DeploymentSpec(**GOOD, multiplex=True, max_adapters_per_replica=256).multiplex
-    for patch, field in (({"max_adapters_per_replica": 0}, "max_adapters_per_replica"),
-                         ({"max_adapters_per_replica": 257}, "max_adapters_per_replica"),
-                         ({"multiplex": "sometimes"}, "multiplex")):
-        with pytest.raises(ValidationError) as e:
-            DeploymentSpec(**GOOD, **patch)
-        err = from_validation_error(e.value)
-        assert err.field == field and err.http_status == 422, err.message
+    assert spec.multiplex is False and DeploymentSpec(**GOOD, multiplex=True).multiplex
+    with pytest.raises(ValidationError) as e:
+        DeploymentSpec(**GOOD, multiplex="sometimes")
+    err = from_validation_error(e.value)
+    assert err.field == "multiplex" and err.http_status == 422, err.message
+
+
+def test_a_deployment_cannot_size_the_shared_application():
+    """The shared application serves every tenant's adapters: its size is the platform's, so a
+    deployment asking for one is told where it is set; stored specs that still carry the old
+    field load without it."""
+    with pytest.raises(ValidationError) as e:
+        DeploymentSpec(**GOOD, multiplex=True, max_adapters_per_replica=256)
+    err = from_validation_error(e.value)
+    assert err.http_status == 422 and "DOCTUNE_SHARED_MAX_ADAPTERS_PER_REPLICA" in err.message, err.message
+    assert DeploymentSpec.from_stored({**GOOD, "multiplex": True, "max_adapters_per_replica": 4}).multiplex
 
 
 # ------------------------------------------------------------------ the store: deploys and request versions
@@ -265,11 +272,13 @@ def test_api_refuses_a_multiplexed_deploy_that_cannot_share_and_stores_nothing(a
 def test_api_records_a_multiplexed_deploy_of_an_adapter(api):
     p, client, hdr = api
     r = client.post("/v1/deployments", headers=hdr,
-                    json={"model_id": "m-lora", "name": "shared", "multiplex": True, "max_adapters_per_replica": 4})
+                    json={"model_id": "m-lora", "name": "shared", "multiplex": True, "max_adapters_per_replica": 64})
+    assert r.status_code == 422 and "DOCTUNE_SHARED_MAX_ADAPTERS_PER_REPLICA" in r.text  # not the tenant's to set
+    r = client.post("/v1/deployments", headers=hdr, json={"model_id": "m-lora", "name": "shared", "multiplex": True})
     assert r.status_code == 503, r.text  # recorded, then no Ray cluster to submit the deploy job to
     with p.db.session() as s:
         spec = s.query(Deployment).filter_by(name="shared").one().spec
-    assert spec["multiplex"] is True and spec["max_adapters_per_replica"] == 4
+    assert spec["multiplex"] is True and "max_adapters_per_replica" not in spec
 
 
 @pytest.mark.parametrize("model_id, status, needle", [
@@ -311,25 +320,44 @@ def test_shared_app_names_cannot_be_an_endpoints():
     assert shared_app_name("classification", BASE) == "lora_classification_all-minilm-l6-v2"
     path = shared_app_name("ner", "/data/models/My Model")
     assert path.startswith("lora_ner_data-models-my-model-") and path != shared_app_name("ner", "/data/models/my-model")
-    # endpoint applications are named <tenant>-<name>: two slugs, which never hold the '_' every shared name has
-    assert "_" not in SLUG.pattern and re.fullmatch(r"[a-z0-9-]+", shared_app_name("classification", BASE)) is None
+    # endpoint applications are named by deployment id (dep-<hex>), which never holds the "_" every shared name has
+    from doctune.serve.names import app_name
+    from doctune.store.db import new_id
+
+    endpoint_app = app_name(SimpleNamespace(id=new_id("dep"), tenant_id="team", name="a-x"))
+    assert re.fullmatch(r"dep-[0-9a-f]{12}", endpoint_app) and "_" in shared_app_name("classification", BASE)
 
 
-def test_the_spec_reaches_the_shared_and_router_replicas():
-    from doctune.serve.multiplex import build_router_application, build_shared_application
+def test_the_spec_reaches_the_router_and_the_platform_settings_the_shared_replicas():
+    from doctune.serve.multiplex import SharedServing, build_router_application, build_shared_application
 
-    spec = {**GOOD, "multiplex": True, "max_adapters_per_replica": 16, "max_batch_size": 32, "num_cpus": 2}
+    spec = {**GOOD, "multiplex": True, "max_batch_size": 32, "num_cpus": 2}
     dep = SimpleNamespace(id="dep-1", tenant_id="team-a", name="bbc", route="/team-a/bbc", spec=spec)
     model = SimpleNamespace(id="model-a", task="classification")
     router = build_router_application(dep, model, BASE, None)._bound_deployment
-    assert router.name == "team-a-bbc" and router.ray_actor_options["num_cpus"] == 0.1
+    assert router.name == "dep-1" and router.ray_actor_options["num_cpus"] == 0.1
     assert {k: router.init_kwargs[k] for k in ("tenant_id", "endpoint", "model_id", "shared_app")} == {
         "tenant_id": "team-a", "endpoint": "bbc", "model_id": "model-a",
         "shared_app": "lora_classification_all-minilm-l6-v2"}
-    shared = build_shared_application("classification", BASE, DeploymentSpec(**spec), None)._bound_deployment
-    assert {k: shared.init_kwargs[k] for k in ("task", "base_model", "max_adapters", "max_batch_size")} == {
-        "task": "classification", "base_model": BASE, "max_adapters": 16, "max_batch_size": 32}
+    settings = Settings(shared_max_adapters_per_replica=16, shared_adapters_per_tenant=5, shared_max_batch_size=32,
+                        shared_num_cpus=2.0, shared_max_replicas=3)
+    shared = build_shared_application("classification", BASE, SharedServing.of(settings), None)._bound_deployment
+    assert {k: shared.init_kwargs[k] for k in ("task", "base_model", "max_adapters", "adapters_per_tenant",
+                                               "max_batch_size")} == {
+        "task": "classification", "base_model": BASE, "max_adapters": 16, "adapters_per_tenant": 5, "max_batch_size": 32}
     assert shared.ray_actor_options["num_cpus"] == 2 and shared._deployment_config.max_ongoing_requests == 32
+    assert shared._deployment_config.autoscaling_config.max_replicas == 3
+
+
+@pytest.mark.parametrize("patch, field", [({"shared_adapters_per_tenant": 9}, "shared_adapters_per_tenant"),
+                                          ({"shared_adapters_per_tenant": 0}, "shared_adapters_per_tenant"),
+                                          ({"shared_min_replicas": 3}, "shared_max_replicas")])
+def test_inconsistent_shared_settings_name_the_variable(patch, field):
+    from doctune.serve.multiplex import SharedServing
+
+    with pytest.raises(DoctuneError) as e:
+        SharedServing.of(Settings(**patch))
+    assert e.value.field == field and "DOCTUNE_SHARED_" in e.value.message
 
 
 def test_an_evicted_adapter_is_unloaded_once():

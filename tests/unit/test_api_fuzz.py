@@ -18,14 +18,15 @@ from doctune.services import tenants
 from doctune.services import Platform
 from doctune.spec import TenantSpec
 from doctune.store.db import Dataset, Deployment, Job, Model, Sweep
+from tests.unit.test_cli import s3  # noqa: F401
 
 CONFORMANCE = [not_a_server_error, status_code_conformance, response_schema_conformance]
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, s3):  # noqa: F811  (a real S3 server: base-model routes read the tenant's prefix)
     home = tmp_path_factory.mktemp("fuzz")
-    p = Platform(Settings(home=str(home), database_url=f"sqlite:///{home / 'doctune.db'}"))
+    p = Platform(Settings(home=str(home), database_url=f"sqlite:///{home / 'doctune.db'}", **s3))
     p.db.migrate()
     app = create_app(p)
     admin = tenants.authenticate(p, tenants.create_admin_key(p))

@@ -43,7 +43,7 @@ GROUPS = {
     "datasets": {"list", "show", "upload", "delete"},
     "jobs": {"list", "show", "get", "plan", "submit", "logs", "pause", "resume", "cancel", "events", "report"},
     "sweeps": {"list", "show", "submit", "leaderboard"},
-    "models": {"list", "get", "show", "download", "delete", "prepare"},
+    "models": {"list", "get", "show", "download", "delete", "prepare", "upload", "base"},
     "deployments": {"list", "show", "create", "delete", "revisions", "rollback"},
     "tasks": {"list"},
 }

@@ -62,6 +62,8 @@ def test_foreign_key_is_denied_on_every_route(world):
         if path == "/v1/datasets" and method == "POST":
             r = client.post(url, headers=hdr, data={"tenant": "team-a", "name": "x", "task": "classification"},
                             files={"data": ("d.jsonl", b'{"text": "a", "label": "x"}\n')})
+        elif path == "/v1/base-models":
+            r = client.request(method, url, headers=hdr, params={"tenant": "team-a", "name": "stolen"}, content=b"")
         else:
             r = client.request(method, url, headers=hdr, json=body if method in ("POST", "PUT", "PATCH") else None)
         assert r.status_code < 500, (method, path, r.text)

@@ -62,15 +62,17 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, internal_error)
 
 
-def body_size_limit(max_upload_bytes: int):
+def body_size_limit(max_upload_bytes: int, own_limits: dict[str, int] | None = None):
     """Middleware: refuse a body whose Content-Length is over the upload limit (plus 1 MiB for the
-    multipart framing) with 413, before reading it."""
-    limit = max_upload_bytes + 1024 * 1024
+    multipart framing) with 413, before reading it. ``own_limits``: paths whose uploads have
+    another limit (base models), which their route also enforces while it streams the body."""
+    own_limits = own_limits or {}
 
     async def limit_body_size(request: Request, call_next):
+        allowed = own_limits.get(request.url.path, max_upload_bytes)
         length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > limit:
-            err = DoctuneError(f"request body is {length} bytes, over the {max_upload_bytes}-byte upload limit",
+        if length and length.isdigit() and int(length) > allowed + 1024 * 1024:
+            err = DoctuneError(f"request body is {length} bytes, over the {allowed}-byte upload limit",
                                "too_large", field="body")
             return JSONResponse(err.to_dict(), status_code=413)
         return await call_next(request)

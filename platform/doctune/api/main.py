@@ -20,6 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from doctune.api.deps import document_spec_bodies
 from doctune.api.errors import ERROR_RESPONSES, body_size_limit, install_error_handlers
 from doctune.api.routes import ROUTERS
+from doctune.api.routes import base_models as base_models_routes
 from doctune.services import Platform
 from doctune.services import deployments as deployments_svc
 from doctune.services import jobs as jobs_svc
@@ -80,7 +81,9 @@ def create_app(platform: Platform | None = None) -> FastAPI:
                               '`{"error": {"code", "message", "field"?, "errors"?, "tenant_error"}}`.')
     app.state.platform = platform or Platform()
     install_error_handlers(app)
-    app.middleware("http")(body_size_limit(app.state.platform.settings.max_upload_bytes))
+    settings = app.state.platform.settings
+    app.middleware("http")(body_size_limit(settings.max_upload_bytes,
+                                           own_limits={base_models_routes.PATH: settings.max_base_model_bytes}))
     for router in ROUTERS:
         app.include_router(router, responses=ERROR_RESPONSES)
 

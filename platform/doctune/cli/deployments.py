@@ -58,15 +58,13 @@ def deploy(
         False, "--multiplex/--no-multiplex",
         help="Serve a LoRA adapter (trained with merge_adapter: false) from the shared replicas of its base model; "
         "requests may name another of your adapters in the body field 'model'."),
-    max_adapters_per_replica: int = typer.Option(
-        8, help="With --multiplex: adapters one shared replica keeps loaded (least recently used ones are unloaded)."),
     api_key: ApiKey = None,
 ) -> None:
     """Deploy a registered model to an autoscaled Ray Serve endpoint."""
     client = connect(api_key)
     dep = client.deploy(model_id, name, min_replicas=min_replicas, max_replicas=max_replicas,
                         max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s, quantize=quantize,
-                        multiplex=multiplex, max_adapters_per_replica=max_adapters_per_replica)
+                        multiplex=multiplex)
     _show_settled(client, dep["id"], DeploymentState.RUNNING)
 
 

@@ -1,5 +1,5 @@
-"""`doctune models`: registered models (list, show, download, delete) and the
-packaged base models (`models prepare`)."""
+"""`doctune models`: registered models (list, show, download, delete), the packaged base
+models (`models prepare`), and base models a tenant brings (`models upload`, `models base`)."""
 
 from __future__ import annotations
 
@@ -60,6 +60,30 @@ def models_download(model_id: str, dest: Path = typer.Option(Path("."), help="Fo
                     fh.write(chunk)
                     bar.update(len(chunk))
     typer.echo(f"wrote {len(files)} files to {out}")
+
+
+@app.command("upload")
+def models_upload(folder: Path = typer.Argument(..., exists=True, file_okay=False, help="A Hugging Face model folder (config.json, tokenizer, weights)."),
+                  name: str = typer.Option(..., "--name", help="The base model's name (lowercase letters, digits, '-')."),
+                  tenant: str = typer.Option(None, help="The tenant (the admin's choice; a tenant key's own by default)."),
+                  api_key: ApiKey = None) -> None:
+    """Bring your own base model: store FOLDER under your tenant's prefix; its base_model is printed.
+    Only your tenant's jobs may train on it."""
+    client = connect(api_key)
+    if any(m["name"] == name for m in client.list_base_models(tenant)):  # before sending gigabytes for nothing
+        raise DoctuneError(f"base model {name!r} exists already (see `doctune models base`); models trained on it "
+                           "keep reading it, so it is never replaced: upload under another name", "conflict",
+                           field="name")
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    with bytes_bar(size, name) as bar:
+        out = client.upload_base_model(name, folder, tenant=tenant, progress=bar.update)
+    show(out)
+
+
+@app.command("base")
+def models_base(tenant: str = typer.Option(None, help="The tenant (the admin's choice)."), api_key: ApiKey = None) -> None:
+    """The base models your jobs may train on: the catalog and your uploads (use the base_model column)."""
+    show(connect(api_key).list_base_models(tenant), ("name", "source", "base_model", "bytes"))
 
 
 @app.command("prepare")

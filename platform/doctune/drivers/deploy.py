@@ -78,6 +78,23 @@ def _measure_int8(p: Platform, dep: Deployment, model: Model) -> bool:
     return True
 
 
+def _drop_legacy_app(p: Platform, dep: Deployment) -> None:
+    """Delete the application this deployment ran under its old name (``<tenant>-<name>``),
+    which still holds its route after an upgrade, unless that name is some deployment's id."""
+    from ray import serve
+
+    from doctune.serve.names import legacy_app_name
+
+    legacy = legacy_app_name(dep)
+    if legacy not in serve.status().applications:
+        return
+    with p.db.session() as s:
+        if s.get(Deployment, legacy) is not None:
+            return
+    serve.delete(legacy, _blocking=True)
+    print(f"deleted the application {legacy}: deployment {dep.id} ran under that name before upgrading")
+
+
 def _serve(p: Platform, dep: Deployment, model: Model, spec: DeploymentSpec) -> str:
     """Start the application(s); returns where the endpoint's model is served from."""
     import ray
@@ -90,6 +107,7 @@ def _serve(p: Platform, dep: Deployment, model: Model, spec: DeploymentSpec) -> 
     ray.init()
     serve.start(http_options={"host": "127.0.0.1" if p.settings.serve_port else "0.0.0.0",
                               "port": p.settings.serve_port or 8000})
+    _drop_legacy_app(p, dep)
     if spec.multiplex:
         return f" from the shared application {run_multiplexed(p, dep, model, p.settings.home or None)}"
     serve.run(build_application(dep, model, p.settings.home or None), name=app_name(dep), route_prefix=dep.route,
@@ -100,7 +118,7 @@ def _serve(p: Platform, dep: Deployment, model: Model, spec: DeploymentSpec) -> 
 def deploy(deployment_id: str, p: Platform | None = None) -> int:
     p = p or Platform()
     dep, model = _load(p, deployment_id)
-    spec = DeploymentSpec.model_validate(dep.spec)  # fields added since it was stored get their defaults
+    spec = DeploymentSpec.from_stored(dep.spec)  # fields added since get their defaults, dropped ones go
     if spec.quantize == "int8" and not (dep.info or {}).get("quantization") and not _measure_int8(p, dep, model):
         return 1
     try:

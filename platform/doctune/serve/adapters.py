@@ -24,7 +24,7 @@ from typing import Any
 from doctune.errors import DoctuneError
 from doctune.tasks import check_can_serve
 
-__all__ = ["AdapterPool"]
+__all__ = ["AdapterPool", "pick_adapter_to_evict"]
 
 # peft's copies of the modules it trains in full (ModulesToSaveWrapper): the adapter's own
 # head and the untrained head the base model was loaded with; never shared
@@ -32,6 +32,32 @@ _ADAPTER_OWNED = {"modules_to_save", "original_module"}
 # files of an export that are not the tokenizer's (the rest say which tokenizer it is)
 _NOT_TOKENIZER_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".npy", ".jsonl", ".md")
 _NOT_TOKENIZER_NAMES = {"adapter_config.json", "doctune.json", "config.json", "generation_config.json"}
+
+
+def pick_adapter_to_evict(loaded: list[tuple[str, str]], tenant: str, capacity: int, share: int) -> str | None:
+    """Which loaded adapter makes room for one of ``tenant``'s, or None while there is room.
+
+    ``loaded``: ``(model_id, tenant)`` of the adapters a replica holds, least recently used
+    first; ``capacity``: most adapters a replica holds; ``share``: adapters each tenant is
+    guaranteed. A tenant holding its share or more recycles its own least recently used
+    adapter, so no tenant grows past its share by evicting another's. Below its share it takes
+    the least recently used adapter of a tenant holding more than its share; when no tenant
+    does (more tenants than the replica has shares), of the tenant holding most (itself first
+    among equals)."""
+    if len(loaded) < capacity:
+        return None
+    counts: dict[str, int] = {}
+    for _, owner in loaded:
+        counts[owner] = counts.get(owner, 0) + 1
+    if counts.get(tenant, 0) >= share:
+        return next(m for m, owner in loaded if owner == tenant)
+    over = [m for m, owner in loaded if counts[owner] > share]
+    if over:
+        return over[0]
+    most = max(counts.values())
+    if counts.get(tenant, 0) == most:
+        return next(m for m, owner in loaded if owner == tenant)
+    return next(m for m, owner in loaded if counts[owner] == most)
 
 
 class AdapterPool:

@@ -15,7 +15,6 @@ call, and a replicas gauge that every live replica sets to 1.
 
 
 import os
-import tempfile
 import time
 from typing import Any, Awaitable
 
@@ -24,6 +23,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from doctune.errors import DoctuneError
+from doctune.store.paths import make_scratch
 from doctune.tasks.serving import MAX_INPUTS_PER_REQUEST
 
 api = FastAPI(title="doctune endpoint")
@@ -132,7 +132,6 @@ class TaskEndpoint(EndpointReplica):
             os.environ["DOCTUNE_HOME"] = home
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import json
-        from pathlib import Path
 
         import torch
         from transformers import AutoTokenizer
@@ -143,7 +142,7 @@ class TaskEndpoint(EndpointReplica):
         self._open_stores()
         self.deployment_id, self.tenant_id, self.model_id = deployment_id, tenant_id, model_id
         self.plugin = get_task(task)
-        local = Path(tempfile.mkdtemp(prefix="doctune-model-"))
+        local = make_scratch("doctune-model-")
         store = self.stores.objects
         store.download_dir(store.key_of(model_uri), local)
         self.meta = json.loads((local / "doctune.json").read_text())
@@ -211,7 +210,7 @@ def replica_options(spec: Any) -> dict[str, Any]:
 def build_application(deployment: Any, model: Any, home: str | None):
     from doctune.spec import DeploymentSpec
 
-    spec = DeploymentSpec.model_validate(deployment.spec)  # fields added since it was stored get their defaults
+    spec = DeploymentSpec.from_stored(deployment.spec)  # fields added since get their defaults, dropped ones go
     from doctune.serve.names import app_name
 
     return TaskEndpoint.options(

@@ -7,9 +7,11 @@ both started by ``ray_jobs.deploy`` (:func:`run_multiplexed`):
   with no HTTP route. Each :class:`AdapterServer` replica holds an
   :class:`~doctune.serve.adapters.AdapterPool` (one copy of the base model) and loads
   adapter models on demand through Ray Serve model multiplexing
-  (``serve.multiplexed``): past ``max_adapters_per_replica`` the least recently used
-  adapter is unloaded, and Serve sends a request to a replica that has its adapter
-  loaded when there is one. Requests for one adapter are batched together
+  (``serve.multiplexed``), and Serve sends a request to a replica that has its adapter
+  loaded when there is one. Past ``shared_max_adapters_per_replica`` an adapter is
+  unloaded by :func:`~doctune.serve.adapters.pick_adapter_to_evict`: a tenant holding its
+  share (``shared_adapters_per_tenant``) recycles its own least recently used adapter, so
+  one tenant's traffic cannot push every other tenant's adapters out. Requests for one adapter are batched together
   (``serve.batch`` splits batches by model id); requests for different adapters are not.
 * one router application per endpoint (:class:`AdapterRoute`, route ``/<tenant>/<name>``,
   a tenth of a CPU). It checks the API key exactly as ``doctune.serve.app.TaskEndpoint``
@@ -19,10 +21,11 @@ both started by ``ray_jobs.deploy`` (:func:`run_multiplexed`):
   It answers ``{"model_id", "predictions"}`` and emits TaskEndpoint's metrics (the
   shared replicas emit the batch-size histogram).
 
-The shared application takes its replica settings (autoscaling, CPUs, batching,
-``max_adapters_per_replica``) from the deployment that starts it, and goes when no
-deploying or running multiplexed deployment uses it any more
-(:func:`delete_unused_shared_apps`).
+The shared application serves every tenant's adapters, so its settings (replicas, CPUs,
+batching, adapters per replica and per tenant) are the platform's (:class:`SharedServing`,
+from ``DOCTUNE_SHARED_*``), never those of whichever deployment happens to start it; a
+deployment's own replica settings apply to its router. It goes when no deploying or running
+multiplexed deployment uses it any more (:func:`delete_unused_shared_apps`).
 """
 
 # no `from __future__ import annotations`: FastAPI must see `request: Request` as the class, not a string
@@ -32,8 +35,8 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +47,14 @@ from ray import serve
 from doctune.errors import HTTP_STATUS, DoctuneError
 from doctune.serve.names import app_name
 from doctune.states import DeploymentState
+from doctune.store.paths import make_scratch
 from doctune.serve.app import MAX_ONGOING_REQUESTS, EndpointReplica, batch_size_histogram, replica_options, split_batch
 
 __all__ = [
     "MODEL_FIELD",
     "AdapterRoute",
     "AdapterServer",
+    "SharedServing",
     "base_model_of",
     "build_router_application",
     "build_shared_application",
@@ -62,13 +67,44 @@ __all__ = [
 
 MODEL_FIELD = "model"  # the request body field naming the model version
 ROUTER_NUM_CPUS = 0.1
-# '_' never appears in a tenant or endpoint slug, so no endpoint's application (doctune.serve.names.app_name)
-# can take a shared application's name
+# endpoint applications are named by deployment id (doctune.serve.names.app_name: 'dep-<hex>'), which never
+# holds '_', so no endpoint's application can take a shared application's name
 SHARED_PREFIX = "lora_"
 
 router_api = FastAPI(title="doctune multiplexed endpoint")
 # /openapi.json and /docs: this router's task document, with the request field `model` (as in serve/app.py)
 router_api.openapi = lambda: serve.get_replica_context().servable_object.openapi_document
+
+
+@dataclass(frozen=True)
+class SharedServing:
+    """The platform's settings of every shared application (``DOCTUNE_SHARED_*``)."""
+
+    min_replicas: int = 1
+    max_replicas: int = 2
+    num_cpus: float = 0.5
+    max_adapters_per_replica: int = 8
+    adapters_per_tenant: int = 4
+    max_batch_size: int = 8
+    batch_wait_timeout_s: float = 0.01
+    target_ongoing_requests: float = 2.0
+    upscale_delay_s: float = 5.0
+    downscale_delay_s: float = 60.0
+
+    @classmethod
+    def of(cls, settings: Any) -> "SharedServing":
+        """From the platform's settings; a DoctuneError naming the variable when they disagree."""
+        out = cls(**{name: getattr(settings, f"shared_{name}") for name in (
+            "min_replicas", "max_replicas", "num_cpus", "max_adapters_per_replica", "adapters_per_tenant",
+            "max_batch_size", "batch_wait_timeout_s")})
+        if not 1 <= out.adapters_per_tenant <= out.max_adapters_per_replica:
+            raise DoctuneError(f"DOCTUNE_SHARED_ADAPTERS_PER_TENANT ({out.adapters_per_tenant}) must be between 1 and "
+                               f"DOCTUNE_SHARED_MAX_ADAPTERS_PER_REPLICA ({out.max_adapters_per_replica})", "invalid_request",
+                               field="shared_adapters_per_tenant")
+        if not 0 <= out.min_replicas <= out.max_replicas or out.max_replicas < 1:
+            raise DoctuneError(f"DOCTUNE_SHARED_MIN_REPLICAS ({out.min_replicas}) must be <= DOCTUNE_SHARED_MAX_REPLICAS "
+                               f"({out.max_replicas}), and the latter >= 1", "invalid_request", field="shared_max_replicas")
+        return out
 
 
 # ------------------------------------------------------------------ names and checks
@@ -116,6 +152,16 @@ def find_adapter_model(p: Any, model_id: str, *, task: str, base_model: str, ten
 
 
 # ------------------------------------------------------------------ the shared application
+def _serve_cache(loader: Any) -> Any:
+    """Ray Serve's model cache of a ``serve.multiplexed`` loader (its ``models``: model id ->
+    loaded object, least recently used first), which the loader itself evicts from."""
+    cache = getattr(loader, "__serve_multiplex_wrapper", None)
+    if cache is None or not hasattr(cache, "models"):
+        raise DoctuneError("this Ray Serve version keeps multiplexed models elsewhere; the shared application "
+                           "cannot enforce per-tenant adapter shares", "internal")
+    return cache
+
+
 class _Adapter:
     """What ``get_model`` returns: one adapter loaded in the replica's pool. Serve calls
     ``__del__`` when it evicts the adapter; Python calls it again when the object goes, which
@@ -153,10 +199,11 @@ def _point_at_local_base(local: Path, meta: dict[str, Any]) -> None:
 
 @serve.deployment(max_ongoing_requests=MAX_ONGOING_REQUESTS, health_check_period_s=10)
 class AdapterServer:
-    """A replica of a shared application: one base model, up to ``max_adapters`` adapters over it."""
+    """A replica of a shared application: one base model, up to ``max_adapters`` adapters over
+    it, of which a tenant holding ``adapters_per_tenant`` recycles its own."""
 
     def __init__(self, *, task: str, base_model: str, home: str | None, max_adapters: int = 8,
-                 max_batch_size: int = 8, batch_wait_timeout_s: float = 0.01) -> None:
+                 adapters_per_tenant: int = 4, max_batch_size: int = 8, batch_wait_timeout_s: float = 0.01) -> None:
         if home:
             os.environ["DOCTUNE_HOME"] = home
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -173,12 +220,17 @@ class AdapterServer:
         self.task, self.base_model = task, base_model
         self.plugin = get_task(task)
         self.pool = AdapterPool(self.plugin)
+        self.max_adapters, self.adapters_per_tenant = max_adapters, adapters_per_tenant
 
         async def get_model(model_id: str) -> _Adapter:
-            return await asyncio.to_thread(self._load, model_id)  # the replica keeps answering meanwhile
+            # under Serve's model-cache lock: one load (and one eviction) at a time
+            row = await asyncio.to_thread(find_adapter_model, self.stores, model_id, task=self.task,
+                                          base_model=self.base_model)
+            await self._make_room(_serve_cache(get_model), row.tenant_id)
+            return await asyncio.to_thread(self._load, row)  # the replica keeps answering meanwhile
 
-        # wrapped here, not decorated on the class: the LRU size comes from the deployment spec
-        self.get_model = serve.multiplexed(max_num_models_per_replica=max_adapters)(get_model)
+        # Serve keeps the loaded adapters and routes by them, but never evicts (-1): _make_room does, per tenant
+        self.get_model = serve.multiplexed(max_num_models_per_replica=-1)(get_model)
         self._predict_batch.set_max_batch_size(max_batch_size)
         self._predict_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self.batch_size = batch_size_histogram()  # tagged per batch with the adapter's tenant and endpoint
@@ -187,10 +239,22 @@ class AdapterServer:
             "copy of the base model, kind=adapters the loaded adapters' own weights and heads.", tag_keys=("kind",))
         self._report_memory()
 
-    def _load(self, model_id: str) -> _Adapter:
-        row = find_adapter_model(self.stores, model_id, task=self.task, base_model=self.base_model)
+    async def _make_room(self, cache: Any, tenant_id: str) -> None:
+        """Unload the adapter :func:`pick_adapter_to_evict` names, if the replica is full."""
+        from doctune.serve.adapters import pick_adapter_to_evict
+
+        loaded = [(model_id, adapter.tenant_id) for model_id, adapter in cache.models.items()]
+        victim = pick_adapter_to_evict(loaded, tenant_id, self.max_adapters, self.adapters_per_tenant)
+        if victim is None:
+            return
+        adapter = cache.models.pop(victim)
+        cache._push_multiplexed_replica_info = True  # tell Serve's router it is gone
+        await asyncio.to_thread(adapter.__del__)
+
+    def _load(self, row: Any) -> _Adapter:
+        model_id = row.id
         store = self.stores.objects
-        local = Path(tempfile.mkdtemp(prefix="doctune-adapter-"))
+        local = make_scratch("doctune-adapter-")
         try:
             store.download_dir(store.key_of(row.uri), local)
             meta = json.loads((local / "doctune.json").read_text())
@@ -311,21 +375,21 @@ class AdapterRoute(EndpointReplica):
 
 
 # ------------------------------------------------------------------ building and running
-def build_shared_application(task: str, base_model: str, spec: Any, home: str | None):
-    """The shared application of ``task`` adapters over ``base_model``, with ``spec``'s
-    (a DeploymentSpec's) replica settings."""
+def build_shared_application(task: str, base_model: str, serving: SharedServing, home: str | None):
+    """The shared application of ``task`` adapters over ``base_model``, with the platform's settings."""
     return AdapterServer.options(
-        **replica_options(spec),
-        ray_actor_options={"num_cpus": spec.num_cpus},
-    ).bind(task=task, base_model=base_model, home=home, max_adapters=spec.max_adapters_per_replica,
-           max_batch_size=spec.max_batch_size, batch_wait_timeout_s=spec.batch_wait_timeout_s)
+        **replica_options(serving),
+        ray_actor_options={"num_cpus": serving.num_cpus},
+    ).bind(task=task, base_model=base_model, home=home, max_adapters=serving.max_adapters_per_replica,
+           adapters_per_tenant=serving.adapters_per_tenant, max_batch_size=serving.max_batch_size,
+           batch_wait_timeout_s=serving.batch_wait_timeout_s)
 
 
 def build_router_application(deployment: Any, model: Any, base_model: str, home: str | None):
     """The router application of a multiplexed deployment (its endpoint)."""
     from doctune.spec import DeploymentSpec
 
-    spec = DeploymentSpec.model_validate(deployment.spec)
+    spec = DeploymentSpec.from_stored(deployment.spec)
     return AdapterRoute.options(
         name=app_name(deployment),
         **replica_options(spec),
@@ -340,8 +404,6 @@ def run_multiplexed(p: Any, deployment: Any, model: Any, home: str | None, deadl
     """On the Ray cluster (``ray_jobs.deploy``): start the shared application for the model's
     task and base model unless it runs already, then ``serve.run`` the endpoint's router at
     the deployment's route. Returns the shared application's name."""
-    from doctune.spec import DeploymentSpec
-
     base = base_model_of(p, model)
     if base is None:
         raise DoctuneError(f"model {model.id}: its training job records no base_model, so the base model it would "
@@ -354,8 +416,8 @@ def run_multiplexed(p: Any, deployment: Any, model: Any, home: str | None, deadl
         if state == "RUNNING":
             break
         if state in (None, "NOT_STARTED", "DEPLOY_FAILED", "UNHEALTHY"):
-            spec = DeploymentSpec.model_validate(deployment.spec)
-            serve.run(build_shared_application(model.task, base, spec, home), name=shared, route_prefix=None)
+            serving = SharedServing.of(p.settings)
+            serve.run(build_shared_application(model.task, base, serving, home), name=shared, route_prefix=None)
             break
         if time.monotonic() > end:  # DEPLOYING (another deployment starts it) or DELETING
             raise DoctuneError(f"the shared application {shared} stayed {state} for {deadline_s:.0f}s; "

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from doctune.errors import DoctuneError
+from doctune.store.paths import scratch_dir
 from doctune.tasks import check_can_serve, get_task
 
 __all__ = [
@@ -114,7 +115,7 @@ def measure_deployment(p: Any, model: Any) -> dict[str, Any]:
     store = p.objects
     blob = store.get_bytes(f"{store.key_of(dataset.uri)}/test.jsonl")
     records = [json.loads(line) for line in blob.decode().splitlines() if line.strip()]
-    with tempfile.TemporaryDirectory(prefix="doctune-quantize-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="doctune-quantize-", dir=scratch_dir()) as tmp:
         store.download_dir(store.key_of(model.uri), Path(tmp))
         meta = json.loads((Path(tmp) / "doctune.json").read_text())
         tokenizer = AutoTokenizer.from_pretrained(tmp)

@@ -43,9 +43,11 @@ def check_spec(p: Platform, caller: Principal, spec: JobSpec) -> Dataset:
             "invalid_spec",
             field="task",
         )
-    from doctune.base_models import resolve_base_model
+    from doctune.base_models import check_base_model_allowed, resolve_base_model
 
-    base = resolve_base_model(spec.base_model, check_only=True)
+    check_base_model_allowed(spec.base_model, tenant=spec.tenant, admin=caller.is_admin, bucket=p.settings.bucket)
+    store = p.objects if spec.base_model.startswith("s3://") else None  # catalog models and folders need none
+    base = resolve_base_model(spec.base_model, check_only=True, store=store)
     fits = getattr(plugin, "check_base_model", None)  # e.g. text-writing tasks refuse an encoder
     if fits is not None and not base.startswith("s3://"):
         fits(base)

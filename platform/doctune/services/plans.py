@@ -77,18 +77,20 @@ def measured_throughput(p: Platform, spec: JobSpec) -> dict[str, Any] | None:
 
 
 def plan_job(p: Platform, caller: Principal, spec: JobSpec) -> dict[str, Any]:
-    from doctune.base_models import resolve_base_model
+    """The plan of ``spec``. Of a tenant's own base model it reads only config.json and the
+    tokenizer (into a scratch folder deleted before it returns), never the weights."""
+    from doctune.base_models import planning_files
 
     ds = check_spec(p, caller, spec)
     plugin = get_task(spec.task)
-    base = resolve_base_model(spec.base_model)
     info = ds.info or {}
     on_gpu = spec.resources_per_worker.gpu > 0
-    shape = model_shape(spec, plugin, base, info, on_gpu=on_gpu)
-    memory = estimate_memory(shape, spec, on_gpu=on_gpu)
-    tokenizer = load_tokenizer(base)
     splits = {name: read_split(p, ds, name) for name in ("train", "dev", "test")}
-    tokens = count_tokens(task_texts(plugin, splits["train"]), tokenizer, spec.max_seq_length)
+    with planning_files(spec.base_model, p.objects) as base:
+        shape = model_shape(spec, plugin, base, info, on_gpu=on_gpu)
+        tokenizer = load_tokenizer(base) if not spec.base_model.startswith("s3://") else load_tokenizer.__wrapped__(base)
+        tokens = count_tokens(task_texts(plugin, splits["train"]), tokenizer, spec.max_seq_length)
+    memory = estimate_memory(shape, spec, on_gpu=on_gpu)
     per_epoch, total_steps = steps_schedule(len(splits["train"]), spec)
     evals = total_steps // spec.eval_interval + (0 if total_steps % spec.eval_interval == 0 else 1)
     eval_examples = (evals + 2) * len(splits["dev"]) + 2 * len(splits["test"])  # + baseline and final dev/test

@@ -42,11 +42,22 @@ def sweep_metric(sweep: SweepSpec) -> str:
     return sweep.metric or get_task(sweep.job["task"]).primary_metric
 
 
+def _check_base_models(p: Platform, caller: Principal, sweep: SweepSpec) -> None:
+    """Every base model a trial may train on is one the sweep's tenant may use, not only the first."""
+    from doctune.base_models import check_base_model_allowed
+
+    dim = sweep.search_space.get("base_model")
+    for name in (getattr(dim, "values", None) or []) if dim is not None else []:
+        if isinstance(name, str):
+            check_base_model_allowed(name, tenant=sweep.tenant, admin=caller.is_admin, bucket=p.settings.bucket)
+
+
 def submit_sweep(p: Platform, caller: Principal, sweep: SweepSpec) -> Sweep:
     from doctune.services.jobs import check_language, check_spec
     from doctune.tasks import check_metric, get_task
 
     check_tenant_access(caller, sweep.tenant, write=True)
+    _check_base_models(p, caller, sweep)
     first = {path: (d.values[0] if d.type == "choice" else d.low) for path, d in sweep.search_space.items()}
     job = trial_spec(sweep, first)
     check_language(p, job, check_spec(p, caller, job))  # dataset, base model, task, language: as for a job

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from doctune.config import Settings
 from doctune.errors import DoctuneError
@@ -104,18 +104,23 @@ class ObjectStore:
                 n += 1
         return n
 
-    def download_dir(self, prefix: str, local: str | Path) -> int:
+    def download_dir(self, prefix: str, local: str | Path, *, only: Callable[[str], bool] | None = None) -> int:
+        """Copy every object under ``prefix`` into ``local`` (``only``: those whose path below the
+        prefix it accepts). A key whose tail would land outside ``local`` (``..``, an absolute
+        segment) fails the whole download before any file is written."""
+        from doctune.store.paths import confined_path
+
         local = Path(local)
-        n = 0
         prefix = prefix.rstrip("/") + "/"
-        for key in self.list_keys(prefix):
-            dest = local / key[len(prefix) :]
+        keys = [k for k in self.list_keys(prefix)  # a key ending in "/" is a folder marker, not a file
+                if not k.endswith("/") and (only is None or only(k[len(prefix):]))]
+        targets = [(key, confined_path(local, key[len(prefix):])) for key in keys]
+        for key, dest in targets:
             dest.parent.mkdir(parents=True, exist_ok=True)
             self.client.download_file(self.bucket, key, str(dest))
-            n += 1
-        if n == 0:
+        if not targets:
             raise DoctuneError(f"nothing stored under {prefix}", "not_found")
-        return n
+        return len(targets)
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"

@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from doctune.store.paths import private_dir, scratch_dir
+
 __all__ = [
     "CKPT_TAG",
     "MANIFEST_PREFIX",
@@ -72,7 +74,7 @@ def save_checkpoint(engine: Any, state: dict[str, Any], metrics: dict[str, Any],
     it. Returns once every rank's upload is done."""
     import ray.train
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(prefix="doctune-checkpoint-", dir=scratch_dir()) as tmp:
         engine.save_checkpoint(tmp, tag=CKPT_TAG, exclude_frozen_parameters=True)
         if rank == 0:
             (Path(tmp) / STATE_FILE).write_text(json.dumps(state))
@@ -120,7 +122,7 @@ def restored_checkpoint(ckpt: Any, dist: Any) -> Iterator[str]:
 
     import ray.train
 
-    local = Path(tempfile.gettempdir()) / f"doctune-restore-{hashlib.sha1(str(ckpt.path).encode()).hexdigest()[:16]}"
+    local = private_dir("cache", "restore") / hashlib.sha1(str(ckpt.path).encode()).hexdigest()[:16]
     first = ray.train.get_context().get_local_rank() == 0
     if first:
         shutil.rmtree(local, ignore_errors=True)  # a copy a crashed attempt left behind

@@ -15,6 +15,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from doctune.store.paths import scratch_dir
 from doctune.train.tuning import is_peft, merges_on_export
 
 __all__ = ["export_model", "export_trained_model"]
@@ -26,7 +27,7 @@ def export_model(module, tokenizer, spec, info, store, prefix: str, plugin=None,
     model = module
     if is_peft(spec) and merged:
         model = module.merge_and_unload()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(prefix="doctune-export-", dir=scratch_dir()) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         meta = {
