@@ -156,3 +156,44 @@ def end_active_jobs(p) -> None:
     with p.db.session() as s:
         for j in s.query(Job).filter(Job.status.in_(("queued", "starting", "running"))).all():
             j.status = "cancelled"
+
+
+# ------------------------------------------------------------------- scoped credentials in Ray processes
+def test_ray_processes_get_no_credential_and_the_platforms_python(tmp_path, monkeypatch):
+    """The Ray head's environment (inherited by every driver, worker and replica) names no credential,
+    even when the shell that ran `doctune up` exported keys; its `python` is the platform's."""
+    import os
+    import sys
+    from pathlib import Path
+
+    from doctune.config import Settings
+    from doctune.local import LocalStack
+
+    monkeypatch.setenv("DOCTUNE_API_KEY", "dtk_someones_key")
+    s = Settings(home=str(tmp_path), database_url="postgresql+psycopg://u:pw@db/doctune", s3_access_key="root",
+                 s3_secret_key="root-secret", admin_key="dtk_admin_secret", api_url="http://127.0.0.1:1",
+                 s3_endpoint="http://127.0.0.1:2")
+    env = LocalStack(home=tmp_path, base=30000)._ray_env(s)
+    assert not {"DOCTUNE_ADMIN_KEY", "DOCTUNE_API_KEY", "DOCTUNE_DATABASE_URL", "DOCTUNE_S3_SECRET_KEY",
+                "DOCTUNE_S3_ACCESS_KEY"} & set(env)
+    assert not any(secret in value for value in env.values() for secret in ("root-secret", "dtk_admin_secret", "pw@"))
+    assert env["DOCTUNE_API_URL"] == "http://127.0.0.1:1" and env["DOCTUNE_CREDENTIALS_FROM_ENV"] == "1"
+    assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
+    # what the runner gives each job it submits: the stores' credentials, never the admin key
+    assert s.job_env() == {"DOCTUNE_DATABASE_URL": s.database_url, "DOCTUNE_S3_ACCESS_KEY": "root",
+                           "DOCTUNE_S3_SECRET_KEY": "root-secret"}
+
+
+def test_a_ray_process_reads_no_credential_from_the_stack_file(tmp_path, monkeypatch):
+    from doctune.config import Settings, load_settings, save_settings
+
+    monkeypatch.delenv("DOCTUNE_API_URL")
+    save_settings(Settings(home=str(tmp_path), database_url="sqlite:///x.db", s3_access_key="root",
+                           s3_secret_key="root-secret", admin_key="dtk_admin_secret", api_url="http://127.0.0.1:1"))
+    assert load_settings(tmp_path).admin_key == "dtk_admin_secret"  # the CLI on the stack's machine
+    monkeypatch.setenv("DOCTUNE_CREDENTIALS_FROM_ENV", "1")
+    scoped = load_settings(tmp_path)
+    assert (scoped.admin_key, scoped.s3_secret_key, scoped.s3_access_key, scoped.database_url) == ("", "", "", "")
+    assert scoped.api_url == "http://127.0.0.1:1"
+    monkeypatch.setenv("DOCTUNE_DATABASE_URL", "sqlite:///job.db")  # given to its job by the runner
+    assert load_settings(tmp_path).database_url == "sqlite:///job.db"
