@@ -197,3 +197,16 @@ def test_a_ray_process_reads_no_credential_from_the_stack_file(tmp_path, monkeyp
     assert scoped.api_url == "http://127.0.0.1:1"
     monkeypatch.setenv("DOCTUNE_DATABASE_URL", "sqlite:///job.db")  # given to its job by the runner
     assert load_settings(tmp_path).database_url == "sqlite:///job.db"
+
+
+def test_an_unreachable_api_is_one_clear_line_not_a_traceback(world, job_file, monkeypatch, capsys):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("DOCTUNE_API_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr("doctune.drivers.direct.time.sleep", lambda _s: None)  # no waiting between retries
+    assert submit_spec_file("job.yaml", "dtj_whatever", False) == 2
+    err = capsys.readouterr().err
+    assert "error [unavailable]: cannot reach the doctune API" in err and "Traceback" not in err

@@ -80,9 +80,10 @@ class _Door:
             try:
                 r = self.http.request(method, path, **kw)
                 break
-            except httpx.TransportError:
+            except httpx.TransportError as exc:
                 if attempt == 4:
-                    raise
+                    raise DoctuneError(f"cannot reach the doctune API at {self.http.base_url}: {exc}; is it up "
+                                       "(`doctune status`)?", "unavailable") from None
                 time.sleep(2 ** attempt)
         if r.status_code < 400:
             return r.json()
