@@ -20,9 +20,21 @@ from doctune.drivers.direct import submit_spec_file
 from doctune.services.scheduler import Demand, claim_jobs
 from doctune.store.db import Job, SubmissionToken, Tenant, now
 
-from tests.unit.test_cli import RUNNER, app, dataset, env, s3, world  # noqa: F401  (fixtures)
+from tests.unit.test_cli import RUNNER, app, dataset, s3, world  # noqa: F401  (fixtures)
 
 HOW = "doctune jobs token"
+
+
+@pytest.fixture(autouse=True)
+def env(monkeypatch, tmp_path):
+    """As test_cli's: no DOCTUNE_* settings of the caller's, the API in this process; the test
+    database's URL stays for the tests that run on PostgreSQL too."""
+    import os
+
+    for var in [v for v in os.environ if v.startswith("DOCTUNE_") and v != "DOCTUNE_TEST_DATABASE_URL"]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("DOCTUNE_HOME", str(tmp_path))
+    monkeypatch.setenv("DOCTUNE_API_URL", "http://testserver")
 
 
 @pytest.fixture
@@ -210,3 +222,39 @@ def test_an_unreachable_api_is_one_clear_line_not_a_traceback(world, job_file, m
     assert submit_spec_file("job.yaml", "dtj_whatever", False) == 2
     err = capsys.readouterr().err
     assert "error [unavailable]: cannot reach the doctune API" in err and "Traceback" not in err
+
+
+def test_racing_redemptions_of_one_token_let_exactly_one_through(platform):
+    """Eight drivers redeem one token at once (SQLite, and PostgreSQL when configured): one wins,
+    the rest get 'already used' (the compare-and-set on redeemed_at)."""
+    import threading
+
+    from doctune.errors import DoctuneError
+    from doctune.services import submission_tokens as tokens_svc
+    from doctune.services import tenants
+    from doctune.spec import TenantSpec
+
+    admin = tenants.authenticate(platform, tenants.create_admin_key(platform))
+    tenants.create_tenant(platform, admin, TenantSpec(name="team-r"))
+    with platform.db.session() as s:
+        s.add(SubmissionToken(id="token-race", token_hash="0" * 64, tenant_id="team-r", spec_sha256="1" * 64,
+                              created_by="test", expires_at=now() + timedelta(minutes=10)))
+    with platform.db.session() as s:
+        row = s.get(SubmissionToken, "token-race")
+    outcomes: list[str] = []
+    start = threading.Barrier(8)
+
+    def redeem() -> None:
+        start.wait()
+        try:
+            tokens_svc._redeem(platform, row)
+            outcomes.append("won")
+        except DoctuneError as exc:
+            outcomes.append(exc.code)
+
+    threads = [threading.Thread(target=redeem) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["conflict"] * 7 + ["won"]
