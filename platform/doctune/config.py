@@ -5,6 +5,11 @@ embedded stack it started; every other process — the CLI, the API server, a Ra
 job driver, a Serve replica — calls :func:`load_settings`, which reads that file
 and lets ``DOCTUNE_*`` environment variables override each entry. In a cluster
 (Helm) there is no stack file and the environment says everything.
+
+Ray processes are scoped: the Ray head starts with :meth:`Settings.ray_process_env`, which
+names no credential and sets ``DOCTUNE_CREDENTIALS_FROM_ENV=1``, so :func:`load_settings` there
+takes the database URL and the object-store keys only from the environment, which the runner
+gives each job it submits (:meth:`Settings.job_env`). No Ray process gets the admin key.
 """
 
 from __future__ import annotations
@@ -55,6 +60,19 @@ class Settings:
             env["RAY_AUTH_TOKEN_PATH"] = self.ray_token_path
         return env
 
+    def ray_process_env(self) -> dict[str, str]:
+        """What every process of the Ray cluster gets (the head's environment, which Ray passes on to
+        drivers, workers and replicas): where the components are, and no credential at all."""
+        env = {k: v for k, v in self.to_env().items() if k not in CREDENTIAL_VARS}
+        env[CREDENTIALS_FROM_ENV] = "1"
+        return env
+
+    def job_env(self) -> dict[str, str]:
+        """The credentials the runner passes to one job it submits (its Ray runtime_env), which its
+        workers and Serve replicas inherit: the metadata store and the object store. Never the admin key."""
+        wanted = {"database_url", "s3_access_key", "s3_secret_key"}
+        return {f"DOCTUNE_{name.upper()}": getattr(self, name) for name in sorted(wanted) if getattr(self, name)}
+
     def ray_token(self) -> str:
         if os.environ.get("RAY_AUTH_TOKEN"):
             return os.environ["RAY_AUTH_TOKEN"]
@@ -74,6 +92,13 @@ class Settings:
         return out
 
 
+# credentials that no Ray process finds in its environment unless its job was given them; the
+# API key variables too, in case the shell that ran `doctune up` had them exported
+CREDENTIAL_FIELDS = ("admin_key", "database_url", "s3_access_key", "s3_secret_key")
+CREDENTIAL_VARS = frozenset({f"DOCTUNE_{f.upper()}" for f in CREDENTIAL_FIELDS} | {"DOCTUNE_API_KEY"})
+CREDENTIALS_FROM_ENV = "DOCTUNE_CREDENTIALS_FROM_ENV"
+
+
 def stack_file(home: Path | None = None) -> Path:
     return (home or doctune_home()) / "stack.json"
 
@@ -88,15 +113,16 @@ def load_settings(home: Path | None = None) -> Settings:
         except json.JSONDecodeError:
             data = {}
     s = Settings(home=str(home))
+    scoped = os.environ.get(CREDENTIALS_FROM_ENV) == "1"  # a Ray process: credentials come per job
     for f in fields(s):
         if f.name == "home":
             continue
-        if f.name in data:
+        if f.name in data and not (scoped and f.name in CREDENTIAL_FIELDS):
             setattr(s, f.name, type(getattr(s, f.name))(data[f.name]))
         env = os.environ.get(f"DOCTUNE_{f.name.upper()}")
         if env:
             setattr(s, f.name, type(getattr(s, f.name))(env))
-    if not s.database_url:
+    if not s.database_url and not scoped:
         s.database_url = f"sqlite:///{home / 'doctune.db'}"
     return s
 

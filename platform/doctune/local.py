@@ -161,6 +161,17 @@ class LocalStack:
         )
         return env
 
+    def _ray_env(self, s: Settings) -> dict[str, str]:
+        """The Ray head's environment, which every Ray process inherits: no credential (each job
+        gets its own from the runner), and the platform's Python first on PATH, so that a `ray job
+        submit` entrypoint's `python` is the one that has doctune and ray_jobs."""
+        from doctune.config import CREDENTIAL_VARS
+
+        env = {k: v for k, v in self._env(s).items() if k not in CREDENTIAL_VARS}
+        env.update(s.ray_process_env())
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        return env
+
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> int:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_dir / f"{name}.log", "ab")
@@ -297,7 +308,7 @@ class LocalStack:
 
         ensure_private_dir(self.ray_tmp)
         with open(self.log_dir / "ray-start.log", "ab") as log:
-            rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=self._env(s), cwd=self.home)
+            rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=self._ray_env(s), cwd=self.home)
         if rc != 0:
             raise DoctuneError(f"`ray start` failed (exit {rc}); see {self.log_dir / 'ray-start.log'}", "unavailable")
         wait_until(lambda: self.ray_up(s), 90, "the Ray dashboard", self.log_dir / "ray-start.log")

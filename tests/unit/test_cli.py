@@ -41,7 +41,7 @@ GROUPS = {
     "tenants": {"list", "show", "create", "quota", "usage"},
     "keys": {"list", "show", "create", "rotate", "revoke"},
     "datasets": {"list", "show", "upload", "delete"},
-    "jobs": {"list", "show", "get", "plan", "submit", "logs", "pause", "resume", "cancel", "events", "report"},
+    "jobs": {"list", "show", "get", "plan", "submit", "token", "logs", "pause", "resume", "cancel", "events", "report"},
     "sweeps": {"list", "show", "submit", "leaderboard"},
     "models": {"list", "get", "show", "download", "delete", "prepare", "upload", "base"},
     "deployments": {"list", "show", "create", "delete", "revisions", "rollback"},

@@ -120,23 +120,6 @@ def test_racing_dispatchers_respect_quotas(platform):
     assert len(claimed) == len(set(claimed)) == 5  # nobody claimed a job twice
 
 
-def test_direct_ray_submission_obeys_the_quota(platform):
-    from doctune.errors import DoctuneError
-    from doctune.services.scheduler import claim_direct
-
-    spec = {"num_workers": 1, "resources_per_worker": {"cpu": 1}}
-    with platform.db.session() as s:
-        for i in range(3):
-            s.add(Job(id=f"job-d{i}", tenant_id="team-a", task="classification", spec=spec))
-    claim_direct(platform, "job-d0")
-    claim_direct(platform, "job-d1")
-    with pytest.raises(DoctuneError) as e:
-        claim_direct(platform, "job-d2")
-    assert e.value.code == "quota_exceeded" and "concurrent-job quota (2)" in e.value.message
-    with platform.db.session() as s:
-        assert [s.get(Job, f"job-d{i}").status for i in range(3)] == ["starting", "starting", "failed"]
-
-
 def test_a_running_job_whose_workers_are_not_placed_yet_still_takes_its_cpus(platform):
     """Between a job's start and its workers' placement the cluster reports their CPUs free: the
     dispatcher must not hand them to another job meanwhile (it did, and piled up waiting drivers)."""

@@ -214,6 +214,26 @@ class JobOut(BaseModel):
                    started_at=job.started_at, finished_at=job.finished_at)
 
 
+class SubmissionTokenOut(BaseModel):
+    """A one-time token for `ray job submit` of one spec (see docs/security/ray-job-submit.md)."""
+
+    id: str
+    token: str = Field(description="The whole token (dtj_...); shown once, stored hashed. Pass it as "
+                                   "`python -m ray_jobs.finetune --spec FILE --token TOKEN`.")
+    tenant: str = Field(description="The tenant whose job the token may queue.")
+    spec_sha256: str = Field(description="SHA-256 of the spec's canonical JSON; the submitted spec must match it.")
+    expires_at: Timestamp = Field(description="After this the token is refused; it can be redeemed once before.")
+    ray_address: str | None = Field(description="The Ray Jobs API address to submit to, when the API knows it.")
+
+
+class DirectSubmission(BaseModel):
+    """What `python -m ray_jobs.finetune --spec FILE --token TOKEN` sends: the token and the file's spec."""
+
+    model_config = ConfigDict(extra="forbid")
+    token: str = Field(min_length=1, max_length=200, description="A token from POST /v1/jobs/tokens.")
+    spec: dict[str, Any] = Field(description="The JobSpec as in the file; its tenant defaults to the token's.")
+
+
 class JobEvent(BaseModel):
     id: int
     at: Timestamp

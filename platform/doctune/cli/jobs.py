@@ -96,6 +96,33 @@ def jobs_submit(
             raise typer.Exit(1)
 
 
+@app.command("token")
+def jobs_token(
+    spec: SpecFile,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print the token only (for TOKEN=$(doctune jobs token ...))."),
+    api_key: ApiKey = None,
+) -> None:
+    """Mint a one-time token for `ray job submit` of this exact spec file (your tenant, 10 minutes),
+    and print the `ray job submit` line that uses it."""
+    minted = connect(api_key).request("POST", "/v1/jobs/tokens", json=read_spec(spec, None))
+    if quiet:
+        typer.echo(minted["token"])
+        return
+    show({**minted, "command": ray_submit_line(spec, minted["token"], minted.get("ray_address"))})
+
+
+def ray_submit_line(spec: Path, token: str, ray_address: str | None) -> str:
+    """The `ray job submit` line for a spec file: its folder travels with the job (``--working-dir``),
+    and the job runs the platform's Python, which has doctune and ray_jobs."""
+    import os
+    import shlex
+
+    folder = os.path.relpath(spec.resolve().parent) if spec.resolve().parent != Path.cwd().resolve() else "."
+    address = f"--address {shlex.quote(ray_address)} " if ray_address else ""
+    return (f"ray job submit {address}--working-dir {shlex.quote(folder)} -- python -m ray_jobs.finetune "
+            f"--spec {shlex.quote(spec.name)} --token {shlex.quote(token)}")
+
+
 @app.command("list")
 def jobs_list(
     state: Optional[JobState] = typer.Option(None, "--state", help="Only jobs in this state."),

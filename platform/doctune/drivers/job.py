@@ -5,7 +5,6 @@
 record while it trains (:class:`ProgressPump`), and ends the attempt as succeeded (the
 exported model registered through :func:`doctune.services.registry.register_model`),
 paused, re-queued as the next attempt (from its last checkpoint), or failed.
-:func:`submit_spec_directly` records a job that came through `ray job submit`.
 """
 
 from __future__ import annotations
@@ -15,11 +14,9 @@ import time
 from typing import Any
 
 from doctune.errors import DoctuneError
-from doctune.services import Platform, Principal
-from doctune.services.jobs import add_event, create_job_record, update_job
+from doctune.services import Platform
+from doctune.services.jobs import add_event, update_job
 from doctune.services.registry import model_prefix, register_model
-from doctune.services.scheduler import claim_direct
-from doctune.services.tenants import authenticate
 from doctune.spec import JobSpec
 from doctune.states import JobState
 from doctune.store.db import Dataset, Job, new_id
@@ -29,7 +26,7 @@ from doctune.train.progress import progress_actor
 from doctune.train.trainer import build_trainer, checkpoint_prefix
 from doctune.train.tuning import merges_on_export
 
-__all__ = ["ProgressPump", "run_job", "submit_spec_directly"]
+__all__ = ["ProgressPump", "run_from_entrypoint", "run_job"]
 
 PUMP_EVERY_S = 2.0
 
@@ -200,29 +197,14 @@ def _succeeded(attempt: _Attempt, result: Any, last: dict[str, Any]) -> dict[str
     return metrics
 
 
-def submit_spec_directly(spec: JobSpec, p: Platform | None = None, api_key: str | None = None) -> str:
-    """For `ray job submit -- python -m ray_jobs.finetune --spec job.yaml`: record the job under
-    the tenant of ``api_key`` (or, without one, as the cluster operator who holds the Ray token)
-    and start it here if the tenant's quota allows."""
-    p = p or Platform()
-    caller = authenticate(p, api_key) if api_key else Principal(key_id="ray-operator", role="admin", tenant_id=None)
-    job = create_job_record(p, caller, spec)
-    claim_direct(p, job.id)
-    return job.id
-
-
-
-def run_from_entrypoint(job_id: str | None, spec_path: str | None) -> int:
-    """``python -m ray_jobs.finetune``: run a recorded job, or record and run a spec file; print
-    the outcome (the last line is the headline test metric). Exit 0, or 2 for a DoctuneError."""
+def run_from_entrypoint(job_id: str) -> int:
+    """``python -m ray_jobs.finetune --job-id``: run one attempt of a recorded job; print the outcome
+    (the last line is the headline test metric). Exit 0, or 2 for a DoctuneError. (A spec file
+    comes through :mod:`doctune.drivers.direct` and the queue instead.)"""
     import json
-    import os
     import sys
 
-    from doctune.spec import load_job_spec
-
     try:
-        job_id = job_id or submit_spec_directly(load_job_spec(spec_path), api_key=os.environ.get("DOCTUNE_API_KEY"))
         print(f"doctune job {job_id}", flush=True)
         result = run_job(job_id)
     except DoctuneError as exc:

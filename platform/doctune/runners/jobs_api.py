@@ -39,7 +39,8 @@ class RayJobsRunner:
     def submit(self, module: str, args: list[str], *, submission_id: str | None = None) -> str:
         import shlex
 
-        env = {"DOCTUNE_HOME": self.settings.home} if self.settings.home else {}
+        # the job's own credentials: Ray processes find none in their environment (config.ray_process_env)
+        env = {**({"DOCTUNE_HOME": self.settings.home} if self.settings.home else {}), **self.settings.job_env()}
         entrypoint = " ".join([shlex.quote(sys.executable), "-m", module, *map(shlex.quote, args)])
         return self.client().submit_job(entrypoint=entrypoint, submission_id=submission_id,
                                         runtime_env={"env_vars": env})

@@ -267,23 +267,3 @@ def insert_started(p: Platform, job: Job, reason: str) -> None:
         s.flush()
         s.add(JobEvent(job_id=job.id, kind="status", status=JobState.STARTING, reason=reason,
                        data={"from": JobState.QUEUED}))
-
-
-def claim_direct(p: Platform, job_id: str) -> None:
-    """For a job whose driver already runs on Ray (`ray job submit`): it starts now if
-    its tenant's quota allows, else it fails with ``quota_exceeded``. Under the lock."""
-    from doctune.services.jobs import update_job
-
-    with p.db.session() as s:
-        s.execute(update(DispatchLock).where(DispatchLock.id == 1).values(at=now()))
-        job = s.get(Job, job_id)
-        tenant = s.get(Tenant, job.tenant_id)
-        why = _tenant_state(s, tenant).allows(job_demand(job.spec))
-        if why is None:
-            job.status = JobState.STARTING
-            s.add(JobEvent(job_id=job_id, kind="status", status=JobState.STARTING, reason="started by `ray job submit`",
-                           data={"from": JobState.QUEUED}))
-    if why is not None:
-        update_job(p, job_id, status=JobState.FAILED, error={"code": "quota_exceeded", "message": f"tenant {tenant.id} {why}"})
-        raise DoctuneError(f"tenant {tenant.id} {why}; wait for a job to finish or ask an admin to raise the quota",
-                           "quota_exceeded", field="tenant")

@@ -100,6 +100,24 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class SubmissionToken(Base):
+    """A one-time permission to submit one JobSpec through `ray job submit`: minted by a tenant's
+    key (``POST /v1/jobs/tokens``), bound to the tenant and the spec's SHA-256, valid for minutes,
+    and redeemed at most once (``redeemed_at`` is set by a compare-and-set). Only a hash of the
+    token is stored."""
+
+    __tablename__ = "submission_tokens"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the whole token
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    spec_sha256: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(64))  # the key id that minted it
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    redeemed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"))  # the job its redemption queued
+
+
 class Sweep(Base):
     """A search over a JobSpec's fields run by Ray Tune; its trials are jobs with ``sweep_id`` set."""
 

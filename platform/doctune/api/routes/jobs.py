@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Header, Query
 
 from doctune.api.deps import CurrentCaller, CurrentPlatform, Paging, SpecBody, TaskFilter
-from doctune.api.schemas import JobEvent, JobEventsPage, JobLogs, JobOut, Page, PlanOut
+from doctune.api.schemas import (DirectSubmission, JobEvent, JobEventsPage, JobLogs, JobOut, Page, PlanOut,
+                                 SubmissionTokenOut)
 from doctune.services import jobs as jobs_svc
 from doctune.services import plans as plans_svc
+from doctune.services import submission_tokens as tokens_svc
 from doctune.spec import JobSpec, parse_job_spec
 from doctune.states import JobState
 
@@ -29,6 +31,38 @@ def plan_job(spec: JobBody, who: CurrentCaller, p: CurrentPlatform) -> PlanOut:
     """Pre-flight plan for a JobSpec (nothing runs): memory per worker, tokens, steps,
     expected time from measured throughput, and warnings when it will not fit."""
     return PlanOut.model_validate(plans_svc.plan_job(p, who, spec))
+
+
+@router.post("/tokens", status_code=201, response_model=SubmissionTokenOut)
+def mint_submission_token(spec: JobBody, who: CurrentCaller, p: CurrentPlatform) -> SubmissionTokenOut:
+    """A one-time token that lets `ray job submit` queue exactly this spec for the caller's tenant
+    within 10 minutes: `python -m ray_jobs.finetune --spec FILE --token TOKEN`."""
+    view, token = tokens_svc.mint_submission_token(p, who, spec)
+    return SubmissionTokenOut(id=view["id"], token=token, tenant=view["tenant"], spec_sha256=view["spec_sha256"],
+                              expires_at=view["expires_at"], ray_address=p.settings.ray_dashboard_url or None)
+
+
+SubmissionToken = Annotated[str, Header(alias="X-Submission-Token", max_length=200,
+                                        description="The redeemed token that queued this job.")]
+
+
+@router.post("/direct", status_code=201, response_model=JobOut)
+def submit_with_token(body: DirectSubmission, p: CurrentPlatform) -> JobOut:
+    """The `ray job submit` door: redeem a submission token (once) for the spec it was minted for, and
+    queue the job under the token's tenant. No API key: the token is the credential."""
+    return JobOut.of(tokens_svc.submit_with_token(p, body.token, body.spec))
+
+
+@router.get("/direct/{job_id}", response_model=JobOut)
+def get_job_with_token(job_id: str, token: SubmissionToken, p: CurrentPlatform) -> JobOut:
+    """The job a redeemed token queued, for its `ray job submit` driver to follow."""
+    return JobOut.of(tokens_svc.job_with_token(p, token, job_id))
+
+
+@router.post("/direct/{job_id}/cancel", response_model=JobOut)
+def cancel_job_with_token(job_id: str, token: SubmissionToken, p: CurrentPlatform) -> JobOut:
+    """Cancel the job a redeemed token queued (its driver was stopped with `ray job stop`)."""
+    return JobOut.of(tokens_svc.cancel_with_token(p, token, job_id))
 
 
 @router.get("", response_model=Page[JobOut])
