@@ -66,6 +66,7 @@ class Quota(BaseModel):
     max_gpus: float | None
     max_storage_bytes: int | None
     max_deployments: int | None
+    max_trials: int | None = Field(None, description="Trials one sweep may run (a larger grid is refused); null: unlimited.")
 
 
 class TenantOut(BaseModel):

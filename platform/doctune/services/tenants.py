@@ -222,7 +222,8 @@ def delete_with_files(p: Platform, table, row_id: str, uri: str, what: str) -> N
                            "conflict", field=f"{what}_id", tenant_error=True) from None
 
 
-QUOTA_FIELDS = ("weight", "max_concurrent_jobs", "max_cpus", "max_gpus", "max_storage_bytes", "max_deployments")
+QUOTA_FIELDS = ("weight", "max_concurrent_jobs", "max_cpus", "max_gpus", "max_storage_bytes", "max_deployments",
+                "max_trials")
 
 
 def tenant_view(t: Tenant) -> dict:
