@@ -26,6 +26,7 @@ from sqlalchemy import select, update
 
 from doctune.errors import DoctuneError
 from doctune.services import Platform
+from doctune.services.jobs import set_job_status
 from doctune.states import JobState
 from doctune.store.db import DispatchLock, Job, JobEvent, Tenant, now
 
@@ -167,11 +168,11 @@ def claim_jobs(p: Platform, cluster_free: Demand) -> list[Job]:
         claimed = []
         for job_id in plan.start:
             job = by_id[job_id]
-            job.status = JobState.STARTING
-            job.progress = {**(job.progress or {}), "worker_pids": {}}  # an earlier attempt's workers are gone
-            s.add(JobEvent(job_id=job_id, kind="status", status=JobState.STARTING,
-                           reason="dispatched: quota and cluster room allow it", data={"from": JobState.QUEUED}))
-            claimed.append(job)
+            # compare-and-set: a job cancelled or paused since it was read is not started
+            if set_job_status(s, job, JobState.STARTING, reason="dispatched: quota and cluster room allow it",
+                              allowed_from=(JobState.QUEUED,),
+                              progress={**(job.progress or {}), "worker_pids": {}}) is not None:  # earlier workers are gone
+                claimed.append(job)
         for job_id, why in plan.waiting.items():
             prog = dict(by_id[job_id].progress or {})
             if prog.get("queue_reason") != why:
@@ -280,9 +281,7 @@ def claim_direct(p: Platform, job_id: str) -> None:
         tenant = s.get(Tenant, job.tenant_id)
         why = _tenant_state(s, tenant).allows(job_demand(job.spec))
         if why is None:
-            job.status = JobState.STARTING
-            s.add(JobEvent(job_id=job_id, kind="status", status=JobState.STARTING, reason="started by `ray job submit`",
-                           data={"from": JobState.QUEUED}))
+            set_job_status(s, job, JobState.STARTING, reason="started by `ray job submit`", allowed_from=(JobState.QUEUED,))
     if why is not None:
         update_job(p, job_id, status=JobState.FAILED, error={"code": "quota_exceeded", "message": f"tenant {tenant.id} {why}"})
         raise DoctuneError(f"tenant {tenant.id} {why}; wait for a job to finish or ask an admin to raise the quota",

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from doctune.errors import DoctuneError
 from doctune.services import Platform, Principal
@@ -64,13 +65,26 @@ def submit_sweep(p: Platform, caller: Principal, sweep: SweepSpec) -> Sweep:
 
 
 def update_sweep(p: Platform, sweep_id: str, **fields: Any) -> Sweep:
-    with p.db.session() as s:
-        row = s.get(Sweep, sweep_id)
-        if fields.get("status") in TERMINAL and row.finished_at is None:
-            row.finished_at = now()
-        for k, v in fields.items():
-            setattr(row, k, v)
-    return row
+    """Change a sweep's record. A status change is a compare-and-set against the state it was read
+    in, and a sweep that has ended keeps its state: a driver finishing late cannot undo a cancel."""
+    for _ in range(50):
+        with p.db.session() as s:
+            row = s.get(Sweep, sweep_id)
+            new_status = fields.get("status")
+            if new_status is None or new_status == row.status:
+                for k, v in fields.items():
+                    setattr(row, k, v)
+                return row
+            if row.status in TERMINAL:
+                return row
+            values = {**fields, **({"finished_at": now()} if new_status in TERMINAL else {})}
+            done = s.execute(update(Sweep).where(Sweep.id == sweep_id, Sweep.status == row.status).values(**values)
+                             .execution_options(synchronize_session=False)).rowcount
+            if done == 1:
+                for k, v in values.items():
+                    set_committed_value(row, k, v)
+                return row
+    raise DoctuneError(f"sweep {sweep_id} kept changing state; try again", "conflict")
 
 
 def get_sweep(p: Platform, caller: Principal, sweep_id: str) -> Sweep:
