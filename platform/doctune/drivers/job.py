@@ -16,8 +16,8 @@ from typing import Any
 
 from doctune.errors import DoctuneError
 from doctune.services import Platform, Principal
-from doctune.services.jobs import add_event, create_job_record, update_job
-from doctune.services.registry import model_prefix, register_model
+from doctune.services.jobs import add_event, create_job_record, set_job_status, update_job
+from doctune.services.registry import export_refusal, model_prefix, register_model
 from doctune.services.scheduler import claim_direct
 from doctune.services.tenants import authenticate
 from doctune.spec import JobSpec
@@ -60,7 +60,8 @@ def without_final(state: dict[str, Any]) -> dict[str, Any]:
 
 class ProgressPump:
     """A thread that copies the progress actor's state into the job record (and its changes
-    into job events) every PUMP_EVERY_S, and passes a pause request on to rank 0."""
+    into job events) every PUMP_EVERY_S, and passes a pause request, or the job's cancel, on to
+    rank 0, which stops at its next progress report."""
 
     def __init__(self, p: Platform, job_id: str, progress: Any) -> None:
         self.p, self.job_id, self.progress = p, job_id, progress
@@ -98,9 +99,13 @@ class ProgressPump:
             self._seen, self._prev = version, state
         if not self._stop_sent:
             with self.p.db.session() as s:
-                if s.get(Job, self.job_id).control == "pause":
-                    self.progress.request_stop.remote()
-                    self._stop_sent = True
+                job = s.get(Job, self.job_id)
+            if job.status == JobState.CANCELLED:
+                self.progress.request_stop.remote("cancel")
+                self._stop_sent = True
+            elif job.control == "pause":
+                self.progress.request_stop.remote("pause")
+                self._stop_sent = True
 
 
 class _Attempt:
@@ -157,6 +162,8 @@ def run_job(job_id: str, p: Platform | None = None, callbacks: list[Any] | None 
         return _failed(attempt, exc)
     finally:
         pump.stop()
+    if last.get("cancelled_at") is not None:
+        return {"cancelled_at": last["cancelled_at"]}  # the job's record already says cancelled
     if last.get("paused_at") is not None and last.get("final") is None:
         return _paused(attempt, result, last)
     return _succeeded(attempt, result, last)
@@ -188,15 +195,29 @@ def _paused(attempt: _Attempt, result: Any, last: dict[str, Any]) -> dict[str, A
 
 
 def _succeeded(attempt: _Attempt, result: Any, last: dict[str, Any]) -> dict[str, Any]:
+    """Mark the job succeeded and register its model in one transaction, by compare-and-set from
+    'running': a job cancelled meanwhile registers nothing, and its exported files are removed."""
     p, spec, final = attempt.p, attempt.spec, last["final"]
-    register_model(p, model_id=attempt.model_id, job_id=attempt.id, spec=spec, merged=merges_on_export(spec),
-                   labels=attempt.dataset.info.get("labels"), metrics=final)
     totals = attempt.usage(0)
     totals["trained_tokens"] = final.get("tokens_seen", 0)  # counted across resumes by the loop itself
     metrics = {**final, "usage": totals, "checkpoint_path": result.checkpoint.path if result.checkpoint else None,
                "primary_metric": get_task(spec.task).primary_metric, "task": spec.task}
-    update_job(p, attempt.id, status=JobState.SUCCEEDED, metrics=metrics, model_id=attempt.model_id,
-               progress=without_final(last), reason=f"trained and registered model {attempt.model_id}")
+    refusal = export_refusal(p, spec.tenant, attempt.model_id)
+    if refusal is not None:
+        update_job(p, attempt.id, status=JobState.FAILED, error=refusal.to_dict(), metrics={"usage": totals},
+                   progress=without_final(last), reason=refusal.message)
+        return {**metrics, "refused": refusal.to_dict()}
+    with p.db.session() as s:
+        job = s.get(Job, attempt.id)
+        won = set_job_status(s, job, JobState.SUCCEEDED, allowed_from=(JobState.RUNNING,), metrics=metrics,
+                             model_id=attempt.model_id, progress=without_final(last),
+                             reason=f"trained and registered model {attempt.model_id}")
+        if won is not None:
+            register_model(p, model_id=attempt.model_id, job_id=attempt.id, spec=spec, merged=merges_on_export(spec),
+                           labels=attempt.dataset.info.get("labels"), metrics=final, session=s)
+    if won is None:  # cancelled (or ended otherwise) while it finished: keep nothing of its export
+        p.objects.delete_prefix(model_prefix(spec.tenant, attempt.model_id) + "/")
+        return {"cancelled_at": final.get("step", last.get("step"))}
     return metrics
 
 
@@ -228,7 +249,12 @@ def run_from_entrypoint(job_id: str | None, spec_path: str | None) -> int:
     except DoctuneError as exc:
         print(f"error [{exc.code}]: {exc.message}", file=sys.stderr)
         return 2
-    if "paused_at" in result:
+    if "cancelled_at" in result:
+        print(f"cancelled at step {result['cancelled_at']}; no model was registered")
+    elif "refused" in result:
+        print(f"error [{result['refused']['code']}]: {result['refused']['message']}", file=sys.stderr)
+        return 2
+    elif "paused_at" in result:
         print(f"paused at step {result['paused_at']}; checkpoint {result['checkpoint']}")
     elif result.get("requeued"):
         print(f"attempt failed; re-queued as attempt {result['attempt']}")

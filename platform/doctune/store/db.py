@@ -74,6 +74,15 @@ class IdempotencyKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 
+def take_quota_lock(s: Session) -> None:
+    """Take the dispatch lock row in session ``s`` (held until it commits): every decision that
+    reads what a tenant holds and then adds to it (claiming jobs, recording a deployment,
+    storing bytes) runs after this, so two racing requests cannot both pass one quota."""
+    from sqlalchemy import update
+
+    s.execute(update(DispatchLock).where(DispatchLock.id == 1).values(at=now()))
+
+
 class ApiKey(Base):
     __tablename__ = "api_keys"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the public prefix of the key
