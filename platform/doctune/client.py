@@ -133,11 +133,19 @@ class DoctuneClient:
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         return self.request("POST", f"/v1/jobs/{job_id}/cancel")
 
+    def delete_checkpoints(self, job_id: str) -> dict[str, Any]:
+        """Delete an ended job's checkpoints: {"job_id", "deleted_objects", "freed_bytes"}."""
+        return self.request("DELETE", f"/v1/jobs/{job_id}/checkpoints")
+
     def submit_sweep(self, spec: dict[str, Any]) -> dict[str, Any]:
         return self.request("POST", "/v1/sweeps", json=spec)
 
     def get_sweep(self, sweep_id: str) -> dict[str, Any]:
         return self.request("GET", f"/v1/sweeps/{sweep_id}")
+
+    def cancel_sweep(self, sweep_id: str) -> dict[str, Any]:
+        """Cancel the sweep and its trials that have not ended."""
+        return self.request("POST", f"/v1/sweeps/{sweep_id}/cancel")
 
     def sweep_leaderboard(self, sweep_id: str) -> dict[str, Any]:
         return self.request("GET", f"/v1/sweeps/{sweep_id}/leaderboard")

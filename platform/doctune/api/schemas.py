@@ -233,6 +233,12 @@ class JobEventsPage(BaseModel):
     next_after: int = Field(description="Pass as `?after=` for the events after these.")
 
 
+class CheckpointsDeleted(BaseModel):
+    job_id: str
+    deleted_objects: int = Field(description="Checkpoint files removed from the object store.")
+    freed_bytes: int = Field(description="Bytes they took, no longer counted against the storage quota.")
+
+
 class JobLogs(BaseModel):
     text: str
     offset: int = Field(description="Pass as `?offset=` for what is logged after this.")

@@ -21,8 +21,8 @@ from doctune.services.registry import export_refusal, model_prefix, register_mod
 from doctune.services.scheduler import claim_direct
 from doctune.services.tenants import authenticate
 from doctune.spec import JobSpec
-from doctune.states import JobState
-from doctune.store.db import Dataset, Job, new_id
+from doctune.states import JobState, SweepState
+from doctune.store.db import Dataset, Job, Sweep, new_id
 from doctune.tasks import get_task, metric_label
 from doctune.train.checkpoints import newest_complete_checkpoint
 from doctune.train.progress import progress_actor
@@ -98,14 +98,22 @@ class ProgressPump:
             record_progress_events(self.p, self.job_id, self._prev, state)
             self._seen, self._prev = version, state
         if not self._stop_sent:
-            with self.p.db.session() as s:
-                job = s.get(Job, self.job_id)
-            if job.status == JobState.CANCELLED:
-                self.progress.request_stop.remote("cancel")
+            kind = self._stop_wanted()
+            if kind is not None:
+                self.progress.request_stop.remote(kind)
                 self._stop_sent = True
-            elif job.control == "pause":
-                self.progress.request_stop.remote("pause")
-                self._stop_sent = True
+
+    def _stop_wanted(self) -> str | None:
+        """"cancel" when the job (or the sweep it is a trial of) was cancelled, "pause" when a pause
+        was requested, else None."""
+        with self.p.db.session() as s:
+            job = s.get(Job, self.job_id)
+            sweep = s.get(Sweep, job.sweep_id) if job.sweep_id else None
+        if sweep is not None and sweep.status == SweepState.CANCELLED and job.status not in JobState.terminal():
+            job = update_job(self.p, self.job_id, status=JobState.CANCELLED, reason="its sweep was cancelled")
+        if job.status == JobState.CANCELLED:
+            return "cancel"
+        return "pause" if job.control == "pause" else None
 
 
 class _Attempt:

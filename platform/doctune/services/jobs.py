@@ -296,6 +296,23 @@ def cancel_job(p: Platform, caller: Principal, job_id: str) -> Job:
     return job
 
 
+def delete_checkpoints(p: Platform, caller: Principal, job_id: str) -> dict[str, Any]:
+    """Delete the checkpoints of a job that has ended (every attempt's); its record, metrics and
+    model stay. A job that may still run or resume (queued, starting, running, paused) keeps them."""
+    from doctune.store.objects import tenant_key
+
+    job = get_job(p, caller, job_id, sync=False)
+    check_tenant_access(caller, job.tenant_id, write=True)
+    if job.status not in TERMINAL:
+        raise DoctuneError(f"job {job_id} is {job.status} and may still resume from its checkpoints; cancel it or "
+                           "wait until it ends, then delete them", "conflict", field="job_id", tenant_error=True)
+    prefix = tenant_key(job.tenant_id, "jobs", job.id, "checkpoints") + "/"  # doctune.train.checkpoints' layout
+    freed = p.objects.prefix_bytes(prefix)
+    deleted = p.objects.delete_prefix(prefix)
+    update_job(p, job.id, resume_from=None)
+    return {"job_id": job.id, "deleted_objects": deleted, "freed_bytes": freed}
+
+
 def job_logs(p: Platform, caller: Principal, job_id: str) -> str:
     """The job driver's log (what `ray job logs` shows), for the caller's own job."""
     job = get_job(p, caller, job_id, sync=False)

@@ -27,8 +27,8 @@ from sqlalchemy import select, update
 from doctune.errors import DoctuneError
 from doctune.services import Platform
 from doctune.services.jobs import set_job_status
-from doctune.states import JobState
-from doctune.store.db import DispatchLock, Job, JobEvent, Tenant, now
+from doctune.states import JobState, SweepState
+from doctune.store.db import DispatchLock, Job, JobEvent, Sweep, Tenant, now
 
 log = logging.getLogger("doctune.scheduler")
 ACTIVE = JobState.active()
@@ -260,6 +260,9 @@ def insert_started(p: Platform, job: Job, reason: str) -> None:
     with p.db.session() as s:
         s.execute(update(DispatchLock).where(DispatchLock.id == 1).values(at=now()))
         tenant = s.get(Tenant, job.tenant_id)
+        sweep = s.get(Sweep, job.sweep_id) if job.sweep_id else None
+        if sweep is not None and sweep.status in SweepState.terminal():
+            raise DoctuneError(f"sweep {sweep.id} is {sweep.status}; it starts no more trials", "conflict")
         why = _tenant_state(s, tenant).allows(job_demand(job.spec))
         if why is not None:
             raise DoctuneError(f"tenant {tenant.id} {why}", "quota_exceeded", field="tenant")

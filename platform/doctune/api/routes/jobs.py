@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from doctune.api.deps import CurrentCaller, CurrentPlatform, Paging, SpecBody, TaskFilter
-from doctune.api.schemas import JobEvent, JobEventsPage, JobLogs, JobOut, Page, PlanOut
+from doctune.api.schemas import CheckpointsDeleted, JobEvent, JobEventsPage, JobLogs, JobOut, Page, PlanOut
 from doctune.services import jobs as jobs_svc
 from doctune.services import plans as plans_svc
 from doctune.spec import JobSpec, parse_job_spec
@@ -76,3 +76,10 @@ def resume_job(job_id: str, who: CurrentCaller, p: CurrentPlatform) -> JobOut:
 @router.post("/{job_id}/cancel", response_model=JobOut)
 def cancel_job(job_id: str, who: CurrentCaller, p: CurrentPlatform) -> JobOut:
     return JobOut.of(jobs_svc.cancel_job(p, who, job_id))
+
+
+@router.delete("/{job_id}/checkpoints", response_model=CheckpointsDeleted)
+def delete_checkpoints(job_id: str, who: CurrentCaller, p: CurrentPlatform) -> CheckpointsDeleted:
+    """Delete every checkpoint of a job that has ended (409 while it is queued, running or paused: it
+    may still resume from them); its metrics and model stay. Frees storage quota."""
+    return CheckpointsDeleted.model_validate(jobs_svc.delete_checkpoints(p, who, job_id))
