@@ -51,7 +51,15 @@ def submit_sweep(p: Platform, caller: Principal, sweep: SweepSpec) -> Sweep:
     from doctune.services.jobs import check_language, check_spec
     from doctune.tasks import check_metric, get_task
 
+    from doctune.services.tenants import get_tenant
+
     check_tenant_access(caller, sweep.tenant, write=True)
+    tenant = get_tenant(p, sweep.tenant)
+    if tenant is None:
+        raise DoctuneError(f"tenant {sweep.tenant!r} does not exist; create it first", "not_found", field="tenant")
+    check_trial_quota(sweep, tenant.max_trials)  # up front: before the dataset is read
+    with p.db.session() as s:
+        check_sweep_concurrency(s, tenant)  # again under the lock below, where it decides
     first = {path: (d.values[0] if d.type == "choice" else d.low) for path, d in sweep.search_space.items()}
     job = trial_spec(sweep, first)
     check_language(p, job, check_spec(p, caller, job))  # dataset, base model, task, language: as for a job
