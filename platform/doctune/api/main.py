@@ -19,6 +19,7 @@ from fastapi.openapi.utils import get_openapi
 
 from doctune.api.deps import document_spec_bodies
 from doctune.api.errors import ERROR_RESPONSES, body_size_limit, install_error_handlers
+from doctune.api.idempotency import IdempotencyMiddleware
 from doctune.api.routes import ROUTERS
 from doctune.services import Platform
 from doctune.services import deployments as deployments_svc
@@ -80,6 +81,8 @@ def create_app(platform: Platform | None = None) -> FastAPI:
                               '`{"error": {"code", "message", "field"?, "errors"?, "tenant_error"}}`.')
     app.state.platform = platform or Platform()
     install_error_handlers(app)
+    # inside the body-size limit: repeats of a create request with the same Idempotency-Key get the first answer
+    app.add_middleware(IdempotencyMiddleware, max_body_bytes=app.state.platform.settings.max_upload_bytes + 1024 * 1024)
     app.middleware("http")(body_size_limit(app.state.platform.settings.max_upload_bytes))
     for router in ROUTERS:
         app.include_router(router, responses=ERROR_RESPONSES)

@@ -68,7 +68,7 @@ class IdempotencyKey(Base):
     key: Mapped[str] = mapped_column(String(255))
     method: Mapped[str] = mapped_column(String(8))
     path: Mapped[str] = mapped_column(String(300))
-    request_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the body: the same key with another body is a 422
+    request_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the request: the same key with another body is a 400
     status_code: Mapped[int | None] = mapped_column(Integer)  # None while the first request is still being answered
     response: Mapped[Any | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
