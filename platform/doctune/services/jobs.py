@@ -128,12 +128,15 @@ def submit_job(p: Platform, caller: Principal, spec: JobSpec) -> Job:
     return job
 
 
-def update_job(p: Platform, job_id: str, *, reason: str | None = None, **fields: Any) -> Job:
+def update_job(p: Platform, job_id: str, *, reason: str | None = None,
+               allowed_from: tuple[JobState, ...] | None = None, **fields: Any) -> Job:
     """Change a job's record; a status change is also recorded as an event with its reason.
 
     A status change is a compare-and-set in the database (:func:`set_job_status`): it applies only
     if the job is still in the state it was read in, and never to a job that has ended, so a late
-    driver cannot turn a cancelled job into a succeeded one, nor a cancel a succeeded one."""
+    driver cannot turn a cancelled job into a succeeded one, nor a cancel a succeeded one.
+    ``allowed_from``: the states the change may start from (default: any that has not ended);
+    from any other state nothing changes, and the job is returned as it is."""
     for _ in range(50):  # another writer changed the state between our read and our write: read again
         with p.db.session() as s:
             job = s.get(Job, job_id)
@@ -145,9 +148,10 @@ def update_job(p: Platform, job_id: str, *, reason: str | None = None, **fields:
                     if k != "status":
                         setattr(job, k, v)
                 return job
-            if job.status in TERMINAL:
+            if job.status in TERMINAL or (allowed_from is not None and job.status not in allowed_from):
                 return job  # a cancelled job stays cancelled even if its driver reports late
-            changed = set_job_status(s, job, new_status, reason=reason, **{k: v for k, v in fields.items() if k != "status"})
+            changed = set_job_status(s, job, new_status, reason=reason, allowed_from=allowed_from,
+                                     **{k: v for k, v in fields.items() if k != "status"})
             if changed is not None:
                 return changed
     raise DoctuneError(f"job {job_id} kept changing state; try again", "conflict")
@@ -255,7 +259,10 @@ def pause_job(p: Platform, caller: Principal, job_id: str) -> Job:
     job = get_job(p, caller, job_id, sync=False)
     check_tenant_access(caller, job.tenant_id, write=True)
     if job.status == JobState.QUEUED:
-        return update_job(p, job.id, status=JobState.PAUSED, reason=f"paused while queued by {caller.key_id}")
+        job = update_job(p, job.id, status=JobState.PAUSED, reason=f"paused while queued by {caller.key_id}",
+                         allowed_from=(JobState.QUEUED,))
+        if job.status == JobState.PAUSED:
+            return job  # else the dispatcher started it meanwhile: pause it running
     if job.status not in ACTIVE:
         raise DoctuneError(f"job {job_id} is {job.status}; only queued or running jobs can be paused", "conflict")
     return update_job(p, job.id, control="pause", reason=None)
@@ -268,7 +275,10 @@ def resume_job(p: Platform, caller: Principal, job_id: str) -> Job:
     if job.status != JobState.PAUSED:
         raise DoctuneError(f"job {job_id} is {job.status}; only paused jobs can be resumed", "conflict")
     job = update_job(p, job.id, status=JobState.QUEUED, control=None, ray_submission_id=None,
+                     allowed_from=(JobState.PAUSED,),
                      reason=f"resumed by {caller.key_id}" + (f" from {job.resume_from}" if job.resume_from else ""))
+    if job.status != JobState.QUEUED:
+        raise DoctuneError(f"job {job_id} became {job.status} before the resume arrived; nothing was resumed", "conflict")
     if p.dispatcher is not None:
         p.dispatcher.wake()
     return job
