@@ -212,9 +212,10 @@ def _succeeded(attempt: _Attempt, result: Any, last: dict[str, Any]) -> dict[str
                "primary_metric": get_task(spec.task).primary_metric, "task": spec.task}
     refusal = export_refusal(p, spec.tenant, attempt.model_id)
     if refusal is not None:
-        update_job(p, attempt.id, status=JobState.FAILED, error=refusal.to_dict(), metrics={"usage": totals},
+        error = {"code": refusal.code, "message": refusal.message, "field": refusal.field}
+        update_job(p, attempt.id, status=JobState.FAILED, error=error, metrics={"usage": totals},
                    progress=without_final(last), reason=refusal.message)
-        return {**metrics, "refused": refusal.to_dict()}
+        return {**metrics, "refused": error}
     with p.db.session() as s:
         job = s.get(Job, attempt.id)
         won = set_job_status(s, job, JobState.SUCCEEDED, allowed_from=(JobState.RUNNING,), metrics=metrics,
