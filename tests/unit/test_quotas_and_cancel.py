@@ -225,3 +225,22 @@ def test_a_job_cancelled_as_it_finishes_registers_no_model(world):
         assert (job.status, job.model_id) == ("cancelled", None)
         assert s.query(Model).filter(Model.job_id == "job-late").count() == 0
     assert list(w.p.objects.list_keys(model_prefix(w.tenant, attempt.model_id) + "/")) == []
+
+
+def test_a_job_whose_export_passes_the_storage_quota_fails_saying_so(world):
+    from doctune.drivers.job import _Attempt, _succeeded
+
+    w = world
+    with w.p.db.session() as s:
+        s.add(Job(id="job-big", tenant_id=w.tenant, task="classification", spec=w.job, status="running"))
+    attempt = _Attempt(w.p, "job-big")
+    w.p.objects.put_bytes(model_prefix(w.tenant, attempt.model_id) + "/model.safetensors", b"m" * 3000)
+    set_quota(w, max_storage_bytes=2000)
+    final = {"test": {"macro_f1": 0.9}, "dev": {"macro_f1": 0.9}, "baseline": {}, "step": 4}
+    out = _succeeded(attempt, SimpleNamespace(checkpoint=None), {"final": final, "step": 4})
+    assert out["refused"]["code"] == "quota_exceeded"
+    with w.p.db.session() as s:
+        job = s.get(Job, "job-big")
+        assert (job.status, job.model_id, job.error["field"]) == ("failed", None, "max_storage_bytes")
+        assert "not kept" in job.error["message"] and s.query(Model).count() == 0
+    assert w.p.objects.prefix_bytes(f"tenants/{w.tenant}/") == 0
