@@ -7,6 +7,7 @@ and field, so callers handle remote and local errors the same way.
 from __future__ import annotations
 
 import io
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -14,6 +15,10 @@ import httpx
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from doctune.errors import HTTP_STATUS, DoctuneError
+
+# the API routes that create something; their POSTs carry an Idempotency-Key (see doctune.api.idempotency)
+CREATE_ROUTES = frozenset({"/v1/jobs", "/v1/sweeps", "/v1/datasets", "/v1/deployments", "/v1/keys", "/v1/tenants"})
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 class _CountingReader(io.BytesIO):
@@ -44,8 +49,24 @@ class DoctuneClient:
         code = err.get("code") if err.get("code") in HTTP_STATUS else "internal"
         raise DoctuneError(err.get("message", ""), code, field=err.get("field"), errors=err.get("errors"))
 
-    @retry(retry=retry_if_exception_type(httpx.TransportError), stop=stop_after_attempt(4), wait=wait_exponential(0.5, max=4), reraise=True)
     def request(self, method: str, path: str, **kw: Any) -> Any:
+        """One API call. A create (``POST`` to one of :data:`CREATE_ROUTES`) carries a fresh
+        ``Idempotency-Key``, so the API answers a repeat with the first answer; only idempotent
+        requests (GET, PUT, DELETE, ..., and creates with their key) are retried on a connection
+        error. A retried create therefore never makes a second job, sweep, dataset, deployment or key."""
+        method = method.upper()
+        headers = dict(kw.pop("headers", None) or {})
+        if method == "POST" and path.split("?")[0].rstrip("/") in CREATE_ROUTES:
+            headers.setdefault("Idempotency-Key", str(uuid.uuid4()))
+        if method in IDEMPOTENT_METHODS or "Idempotency-Key" in headers:
+            return self._request_with_retries(method, path, headers=headers, **kw)
+        return self._check(self.http.request(method, path, headers=headers, **kw))
+
+    @retry(retry=retry_if_exception_type(httpx.TransportError), stop=stop_after_attempt(4), wait=wait_exponential(0.5, max=4), reraise=True)
+    def _request_with_retries(self, method: str, path: str, **kw: Any) -> Any:
+        for value in list(kw.get("files", {}).values()):  # a retry sends the files again from their start
+            if isinstance(value, tuple) and hasattr(value[1], "seek"):
+                value[1].seek(0)
         return self._check(self.http.request(method, path, **kw))
 
     # ------------------------------------------------------------ lists: pages of {"items", "next_cursor"}
@@ -166,11 +187,19 @@ class DoctuneClient:
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         return self.request("POST", f"/v1/jobs/{job_id}/cancel")
 
+    def delete_checkpoints(self, job_id: str) -> dict[str, Any]:
+        """Delete an ended job's checkpoints: {"job_id", "deleted_objects", "freed_bytes"}."""
+        return self.request("DELETE", f"/v1/jobs/{job_id}/checkpoints")
+
     def submit_sweep(self, spec: dict[str, Any]) -> dict[str, Any]:
         return self.request("POST", "/v1/sweeps", json=spec)
 
     def get_sweep(self, sweep_id: str) -> dict[str, Any]:
         return self.request("GET", f"/v1/sweeps/{sweep_id}")
+
+    def cancel_sweep(self, sweep_id: str) -> dict[str, Any]:
+        """Cancel the sweep and its trials that have not ended."""
+        return self.request("POST", f"/v1/sweeps/{sweep_id}/cancel")
 
     def sweep_leaderboard(self, sweep_id: str) -> dict[str, Any]:
         return self.request("GET", f"/v1/sweeps/{sweep_id}/leaderboard")

@@ -350,6 +350,7 @@ class QuotaSpec(_Spec):
     max_gpus: float | None = Field(None, ge=0, description="GPUs the tenant's running jobs may hold together.")
     max_storage_bytes: int | None = Field(None, ge=0, description="Bytes the tenant may keep in the object store (datasets, checkpoints, models).")
     max_deployments: int | None = Field(None, ge=0, le=10_000, description="Deployments (endpoints) the tenant may have.")
+    max_trials: int | None = Field(None, ge=1, le=10_000, description="Trials one sweep may run; a larger grid (or num_samples) is refused when submitted.")
 
 
 def parse_job_spec(data: Any) -> JobSpec:

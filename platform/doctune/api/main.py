@@ -19,6 +19,7 @@ from fastapi.openapi.utils import get_openapi
 
 from doctune.api.deps import document_spec_bodies
 from doctune.api.errors import ERROR_RESPONSES, body_size_limit, install_error_handlers
+from doctune.api.idempotency import IdempotencyMiddleware
 from doctune.api.routes import ROUTERS
 from doctune.api.routes import base_models as base_models_routes
 from doctune.services import Platform
@@ -82,6 +83,8 @@ def create_app(platform: Platform | None = None) -> FastAPI:
     app.state.platform = platform or Platform()
     install_error_handlers(app)
     settings = app.state.platform.settings
+    # inside the body-size limit: repeats of a create request with the same Idempotency-Key get the first answer
+    app.add_middleware(IdempotencyMiddleware, max_body_bytes=settings.max_upload_bytes + 1024 * 1024)
     app.middleware("http")(body_size_limit(settings.max_upload_bytes,
                                            own_limits={base_models_routes.PATH: settings.max_base_model_bytes}))
     for router in ROUTERS:

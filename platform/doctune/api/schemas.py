@@ -66,6 +66,7 @@ class Quota(BaseModel):
     max_gpus: float | None
     max_storage_bytes: int | None
     max_deployments: int | None
+    max_trials: int | None = Field(None, description="Trials one sweep may run (a larger grid is refused); null: unlimited.")
 
 
 class TenantOut(BaseModel):
@@ -250,6 +251,12 @@ class JobEvent(BaseModel):
 class JobEventsPage(BaseModel):
     events: list[JobEvent]
     next_after: int = Field(description="Pass as `?after=` for the events after these.")
+
+
+class CheckpointsDeleted(BaseModel):
+    job_id: str
+    deleted_objects: int = Field(description="Checkpoint files removed from the object store.")
+    freed_bytes: int = Field(description="Bytes they took, no longer counted against the storage quota.")
 
 
 class JobLogs(BaseModel):

@@ -208,6 +208,12 @@ def jobs_cancel(job_id: str, api_key: ApiKey = None) -> None:
     show(connect(api_key).cancel_job(job_id))
 
 
+@app.command("delete-checkpoints")
+def jobs_delete_checkpoints(job_id: str, api_key: ApiKey = None) -> None:
+    """Delete an ended job's checkpoints (its metrics and model stay); frees storage quota."""
+    show(connect(api_key).delete_checkpoints(job_id))
+
+
 # ------------------------------------------------------------------- following a job
 def watch_job(client: DoctuneClient, job_id: str, poll_s: float = 2.0) -> dict[str, Any]:
     """Follow a job with a progress bar (step, loss, dev metric, ETA) until it ends."""

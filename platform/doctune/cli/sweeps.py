@@ -93,3 +93,9 @@ def sweeps_leaderboard(
     else:
         raise DoctuneError("give a sweep id or --task", "invalid_request", field="sweep_id")
     show(rows if wants_table() else board, LEADER_COLUMNS)
+
+
+@app.command("cancel")
+def sweeps_cancel(sweep_id: str, api_key: ApiKey = None) -> None:
+    """Cancel a sweep and every trial of it that has not ended; running trials stop at their next progress report."""
+    show(connect(api_key).cancel_sweep(sweep_id))

@@ -15,11 +15,11 @@ from typing import Any
 
 from doctune.errors import DoctuneError
 from doctune.services import Platform
-from doctune.services.jobs import add_event, update_job
-from doctune.services.registry import model_prefix, register_model
+from doctune.services.jobs import add_event, set_job_status, update_job
+from doctune.services.registry import export_refusal, model_prefix, register_model
 from doctune.spec import JobSpec
-from doctune.states import JobState
-from doctune.store.db import Dataset, Job, new_id
+from doctune.states import JobState, SweepState
+from doctune.store.db import Dataset, Job, Sweep, new_id
 from doctune.tasks import get_task, metric_label
 from doctune.train.checkpoints import newest_complete_checkpoint
 from doctune.train.progress import progress_actor
@@ -57,7 +57,8 @@ def without_final(state: dict[str, Any]) -> dict[str, Any]:
 
 class ProgressPump:
     """A thread that copies the progress actor's state into the job record (and its changes
-    into job events) every PUMP_EVERY_S, and passes a pause request on to rank 0."""
+    into job events) every PUMP_EVERY_S, and passes a pause request, or the job's cancel, on to
+    rank 0, which stops at its next progress report."""
 
     def __init__(self, p: Platform, job_id: str, progress: Any) -> None:
         self.p, self.job_id, self.progress = p, job_id, progress
@@ -94,10 +95,22 @@ class ProgressPump:
             record_progress_events(self.p, self.job_id, self._prev, state)
             self._seen, self._prev = version, state
         if not self._stop_sent:
-            with self.p.db.session() as s:
-                if s.get(Job, self.job_id).control == "pause":
-                    self.progress.request_stop.remote()
-                    self._stop_sent = True
+            kind = self._stop_wanted()
+            if kind is not None:
+                self.progress.request_stop.remote(kind)
+                self._stop_sent = True
+
+    def _stop_wanted(self) -> str | None:
+        """"cancel" when the job (or the sweep it is a trial of) was cancelled, "pause" when a pause
+        was requested, else None."""
+        with self.p.db.session() as s:
+            job = s.get(Job, self.job_id)
+            sweep = s.get(Sweep, job.sweep_id) if job.sweep_id else None
+        if sweep is not None and sweep.status == SweepState.CANCELLED and job.status not in JobState.terminal():
+            job = update_job(self.p, self.job_id, status=JobState.CANCELLED, reason="its sweep was cancelled")
+        if job.status == JobState.CANCELLED:
+            return "cancel"
+        return "pause" if job.control == "pause" else None
 
 
 class _Attempt:
@@ -154,6 +167,8 @@ def run_job(job_id: str, p: Platform | None = None, callbacks: list[Any] | None 
         return _failed(attempt, exc)
     finally:
         pump.stop()
+    if last.get("cancelled_at") is not None:
+        return {"cancelled_at": last["cancelled_at"]}  # the job's record already says cancelled
     if last.get("paused_at") is not None and last.get("final") is None:
         return _paused(attempt, result, last)
     return _succeeded(attempt, result, last)
@@ -185,15 +200,30 @@ def _paused(attempt: _Attempt, result: Any, last: dict[str, Any]) -> dict[str, A
 
 
 def _succeeded(attempt: _Attempt, result: Any, last: dict[str, Any]) -> dict[str, Any]:
+    """Mark the job succeeded and register its model in one transaction, by compare-and-set from
+    'running': a job cancelled meanwhile registers nothing, and its exported files are removed."""
     p, spec, final = attempt.p, attempt.spec, last["final"]
-    register_model(p, model_id=attempt.model_id, job_id=attempt.id, spec=spec, merged=merges_on_export(spec),
-                   labels=attempt.dataset.info.get("labels"), metrics=final)
     totals = attempt.usage(0)
     totals["trained_tokens"] = final.get("tokens_seen", 0)  # counted across resumes by the loop itself
     metrics = {**final, "usage": totals, "checkpoint_path": result.checkpoint.path if result.checkpoint else None,
                "primary_metric": get_task(spec.task).primary_metric, "task": spec.task}
-    update_job(p, attempt.id, status=JobState.SUCCEEDED, metrics=metrics, model_id=attempt.model_id,
-               progress=without_final(last), reason=f"trained and registered model {attempt.model_id}")
+    refusal = export_refusal(p, spec.tenant, attempt.model_id)
+    if refusal is not None:
+        error = {"code": refusal.code, "message": refusal.message, "field": refusal.field}
+        update_job(p, attempt.id, status=JobState.FAILED, error=error, metrics={"usage": totals},
+                   progress=without_final(last), reason=refusal.message)
+        return {**metrics, "refused": error}
+    with p.db.session() as s:
+        job = s.get(Job, attempt.id)
+        won = set_job_status(s, job, JobState.SUCCEEDED, allowed_from=(JobState.RUNNING,), metrics=metrics,
+                             model_id=attempt.model_id, progress=without_final(last),
+                             reason=f"trained and registered model {attempt.model_id}")
+        if won is not None:
+            register_model(p, model_id=attempt.model_id, job_id=attempt.id, spec=spec, merged=merges_on_export(spec),
+                           labels=attempt.dataset.info.get("labels"), metrics=final, session=s)
+    if won is None:  # cancelled (or ended otherwise) while it finished: keep nothing of its export
+        p.objects.delete_prefix(model_prefix(spec.tenant, attempt.model_id) + "/")
+        return {"cancelled_at": final.get("step", last.get("step"))}
     return metrics
 
 
@@ -210,7 +240,12 @@ def run_from_entrypoint(job_id: str) -> int:
     except DoctuneError as exc:
         print(f"error [{exc.code}]: {exc.message}", file=sys.stderr)
         return 2
-    if "paused_at" in result:
+    if "cancelled_at" in result:
+        print(f"cancelled at step {result['cancelled_at']}; no model was registered")
+    elif "refused" in result:
+        print(f"error [{result['refused']['code']}]: {result['refused']['message']}", file=sys.stderr)
+        return 2
+    elif "paused_at" in result:
         print(f"paused at step {result['paused_at']}; checkpoint {result['checkpoint']}")
     elif result.get("requeued"):
         print(f"attempt failed; re-queued as attempt {result['attempt']}")

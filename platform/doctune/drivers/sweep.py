@@ -50,6 +50,8 @@ def _run_trial(config: dict[str, Any]) -> None:
     p = Platform()
     with p.db.session() as s:
         spec = SweepSpec.model_validate(s.get(Sweep, sweep_id).spec)
+    if _sweep_ended(p, sweep_id):
+        return  # cancelled: start no more trials
     job_spec = trial_spec(spec, overrides)
     check_spec(p, Principal(key_id=f"sweep {sweep_id}", role="member", tenant_id=spec.tenant), job_spec)
     job = Job(id=new_id("job"), tenant_id=spec.tenant, task=job_spec.task, spec=job_spec.model_dump(mode="json"),
@@ -59,10 +61,19 @@ def _run_trial(config: dict[str, Any]) -> None:
             insert_started(p, job, reason=f"trial of sweep {sweep_id}: {overrides}")
             break
         except DoctuneError as exc:
+            if exc.code == "conflict" and _sweep_ended(p, sweep_id):
+                return
             if exc.code != "quota_exceeded":
                 raise
+            if _sweep_ended(p, sweep_id):
+                return
             time.sleep(QUOTA_POLL_S)
     run_job(job.id, p, callbacks=[TuneReportCallback()])
+
+
+def _sweep_ended(p: Platform, sweep_id: str) -> bool:
+    with p.db.session() as s:
+        return s.get(Sweep, sweep_id).status in SweepState.terminal()
 
 
 def run_sweep(sweep_id: str, p: Platform | None = None) -> dict[str, Any]:
@@ -78,6 +89,8 @@ def run_sweep(sweep_id: str, p: Platform | None = None) -> dict[str, Any]:
             raise DoctuneError(f"sweep {sweep_id!r} not found", "not_found")
         spec = SweepSpec.model_validate(row.spec)
         quota = s.get(Tenant, spec.tenant).max_concurrent_jobs
+    if row.status in SweepState.terminal():
+        raise DoctuneError(f"sweep {sweep_id} is already {row.status}", "conflict")
     metric = sweep_metric(spec)
     concurrent = min(spec.max_concurrent_trials, quota or spec.max_concurrent_trials)
     update_sweep(p, sweep_id, status=SweepState.RUNNING)
@@ -103,12 +116,16 @@ def run_sweep(sweep_id: str, p: Platform | None = None) -> dict[str, Any]:
     try:
         tuner.fit()
     except Exception as exc:
+        if _sweep_ended(p, sweep_id):
+            return {"sweep_id": sweep_id, "winner": None, "trials": [], "cancelled": True}
         update_sweep(p, sweep_id, status=SweepState.FAILED, error={"code": "sweep_failed", "message": str(exc)[-2000:]})
         raise
     finally:
         _settle_unfinished(p, sweep_id, spec)
     ranked = rank(trials(p, sweep_id), metric, spec.mode, tuple(spec.search_space))
     best = winner(ranked)
+    if _sweep_ended(p, sweep_id):  # cancelled while its trials ran
+        return {"sweep_id": sweep_id, "winner": None, "trials": ranked, "cancelled": True}
     if best is None:
         update_sweep(p, sweep_id, status=SweepState.FAILED,
                      error={"code": "no_winner", "message": "no trial finished with a model; see the trials' errors"})
@@ -119,11 +136,14 @@ def run_sweep(sweep_id: str, p: Platform | None = None) -> dict[str, Any]:
 
 def _settle_unfinished(p: Platform, sweep_id: str, spec: SweepSpec) -> None:
     """Trials Tune stopped (ASHA) or lost never reach a final status through their driver."""
+    cancelled = _sweep_ended(p, sweep_id)
     for job in trials(p, sweep_id):
         if job.status in JobState.terminal():
             continue
         step = (job.progress or {}).get("step")
-        if spec.algorithm == "asha":
+        if cancelled:
+            update_job(p, job.id, status=JobState.CANCELLED, reason="its sweep was cancelled")
+        elif spec.algorithm == "asha":
             update_job(p, job.id, status=JobState.CANCELLED,
                        error={"code": "stopped_early", "message": f"ASHA stopped this trial at step {step}: its dev "
                                                                   f"metric was below the best trials' at the same point"},
@@ -145,6 +165,9 @@ def run_from_entrypoint(sweep_id: str) -> int:
         print(f"error [{exc.code}]: {exc.message}", file=sys.stderr)
         return 2
     best = result["winner"]
+    if result.get("cancelled"):
+        print(f"sweep {sweep_id} was cancelled")
+        return 0
     print(json.dumps({"sweep_id": sweep_id, "winner": best and best["job_id"], "dev": best and best["dev"],
                       "trials": len(result["trials"])}))
     return 0 if best else 1

@@ -16,10 +16,10 @@ from doctune.errors import DoctuneError
 from doctune.services import Platform, Principal
 from doctune.services.tasks import known_task
 from doctune.services.tenants import (DEFAULT_PAGE_SIZE, RowPage, check_tenant_access, delete_with_files, get_owned,
-                                      list_owned)
+                                      list_owned, storage_refusal)
 from doctune.spec import _slug
 from doctune.states import JobState, SweepState
-from doctune.store.db import Dataset, Job, Sweep, new_id
+from doctune.store.db import Dataset, Job, Sweep, new_id, take_quota_lock
 from doctune.store.objects import tenant_key
 from doctune.tasks import get_task
 
@@ -68,36 +68,29 @@ def upload_dataset(
     info["split"] = split_how
 
     blobs = {split: to_jsonl(recs) for split, recs in splits.items()}
-    _check_storage_quota(p, tenant, sum(len(b) for b in blobs.values()))
     info["bytes"] = sum(len(b) for b in blobs.values())
+    return _store_dataset(p, tenant, name, task, blobs, info)
+
+
+def _store_dataset(p: Platform, tenant: str, name: str, task: str, blobs: dict[str, bytes], info: dict[str, Any]) -> Dataset:
+    """Check the storage quota, write the files and record the dataset, all under the quota lock:
+    two racing uploads cannot both pass the quota. A failure removes what was written."""
     dataset_id = new_id("ds")
     prefix = tenant_key(tenant, "datasets", dataset_id)
     try:
-        for split, blob in blobs.items():
-            p.objects.put_bytes(f"{prefix}/{split}.jsonl", blob)
         with p.db.session() as s:
+            take_quota_lock(s)
+            refusal = storage_refusal(p, tenant, info["bytes"], f"this upload of {info['bytes']} bytes")
+            if refusal is not None:
+                raise refusal
+            for split, blob in blobs.items():
+                p.objects.put_bytes(f"{prefix}/{split}.jsonl", blob)
             row = Dataset(id=dataset_id, tenant_id=tenant, name=name, task=task, uri=p.objects.uri(prefix), info=info)
             s.add(row)
     except Exception:
         p.objects.delete_prefix(prefix + "/")
         raise
     return row
-
-
-def _check_storage_quota(p: Platform, tenant: str, adding: int) -> None:
-    from doctune.services.tenants import get_tenant
-
-    limit = get_tenant(p, tenant).max_storage_bytes
-    if limit is None:
-        return
-    used = p.objects.prefix_bytes(tenant_key(tenant) + "/")
-    if used + adding > limit:
-        raise DoctuneError(
-            f"tenant {tenant} stores {used} bytes; {adding} more would pass its storage quota of {limit} bytes. "
-            "Delete old datasets or models, or ask an admin to raise max_storage_bytes",
-            "quota_exceeded",
-            field="max_storage_bytes",
-        )
 
 
 def get_dataset(p: Platform, caller: Principal, dataset_id: str) -> Dataset:

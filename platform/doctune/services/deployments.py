@@ -28,7 +28,7 @@ from doctune.services.tasks import known_task
 from doctune.services.tenants import DEFAULT_PAGE_SIZE, RowPage, check_tenant_access, get_owned, list_owned
 from doctune.spec import DeploymentSpec, PromotionSpec
 from doctune.states import DeploymentState, SweepState
-from doctune.store.db import Deployment, DeploymentRevision, Job, Model, Tenant, new_id
+from doctune.store.db import Deployment, DeploymentRevision, Job, Model, Tenant, new_id, take_quota_lock
 from doctune.tasks import check_can_serve, get_task, metric_mode
 
 
@@ -68,6 +68,7 @@ def record_deployment(p: Platform, caller: Principal, spec: DeploymentSpec, *, r
                     "conflict", field="endpoint", tenant_error=True)
             limit = s.get(Tenant, spec.tenant).max_deployments
             if existing is None and limit is not None:
+                take_quota_lock(s)  # count and insert under the lock: two racing deploys cannot both pass
                 count = s.execute(select(func.count()).select_from(Deployment).where(
                     Deployment.tenant_id == spec.tenant, Deployment.status.not_in(DeploymentState.gone()))).scalar_one()
                 if count >= limit:

@@ -8,9 +8,12 @@ writes progress, metrics and the final status back through :func:`update_job`.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from doctune.errors import DoctuneError
 from doctune.services import Platform, Principal
@@ -21,6 +24,7 @@ from doctune.spec import JobSpec
 from doctune.states import AttemptState, JobState
 from doctune.store.db import Dataset, Job, JobEvent, new_id, now
 
+log = logging.getLogger("doctune.jobs")
 TERMINAL = JobState.terminal()
 ACTIVE = JobState.active()
 
@@ -126,27 +130,59 @@ def submit_job(p: Platform, caller: Principal, spec: JobSpec) -> Job:
     return job
 
 
-def update_job(p: Platform, job_id: str, *, reason: str | None = None, **fields: Any) -> Job:
-    """Change a job's record; a status change is also recorded as an event with its reason."""
-    with p.db.session() as s:
-        job = s.get(Job, job_id)
-        if job is None:
-            raise DoctuneError(f"job {job_id!r} not found", "not_found")
-        new_status = fields.get("status")
-        if job.status in TERMINAL and new_status not in (None, job.status):
-            return job  # a cancelled job stays cancelled even if its driver reports late
+def update_job(p: Platform, job_id: str, *, reason: str | None = None,
+               allowed_from: tuple[JobState, ...] | None = None, **fields: Any) -> Job:
+    """Change a job's record; a status change is also recorded as an event with its reason.
+
+    A status change is a compare-and-set in the database (:func:`set_job_status`): it applies only
+    if the job is still in the state it was read in, and never to a job that has ended, so a late
+    driver cannot turn a cancelled job into a succeeded one, nor a cancel a succeeded one.
+    ``allowed_from``: the states the change may start from (default: any that has not ended);
+    from any other state nothing changes, and the job is returned as it is."""
+    for _ in range(50):  # another writer changed the state between our read and our write: read again
+        with p.db.session() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise DoctuneError(f"job {job_id!r} not found", "not_found")
+            new_status = fields.get("status")
+            if new_status is None or new_status == job.status:
+                for k, v in fields.items():
+                    if k != "status":
+                        setattr(job, k, v)
+                return job
+            if job.status in TERMINAL or (allowed_from is not None and job.status not in allowed_from):
+                return job  # a cancelled job stays cancelled even if its driver reports late
+            changed = set_job_status(s, job, new_status, reason=reason, allowed_from=allowed_from,
+                                     **{k: v for k, v in fields.items() if k != "status"})
+            if changed is not None:
+                return changed
+    raise DoctuneError(f"job {job_id} kept changing state; try again", "conflict")
+
+
+def set_job_status(s: Session, job: Job, new_status: JobState, *, reason: str | None = None,
+                   allowed_from: tuple[JobState, ...] | None = None, **fields: Any) -> Job | None:
+    """Compare-and-set ``job`` (as read in session ``s``) from the state it was read in to
+    ``new_status``, with ``fields``, plus the status event: ``UPDATE jobs ... WHERE id = :id AND
+    status = :read``. None (nothing written) when another writer changed its state meanwhile, or
+    when its state is not in ``allowed_from`` (default: any state that has not ended)."""
+    read = job.status
+    if read in (allowed_from or tuple(st for st in JobState if st not in TERMINAL)) and read != new_status:
+        values: dict[str, Any] = {**fields, "status": new_status}
         if new_status == JobState.RUNNING and job.started_at is None:
-            job.started_at = now()
+            values["started_at"] = now()
         if new_status in TERMINAL:
-            job.finished_at = now()
-        if new_status is not None and new_status != job.status:
+            values["finished_at"] = now()
+        done = s.execute(update(Job).where(Job.id == job.id, Job.status == read).values(**values)
+                         .execution_options(synchronize_session=False)).rowcount
+        if done == 1:
             if reason is None and fields.get("error"):
                 reason = fields["error"].get("message", "")[:1000]
-            s.add(JobEvent(job_id=job_id, kind="status", status=new_status, reason=reason,
-                           data={"from": job.status}))
-        for k, v in fields.items():
-            setattr(job, k, v)
-    return job
+            s.add(JobEvent(job_id=job.id, kind="status", status=new_status, reason=reason, data={"from": read}))
+            for k, v in values.items():
+                set_committed_value(job, k, v)
+            return job
+    s.refresh(job)  # the caller sees the state that won
+    return None
 
 
 def add_event(p: Platform, job_id: str, kind: str, data: dict[str, Any], reason: str | None = None) -> None:
@@ -225,7 +261,10 @@ def pause_job(p: Platform, caller: Principal, job_id: str) -> Job:
     job = get_job(p, caller, job_id, sync=False)
     check_tenant_access(caller, job.tenant_id, write=True)
     if job.status == JobState.QUEUED:
-        return update_job(p, job.id, status=JobState.PAUSED, reason=f"paused while queued by {caller.key_id}")
+        job = update_job(p, job.id, status=JobState.PAUSED, reason=f"paused while queued by {caller.key_id}",
+                         allowed_from=(JobState.QUEUED,))
+        if job.status == JobState.PAUSED:
+            return job  # else the dispatcher started it meanwhile: pause it running
     if job.status not in ACTIVE:
         raise DoctuneError(f"job {job_id} is {job.status}; only queued or running jobs can be paused", "conflict")
     return update_job(p, job.id, control="pause", reason=None)
@@ -238,23 +277,52 @@ def resume_job(p: Platform, caller: Principal, job_id: str) -> Job:
     if job.status != JobState.PAUSED:
         raise DoctuneError(f"job {job_id} is {job.status}; only paused jobs can be resumed", "conflict")
     job = update_job(p, job.id, status=JobState.QUEUED, control=None, ray_submission_id=None,
+                     allowed_from=(JobState.PAUSED,),
                      reason=f"resumed by {caller.key_id}" + (f" from {job.resume_from}" if job.resume_from else ""))
+    if job.status != JobState.QUEUED:
+        raise DoctuneError(f"job {job_id} became {job.status} before the resume arrived; nothing was resumed", "conflict")
     if p.dispatcher is not None:
         p.dispatcher.wake()
     return job
 
 
 def cancel_job(p: Platform, caller: Principal, job_id: str) -> Job:
+    """Cancel a job that has not ended. The state changes first (compare-and-set: a job that
+    succeeded meanwhile stays succeeded, and the cancel is a 409); then a running driver is
+    stopped on the cluster. A driver that outlives the stop (or a sweep's trial, which has no
+    driver of its own) sees the cancel at its next progress report, stops training and registers
+    no model (:mod:`doctune.drivers.job`)."""
     job = get_job(p, caller, job_id, sync=False)
     check_tenant_access(caller, job.tenant_id, write=True)
     if job.status in TERMINAL:
         raise DoctuneError(f"job {job_id} already {job.status}", "conflict")
-    if job.ray_submission_id and job.status in ACTIVE:
+    was_active = job.status in ACTIVE
+    job = update_job(p, job.id, status=JobState.CANCELLED, reason=f"cancelled by {caller.key_id}")
+    if job.status != JobState.CANCELLED:
+        raise DoctuneError(f"job {job_id} {job.status} before the cancel arrived; nothing was cancelled", "conflict")
+    if job.ray_submission_id and was_active:
         try:
             p.runner.stop(job.ray_submission_id)
-        except Exception as exc:
-            raise DoctuneError(f"could not stop the job on the cluster: {exc}", "unavailable") from None
-    return update_job(p, job.id, status=JobState.CANCELLED, reason=f"cancelled by {caller.key_id}")
+        except Exception as exc:  # the driver stops itself at its next progress report
+            log.warning("job %s is cancelled, but stopping its driver failed: %s", job_id, exc)
+    return job
+
+
+def delete_checkpoints(p: Platform, caller: Principal, job_id: str) -> dict[str, Any]:
+    """Delete the checkpoints of a job that has ended (every attempt's); its record, metrics and
+    model stay. A job that may still run or resume (queued, starting, running, paused) keeps them."""
+    from doctune.store.objects import tenant_key
+
+    job = get_job(p, caller, job_id, sync=False)
+    check_tenant_access(caller, job.tenant_id, write=True)
+    if job.status not in TERMINAL:
+        raise DoctuneError(f"job {job_id} is {job.status} and may still resume from its checkpoints; cancel it or "
+                           "wait until it ends, then delete them", "conflict", field="job_id", tenant_error=True)
+    prefix = tenant_key(job.tenant_id, "jobs", job.id, "checkpoints") + "/"  # doctune.train.checkpoints' layout
+    freed = p.objects.prefix_bytes(prefix)
+    deleted = p.objects.delete_prefix(prefix)
+    update_job(p, job.id, resume_from=None)
+    return {"job_id": job.id, "deleted_objects": deleted, "freed_bytes": freed}
 
 
 def job_logs(p: Platform, caller: Principal, job_id: str) -> str:

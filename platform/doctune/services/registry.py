@@ -9,15 +9,16 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from doctune.errors import DoctuneError
 from doctune.services import Platform, Principal
 from doctune.services.tasks import known_task
 from doctune.services.tenants import (DEFAULT_PAGE_SIZE, RowPage, check_tenant_access, delete_with_files, get_owned,
-                                      list_owned)
+                                      list_owned, storage_refusal)
 from doctune.spec import JobSpec
 from doctune.states import DeploymentState
-from doctune.store.db import Deployment, DeploymentRevision, Model
+from doctune.store.db import Deployment, DeploymentRevision, Model, take_quota_lock
 from doctune.store.objects import tenant_key
 
 
@@ -27,18 +28,37 @@ def model_prefix(tenant: str, model_id: str) -> str:
 
 
 def register_model(p: Platform, *, model_id: str, job_id: str, spec: JobSpec, merged: bool,
-                   labels: list[str] | None, metrics: dict[str, Any]) -> Model:
+                   labels: list[str] | None, metrics: dict[str, Any], session: Session | None = None) -> Model:
     """Record an exported model of ``spec.tenant``: its files under :func:`model_prefix`, its
-    test/dev/baseline metrics, and how to serve it (labels, sequence length, merged or adapter)."""
+    test/dev/baseline metrics, and how to serve it (labels, sequence length, merged or adapter).
+    ``session``: add it in the caller's transaction (the job's driver marks the job succeeded in it)."""
     model = Model(
         id=model_id, tenant_id=spec.tenant, job_id=job_id, task=spec.task,
         uri=p.objects.uri(model_prefix(spec.tenant, model_id)), merged=merged,
         info={"labels": labels, "max_seq_length": spec.max_seq_length},
         metrics={k: metrics[k] for k in ("test", "dev", "baseline")},
     )
+    if session is not None:
+        session.add(model)
+        return model
     with p.db.session() as s:
         s.add(model)
     return model
+
+
+def export_refusal(p: Platform, tenant: str, model_id: str) -> DoctuneError | None:
+    """A job's exported model is kept only if the tenant's storage, with it, stays within quota
+    (checked under the quota lock). Over quota: its files are removed and the refusal returned."""
+    prefix = model_prefix(tenant, model_id) + "/"
+    with p.db.session() as s:
+        take_quota_lock(s)
+        size = p.objects.prefix_bytes(prefix)
+        refusal = storage_refusal(p, tenant, 0, f"the exported model {model_id} ({size} bytes, counted)")
+    if refusal is None:
+        return None
+    p.objects.delete_prefix(prefix)
+    return DoctuneError(refusal.message.replace("would pass", "passes") + "; the model was not kept",
+                        "quota_exceeded", field="max_storage_bytes", tenant_error=True)
 
 
 def get_model(p: Platform, caller: Principal, model_id: str) -> Model:

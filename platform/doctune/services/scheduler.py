@@ -26,8 +26,9 @@ from sqlalchemy import select, update
 
 from doctune.errors import DoctuneError
 from doctune.services import Platform
-from doctune.states import JobState
-from doctune.store.db import DispatchLock, Job, JobEvent, Tenant, now
+from doctune.services.jobs import set_job_status
+from doctune.states import JobState, SweepState
+from doctune.store.db import DispatchLock, Job, JobEvent, Sweep, Tenant, now
 
 log = logging.getLogger("doctune.scheduler")
 ACTIVE = JobState.active()
@@ -167,11 +168,11 @@ def claim_jobs(p: Platform, cluster_free: Demand) -> list[Job]:
         claimed = []
         for job_id in plan.start:
             job = by_id[job_id]
-            job.status = JobState.STARTING
-            job.progress = {**(job.progress or {}), "worker_pids": {}}  # an earlier attempt's workers are gone
-            s.add(JobEvent(job_id=job_id, kind="status", status=JobState.STARTING,
-                           reason="dispatched: quota and cluster room allow it", data={"from": JobState.QUEUED}))
-            claimed.append(job)
+            # compare-and-set: a job cancelled or paused since it was read is not started
+            if set_job_status(s, job, JobState.STARTING, reason="dispatched: quota and cluster room allow it",
+                              allowed_from=(JobState.QUEUED,),
+                              progress={**(job.progress or {}), "worker_pids": {}}) is not None:  # earlier workers are gone
+                claimed.append(job)
         for job_id, why in plan.waiting.items():
             prog = dict(by_id[job_id].progress or {})
             if prog.get("queue_reason") != why:
@@ -259,6 +260,9 @@ def insert_started(p: Platform, job: Job, reason: str) -> None:
     with p.db.session() as s:
         s.execute(update(DispatchLock).where(DispatchLock.id == 1).values(at=now()))
         tenant = s.get(Tenant, job.tenant_id)
+        sweep = s.get(Sweep, job.sweep_id) if job.sweep_id else None
+        if sweep is not None and sweep.status in SweepState.terminal():
+            raise DoctuneError(f"sweep {sweep.id} is {sweep.status}; it starts no more trials", "conflict")
         why = _tenant_state(s, tenant).allows(job_demand(job.spec))
         if why is not None:
             raise DoctuneError(f"tenant {tenant.id} {why}", "quota_exceeded", field="tenant")

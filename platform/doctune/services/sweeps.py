@@ -12,19 +12,24 @@ CPU-seconds, a GPU-second counted as 8).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from doctune.errors import DoctuneError
 from doctune.services import Platform, Principal
+from doctune.services.jobs import update_job
 from doctune.services.scheduler import GPU_WEIGHT
 from doctune.services.tasks import known_task
 from doctune.services.tenants import DEFAULT_PAGE_SIZE, RowPage, check_tenant_access, get_owned, list_owned
 from doctune.spec import JobSpec, SweepSpec, set_path
 from doctune.states import JobState, SweepState
-from doctune.store.db import Job, Sweep, new_id, now
+from doctune.store.db import Job, Sweep, Tenant, new_id, now, take_quota_lock
 
+log = logging.getLogger("doctune.sweeps")
 TERMINAL = SweepState.terminal()
 
 
@@ -56,7 +61,15 @@ def submit_sweep(p: Platform, caller: Principal, sweep: SweepSpec) -> Sweep:
     from doctune.services.jobs import check_language, check_spec
     from doctune.tasks import check_metric, get_task
 
+    from doctune.services.tenants import get_tenant
+
     check_tenant_access(caller, sweep.tenant, write=True)
+    tenant = get_tenant(p, sweep.tenant)
+    if tenant is None:
+        raise DoctuneError(f"tenant {sweep.tenant!r} does not exist; create it first", "not_found", field="tenant")
+    check_trial_quota(sweep, tenant.max_trials)  # up front: before the dataset is read
+    with p.db.session() as s:
+        check_sweep_concurrency(s, tenant)  # again under the lock below, where it decides
     _check_base_models(p, caller, sweep)
     first = {path: (d.values[0] if d.type == "choice" else d.low) for path, d in sweep.search_space.items()}
     job = trial_spec(sweep, first)
@@ -64,6 +77,10 @@ def submit_sweep(p: Platform, caller: Principal, sweep: SweepSpec) -> Sweep:
     check_metric(get_task(job.task), sweep_metric(sweep), "metric")
     row = Sweep(id=new_id("sweep"), tenant_id=sweep.tenant, task=job.task, spec=sweep.model_dump(mode="json"))
     with p.db.session() as s:
+        take_quota_lock(s)  # count and insert under the lock: racing submits cannot both pass the quota
+        tenant = s.get(Tenant, sweep.tenant)
+        check_trial_quota(sweep, tenant.max_trials)
+        check_sweep_concurrency(s, tenant)
         s.add(row)
     try:
         sid = p.runner.submit("ray_jobs.sweep", ["--sweep-id", row.id], submission_id=row.id)
@@ -74,14 +91,79 @@ def submit_sweep(p: Platform, caller: Principal, sweep: SweepSpec) -> Sweep:
     return update_sweep(p, row.id, ray_submission_id=sid)
 
 
-def update_sweep(p: Platform, sweep_id: str, **fields: Any) -> Sweep:
-    with p.db.session() as s:
-        row = s.get(Sweep, sweep_id)
-        if fields.get("status") in TERMINAL and row.finished_at is None:
-            row.finished_at = now()
-        for k, v in fields.items():
-            setattr(row, k, v)
+def check_trial_quota(sweep: SweepSpec, max_trials: int | None) -> None:
+    """Refuse, before anything runs, a sweep with more trials than its tenant's ``max_trials``."""
+    n = sweep.trial_count()
+    if max_trials is None or n <= max_trials:
+        return
+    if sweep.algorithm == "grid":
+        raise DoctuneError(
+            f"this grid has {n} combinations, over tenant {sweep.tenant}'s max_trials quota of {max_trials}; "
+            "give fewer values per field, use algorithm: random with num_samples, or ask an admin to raise max_trials",
+            "invalid_spec", field="search_space", tenant_error=True)
+    raise DoctuneError(f"num_samples is {n}, over tenant {sweep.tenant}'s max_trials quota of {max_trials}; "
+                       f"use at most {max_trials}, or ask an admin to raise max_trials",
+                       "invalid_spec", field="num_samples", tenant_error=True)
+
+
+def check_sweep_concurrency(s: Session, tenant: Tenant) -> None:
+    """Unfinished sweeps count against the tenant's concurrent-job quota: each needs a job slot for its
+    trials (which count as jobs while they run), so a tenant runs at most max_concurrent_jobs sweeps."""
+    limit = tenant.max_concurrent_jobs
+    if limit is None:
+        return
+    unfinished = s.execute(select(func.count()).select_from(Sweep).where(
+        Sweep.tenant_id == tenant.id, Sweep.status.not_in(TERMINAL))).scalar_one()
+    if unfinished >= limit:
+        raise DoctuneError(
+            f"tenant {tenant.id} has {unfinished} unfinished sweep(s) and its concurrent-job quota is {limit}; wait "
+            "for one to finish, cancel one (doctune sweeps cancel ID), or ask an admin to raise max_concurrent_jobs",
+            "quota_exceeded", field="max_concurrent_jobs", tenant_error=True)
+
+
+def cancel_sweep(p: Platform, caller: Principal, sweep_id: str) -> Sweep:
+    """Cancel a sweep and every trial of it that has not ended. The states change first (each a
+    compare-and-set: a trial that succeeded meanwhile keeps its model); running trials see their
+    cancel at their next progress report and stop, and the sweep's driver is stopped on the cluster."""
+    row = get_sweep(p, caller, sweep_id)
+    check_tenant_access(caller, row.tenant_id, write=True)
+    if row.status in TERMINAL:
+        raise DoctuneError(f"sweep {sweep_id} already {row.status}", "conflict")
+    row = update_sweep(p, sweep_id, status=SweepState.CANCELLED)
+    if row.status != SweepState.CANCELLED:
+        raise DoctuneError(f"sweep {sweep_id} {row.status} before the cancel arrived; nothing was cancelled", "conflict")
+    for job in trials(p, sweep_id):
+        if job.status not in JobState.terminal():
+            update_job(p, job.id, status=JobState.CANCELLED, reason=f"its sweep was cancelled by {caller.key_id}")
+    if row.ray_submission_id:
+        try:
+            p.runner.stop(row.ray_submission_id)
+        except Exception as exc:  # its trials stop themselves; the driver starts no new one
+            log.warning("sweep %s is cancelled, but stopping its driver failed: %s", sweep_id, exc)
     return row
+
+
+def update_sweep(p: Platform, sweep_id: str, **fields: Any) -> Sweep:
+    """Change a sweep's record. A status change is a compare-and-set against the state it was read
+    in, and a sweep that has ended keeps its state: a driver finishing late cannot undo a cancel."""
+    for _ in range(50):
+        with p.db.session() as s:
+            row = s.get(Sweep, sweep_id)
+            new_status = fields.get("status")
+            if new_status is None or new_status == row.status:
+                for k, v in fields.items():
+                    setattr(row, k, v)
+                return row
+            if row.status in TERMINAL:
+                return row
+            values = {**fields, **({"finished_at": now()} if new_status in TERMINAL else {})}
+            done = s.execute(update(Sweep).where(Sweep.id == sweep_id, Sweep.status == row.status).values(**values)
+                             .execution_options(synchronize_session=False)).rowcount
+            if done == 1:
+                for k, v in values.items():
+                    set_committed_value(row, k, v)
+                return row
+    raise DoctuneError(f"sweep {sweep_id} kept changing state; try again", "conflict")
 
 
 def get_sweep(p: Platform, caller: Principal, sweep_id: str) -> Sweep:

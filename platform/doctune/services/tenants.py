@@ -222,7 +222,8 @@ def delete_with_files(p: Platform, table, row_id: str, uri: str, what: str) -> N
                            "conflict", field=f"{what}_id", tenant_error=True) from None
 
 
-QUOTA_FIELDS = ("weight", "max_concurrent_jobs", "max_cpus", "max_gpus", "max_storage_bytes", "max_deployments")
+QUOTA_FIELDS = ("weight", "max_concurrent_jobs", "max_cpus", "max_gpus", "max_storage_bytes", "max_deployments",
+                "max_trials")
 
 
 def tenant_view(t: Tenant) -> dict:
@@ -257,3 +258,22 @@ def describe_tenant(p: Platform, caller: Principal, tenant_id: str) -> dict:
     if t is None or not visible(caller, tenant_id):
         raise DoctuneError(f"tenant {tenant_id!r} not found", "not_found", field="tenant")
     return tenant_view(t)
+
+
+def storage_refusal(p: Platform, tenant: str, adding: int, what: str) -> DoctuneError | None:
+    """Why storing ``adding`` more bytes (``what``: "an upload of N bytes", ...) would pass the
+    tenant's storage quota, or None. Counts every byte under the tenant's prefix: datasets,
+    checkpoints, exported models, sweep results. Call it under :func:`take_quota_lock`."""
+    from doctune.store.objects import tenant_key
+
+    limit = get_tenant(p, tenant).max_storage_bytes
+    if limit is None:
+        return None
+    used = p.objects.prefix_bytes(tenant_key(tenant) + "/")
+    if used + adding <= limit:
+        return None
+    return DoctuneError(
+        f"tenant {tenant} stores {used} bytes (datasets, checkpoints and models); {what} would pass its storage "
+        f"quota of {limit} bytes. Delete old datasets (DELETE /v1/datasets/ID), models (DELETE /v1/models/ID) or "
+        "checkpoints (DELETE /v1/jobs/ID/checkpoints), or ask an admin to raise max_storage_bytes",
+        "quota_exceeded", field="max_storage_bytes", tenant_error=True)

@@ -45,6 +45,7 @@ class Tenant(Base):
     max_gpus: Mapped[float | None] = mapped_column(Float)
     max_storage_bytes: Mapped[int | None] = mapped_column(BigInteger)
     max_deployments: Mapped[int | None] = mapped_column(Integer, default=4)
+    max_trials: Mapped[int | None] = mapped_column(Integer, default=16)  # trials one sweep may run
 
 
 class DispatchLock(Base):
@@ -54,6 +55,32 @@ class DispatchLock(Base):
     __tablename__ = "dispatch_lock"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class IdempotencyKey(Base):
+    """A create request's ``Idempotency-Key``, per tenant (an admin's under ``"_admin"``): the first
+    request records it with its body's hash and then its answer; a repeat gets that answer back."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("tenant_id", "key", name="uq_idempotency_keys_tenant_key"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(63))  # no foreign key: an admin's keys are stored under "_admin"
+    key: Mapped[str] = mapped_column(String(255))
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(300))
+    request_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the request: the same key with another body is a 400
+    status_code: Mapped[int | None] = mapped_column(Integer)  # None while the first request is still being answered
+    response: Mapped[Any | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+def take_quota_lock(s: Session) -> None:
+    """Take the dispatch lock row in session ``s`` (held until it commits): every decision that
+    reads what a tenant holds and then adds to it (claiming jobs, recording a deployment,
+    storing bytes) runs after this, so two racing requests cannot both pass one quota."""
+    from sqlalchemy import update
+
+    s.execute(update(DispatchLock).where(DispatchLock.id == 1).values(at=now()))
 
 
 class ApiKey(Base):

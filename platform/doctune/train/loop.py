@@ -39,6 +39,7 @@ __all__ = ["PROGRESS_EVERY_S", "RATE_WINDOW", "TrainingState", "WorkerError", "W
            "train_loop_per_worker"]
 
 _PAUSED, _STOP = "paused", "stop"  # what an optimizer step can end the loop with
+_STOP_CODES = {"pause": 1, "cancel": 2}  # rank 0's stop request, as the per-step all-reduce carries it
 
 
 class WorkerError(Exception):
@@ -57,7 +58,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     run = WorkerRun.set_up(config)
     run.evaluate_baseline()
     if not run.train():
-        return  # paused: checkpointed, and the driver knows where
+        return  # paused (checkpointed, and the driver knows where) or cancelled
     memory = run.gather_memory()
     test, dev = run.evaluate_test_and_dev()
     run.export()
@@ -279,7 +280,7 @@ class WorkerRun:
 
     def train(self) -> bool:
         """The step loop, from the restored step to the last one (or an early stop); False
-        when the driver paused the run (checkpointed, progress delivered)."""
+        when the driver paused the run (checkpointed, progress delivered) or its job was cancelled."""
         engine, loader = self.engine, self.data.loader
         micro_done = engine.global_steps * self.spec.gradient_accumulation_steps
         self.epoch = micro_done // max(len(loader), 1)
@@ -327,10 +328,13 @@ class WorkerRun:
         talk = self.reporter.due(step, self.total_steps, spec.eval_interval, now)
         if talk:
             self.reporter.poll_pause()
-        tokens, paused = self._share_step_counts()
+        tokens, stop_code = self._share_step_counts()
         self.state.tokens_seen += tokens
         self.train_tokens += tokens
-        if paused and step < self.total_steps:  # pause: checkpoint now and leave
+        if stop_code == _STOP_CODES["cancel"]:  # cancelled: leave now, keep nothing
+            self.reporter.deliver({"cancelled_at": step, "phase": "cancelled", "step": step})
+            return _PAUSED
+        if stop_code and step < self.total_steps:  # pause: checkpoint now and leave
             self._pause(step)
             return _PAUSED
         self.reporter.step_done(now)
@@ -348,18 +352,18 @@ class WorkerRun:
             ray.train.report(metrics)
         return _STOP if stop or step >= self.total_steps else None
 
-    def _share_step_counts(self) -> tuple[int, bool]:
+    def _share_step_counts(self) -> tuple[int, int]:
         """One small all-reduce per optimizer step: exact tokens across ranks, and rank 0's
-        pause flag, so that every rank pauses at the same step."""
+        stop request (0 none, else a :data:`_STOP_CODES` value), so every rank stops at the same step."""
         import torch
         import torch.distributed as dist
 
-        pause = int(self.reporter.pause_requested and self.rank == 0)
-        shared = torch.tensor([self.local_tokens, pause], dtype=torch.long)
+        stop = _STOP_CODES.get(self.reporter.stop_kind or "", 0) if self.rank == 0 else 0
+        shared = torch.tensor([self.local_tokens, stop], dtype=torch.long)
         if self.world > 1:
             dist.all_reduce(shared)
         self.local_tokens = 0
-        return int(shared[0]), bool(int(shared[1]))
+        return int(shared[0]), int(shared[1])
 
     def _pause(self, step: int) -> None:
         self._save_checkpoint({"step": step, "epoch": self.epoch})

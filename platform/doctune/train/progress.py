@@ -33,7 +33,7 @@ def progress_actor() -> Any:
         def __init__(self) -> None:
             self.state: dict[str, Any] = {"worker_pids": {}}
             self.version = 0
-            self.stop_requested = False
+            self.stop_requested: str | None = None  # "pause" or "cancel"
 
         def update(self, fields: dict[str, Any]) -> None:
             self.state.update(fields)
@@ -46,10 +46,11 @@ def progress_actor() -> Any:
         def get(self) -> tuple[int, dict[str, Any]]:
             return self.version, self.state
 
-        def request_stop(self) -> None:
-            self.stop_requested = True
+        def request_stop(self, kind: str = "pause") -> None:
+            """``pause``: checkpoint and stop; ``cancel``: stop at once (the job was cancelled)."""
+            self.stop_requested = kind
 
-        def should_stop(self) -> bool:
+        def should_stop(self) -> str | None:
             return self.stop_requested
 
     return ProgressActor.remote()
@@ -66,6 +67,7 @@ class ProgressReporter:
         self.actor, self.rank = actor, rank
         self.lead = actor is not None and rank == 0
         self.pause_requested = False
+        self.stop_kind: str | None = None  # what the driver asked for: "pause" or "cancel"
         self._stop_ref: Any = None
         self._step_times: deque[float] = deque(maxlen=RATE_WINDOW + 1)
         self._losses: list[float] = []
@@ -104,11 +106,14 @@ class ProgressReporter:
         return now - self._last_talk >= PROGRESS_EVERY_S or step >= total_steps or step % eval_interval == 0
 
     def poll_pause(self) -> bool:
-        """Rank 0: pick up the driver's stop flag if its answer has arrived (never waits)."""
+        """Rank 0: pick up the driver's stop flag (a pause or a cancel) if its answer has arrived
+        (never waits)."""
         import ray
 
         if self._stop_ref is not None and ray.wait([self._stop_ref], timeout=0)[0]:
-            self.pause_requested = ray.get(self._stop_ref)
+            kind = ray.get(self._stop_ref)
+            self.stop_kind = "pause" if kind is True else (kind or None)
+            self.pause_requested = self.stop_kind is not None
             self._stop_ref = None if self.pause_requested else self.actor.should_stop.remote()
         return self.pause_requested
 

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query
 
 from doctune.api.deps import CurrentCaller, CurrentPlatform, Paging, SpecBody, TaskFilter
-from doctune.api.schemas import (DirectSubmission, JobEvent, JobEventsPage, JobLogs, JobOut, Page, PlanOut,
-                                 SubmissionTokenOut)
+from doctune.api.schemas import (CheckpointsDeleted, DirectSubmission, JobEvent, JobEventsPage, JobLogs, JobOut, Page,
+                                 PlanOut, SubmissionTokenOut)
 from doctune.services import jobs as jobs_svc
 from doctune.services import plans as plans_svc
 from doctune.services import submission_tokens as tokens_svc
@@ -110,3 +110,10 @@ def resume_job(job_id: str, who: CurrentCaller, p: CurrentPlatform) -> JobOut:
 @router.post("/{job_id}/cancel", response_model=JobOut)
 def cancel_job(job_id: str, who: CurrentCaller, p: CurrentPlatform) -> JobOut:
     return JobOut.of(jobs_svc.cancel_job(p, who, job_id))
+
+
+@router.delete("/{job_id}/checkpoints", response_model=CheckpointsDeleted)
+def delete_checkpoints(job_id: str, who: CurrentCaller, p: CurrentPlatform) -> CheckpointsDeleted:
+    """Delete every checkpoint of a job that has ended (409 while it is queued, running or paused: it
+    may still resume from them); its metrics and model stay. Frees storage quota."""
+    return CheckpointsDeleted.model_validate(jobs_svc.delete_checkpoints(p, who, job_id))

@@ -40,3 +40,10 @@ def get_sweep(sweep_id: str, who: CurrentCaller, p: CurrentPlatform) -> SweepOut
 def sweep_leaderboard(sweep_id: str, who: CurrentCaller, p: CurrentPlatform) -> SweepLeaderboard:
     """The sweep's trials ranked by its dev metric (ties: lower cost), with their settings."""
     return SweepLeaderboard.model_validate(sweeps_svc.sweep_leaderboard(p, who, sweep_id))
+
+
+@router.post("/{sweep_id}/cancel", response_model=SweepOut)
+def cancel_sweep(sweep_id: str, who: CurrentCaller, p: CurrentPlatform) -> SweepOut:
+    """Cancel the sweep and its trials that have not ended (409 when the sweep has ended); running
+    trials stop at their next progress report and register no model."""
+    return SweepOut.of(sweeps_svc.cancel_sweep(p, who, sweep_id))
