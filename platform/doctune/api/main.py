@@ -1,5 +1,5 @@
 """The REST API: ``create_app`` builds the FastAPI app from one router per resource
-(``doctune.api.routes``), the error handlers (``doctune.api.errors``) and the body-size limit.
+(``doctune.api.routes``), the error handlers (``doctune.api.errors``), the body-size cap and the rate limits (``doctune.api.metering``).
 
 Started by `doctune up` (``uvicorn doctune.api.app:create_app --factory``, 127.0.0.1) or by the
 Helm chart's Deployment. Every route but /healthz needs ``Authorization: Bearer <api key>``.
@@ -18,7 +18,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from doctune.api.deps import document_spec_bodies
-from doctune.api.errors import ERROR_RESPONSES, body_size_limit, install_error_handlers
+from doctune.api.errors import ERROR_RESPONSES, install_error_handlers
+from doctune.api.metering import BodyLimit, RateLimitByAddress, api_rate_limiter
 from doctune.api.routes import ROUTERS
 from doctune.services import Platform
 from doctune.services import deployments as deployments_svc
@@ -80,7 +81,10 @@ def create_app(platform: Platform | None = None) -> FastAPI:
                               '`{"error": {"code", "message", "field"?, "errors"?, "tenant_error"}}`.')
     app.state.platform = platform or Platform()
     install_error_handlers(app)
-    app.middleware("http")(body_size_limit(app.state.platform.settings.max_upload_bytes))
+    settings = app.state.platform.settings
+    app.state.rate_limiter = api_rate_limiter(settings)
+    app.add_middleware(BodyLimit, settings=settings)  # added last = runs first: the address limit, then the body cap
+    app.add_middleware(RateLimitByAddress, limiter=app.state.rate_limiter)
     for router in ROUTERS:
         app.include_router(router, responses=ERROR_RESPONSES)
 
