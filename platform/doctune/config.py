@@ -37,7 +37,8 @@ class Settings:
     admin_key: str = ""
     runner: str = "shared"  # how jobs reach the cluster: "shared" = the Ray Jobs API of one Ray head
     max_upload_bytes: int = 200 * 1024 * 1024  # a multipart upload (a dataset's files)
-    max_json_bytes: int = 1024 * 1024  # any other request body, and an endpoint's
+    max_json_bytes: int = 1024 * 1024  # any other request body to the API
+    endpoint_max_body_bytes: int = 8 * 1024 * 1024  # a request to an endpoint (up to 64 documents)
     max_dataset_rows: int = 1_000_000  # records in one uploaded dataset
     max_labels: int = 1000  # distinct labels (classes, entity types) in one dataset
     # requests per period ("N/second|minute|hour"; "" = no limit), counted per API key and per

@@ -66,6 +66,8 @@ class Quota(BaseModel):
     max_gpus: float | None
     max_storage_bytes: int | None
     max_deployments: int | None
+    max_queued_jobs: int | None = Field(None, description="Jobs waiting in the queue at once; null: unlimited.")
+    max_keys: int | None = Field(None, description="Unrevoked API keys; null: unlimited.")
 
 
 class TenantOut(BaseModel):
