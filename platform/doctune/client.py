@@ -171,4 +171,11 @@ class DoctuneClient:
                             json={"revision": revision} if revision is not None else {})
 
     def deployment_revisions(self, deployment_id: str) -> list[dict[str, Any]]:
-        return self.request("GET", f"/v1/deployments/{deployment_id}/revisions")
+        """Every revision, oldest first, following the route's pages (``after`` the last one seen)."""
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self.request("GET", f"/v1/deployments/{deployment_id}/revisions",
+                                params={"after": items[-1]["revision"] if items else 0, "limit": 1000})
+            items += page
+            if len(page) < 1000:
+                return items

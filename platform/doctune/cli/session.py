@@ -77,7 +77,7 @@ def connect(api_key: str | None = None) -> DoctuneClient:
 def list_items(client: DoctuneClient, path: str, limit: int | None = None, **filters: Any) -> list[dict[str, Any]]:
     """Every item of a list route (``{"items", "next_cursor"}``, newest first), following
     ``next_cursor`` until the last page, or until ``limit`` items. Filters that are None
-    are left out. A route that answers with one plain list (``/v1/usage``, ``/v1/tasks``)
+    are left out. A route that answers with one plain list (``/v1/tasks``)
     is taken whole."""
     params = {k: v.value if isinstance(v, Enum) else v for k, v in filters.items() if v is not None}
     items: list[dict[str, Any]] = []
