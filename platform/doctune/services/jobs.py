@@ -88,7 +88,12 @@ def create_job_record(p: Platform, caller: Principal, spec: JobSpec, priority: i
                       queue_quota: bool = False) -> Job:
     """Check the spec against stored state and record the job as queued. ``queue_quota``: refuse it
     (429) when its tenant already has ``max_queued_jobs`` queued, counted under the dispatch lock so
-    that racing submissions cannot both pass."""
+    that racing submissions cannot both pass (and once before, so that a tenant at its quota costs no
+    dataset read)."""
+    if queue_quota:
+        check_tenant_access(caller, spec.tenant, write=True)
+        with p.db.session() as s:
+            check_queued_jobs_quota(s, spec.tenant, lock=False)
     check_language(p, spec, check_spec(p, caller, spec))
     job = Job(id=new_id("job"), tenant_id=spec.tenant, task=spec.task, spec=spec.model_dump(mode="json"),
               priority=priority)
@@ -101,9 +106,11 @@ def create_job_record(p: Platform, caller: Principal, spec: JobSpec, priority: i
     return job
 
 
-def check_queued_jobs_quota(s: Session, tenant_id: str) -> None:
-    """429 when ``tenant_id`` has ``max_queued_jobs`` jobs queued already (takes the dispatch lock in ``s``)."""
-    s.execute(update(DispatchLock).where(DispatchLock.id == 1).values(at=now()))
+def check_queued_jobs_quota(s: Session, tenant_id: str, *, lock: bool = True) -> None:
+    """429 when ``tenant_id`` has ``max_queued_jobs`` jobs queued already; ``lock``: take the dispatch
+    lock in ``s`` first (then the count holds until ``s`` commits)."""
+    if lock:
+        s.execute(update(DispatchLock).where(DispatchLock.id == 1).values(at=now()))
     limit = s.execute(select(Tenant.max_queued_jobs).where(Tenant.id == tenant_id)).scalar()
     if limit is None:
         return
