@@ -173,7 +173,16 @@ class DoctuneClient:
                                               timeout=httpx.Timeout(120.0, write=600.0)))
 
     def list_base_models(self, tenant: str | None = None) -> list[dict[str, Any]]:
-        return self.request("GET", "/v1/base-models", params={"tenant": tenant} if tenant else {})
+        """The catalog, then the tenant's uploaded base models: every page."""
+        items: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            params = {**({"tenant": tenant} if tenant else {}), **({"cursor": cursor} if cursor else {})}
+            page = self.request("GET", "/v1/base-models", params=params)
+            items += page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return items
 
     def submit_job(self, spec: dict[str, Any]) -> dict[str, Any]:
         return self.request("POST", "/v1/jobs", json=spec)
@@ -233,4 +242,11 @@ class DoctuneClient:
                             json={"revision": revision} if revision is not None else {})
 
     def deployment_revisions(self, deployment_id: str) -> list[dict[str, Any]]:
-        return self.request("GET", f"/v1/deployments/{deployment_id}/revisions")
+        """Every revision, oldest first, following the route's pages (``after`` the last one seen)."""
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self.request("GET", f"/v1/deployments/{deployment_id}/revisions",
+                                params={"after": items[-1]["revision"] if items else 0, "limit": 1000})
+            items += page
+            if len(page) < 1000:
+                return items

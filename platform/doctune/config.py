@@ -41,7 +41,22 @@ class Settings:
     serve_port: int = 0
     admin_key: str = ""
     runner: str = "shared"  # how jobs reach the cluster: "shared" = the Ray Jobs API of one Ray head
-    max_upload_bytes: int = 200 * 1024 * 1024
+    max_upload_bytes: int = 200 * 1024 * 1024  # a multipart upload (a dataset's files)
+    max_json_bytes: int = 1024 * 1024  # any other request body to the API
+    endpoint_max_body_bytes: int = 8 * 1024 * 1024  # a request to an endpoint (up to 64 documents)
+    max_dataset_rows: int = 1_000_000  # records in one uploaded dataset
+    max_labels: int = 1000  # distinct labels (classes, entity types) in one dataset
+    # requests per period ("N/second|minute|hour"; "" = no limit), counted per API key and per
+    # client address, by each API process and each endpoint replica (rate_limit_storage
+    # "redis://..." shares the counts between processes)
+    rate_limit_per_key: str = "1200/minute"
+    rate_limit_per_address: str = "2400/minute"
+    endpoint_rate_limit_per_key: str = "6000/minute"
+    endpoint_rate_limit_per_address: str = "12000/minute"
+    rate_limit_storage: str = "memory://"
+    # keys API keys' HMAC-SHA256 hashes; `doctune up` makes one. "" = the secret the
+    # database keeps (made by its migration), so that every process of a cluster agrees
+    key_secret: str = ""
     max_base_model_bytes: int = 4 * 1024 * 1024 * 1024  # one uploaded base model, as sent and as unpacked
     # the shared applications of multiplexed endpoints (one per task and base model), set by the platform
     # for every tenant's adapters alike (doctune.serve.multiplex.SharedServing); no deployment changes them

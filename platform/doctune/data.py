@@ -12,13 +12,15 @@ from collections import defaultdict
 from typing import Any
 
 from doctune.errors import DoctuneError
+from doctune.metering import MAX_JSON_DEPTH, check_json_depth
 from doctune.tasks import get_task
 
 __all__ = ["parse_jsonl", "split_records", "to_jsonl", "validate_splits"]
 
 
-def parse_jsonl(data: bytes, task: str, source: str) -> list[dict[str, Any]]:
-    """Parse and validate JSONL bytes for ``task``; errors name ``source`` and the line."""
+def parse_jsonl(data: bytes, task: str, source: str, max_rows: int | None = None) -> list[dict[str, Any]]:
+    """Parse and validate JSONL bytes for ``task``; errors name ``source`` and the line. More than
+    ``max_rows`` records, or a record nested deeper than ``MAX_JSON_DEPTH``, is refused."""
     plugin = get_task(task)
     if not data.strip():
         raise DoctuneError(
@@ -36,8 +38,17 @@ def parse_jsonl(data: bytes, task: str, source: str) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         where = f"{source} line {n}"
+        if max_rows is not None and len(records) >= max_rows:
+            raise DoctuneError(f"{source} has more than {max_rows} records; upload fewer, or ask the platform admin "
+                               "to raise DOCTUNE_MAX_DATASET_ROWS", "too_large", field=source)
         try:
             obj = json.loads(line)
+            check_json_depth(obj, source)
+        except RecursionError:
+            raise DoctuneError(f"{where}: objects or arrays nest more than {MAX_JSON_DEPTH} deep; flatten the record",
+                               "invalid_dataset", field=source) from None
+        except DoctuneError as exc:
+            raise DoctuneError(f"{where}: {exc.message}", "invalid_dataset", field=source) from None
         except json.JSONDecodeError as exc:
             raise DoctuneError(
                 f"{where}: invalid JSON ({exc.msg} at column {exc.colno}); each line must be one JSON object",

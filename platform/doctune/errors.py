@@ -22,11 +22,12 @@ HTTP_STATUS: dict[str, int] = {
     "conflict": 409,
     "too_large": 413,
     "quota_exceeded": 429,
+    "rate_limited": 429,
     "unavailable": 503,
     "internal": 500,
 }
 
-_TENANT_CODES = {"invalid_spec", "invalid_dataset", "invalid_request", "too_large", "quota_exceeded"}
+_TENANT_CODES = {"invalid_spec", "invalid_dataset", "invalid_request", "too_large", "quota_exceeded", "rate_limited"}
 
 
 class DoctuneError(Exception):

@@ -351,6 +351,8 @@ class QuotaSpec(_Spec):
     max_storage_bytes: int | None = Field(None, ge=0, description="Bytes the tenant may keep in the object store (datasets, checkpoints, models).")
     max_deployments: int | None = Field(None, ge=0, le=10_000, description="Deployments (endpoints) the tenant may have.")
     max_trials: int | None = Field(None, ge=1, le=10_000, description="Trials one sweep may run; a larger grid (or num_samples) is refused when submitted.")
+    max_queued_jobs: int | None = Field(None, ge=0, le=100_000, description="Jobs waiting in the queue at once; a submission past it is a 429.")
+    max_keys: int | None = Field(None, ge=0, le=10_000, description="Unrevoked API keys the tenant may hold; a new key past it is a 429.")
 
 
 def parse_job_spec(data: Any) -> JobSpec:

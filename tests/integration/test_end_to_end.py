@@ -96,6 +96,21 @@ def test_endpoint_refuses_another_tenants_key(endpoint, tenant_b):
     assert r.status_code == 403
 
 
+def test_a_key_revoked_through_the_api_stops_working_at_the_endpoint_within_2_seconds(endpoint, client_a):
+    """The replica has the key cached (it answered with it); the revocation epoch reaches it within 2 s."""
+    import time
+
+    made = client_a.request("POST", "/v1/keys", json={"role": "viewer"})
+    headers = {"Authorization": f"Bearer {made['api_key']}"}
+    assert httpx.post(endpoint["url"], json={"inputs": ["x"]}, headers=headers, timeout=60).status_code == 200
+    client_a.request("DELETE", f"/v1/keys/{made['id']}")
+    revoked_at = time.monotonic()
+    while (status := httpx.post(endpoint["url"], json={"inputs": ["x"]}, headers=headers, timeout=60).status_code) == 200:
+        assert time.monotonic() - revoked_at < 2.5, "the endpoint still takes a key revoked 2.5 s ago"
+        time.sleep(0.1)
+    assert status == 401
+
+
 def test_other_tenant_cannot_see_job_model_or_deployment(client_b, finished_job, endpoint):
     for call, arg in ((client_b.get_job, finished_job["id"]), (client_b.get_model, finished_job["model_id"]),
                       (client_b.get_deployment, endpoint["id"])):

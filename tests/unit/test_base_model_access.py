@@ -127,7 +127,7 @@ def test_an_upload_into_a_prefix_not_ones_own_is_refused_before_the_body_is_read
 
 def test_the_catalog_is_listed_for_everyone(api):
     _, client, hdr = api
-    names = [m["name"] for m in client.get("/v1/base-models", headers=hdr["admin"]).json()]
+    names = [m["name"] for m in client.get("/v1/base-models", headers=hdr["admin"]).json()["items"]]
     assert names == ["all-minilm-l6-v2", "gemma-3-270m"]
 
 

@@ -9,7 +9,6 @@ document still shows the spec as the request body: :func:`document_spec_bodies` 
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Callable, Iterator
 
 from fastapi import Depends, Query, Request
@@ -18,6 +17,7 @@ from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ValidationError
 
 from doctune.errors import DoctuneError, from_validation_error
+from doctune.metering import parse_json
 from doctune.services import Platform, Principal
 from doctune.services import tenants as tenants_svc
 from doctune.services.tenants import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
@@ -34,9 +34,14 @@ api_key_header = APIKeyHeader(name="Authorization", auto_error=False, scheme_nam
                               description="`Bearer <api key>`; keys look like dtk_<id>_<secret>.")
 
 
-def caller(p: CurrentPlatform, authorization: Annotated[str | None, Depends(api_key_header)]) -> Principal:
-    """Who is calling; 401 for a missing, malformed, wrong or revoked key."""
-    return tenants_svc.authenticate(p, authorization)
+def caller(request: Request, p: CurrentPlatform,
+           authorization: Annotated[str | None, Depends(api_key_header)]) -> Principal:
+    """Who is calling; 401 for a missing, malformed, wrong or revoked key; 429 (``Retry-After``)
+    for a key over ``rate_limit_per_key`` (counted once the key is verified: a key's public id
+    alone cannot spend its budget)."""
+    who = tenants_svc.authenticate(p, authorization)
+    request.app.state.rate_limiter.check(who.key_id, None)
+    return who
 
 
 CurrentCaller = Annotated[Principal, Depends(caller)]
@@ -92,16 +97,14 @@ def claim_tenant(body: Any, who: Principal) -> Any:
 
 
 async def read_json(request: Request, *, required: bool) -> Any:
-    """The request's JSON body (400 when it is not JSON); an empty body is ``{}`` unless ``required``."""
+    """The request's JSON body (400 when it is not JSON or nests deeper than ``MAX_JSON_DEPTH``; its
+    size is capped by ``doctune.api.metering.BodyLimit``); an empty body is ``{}`` unless ``required``."""
     raw = await request.body()
     if not raw.strip():
         if required:
             raise DoctuneError("request body is empty; send a JSON object", "invalid_request")
         return {}
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DoctuneError(f"request body is not valid JSON: {exc}", "invalid_request") from None
+    return parse_json(raw, "body")
 
 
 class SpecBody:

@@ -1,6 +1,6 @@
 """Errors to HTTP: every error the API answers is ``{"error": {"code", "message", "field"?,
 "errors"?, "tenant_error"}}`` with the status of ``doctune.errors.HTTP_STATUS``; never a stack
-trace. Installed by ``create_app``; :data:`ERROR_RESPONSES` documents them on every operation."""
+trace (a rate limit's 429 also carries ``Retry-After``). Installed by ``create_app``; :data:`ERROR_RESPONSES` documents them on every operation."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from doctune.api.metering import error_response
 from doctune.api.schemas import ErrorOut
 from doctune.errors import DoctuneError, from_validation_error
 
@@ -24,9 +25,9 @@ ERROR_RESPONSES: dict[int | str, dict] = {
         (403, "The key may not do this (another tenant, a viewer writing, not an admin)."),
         (404, "No such object (another tenant's ids read as not found), or no such route."),
         (409, "Conflicts with the object's state (e.g. in use, already finished)."),
-        (413, "The body is over the upload limit."),
+        (413, "The body is over its size limit (uploads: DOCTUNE_MAX_UPLOAD_BYTES; other bodies: DOCTUNE_MAX_JSON_BYTES)."),
         (422, "Invalid spec or parameters; `error.errors` lists every bad field."),
-        (429, "Over a tenant quota."),
+        (429, "Over a tenant quota, or over a rate limit (then `Retry-After` says when to retry)."),
         (503, "The cluster or the object store did not answer."),
     )
 }
@@ -35,7 +36,7 @@ _HTTP_CODES = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 409: 
 
 
 async def doctune_error(_: Request, exc: DoctuneError) -> JSONResponse:
-    return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+    return error_response(exc)
 
 
 async def request_validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -60,21 +61,3 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, request_validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, internal_error)
-
-
-def body_size_limit(max_upload_bytes: int, own_limits: dict[str, int] | None = None):
-    """Middleware: refuse a body whose Content-Length is over the upload limit (plus 1 MiB for the
-    multipart framing) with 413, before reading it. ``own_limits``: paths whose uploads have
-    another limit (base models), which their route also enforces while it streams the body."""
-    own_limits = own_limits or {}
-
-    async def limit_body_size(request: Request, call_next):
-        allowed = own_limits.get(request.url.path, max_upload_bytes)
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > allowed + 1024 * 1024:
-            err = DoctuneError(f"request body is {length} bytes, over the {allowed}-byte upload limit",
-                               "too_large", field="body")
-            return JSONResponse(err.to_dict(), status_code=413)
-        return await call_next(request)
-
-    return limit_body_size

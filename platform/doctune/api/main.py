@@ -1,5 +1,5 @@
 """The REST API: ``create_app`` builds the FastAPI app from one router per resource
-(``doctune.api.routes``), the error handlers (``doctune.api.errors``) and the body-size limit.
+(``doctune.api.routes``), the error handlers (``doctune.api.errors``), the body-size cap and the rate limits (``doctune.api.metering``).
 
 Started by `doctune up` (``uvicorn doctune.api.app:create_app --factory``, 127.0.0.1) or by the
 Helm chart's Deployment. Every route but /healthz needs ``Authorization: Bearer <api key>``.
@@ -18,8 +18,9 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from doctune.api.deps import document_spec_bodies
-from doctune.api.errors import ERROR_RESPONSES, body_size_limit, install_error_handlers
+from doctune.api.errors import ERROR_RESPONSES, install_error_handlers
 from doctune.api.idempotency import IdempotencyMiddleware
+from doctune.api.metering import BodyLimit, RateLimitByAddress, api_rate_limiter
 from doctune.api.routes import ROUTERS
 from doctune.api.routes import base_models as base_models_routes
 from doctune.services import Platform
@@ -83,10 +84,12 @@ def create_app(platform: Platform | None = None) -> FastAPI:
     app.state.platform = platform or Platform()
     install_error_handlers(app)
     settings = app.state.platform.settings
-    # inside the body-size limit: repeats of a create request with the same Idempotency-Key get the first answer
+    app.state.rate_limiter = api_rate_limiter(settings)
+    # added first = runs last: repeats of a create request with the same Idempotency-Key get the first answer
     app.add_middleware(IdempotencyMiddleware, max_body_bytes=settings.max_upload_bytes + 1024 * 1024)
-    app.middleware("http")(body_size_limit(settings.max_upload_bytes,
-                                           own_limits={base_models_routes.PATH: settings.max_base_model_bytes}))
+    app.add_middleware(BodyLimit, settings=settings,  # the address limit, then the body cap, then idempotency
+                       own_limits={base_models_routes.PATH: (settings.max_base_model_bytes, "DOCTUNE_MAX_BASE_MODEL_BYTES")})
+    app.add_middleware(RateLimitByAddress, limiter=app.state.rate_limiter)
     for router in ROUTERS:
         app.include_router(router, responses=ERROR_RESPONSES)
 

@@ -67,6 +67,8 @@ class Quota(BaseModel):
     max_storage_bytes: int | None
     max_deployments: int | None
     max_trials: int | None = Field(None, description="Trials one sweep may run (a larger grid is refused); null: unlimited.")
+    max_queued_jobs: int | None = Field(None, description="Jobs waiting in the queue at once; null: unlimited.")
+    max_keys: int | None = Field(None, description="Unrevoked API keys; null: unlimited.")
 
 
 class TenantOut(BaseModel):

@@ -6,8 +6,8 @@ resource (``tenants``, ``keys``, ``datasets``, ``jobs``, ``sweeps``, ``models``,
 ``deployments``, ``tasks``), and the top-level commands (``up``, ``down``,
 ``status``, ``demo``, ``deploy``, ``undeploy``, ``promote``, ``rollback``,
 ``revisions``). Every command that touches tenants' data goes through the API with
-an API key (``--api-key`` or ``DOCTUNE_API_KEY``; on the embedded stack the admin
-key in ``$DOCTUNE_HOME/stack.json`` is the fallback). Errors print as one line
+an API key (``--api-key`` or ``DOCTUNE_API_KEY``; the embedded stack's admin key in
+``$DOCTUNE_HOME/stack.json`` only with the global ``--as-admin``, never as a silent fallback). Errors print as one line
 with the field and the fix, and exit 2.
 """
 
@@ -17,6 +17,7 @@ import typer
 
 from doctune.cli import datasets, deployments, demo, jobs, keys, models, stack, sweeps, tasks, tenants
 from doctune.cli.output import FORMATS, OneLineErrors, set_format
+from doctune.cli.session import set_as_admin
 
 __all__ = ["app", "main"]
 
@@ -25,8 +26,11 @@ app = typer.Typer(cls=OneLineErrors, help="doctune: fine-tune and serve document
 
 
 @app.callback()
-def _options(output: str = typer.Option("json", "--output", "-o", help=f"{' or '.join(FORMATS)}: how lists print.")) -> None:
+def _options(output: str = typer.Option("json", "--output", "-o", help=f"{' or '.join(FORMATS)}: how lists print."),
+             as_admin: bool = typer.Option(False, "--as-admin", help="Use the local stack's admin key "
+                                           "($DOCTUNE_HOME/stack.json) instead of --api-key / DOCTUNE_API_KEY.")) -> None:
     set_format(output)
+    set_as_admin(as_admin)
 
 
 for _command in (stack.up, stack.down, stack.status, demo.demo, deployments.deploy, deployments.undeploy,

@@ -21,7 +21,7 @@ import yaml
 
 from doctune.cli.deployments import wait_deployment
 from doctune.cli.jobs import report_job, watch_job
-from doctune.cli.session import connect
+from doctune.cli.session import connect, mask_key
 from doctune.client import DoctuneClient
 from doctune.config import Settings
 from doctune.errors import DoctuneError
@@ -62,7 +62,7 @@ def demo(
     with _phase(timings, "3 predictions"):
         predictions = _predict(url, key, test)
     _show_predictions(test, predictions)
-    _try_it_yourself(url, key, test)
+    _try_it_yourself(url, key, Path(s.home) / "credentials" / f"{tenant}.key", test)
     typer.echo("phase timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
     timing_file = Path(s.home) / "demo-timings.json"
     timing_file.write_text(json.dumps({"timings_s": timings, "test": job["metrics"]["test"],
@@ -153,9 +153,11 @@ def _show_predictions(test: list[dict[str, Any]], predictions: list[dict[str, An
         typer.echo(f"  {headline!r:74} true={x['label']:13} predicted={pred['label']} (p={pred['score']:.2f})")
 
 
-def _try_it_yourself(url: str, key: str, test: list[dict[str, Any]]) -> None:
+def _try_it_yourself(url: str, key: str, key_file: Path, test: list[dict[str, Any]]) -> None:
+    """A curl line to try the endpoint; the key is masked (terminals and CI logs keep what is printed)."""
     sample = json.dumps({"inputs": [test[0]["text"][:200]]})
     typer.echo("\nTry it yourself:")
-    typer.echo(f"curl -s -X POST {url} -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' "
+    typer.echo(f"export DOCTUNE_API_KEY=$(cat {key_file})   # the tenant's key, {mask_key(key)}")
+    typer.echo(f"curl -s -X POST {url} -H \"Authorization: Bearer $DOCTUNE_API_KEY\" -H 'Content-Type: application/json' "
                f"-d {shlex.quote(sample)}")
     typer.echo("\nThe stack stays up; `doctune down` stops it.")

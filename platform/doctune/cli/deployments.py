@@ -88,7 +88,7 @@ def rollback(
 
 def revisions(deployment_id: str, api_key: ApiKey = None) -> None:
     """A deployment's revisions (deploys, promotions, rollbacks), oldest first; `-o table` for a table."""
-    show(list_items(connect(api_key), f"/v1/deployments/{deployment_id}/revisions"), REVISION_COLUMNS)
+    show(connect(api_key).deployment_revisions(deployment_id), REVISION_COLUMNS)
 
 
 def promote(

@@ -15,7 +15,8 @@ __all__ = ["app"]
 app = typer.Typer(help="Tenants, their quotas and usage.", no_args_is_help=True)
 
 TENANT_COLUMNS = ("id", "display_name", "quota.weight", "quota.max_concurrent_jobs", "quota.max_cpus", "quota.max_gpus",
-                  "quota.max_storage_bytes", "quota.max_deployments", "quota.max_trials")
+                  "quota.max_storage_bytes", "quota.max_deployments", "quota.max_trials", "quota.max_queued_jobs",
+                  "quota.max_keys")
 USAGE_COLUMNS = ("tenant", "jobs", "trained_tokens", "worker_cpu_seconds", "worker_gpu_seconds", "storage_bytes")
 
 
@@ -47,12 +48,15 @@ def tenants_quota(
     max_storage_bytes: Optional[int] = None,
     max_deployments: Optional[int] = None,
     max_trials: Optional[int] = typer.Option(None, help="Trials one sweep may run."),
+    max_queued_jobs: Optional[int] = typer.Option(None, help="Jobs waiting in the queue at once."),
+    max_keys: Optional[int] = typer.Option(None, help="Unrevoked API keys."),
     api_key: ApiKey = None,
 ) -> None:
     """Set a tenant's quotas and fair-share weight (admin). Only the options given change."""
     body = {"weight": weight, "max_concurrent_jobs": max_jobs, "max_cpus": max_cpus, "max_gpus": max_gpus,
             "max_storage_bytes": max_storage_bytes, "max_deployments": max_deployments,
-            "max_trials": max_trials}
+            "max_trials": max_trials,
+            "max_queued_jobs": max_queued_jobs, "max_keys": max_keys}
     show(connect(api_key).request("PUT", f"/v1/tenants/{tenant}/quota", json={k: v for k, v in body.items() if v is not None}))
 
 

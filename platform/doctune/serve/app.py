@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from doctune.errors import DoctuneError
+from doctune.metering import RateLimited, parse_json
 from doctune.store.paths import make_scratch
 from doctune.tasks.serving import MAX_INPUTS_PER_REQUEST
 
@@ -63,24 +64,35 @@ class EndpointReplica:
             metric.set_default_tags(dict(tags))  # a copy each: Serve adds its own tags to the dict it is given
         self.replicas.set(1)  # kept referenced: the gauge is reported while the replica lives
 
-    def _open_stores(self) -> None:
-        """The replica's stores and its key checker (no service layer runs in a replica)."""
-        from doctune.serve.auth import KeyChecker
+    def _open_stores(self, door: str = "endpoint") -> None:
+        """The replica's stores, its key checker and rate limits (no service layer runs in a replica).
+        ``door`` names the rate-limit counters (each endpoint counts its own)."""
+        from doctune.serve.auth import KeyChecker, endpoint_rate_limiter
         from doctune.store.stores import Stores
 
         self.stores = Stores()
-        self.keys = KeyChecker(self.stores.db)
+        self.keys = KeyChecker(self.stores.key_verifier, endpoint_rate_limiter(self.stores.settings, door))
 
-    def _authorize(self, request: Request) -> None:
-        self.keys.check_endpoint_access(request.headers.get("authorization"), self.tenant_id)
+    async def _authorize(self, request: Request) -> None:
+        """429 past a rate limit, 401 without a valid key, 403 for another tenant's key."""
+        client = request.client
+        await self.keys.check_endpoint_access(request.headers.get("authorization"), self.tenant_id,
+                                              client.host if client else None)
 
     async def _authorized_body(self, request: Request) -> Any:
-        """The request's JSON body, once its key may use this endpoint."""
-        self._authorize(request)
-        try:
-            return await request.json()
-        except Exception:
-            raise DoctuneError("request body must be JSON", "invalid_request", field="body") from None
+        """The request's JSON body, once its key may use this endpoint: 413 past
+        ``endpoint_max_body_bytes`` (counted as it streams in), 400 when not JSON or nested too deep."""
+        await self._authorize(request)
+        cap, raw = self.stores.settings.endpoint_max_body_bytes, bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > cap:
+                raise DoctuneError(f"request body is over the {cap}-byte limit of an endpoint; send fewer or shorter "
+                                   "inputs per request, or ask the platform admin to raise DOCTUNE_ENDPOINT_MAX_BODY_BYTES",
+                                   "too_large", field="body")
+        if not raw.strip():
+            raise DoctuneError("request body must be JSON", "invalid_request", field="body")
+        return parse_json(bytes(raw), "body")
 
     @staticmethod
     def _check_count(inputs: list[Any]) -> None:
@@ -103,6 +115,12 @@ class EndpointReplica:
         # latency is the network and Serve's proxy (https://www.w3.org/TR/server-timing/)
         response.headers["Server-Timing"] = f"replica;dur={1000 * took:.2f}"
         return response
+
+
+def error_json(exc: DoctuneError) -> JSONResponse:
+    """An endpoint's JSON error, with ``Retry-After`` when it is a rate limit."""
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
 
 
 def split_batch(preds: list[Any], requests: list[list[Any]]) -> list[list[Any]]:
@@ -139,7 +157,7 @@ class TaskEndpoint(EndpointReplica):
         from doctune.tasks import get_task
 
         torch.set_num_threads(1)
-        self._open_stores()
+        self._open_stores(f"endpoint:{deployment_id}")
         self.deployment_id, self.tenant_id, self.model_id = deployment_id, tenant_id, model_id
         self.plugin = get_task(task)
         local = make_scratch("doctune-model-")
@@ -181,14 +199,14 @@ class TaskEndpoint(EndpointReplica):
             preds = await self._predict_batch(inputs)
             return JSONResponse({"model_id": self.model_id, "predictions": preds})
         except DoctuneError as exc:
-            return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+            return error_json(exc)
 
     @api.get("/")
     async def describe(self, request: Request) -> JSONResponse:
         try:
-            self._authorize(request)
+            await self._authorize(request)
         except DoctuneError as exc:
-            return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+            return error_json(exc)
         return JSONResponse({"model_id": self.model_id, "task": self.meta["task"], "labels": self.meta.get("labels")})
 
 

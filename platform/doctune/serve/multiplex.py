@@ -48,7 +48,8 @@ from doctune.errors import HTTP_STATUS, DoctuneError
 from doctune.serve.names import app_name
 from doctune.states import DeploymentState
 from doctune.store.paths import make_scratch
-from doctune.serve.app import MAX_ONGOING_REQUESTS, EndpointReplica, batch_size_histogram, replica_options, split_batch
+from doctune.serve.app import (MAX_ONGOING_REQUESTS, EndpointReplica, batch_size_histogram, error_json, replica_options,
+                               split_batch)
 
 __all__ = [
     "MODEL_FIELD",
@@ -317,7 +318,7 @@ class AdapterRoute(EndpointReplica):
         from doctune.store.db import Model
         from doctune.tasks import get_task
 
-        self._open_stores()
+        self._open_stores(f"endpoint:{tenant_id}/{endpoint}")
         self.tenant_id, self.endpoint, self.model_id = tenant_id, endpoint, model_id
         self.task, self.base_model = task, base_model
         self.plugin = get_task(task)
@@ -362,14 +363,14 @@ class AdapterRoute(EndpointReplica):
                 return JSONResponse(out, status_code=HTTP_STATUS.get(out["error"].get("code"), 500))
             return JSONResponse({"model_id": model_id, "predictions": out["predictions"]})
         except DoctuneError as exc:
-            return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+            return error_json(exc)
 
     @router_api.get("/")
     async def describe(self, request: Request) -> JSONResponse:
         try:
-            self._authorize(request)
+            await self._authorize(request)
         except DoctuneError as exc:
-            return JSONResponse(exc.to_dict(), status_code=exc.http_status)
+            return error_json(exc)
         return JSONResponse({"model_id": self.model_id, "task": self.task, "labels": self.labels,
                              "multiplex": True, "base_model": self.base_model})
 

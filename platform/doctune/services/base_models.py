@@ -24,8 +24,9 @@ from typing import Any
 from doctune.base_models import CATALOG, OWN_BASE_MODELS, own_base_model_key
 from doctune.errors import DoctuneError
 from doctune.services import Platform, Principal
-from doctune.services.tenants import check_tenant_access, get_tenant
+from doctune.services.tenants import check_tenant_access, get_tenant, storage_refusal
 from doctune.spec import SLUG
+from doctune.store.db import take_quota_lock
 from doctune.store.objects import tenant_key
 from doctune.store.paths import confined_path, make_scratch
 
@@ -63,9 +64,9 @@ def check_upload(p: Platform, caller: Principal, *, tenant: str | None, name: st
                            "so it is never replaced: upload under another name", "conflict", field="name",
                            tenant_error=True)
     if size is not None:
-        from doctune.services.datasets import _check_storage_quota
-
-        _check_storage_quota(p, tenant, size)
+        refusal = storage_refusal(p, tenant, size, f"a base model of {size} bytes")
+        if refusal is not None:
+            raise refusal
     return tenant
 
 
@@ -128,14 +129,16 @@ def upload_base_model(p: Platform, caller: Principal, *, tenant: str | None, nam
     try:
         size = _unpack(archive, folder, p.settings.max_base_model_bytes)
         _check_model_folder(folder)
-        check_upload(p, caller, tenant=tenant, name=name, size=size)  # the quota, now that the size is known
         files = sorted(f for f in folder.rglob("*") if f.is_file())
-        try:
-            for f in sorted(files, key=lambda f: f.name == "config.json"):  # config.json last: the model is complete
-                p.objects.client.upload_file(str(f), p.objects.bucket, f"{prefix}/{f.relative_to(folder).as_posix()}")
-        except Exception:
-            p.objects.delete_prefix(prefix + "/")
-            raise
+        with p.db.session() as s:  # the quota, now that the size is known, checked and spent under the lock
+            take_quota_lock(s)
+            check_upload(p, caller, tenant=tenant, name=name, size=size)
+            try:
+                for f in sorted(files, key=lambda f: f.name == "config.json"):  # config.json last: the model is complete
+                    p.objects.client.upload_file(str(f), p.objects.bucket, f"{prefix}/{f.relative_to(folder).as_posix()}")
+            except Exception:
+                p.objects.delete_prefix(prefix + "/")
+                raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return {"name": name, "tenant": tenant, "base_model": p.objects.uri(prefix), "source": "uploaded",

@@ -7,7 +7,7 @@ writing removes what was written, so a bad upload never changes stored data.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Collection
 
 from sqlalchemy import select
 
@@ -43,28 +43,9 @@ def upload_dataset(
     except ValueError as exc:
         raise DoctuneError(f"dataset {exc}", "invalid_request", field="name") from None
     get_task(task)
-    limit = p.settings.max_upload_bytes
-    for field, blob in files.items():
-        if len(blob) > limit:
-            raise DoctuneError(
-                f"{field} is {len(blob)} bytes, over the {limit}-byte upload limit; split it or ask an admin to raise DOCTUNE_MAX_UPLOAD_BYTES",
-                "too_large",
-                field=field,
-            )
-    if set(files) == {"data"}:
-        records = parse_jsonl(files["data"], task, "data")
-        splits = split_records(records, task, dev=dev_fraction, test=test_fraction, seed=seed)
-        split_how: dict[str, Any] = {"method": "stratified", "seed": seed, "dev": dev_fraction, "test": test_fraction}
-    elif set(files) == {"train", "dev", "test"}:
-        splits = {k: parse_jsonl(v, task, k) for k, v in files.items()}
-        split_how = {"method": "uploaded"}
-    else:
-        raise DoctuneError(
-            f"upload either one file named 'data' (doctune splits it) or three named 'train', 'dev', 'test'; got {sorted(files)}",
-            "invalid_request",
-            field="files",
-        )
+    splits, split_how = _parse_files(p, files, task, dev_fraction, test_fraction, seed)
     info = validate_splits(splits, task)
+    _check_label_count(p, info.get("labels") or ())
     info["split"] = split_how
 
     blobs = {split: to_jsonl(recs) for split, recs in splits.items()}
@@ -91,6 +72,43 @@ def _store_dataset(p: Platform, tenant: str, name: str, task: str, blobs: dict[s
         p.objects.delete_prefix(prefix + "/")
         raise
     return row
+
+
+def _parse_files(p: Platform, files: dict[str, bytes], task: str, dev_fraction: float, test_fraction: float,
+                 seed: int) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    """The uploaded files as validated splits, and how they were split; every file within the byte
+    and row caps (``max_upload_bytes``, ``max_dataset_rows``)."""
+    limit, rows = p.settings.max_upload_bytes, p.settings.max_dataset_rows
+    for field, blob in files.items():
+        if len(blob) > limit:
+            raise DoctuneError(
+                f"{field} is {len(blob)} bytes, over the {limit}-byte upload limit; split it or ask an admin to raise DOCTUNE_MAX_UPLOAD_BYTES",
+                "too_large",
+                field=field,
+            )
+    if set(files) == {"data"}:
+        records = parse_jsonl(files["data"], task, "data", max_rows=rows)
+        _check_label_count(p, {get_task(task).stratify_key(r) for r in records})  # before splitting on them
+        splits = split_records(records, task, dev=dev_fraction, test=test_fraction, seed=seed)
+        return splits, {"method": "stratified", "seed": seed, "dev": dev_fraction, "test": test_fraction}
+    if set(files) == {"train", "dev", "test"}:
+        splits = {k: parse_jsonl(v, task, k, max_rows=rows) for k, v in files.items()}
+        if sum(len(v) for v in splits.values()) > rows:
+            raise DoctuneError(f"the three files hold more than {rows} records together; upload fewer, or ask the "
+                               "platform admin to raise DOCTUNE_MAX_DATASET_ROWS", "too_large", field="train")
+        return splits, {"method": "uploaded"}
+    raise DoctuneError(
+        f"upload either one file named 'data' (doctune splits it) or three named 'train', 'dev', 'test'; got {sorted(files)}",
+        "invalid_request",
+        field="files",
+    )
+
+
+def _check_label_count(p: Platform, labels: Collection[Any]) -> None:
+    if len(labels) > p.settings.max_labels:
+        raise DoctuneError(f"the dataset has {len(labels)} distinct labels, over the limit of {p.settings.max_labels}; "
+                           "merge rare labels, or ask the platform admin to raise DOCTUNE_MAX_LABELS",
+                           "invalid_dataset", field="label")
 
 
 def get_dataset(p: Platform, caller: Principal, dataset_id: str) -> Dataset:

@@ -165,12 +165,19 @@ def list_deployments(p: Platform, caller: Principal, *, state: DeploymentState |
 
 
 # ------------------------------------------------------------------ revisions, promotion, rollback
-def revisions(p: Platform, caller: Principal, deployment_id: str) -> list[DeploymentRevision]:
-    """A deployment's revisions, oldest first; the last is the current one."""
+MAX_REVISIONS_PAGE = 1000
+
+
+def revisions(p: Platform, caller: Principal, deployment_id: str, *, after: int = 0,
+              limit: int = MAX_REVISIONS_PAGE) -> list[DeploymentRevision]:
+    """A page of a deployment's revisions, oldest first: those numbered above ``after``, at most ``limit``."""
+    if not 1 <= limit <= MAX_REVISIONS_PAGE:
+        raise DoctuneError(f"limit must be 1..{MAX_REVISIONS_PAGE}; got {limit}", "invalid_request", field="limit")
     dep = get_deployment(p, caller, deployment_id)
     with p.db.session() as s:
-        return list(s.execute(select(DeploymentRevision).where(DeploymentRevision.deployment_id == dep.id)
-                              .order_by(DeploymentRevision.revision)).scalars())
+        return list(s.execute(select(DeploymentRevision).where(DeploymentRevision.deployment_id == dep.id,
+                                                               DeploymentRevision.revision > after)
+                              .order_by(DeploymentRevision.revision).limit(limit)).scalars())
 
 
 def decide(champion: dict[str, Any] | None, challenger: dict[str, Any], metric: str, force: bool = False,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -22,7 +22,7 @@ from doctune.services.tasks import known_task
 from doctune.services.tenants import DEFAULT_PAGE_SIZE, RowPage, check_tenant_access, get_owned, get_tenant, list_owned
 from doctune.spec import JobSpec
 from doctune.states import AttemptState, JobState
-from doctune.store.db import Dataset, Job, JobEvent, new_id, now
+from doctune.store.db import Dataset, DispatchLock, Job, JobEvent, Tenant, new_id, now
 
 log = logging.getLogger("doctune.jobs")
 TERMINAL = JobState.terminal()
@@ -89,16 +89,42 @@ def check_language(p: Platform, spec: JobSpec, ds: Dataset) -> None:
         )
 
 
-def create_job_record(p: Platform, caller: Principal, spec: JobSpec, priority: int = 0) -> Job:
-    """Check the spec against stored state and record the job as queued."""
+def create_job_record(p: Platform, caller: Principal, spec: JobSpec, priority: int = 0, *,
+                      queue_quota: bool = False) -> Job:
+    """Check the spec against stored state and record the job as queued. ``queue_quota``: refuse it
+    (429) when its tenant already has ``max_queued_jobs`` queued, counted under the dispatch lock so
+    that racing submissions cannot both pass (and once before, so that a tenant at its quota costs no
+    dataset read)."""
+    if queue_quota:
+        check_tenant_access(caller, spec.tenant, write=True)
+        with p.db.session() as s:
+            check_queued_jobs_quota(s, spec.tenant, lock=False)
     check_language(p, spec, check_spec(p, caller, spec))
     job = Job(id=new_id("job"), tenant_id=spec.tenant, task=spec.task, spec=spec.model_dump(mode="json"),
               priority=priority)
     with p.db.session() as s:
+        if queue_quota:
+            check_queued_jobs_quota(s, spec.tenant)
         s.add(job)
         s.flush()
         s.add(JobEvent(job_id=job.id, kind="status", status=JobState.QUEUED, reason=f"submitted by {caller.key_id}"))
     return job
+
+
+def check_queued_jobs_quota(s: Session, tenant_id: str, *, lock: bool = True) -> None:
+    """429 when ``tenant_id`` has ``max_queued_jobs`` jobs queued already; ``lock``: take the dispatch
+    lock in ``s`` first (then the count holds until ``s`` commits)."""
+    if lock:
+        s.execute(update(DispatchLock).where(DispatchLock.id == 1).values(at=now()))
+    limit = s.execute(select(Tenant.max_queued_jobs).where(Tenant.id == tenant_id)).scalar()
+    if limit is None:
+        return
+    queued = s.execute(select(func.count()).select_from(Job)
+                       .where(Job.tenant_id == tenant_id, Job.status == JobState.QUEUED)).scalar()
+    if queued >= limit:
+        raise DoctuneError(f"tenant {tenant_id} has {queued} jobs queued, its quota (max_queued_jobs) is {limit}; wait "
+                           "for some to start, cancel some, or ask an admin to raise max_queued_jobs",
+                           "quota_exceeded", field="max_queued_jobs")
 
 
 def job_report(job: Job) -> dict[str, Any] | None:
@@ -124,7 +150,7 @@ def job_report(job: Job) -> dict[str, Any] | None:
 def submit_job(p: Platform, caller: Principal, spec: JobSpec) -> Job:
     """Queue a job; the dispatcher starts it on Ray when its tenant's quota and the
     cluster allow (see doctune.services.scheduler)."""
-    job = create_job_record(p, caller, spec)
+    job = create_job_record(p, caller, spec, queue_quota=True)
     if p.dispatcher is not None:
         p.dispatcher.wake()
     return job

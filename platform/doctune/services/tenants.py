@@ -1,6 +1,6 @@
 """Tenants and API keys: who may call, and which tenant's objects they see.
 
-Keys look like ``dtk_<id>_<secret>``; only the id and a salted hash of the secret are
+Keys look like ``dtk_<id>_<secret>``; only the id and an HMAC of the secret are
 stored (``doctune.store.keys``). Used by the API (every route) and the CLI's bootstrap;
 Serve replicas check keys against the store themselves. :func:`list_owned` is the one
 list of every resource (datasets, jobs, sweeps, models, deployments, keys, tenants): a
@@ -11,23 +11,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Iterable, TypeVar
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from doctune.errors import DoctuneError
 from doctune.services import Platform, Principal
 from doctune.spec import TenantSpec
 from doctune.store.db import ApiKey, Tenant, now
-from doctune.store.keys import ROLES, issue_key, verify_key
-
-_cache: dict[str, tuple[float, Principal]] = {}
-_CACHE_S = 30.0  # a revoked key stops working here at once, and in other processes within this
-
+from doctune.store.keys import ROLES, bump_revocation_epoch, issue_key
 
 Row = TypeVar("Row")
 DEFAULT_PAGE_SIZE = 50
@@ -81,7 +76,7 @@ def list_owned(p: Platform, caller: Principal, table, *, limit: int = DEFAULT_PA
 
 
 def _issue_key(p: Platform, tenant_id: str | None, role: str) -> str:
-    return issue_key(p.db, tenant_id, role)
+    return issue_key(p.db, tenant_id, role, p.settings.key_secret)
 
 
 def create_admin_key(p: Platform) -> str:
@@ -100,11 +95,26 @@ def create_key(p: Platform, caller: Principal, tenant_id: str, role: str) -> tup
     check_tenant_access(caller, tenant_id, write=True)
     if role == "admin":
         raise DoctuneError("tenant keys are 'member' or 'viewer'; admin keys belong to the platform", "invalid_request", field="role")
-    if get_tenant(p, tenant_id) is None:
+    tenant = get_tenant(p, tenant_id)
+    if tenant is None:
         raise DoctuneError(f"tenant {tenant_id!r} not found", "not_found", field="tenant")
+    _check_keys_quota(p, tenant)
     key = _issue_key(p, tenant_id, role)
     with p.db.session() as s:
         return _key_view(s.get(ApiKey, key.split("_")[1])), key
+
+
+def _check_keys_quota(p: Platform, tenant: Tenant) -> None:
+    """429 when the tenant already holds ``max_keys`` unrevoked keys."""
+    if tenant.max_keys is None:
+        return
+    with p.db.session() as s:
+        live = s.execute(select(func.count()).select_from(ApiKey)
+                         .where(ApiKey.tenant_id == tenant.id, ApiKey.revoked_at.is_(None))).scalar()
+    if live >= tenant.max_keys:
+        raise DoctuneError(f"tenant {tenant.id} has {live} live keys, its quota (max_keys) is {tenant.max_keys}; revoke "
+                           "keys it no longer uses (`doctune keys revoke ID`) or ask an admin to raise max_keys",
+                           "quota_exceeded", field="max_keys")
 
 
 def list_keys(p: Platform, caller: Principal, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None) -> RowPage[dict]:
@@ -134,10 +144,9 @@ def revoke_key(p: Platform, caller: Principal, key_id: str) -> dict:
             raise DoctuneError("only an admin can revoke admin keys", "forbidden")
         if row.revoked_at is None:
             row.revoked_at = now()
+            bump_revocation_epoch(s)  # every process drops its cached keys within 2 s
         view = _key_view(row)
-    for secret, (_, who) in list(_cache.items()):
-        if who.key_id == key_id:
-            _cache.pop(secret, None)
+    p.key_verifier.forget()  # this one at once
     return view
 
 
@@ -167,13 +176,9 @@ def get_tenant(p: Platform, tenant_id: str) -> Tenant | None:
 
 
 def authenticate(p: Platform, key: str | None) -> Principal:
-    """The principal behind an API key; raises ``unauthenticated`` for a missing or bad key."""
-    hit = _cache.get(key or "")
-    if hit and hit[0] > time.monotonic():
-        return hit[1]
-    principal = verify_key(p.db, key)
-    _cache[key or ""] = (time.monotonic() + _CACHE_S, principal)
-    return principal
+    """The principal behind an API key; raises ``unauthenticated`` for a missing or bad key. A key
+    revoked by any process stops working here within 2 s (``doctune.store.keys.KeyVerifier``)."""
+    return p.key_verifier.verify(key)
 
 
 def check_tenant_access(caller: Principal, tenant_id: str, *, write: bool = False) -> None:
@@ -223,7 +228,7 @@ def delete_with_files(p: Platform, table, row_id: str, uri: str, what: str) -> N
 
 
 QUOTA_FIELDS = ("weight", "max_concurrent_jobs", "max_cpus", "max_gpus", "max_storage_bytes", "max_deployments",
-                "max_trials")
+                "max_trials", "max_queued_jobs", "max_keys")
 
 
 def tenant_view(t: Tenant) -> dict:

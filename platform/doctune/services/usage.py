@@ -8,15 +8,20 @@ from typing import Any
 from sqlalchemy import select
 
 from doctune.services import Platform, Principal
+from doctune.services.tenants import DEFAULT_PAGE_SIZE, RowPage, list_owned
 from doctune.store.db import Job, Tenant
 from doctune.store.objects import tenant_key
 
 COUNTERS = ("trained_tokens", "worker_cpu_seconds", "worker_gpu_seconds")
 
 
-def tenant_usage(p: Platform, caller: Principal) -> list[dict[str, Any]]:
+def tenant_usage(p: Platform, caller: Principal, *, limit: int = DEFAULT_PAGE_SIZE,
+                 cursor: str | None = None) -> RowPage[dict[str, Any]]:
+    """One page of tenants' usage (an admin: every tenant, newest first; a tenant: its own): a page,
+    so that an admin's call never reads every tenant's jobs and storage at once."""
+    page = list_owned(p, caller, Tenant, limit=limit, cursor=cursor, owner=Tenant.id)
+    ids = [t.id for t in page.items]
     with p.db.session() as s:
-        ids = [t.id for t in s.execute(select(Tenant)).scalars()] if caller.is_admin else [caller.tenant_id]
         jobs = list(s.execute(select(Job).where(Job.tenant_id.in_(ids))).scalars())
     out = []
     for tenant in ids:
@@ -30,4 +35,4 @@ def tenant_usage(p: Platform, caller: Principal) -> list[dict[str, Any]]:
         except Exception:
             row["storage_bytes"] = None  # object store unreachable: say so rather than guess
         out.append(row)
-    return out
+    return RowPage(out, page.next_cursor)

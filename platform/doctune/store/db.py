@@ -46,6 +46,8 @@ class Tenant(Base):
     max_storage_bytes: Mapped[int | None] = mapped_column(BigInteger)
     max_deployments: Mapped[int | None] = mapped_column(Integer, default=4)
     max_trials: Mapped[int | None] = mapped_column(Integer, default=16)  # trials one sweep may run
+    max_queued_jobs: Mapped[int | None] = mapped_column(Integer, default=100, server_default="100")
+    max_keys: Mapped[int | None] = mapped_column(Integer, default=50, server_default="50")  # live (unrevoked) keys
 
 
 class DispatchLock(Base):
@@ -88,10 +90,29 @@ class ApiKey(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)  # the public prefix of the key
     tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id"), index=True)  # None: platform admin
     role: Mapped[str] = mapped_column(String(16))
-    salt: Mapped[str] = mapped_column(String(64))
+    salt: Mapped[str] = mapped_column(String(64))  # scrypt's; "" for HMAC
     hash: Mapped[str] = mapped_column(String(128))
+    hash_scheme: Mapped[str] = mapped_column(String(16), default="hmac-sha256", server_default="scrypt")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PlatformSecret(Base):
+    """Secrets the platform makes for itself: "api_key_hmac" keys API-key hashes when no
+    DOCTUNE_KEY_SECRET is set (see ``doctune.store.keys``)."""
+
+    __tablename__ = "platform_secrets"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(128))
+
+
+class KeyRevocations(Base):
+    """One row (id 1): ``epoch`` goes up on every key revocation; each process that caches
+    verified keys re-reads it at most every second and drops its cache when it has moved."""
+
+    __tablename__ = "key_revocations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class Dataset(Base):

@@ -12,6 +12,7 @@ from functools import cached_property
 
 from doctune.config import Settings, load_settings
 from doctune.store.db import Database
+from doctune.store.keys import KeyVerifier
 from doctune.store.objects import ObjectStore
 
 __all__ = ["Stores"]
@@ -24,6 +25,11 @@ class Stores:
     @cached_property
     def db(self) -> Database:
         return Database(self.settings.database_url)
+
+    @cached_property
+    def key_verifier(self) -> KeyVerifier:
+        """This process's API-key check (with its cache of verified keys)."""
+        return KeyVerifier(self.db, self.settings.key_secret)
 
     @cached_property
     def objects(self) -> ObjectStore:

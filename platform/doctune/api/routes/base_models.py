@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from doctune.api.deps import CurrentCaller, CurrentPlatform
+from doctune.api.schemas import Page
 from doctune.errors import DoctuneError
 from doctune.services import base_models as base_models_svc
 from doctune.store.paths import make_scratch
@@ -28,12 +29,19 @@ class BaseModelOut(BaseModel):
     files: int | None
 
 
-@router.get("", response_model=list[BaseModelOut])
+@router.get("", response_model=Page[BaseModelOut])
 def list_base_models(who: CurrentCaller, p: CurrentPlatform,
                      tenant: Annotated[str | None, Query(max_length=63, description="The admin's choice of tenant.")] = None,
-                     ) -> list[dict[str, Any]]:
-    """The catalog, then your tenant's uploaded base models."""
-    return base_models_svc.list_base_models(p, who, tenant)
+                     limit: Annotated[int, Query(ge=1, le=200, description="Page size.")] = 100,
+                     cursor: Annotated[str | None, Query(max_length=200, description="`next_cursor` of the page before.")] = None,
+                     ) -> dict[str, Any]:
+    """The catalog, then your tenant's uploaded base models (by name), a page at a time."""
+    every = base_models_svc.list_base_models(p, who, tenant)
+    names = [m["base_model"] for m in every]
+    start = names.index(cursor) + 1 if cursor in names else 0
+    items = every[start:start + limit]
+    more = start + limit < len(every)
+    return {"items": items, "next_cursor": items[-1]["base_model"] if more and items else None}
 
 
 @router.post("", status_code=201, response_model=BaseModelOut,

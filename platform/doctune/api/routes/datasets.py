@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Form, UploadFile
+from starlette.concurrency import run_in_threadpool
 
 from doctune.api.deps import CurrentCaller, CurrentPlatform, Paging, TaskFilter
 from doctune.api.schemas import DatasetOut, Page
@@ -28,11 +29,18 @@ async def upload_dataset(
     dev: UploadFile | None = None,
     test: UploadFile | None = None,
 ) -> DatasetOut:
-    """One file `data` (doctune splits it) or three: `train`, `dev`, `test`."""
-    files = {k: await f.read() for k, f in (("data", data), ("train", train), ("dev", dev), ("test", test)) if f}
-    row = datasets_svc.upload_dataset(p, who, tenant=tenant or who.tenant_id or "", name=name, task=task, files=files,
-                                      dev_fraction=dev_fraction, test_fraction=test_fraction, seed=seed)
-    return DatasetOut.of(row)
+    """One file `data` (doctune splits it) or three: `train`, `dev`, `test`. The body streams in under
+    a hard cap (413 past DOCTUNE_MAX_UPLOAD_BYTES); the files are read, parsed and stored in a worker
+    thread, so a large upload never stalls other requests."""
+    uploads = {k: f for k, f in (("data", data), ("train", train), ("dev", dev), ("test", test)) if f}
+
+    def store() -> DatasetOut:
+        files = {k: f.file.read() for k, f in uploads.items()}  # spooled to disk by the multipart parser
+        row = datasets_svc.upload_dataset(p, who, tenant=tenant or who.tenant_id or "", name=name, task=task,
+                                          files=files, dev_fraction=dev_fraction, test_fraction=test_fraction, seed=seed)
+        return DatasetOut.of(row)
+
+    return await run_in_threadpool(store)
 
 
 @router.get("", response_model=Page[DatasetOut])

@@ -54,10 +54,15 @@ def delete_deployment(deployment_id: str, who: CurrentCaller, p: CurrentPlatform
 
 
 @router.get("/{deployment_id}/revisions", response_model=list[RevisionOut])
-def deployment_revisions(deployment_id: str, who: CurrentCaller, p: CurrentPlatform) -> list[RevisionOut]:
-    """Every deploy, promotion and rollback of the deployment, oldest first; the last is current."""
-    rows = deployments_svc.revisions(p, who, deployment_id)
-    return [RevisionOut.of(r, rows[-1].revision) for r in rows]
+def deployment_revisions(deployment: VisibleDeployment, who: CurrentCaller, p: CurrentPlatform,
+                         after: Annotated[int, Query(ge=0, description="Only revisions numbered above this (paging: "
+                                                                       "the last revision of the previous page).")] = 0,
+                         limit: Annotated[int, Query(ge=1, le=deployments_svc.MAX_REVISIONS_PAGE)] = 200,
+                         ) -> list[RevisionOut]:
+    """Every deploy, promotion and rollback of the deployment, oldest first, a page of ``limit`` at a
+    time (the next page: ``after`` = the last revision shown); ``current`` marks the one served."""
+    rows = deployments_svc.revisions(p, who, deployment.id, after=after, limit=limit)
+    return [RevisionOut.of(r, deployment.revision) for r in rows]
 
 
 @router.post("/{deployment_id}/rollback", response_model=DeploymentOut)

@@ -41,5 +41,5 @@ def rotate_key(key_id: str, who: CurrentCaller, p: CurrentPlatform) -> KeyCreate
 
 @router.delete("/{key_id}", response_model=KeyOut)
 def revoke_key(key_id: str, who: CurrentCaller, p: CurrentPlatform) -> KeyOut:
-    """Revoke now: the API refuses it at once, Serve replicas within 30 s."""
+    """Revoke now: this API process refuses it at once; other API processes and Serve replicas within 2 s."""
     return KeyOut.model_validate(tenants_svc.revoke_key(p, who, key_id))

@@ -37,9 +37,12 @@ def get_sweep(sweep_id: str, who: CurrentCaller, p: CurrentPlatform) -> SweepOut
 
 
 @router.get("/{sweep_id}/leaderboard", response_model=SweepLeaderboard)
-def sweep_leaderboard(sweep_id: str, who: CurrentCaller, p: CurrentPlatform) -> SweepLeaderboard:
-    """The sweep's trials ranked by its dev metric (ties: lower cost), with their settings."""
-    return SweepLeaderboard.model_validate(sweeps_svc.sweep_leaderboard(p, who, sweep_id))
+def sweep_leaderboard(sweep_id: str, who: CurrentCaller, p: CurrentPlatform,
+                      limit: Annotated[int, Query(ge=1, le=1000, description="The best N trials.")] = 200,
+                      ) -> SweepLeaderboard:
+    """The sweep's best ``limit`` trials ranked by its dev metric (ties: lower cost), with their settings."""
+    board = sweeps_svc.sweep_leaderboard(p, who, sweep_id)
+    return SweepLeaderboard.model_validate({**board, "trials": board["trials"][:limit]})
 
 
 @router.post("/{sweep_id}/cancel", response_model=SweepOut)
