@@ -37,6 +37,10 @@ class Settings:
     admin_key: str = ""
     runner: str = "shared"  # how jobs reach the cluster: "shared" = the Ray Jobs API of one Ray head
     max_upload_bytes: int = 200 * 1024 * 1024
+    # the API's reconciler (doctune.services.reconcile): how often it compares every unfinished job,
+    # sweep and deployment with the cluster, and how long a claim or a deploy may go unrecorded first
+    reconcile_interval_s: float = 15.0
+    reconcile_grace_s: float = 60.0
 
     def ray_env(self) -> dict[str, str]:
         """Environment a Ray client needs to talk to our token-protected head."""
