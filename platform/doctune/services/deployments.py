@@ -120,10 +120,10 @@ def reconcile_deployments(p: Platform) -> list[str]:
     every deployment recorded as running whose Serve application is gone (the cluster was restarted),
     so endpoints come back, and settle those stuck in ``deploying`` or ``deleting``
     (:func:`settle_stuck_deployment`). Returns the ids of the deployments redeployed."""
-    apps = p.runner.applications()
-    with p.db.session() as s:
+    with p.db.session() as s:  # first: a deployment recorded running had its application before this
         rows = list(s.execute(select(Deployment).where(Deployment.status.in_(
             (DeploymentState.RUNNING, DeploymentState.DEPLOYING, DeploymentState.DELETING)))).scalars())
+    apps = p.runner.applications()
     restored = []
     for row in rows:
         if row.status == DeploymentState.RUNNING and app_name(row) not in apps:
