@@ -206,6 +206,24 @@ def test_a_job_the_cluster_forgot_retries_from_its_last_checkpoint_then_fails_wi
     assert active_jobs(p) == 0
 
 
+def test_two_reconcilers_deciding_on_one_lost_job_requeue_it_once(p, cluster):
+    """A GET and the periodic pass (or two API replicas) may both find a job lost: the second
+    decision, made on what it read before the first was applied, changes nothing, even after the
+    dispatcher has started the retry."""
+    from doctune.services.jobs import retry_or_fail
+
+    add_job(p, "job-race")
+    dispatch_once(p)
+    stale = job(p, "job-race")
+    cluster.restart_head()
+    retry_or_fail(p, stale, "lost (first reconciler)")
+    assert dispatch_once(p) == ["job-race"]  # attempt 2 starts
+    retry_or_fail(p, stale, "lost (second reconciler, late)")
+    j = job(p, "job-race")
+    assert (j.status, j.attempt) == (JobState.STARTING, 2) and j.ray_submission_id.startswith("job-race-a2-")
+    assert sum("lost" in r for r in reasons(p, "job-race")) == 1
+
+
 def test_a_driver_stopped_on_the_cluster_cancels_its_job_and_a_live_one_is_left_alone(p, cluster):
     add_job(p, "job-stopped")
     add_job(p, "job-live")

@@ -224,7 +224,7 @@ def reconcile_job(p: Platform, job: Job, *, grace_s: float | None = None) -> Job
                                                                                     AttemptState.RUNNING):
         return fresh
     if run.state == AttemptState.STOPPED:
-        return update_job(p, job.id, status=JobState.CANCELLED, reason="the job's driver was stopped on the cluster")
+        return settle_job(p, fresh, "the job's driver was stopped on the cluster", status=JobState.CANCELLED)
     if run.state == AttemptState.UNKNOWN:
         why = f"the Ray cluster no longer knows the job's driver {sid} (its head was restarted, or the run was removed)"
     elif run.state == AttemptState.FAILED:
@@ -253,16 +253,37 @@ def retry_or_fail(p: Platform, job: Job, why: str) -> Job:
     retries = int((job.spec or {}).get("retries", 1))
     error = {"code": "driver_lost", "message": why[:2000], "attempt": job.attempt}
     if job.attempt > retries:
-        return update_job(p, job.id, status=JobState.FAILED, error=error,
-                          reason=f"{why}; attempt {job.attempt} of {retries + 1}, no retries left")
+        return settle_job(p, job, f"{why}; attempt {job.attempt} of {retries + 1}, no retries left",
+                          status=JobState.FAILED, error=error)
     ckpt = last_checkpoint(p, job)
-    job = update_job(p, job.id, status=JobState.QUEUED, attempt=job.attempt + 1, resume_from=ckpt,
-                     ray_submission_id=None, error=error,
-                     reason=f"{why}; retrying as attempt {job.attempt + 1} "
-                            + (f"from checkpoint {ckpt}" if ckpt else "from the start (no checkpoint yet)"))
+    job = settle_job(p, job, f"{why}; retrying as attempt {job.attempt + 1} "
+                     + (f"from checkpoint {ckpt}" if ckpt else "from the start (no checkpoint yet)"),
+                     status=JobState.QUEUED, attempt=job.attempt + 1, resume_from=ckpt, ray_submission_id=None,
+                     error=error)
     if p.dispatcher is not None:
         p.dispatcher.wake()
     return job
+
+
+def settle_job(p: Platform, job: Job, reason: str | None, **values: Any) -> Job:
+    """Compare-and-set for the reconciler: apply ``values`` only if the job is still as ``job`` was
+    read (status, attempt, driver), so a job that its driver, a cancel, the dispatcher or another
+    reconciler (a GET, another API replica) changed meanwhile is left as it now is; a status change
+    is recorded as an event with ``reason``. Returns the job as stored afterwards."""
+    from sqlalchemy import update
+
+    same_driver = (Job.ray_submission_id.is_(None) if job.ray_submission_id is None
+                   else Job.ray_submission_id == job.ray_submission_id)
+    if values.get("status") in TERMINAL:
+        values["finished_at"] = now()
+    with p.db.session() as s:
+        done = s.execute(update(Job).where(Job.id == job.id, Job.status == job.status, Job.attempt == job.attempt,
+                                           same_driver).values(**values).execution_options(synchronize_session=False))
+        if done.rowcount == 1 and values.get("status", job.status) != job.status:
+            s.add(JobEvent(job_id=job.id, kind="status", status=values["status"], reason=reason,
+                           data={"from": job.status}))
+    with p.db.session() as s:
+        return s.get(Job, job.id)
 
 
 def _reconcile_unsubmitted(p: Platform, job: Job, grace_s: float) -> Job:
@@ -283,14 +304,14 @@ def _reconcile_unsubmitted(p: Platform, job: Job, grace_s: float) -> Job:
         except Exception:
             return job
         if run.state != AttemptState.UNKNOWN:
-            return update_job(p, job.id, ray_submission_id=planned)  # it was handed over; only its id was lost
+            return settle_job(p, job, None, ray_submission_id=planned)  # it was handed over; only its id was lost
         if job.status == JobState.RUNNING:  # it ran, and the cluster has forgotten it since
             return retry_or_fail(p, job, f"the Ray cluster no longer knows the job's driver {planned} (its head "
                                          "was restarted, or the run was removed)")
     elif job.status != JobState.STARTING:
         return job
-    job = update_job(p, job.id, status=JobState.QUEUED, reason=f"claimed {seconds_since(claim.at):.0f}s ago but never handed "
-                     "to the cluster (the dispatcher stopped in between); queued again")
+    job = settle_job(p, job, f"claimed {seconds_since(claim.at):.0f}s ago but never handed to the cluster (the "
+                     "dispatcher stopped in between); queued again", status=JobState.QUEUED)
     if p.dispatcher is not None:
         p.dispatcher.wake()
     return job
