@@ -397,6 +397,12 @@ class LocalStack:
         except ChildProcessError:
             pass
 
+    def stop(self, name: str) -> None:
+        """Stop the ``api`` or ``weed`` process group as `doctune down` does (SIGTERM, then SIGKILL)."""
+        pid = _read_pid(self.run_dir / f"{name}.pid")
+        if pid and _pid_alive(pid):
+            _terminate([pid], grace_s=10, group=True)
+
     def restart(self, name: str, echo: Callable[[str], None] = lambda _: None) -> None:
         """Start ``api``, ``weed`` or ``ray`` again with the stack's settings (ray: its head is
         stopped first, which ends every driver, worker and Serve replica on it)."""
