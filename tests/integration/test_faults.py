@@ -126,25 +126,25 @@ def test_the_s3_server_down_for_20s_during_checkpoint_uploads_costs_a_pause_not_
     job = client.submit_job(small_job(dataset["id"], "s3-outage", max_steps=40, checkpoint_interval=2))
     # stop it once a checkpoint is stored and training runs on toward the next (every other step)
     at_stop = wait_until_training(client, job["id"], step=5, last_checkpoint_step=4)["progress"]
+    began = time.monotonic()
     local.stop("weed")
     seen = [at_stop["step"]]
-    end = time.monotonic() + OUTAGE_S
-    while time.monotonic() < end:  # the outage lasts OUTAGE_S; meanwhile, watch where training stands
+    while time.monotonic() < began + OUTAGE_S:  # meanwhile, watch where training stands
         seen.append((db_job(store, job["id"]).progress or {}).get("step", 0))
         time.sleep(1)
     local.restart("weed")
-    print(f"\nS3 outage of {OUTAGE_S}s: job {job['id']} at step {at_stop['step']} when it began, at step "
-          f"{max(seen)} at its end (checkpoints every 2 steps)")
+    outage = time.monotonic() - began
+    print(f"\nS3 outage of {outage:.0f}s: job {job['id']} at step {at_stop['step']} when it began (checkpoint at step "
+          f"{at_stop['last_checkpoint_step']}), at most at step {max(seen)} during it (checkpoints every 2 steps)")
+    # training (about a step a second here) stalled at its next checkpoint: the upload waited for the server
+    assert max(seen) <= at_stop["last_checkpoint_step"] + 4, seen
     done = wait_until_ended(client, job["id"])
-    log = client.request("GET", f"/v1/jobs/{job['id']}/logs")["text"]
-    retried = [line for line in log.splitlines() if "retrying in" in line]
-    print("\n".join(retried[:5]))
-    assert any("checkpoint" in line for line in retried), log[-3000:]  # a checkpoint upload waited for the server
-    assert done["status"] == "succeeded", (done["error"], status_reasons(client, job["id"]))
-    assert done["attempt"] == 1, status_reasons(client, job["id"])  # no attempt failed: the uploads waited
+    reasons = status_reasons(client, job["id"])
+    assert done["status"] == "succeeded", (done["error"], reasons)
+    assert done["attempt"] == 1, (done["error"], reasons)  # no attempt failed: the uploads waited
     assert done["metrics"]["step"] == 40
     checkpoints = [e["data"]["step"] for e in events(client, job["id"]) if e["kind"] == "checkpoint"]
-    assert any(step > max(seen) - 2 for step in checkpoints), checkpoints  # checkpointing went on after it
+    assert max(checkpoints) > max(seen), checkpoints  # checkpointing went on after it
     TRAINED[job["id"]] = done
     assert_no_quota_leaked(client)
 

@@ -91,3 +91,21 @@ def test_an_upload_gives_up_with_the_servers_error_once_its_time_is_spent():
                 attempts.append(time.monotonic())
                 raise ConnectionError("connection refused")
     assert len(attempts) >= 2 and attempts[-1] - attempts[0] < 5  # retried, with backoff, then stopped
+
+
+def test_ray_trains_filesystem_retries_in_every_process_it_is_pickled_to(s3, relay):  # noqa: F811
+    """Ray Train's controller writes its checkpoint index through this filesystem with no retry of
+    its own: the filesystem retries, also after the pickling that ships it to the controller."""
+    import pickle
+
+    import cloudpickle
+
+    store = ObjectStore(Settings(**{**s3, "s3_endpoint": f"http://127.0.0.1:{relay.port}"}))
+    fs = pickle.loads(cloudpickle.dumps(store.pyarrow_fs()))
+    threading.Timer(3.0, relay.up).start()  # the server answers 3 s after the write starts
+    started = time.monotonic()
+    with fs.open_output_stream("doctune/tenants/team-r/index.json") as f:
+        f.write(b"{}")
+    assert time.monotonic() - started >= 2.5
+    assert store.get_bytes("tenants/team-r/index.json") == b"{}"
+    store.delete_prefix("tenants/team-r/")

@@ -155,18 +155,49 @@ class ObjectStore:
         )
 
     def pyarrow_fs(self):
-        """A pyarrow S3 filesystem on the same endpoint, for Ray Train's RunConfig."""
-        import pyarrow.fs
-
+        """A pyarrow S3 filesystem on the same endpoint, for Ray Train's RunConfig; it retries
+        network errors for about a minute (:func:`retrying_s3_filesystem`)."""
         endpoint = self.settings.s3_endpoint
         scheme = "https" if endpoint.startswith("https") else "http"
-        return pyarrow.fs.S3FileSystem(
+        return retrying_s3_filesystem(
             access_key=self.settings.s3_access_key,
             secret_key=self.settings.s3_secret_key,
             endpoint_override=endpoint.split("://", 1)[-1],
             scheme=scheme,
             region=self.settings.s3_region,
         )
+
+
+S3_FS_ATTEMPTS = 11  # the AWS SDK's default strategy waits 25 ms * 2^n between tries: 11 tries span ~51 s
+
+
+def retrying_s3_filesystem(**kwargs):
+    """A ``pyarrow.fs.S3FileSystem`` whose every request retries network errors and 5xx answers with
+    exponential backoff for about a minute, in every process it is pickled to. Ray Train's
+    controller writes its checkpoint index and deletes old checkpoints through it with no retry of
+    its own, so an S3 server that restarts would otherwise fail the whole attempt. (pyarrow drops
+    ``retry_strategy`` when a filesystem is pickled; this subclass keeps it.)"""
+    global _RetryingS3FileSystem
+    if _RetryingS3FileSystem is None:
+        import pyarrow.fs
+
+        class RetryingS3FileSystem(pyarrow.fs.S3FileSystem):
+            def __init__(self, **kw):
+                self._doctune_kwargs = kw
+                super().__init__(retry_strategy=pyarrow.fs.AwsDefaultS3RetryStrategy(max_attempts=S3_FS_ATTEMPTS), **kw)
+
+            def __reduce__(self):
+                return _rebuild_s3_filesystem, (self._doctune_kwargs,)
+
+        _RetryingS3FileSystem = RetryingS3FileSystem
+    return _RetryingS3FileSystem(**kwargs)
+
+
+_RetryingS3FileSystem = None
+
+
+def _rebuild_s3_filesystem(kwargs: dict):
+    return retrying_s3_filesystem(**kwargs)
 
 
 def object_store_from_env() -> ObjectStore:
