@@ -67,6 +67,10 @@ class Settings:
     shared_adapters_per_tenant: int = 4  # a tenant holding this many loaded adapters recycles its own
     shared_max_batch_size: int = 8
     shared_batch_wait_timeout_s: float = 0.01
+    # the API's reconciler (doctune.services.reconcile): how often it compares every unfinished job,
+    # sweep and deployment with the cluster, and how long a claim or a deploy may go unrecorded first
+    reconcile_interval_s: float = 15.0
+    reconcile_grace_s: float = 60.0
 
     def ray_env(self) -> dict[str, str]:
         """Environment a Ray client needs to talk to our token-protected head."""

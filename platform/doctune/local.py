@@ -130,6 +130,12 @@ class LocalStack:
         # (created 0700 by _up_ray, which refuses one that is a symlink or another user's).
         self.ray_tmp = Path("/tmp") / f"doctune-ray-{hashlib.sha1(str(self.home).encode()).hexdigest()[:10]}"
 
+    @classmethod
+    def of(cls, s: Settings, num_cpus: int | None = None) -> "LocalStack":
+        """The stack that ``s`` (its stack.json) describes, with its port range."""
+        base = int(s.ray_dashboard_url.rsplit(":", 1)[1].split("/")[0]) - PORT_OFFSETS["dashboard"]
+        return cls(home=Path(s.home), base=base, num_cpus=num_cpus)
+
     # ---------------------------------------------------------------- helpers
     def settings(self) -> Settings:
         return load_settings(self.home)
@@ -390,6 +396,41 @@ class LocalStack:
         if self._ray_pids():
             self._kill_ray()
             echo("ray     stopped")
+
+    # ---------------------------------------------------------------- faults (the fault tests use these)
+    def kill(self, name: str) -> None:
+        """Kill the ``api`` or ``weed`` process group at once (SIGKILL), as a crash or an OOM kill
+        would: no shutdown hook runs. `doctune up` (or :meth:`restart`) starts it again."""
+        pid = _read_pid(self.run_dir / f"{name}.pid")
+        if pid is None:
+            return
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        wait_until(lambda: not _pid_alive(pid), 30, f"{name} to exit")
+        try:
+            os.waitpid(pid, os.WNOHANG)  # reap it when this process started it
+        except ChildProcessError:
+            pass
+
+    def stop(self, name: str) -> None:
+        """Stop the ``api`` or ``weed`` process group as `doctune down` does (SIGTERM, then SIGKILL)."""
+        pid = _read_pid(self.run_dir / f"{name}.pid")
+        if pid and _pid_alive(pid):
+            _terminate([pid], grace_s=10, group=True)
+
+    def restart(self, name: str, echo: Callable[[str], None] = lambda _: None) -> None:
+        """Start ``api``, ``weed`` or ``ray`` again with the stack's settings (ray: its head is
+        stopped first, which ends every driver, worker and Serve replica on it)."""
+        s = self.settings()
+        if name == "ray":
+            self._kill_ray()
+            wait_until(lambda: not self.ray_up(s), 30, "the old Ray head to stop")
+            self._up_ray(s, echo)
+        else:
+            self._clear_stale(name)
+            {"api": self._up_api, "weed": self._up_weed}[name](s, echo)
 
     # ---------------------------------------------------------------- status
     def status(self) -> dict[str, dict[str, str]]:

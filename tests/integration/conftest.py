@@ -23,6 +23,13 @@ from doctune.corpora import load_bbc_news
 
 
 END = ("succeeded", "failed", "cancelled")
+LAST = ("tests.integration.test_faults",)  # they kill the API, restart the Ray head and stop the S3 server
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The fault tests run after every other test of the session, whatever order it was given in:
+    they disturb the stack that the others share (a stable sort keeps every other order as it was)."""
+    items.sort(key=lambda item: getattr(getattr(item, "module", None), "__name__", "") in LAST)
 AHEAD: dict[str, tuple[Callable, tuple[str, ...]]] = {}
 
 

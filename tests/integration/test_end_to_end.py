@@ -162,24 +162,13 @@ def test_cli_errors_are_one_line_and_nonzero(stack, tenant_b, finished_job):
 
 
 def test_endpoints_lost_with_the_cluster_are_restored(stack, endpoint, tenant_a, client_a):
-    """Serve applications vanish when Ray restarts; the API's start-up reconcile
-    redeploys every deployment recorded as running."""
-    from doctune.services import Platform
-    from doctune.services.deployments import reconcile_deployments
-
-    p = Platform(stack)
+    """Serve applications vanish when Ray restarts; the API's reconciler (at start and every
+    reconcile_interval_s, with no call from anyone) redeploys every deployment recorded as running."""
     r = httpx.delete(f"{stack.ray_dashboard_url}/api/serve/applications/",
                      headers={"Authorization": f"Bearer {stack.ray_token()}"}, timeout=60)
     assert r.status_code < 300, r.text
-    poll(lambda: "team-a-bbc" not in p.runner.applications(), 120, "Serve to drop the application")
-    from sqlalchemy import select
-
-    from doctune.store.db import Deployment
-
-    with p.db.session() as s:  # every endpoint recorded as running (other modules' too, in any test order)
-        running = set(s.execute(select(Deployment.id).where(Deployment.status == "running")).scalars())
-    restored = reconcile_deployments(p)
-    assert endpoint["id"] in restored and set(restored) == running
+    poll(lambda: (d := client_a.get_deployment(endpoint["id"]))["status"] == "deploying"
+         and "restoring" in (d["message"] or ""), 300, "the reconciler to notice the lost application", interval=0.5)
     dep = poll(lambda: (d := client_a.get_deployment(endpoint["id"]))["status"] != "deploying" and d, 300, "redeploy")
     assert dep["status"] == "running"
     r = httpx.post(endpoint["url"], json={"inputs": ["Shares rose."]}, headers={"Authorization": f"Bearer {tenant_a}"}, timeout=60)

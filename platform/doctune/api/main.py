@@ -3,14 +3,13 @@
 
 Started by `doctune up` (``uvicorn doctune.api.app:create_app --factory``, 127.0.0.1) or by the
 Helm chart's Deployment. Every route but /healthz needs ``Authorization: Bearer <api key>``.
-At start-up (the lifespan) the database is migrated and, with a Ray cluster configured, jobs
-and endpoints are reconciled with it and the dispatcher starts; it stops at shutdown.
+At start-up (the lifespan) the database is migrated and, with a Ray cluster configured, the
+dispatcher starts, and so does the reconciler, which compares jobs, sweeps and endpoints with the
+cluster at once and every ``reconcile_interval_s`` (``doctune.services.reconcile``); both stop at shutdown.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -24,38 +23,26 @@ from doctune.api.metering import BodyLimit, RateLimitByAddress, api_rate_limiter
 from doctune.api.routes import ROUTERS
 from doctune.api.routes import base_models as base_models_routes
 from doctune.services import Platform
-from doctune.services import deployments as deployments_svc
-from doctune.services import jobs as jobs_svc
 from doctune.services import tasks as tasks_svc
+from doctune.services.reconcile import Reconciler
 from doctune.services.scheduler import Dispatcher
 
-log = logging.getLogger("doctune.api")
-
-
-def reconcile_with_cluster(p: Platform) -> None:
-    """A restarted API loses no job or endpoint: ask the cluster what happened meanwhile."""
-    try:
-        n = jobs_svc.reconcile_with_ray(p)
-        if n:
-            log.warning("reconciled %d job(s) with the Ray Jobs API", n)
-        restored = deployments_svc.reconcile_deployments(p)
-        if restored:
-            log.warning("redeploying %d endpoint(s) lost with the Ray cluster", len(restored))
-    except Exception:
-        log.exception("could not reconcile jobs with Ray")
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     p: Platform = app.state.platform
     p.db.migrate()
+    reconciler = None
     if p.settings.ray_dashboard_url:
-        threading.Thread(target=reconcile_with_cluster, args=(p,), daemon=True).start()
         p.dispatcher = Dispatcher(p)
         p.dispatcher.start()
+        reconciler = Reconciler(p).start()  # at once, then every reconcile_interval_s
     try:
         yield
     finally:
+        if reconciler is not None:
+            reconciler.stop()
         if p.dispatcher is not None:
             p.dispatcher.stop()
 

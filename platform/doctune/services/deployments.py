@@ -82,6 +82,7 @@ def record_deployment(p: Platform, caller: Principal, spec: DeploymentSpec, *, r
                     row.info = None  # the int8 measurement belongs to the model it was made on
                 row.model_id, row.spec, row.status, row.message = (spec.model_id, spec.model_dump(mode="json"),
                                                                    DeploymentState.DEPLOYING, None)
+                row.ray_submission_id = None  # the earlier change's driver; this one's is recorded on submit
             else:
                 row = Deployment(
                     id=new_id("dep"), tenant_id=spec.tenant, name=spec.name, model_id=spec.model_id,
@@ -101,33 +102,114 @@ def record_deployment(p: Platform, caller: Principal, spec: DeploymentSpec, *, r
 
 def _submit_deploy(p: Platform, deployment_id: str) -> None:
     try:
-        p.runner.deploy_app(deployment_id)
+        sid = p.runner.deploy_app(deployment_id)
     except DoctuneError:
         raise
     except Exception as exc:
         set_status(p, deployment_id, DeploymentState.FAILED, f"the cluster did not accept the deployment: {exc}")
         raise DoctuneError(f"the cluster did not accept the deployment: {exc}", "unavailable") from None
+    _record_driver(p, deployment_id, sid)
+
+
+def _record_driver(p: Platform, deployment_id: str, submission_id: str | None) -> None:
+    with p.db.session() as s:
+        s.get(Deployment, deployment_id).ray_submission_id = submission_id
 
 
 def reconcile_deployments(p: Platform) -> list[str]:
-    """At API start: redeploy every deployment recorded as running whose Serve
-    application is gone (the cluster was restarted), so endpoints come back."""
+    """At API start and every few seconds (:class:`doctune.services.reconcile.Reconciler`): redeploy
+    every deployment recorded as running whose Serve application is gone (the cluster was restarted),
+    so endpoints come back, and settle those stuck in ``deploying`` or ``deleting``
+    (:func:`settle_stuck_deployment`). Returns the ids of the deployments redeployed."""
+    with p.db.session() as s:  # first: a deployment recorded running had its application before this
+        rows = list(s.execute(select(Deployment).where(Deployment.status.in_(
+            (DeploymentState.RUNNING, DeploymentState.DEPLOYING, DeploymentState.DELETING)))).scalars())
     apps = p.runner.applications()
-    with p.db.session() as s:
-        rows = list(s.execute(select(Deployment).where(Deployment.status == DeploymentState.RUNNING)).scalars())
     restored = []
     for row in rows:
-        if app_name(row) not in apps:
-            set_status(p, row.id, DeploymentState.DEPLOYING, "restoring: its Serve application was gone (cluster restart)")
+        if row.status == DeploymentState.RUNNING and app_name(row) not in apps:
+            set_status(p, row.id, DeploymentState.DEPLOYING, "restoring: its Serve application was gone (cluster restart)",
+                       driver=None)
             _submit_deploy(p, row.id)
+            restored.append(row.id)
+        elif row.status != DeploymentState.RUNNING and settle_stuck_deployment(p, row, apps) == "redeployed":
             restored.append(row.id)
     return restored
 
 
-def set_status(p: Platform, deployment_id: str, status: str, message: str | None = None) -> None:
+_first_seen_without_driver: dict[tuple[str, str, int], float] = {}
+_resubmitted: dict[tuple[str, str, int], int] = {}
+MAX_RESUBMITS = 3
+
+
+def settle_stuck_deployment(p: Platform, row: Deployment, apps: dict[str, Any]) -> str:
+    """A deployment in ``deploying`` or ``deleting`` whose driver ended without recording the outcome,
+    or was lost with the Ray head (or was never recorded, for longer than the grace period): settled
+    from what Serve runs. Deploying: the application runs → ``running``; it failed → ``failed``;
+    it is gone → deployed again (at most MAX_RESUBMITS times, then ``failed``). Deleting: the
+    application is gone → ``deleted``; it still runs → deleted again. Returns what it did."""
+    import time
+
+    from doctune.states import AttemptState
+
+    key = (row.id, row.status, row.revision)
+    if row.ray_submission_id:
+        try:
+            if p.runner.status(row.ray_submission_id).state in (AttemptState.PENDING, AttemptState.RUNNING):
+                return "waiting"  # its driver is still at work
+        except Exception:
+            return "waiting"  # the cluster does not answer: next round
+    elif time.monotonic() - _first_seen_without_driver.setdefault(key, time.monotonic()) < p.settings.reconcile_grace_s:
+        return "waiting"  # the request may be recording its driver right now
+    with p.db.session() as s:  # the driver may have just recorded the outcome
+        if s.get(Deployment, row.id).status != row.status:
+            return "settled"
+    app = apps.get(app_name(row))
+    state = (app or {}).get("status")
+    if row.status == DeploymentState.DELETING:
+        if app is None:
+            set_status(p, row.id, DeploymentState.DELETED, "undeployed (settled by the reconciler: the Serve "
+                                                           "application is gone; its undeploy driver never reported)")
+            return "settled"
+        return _resubmit(p, row, key, "delete")
+    if state == "RUNNING":
+        set_status(p, row.id, DeploymentState.RUNNING, f"serving model {row.model_id} at {row.route} (settled by the "
+                                                       "reconciler: its deploy driver never reported)")
+        return "settled"
+    if state in ("DEPLOY_FAILED", "UNHEALTHY"):
+        set_status(p, row.id, DeploymentState.FAILED, f"Serve reports {state}: {(app or {}).get('message') or ''}"[:2000])
+        return "settled"
+    if app is not None:
+        return "waiting"  # Serve is still starting it
+    return _resubmit(p, row, key, "deploy")
+
+
+def _resubmit(p: Platform, row: Deployment, key: tuple[str, str, int], what: str) -> str:
+    _resubmitted[key] = _resubmitted.get(key, 0) + 1
+    if _resubmitted[key] > MAX_RESUBMITS:
+        set_status(p, row.id, DeploymentState.FAILED, f"its {what} driver ended {MAX_RESUBMITS} times without "
+                   "recording an outcome; see the deploy driver's log, then deploy again")
+        return "failed"
+    try:
+        sid = p.runner.deploy_app(row.id) if what == "deploy" else p.runner.delete_app(row.id)
+    except Exception:
+        return "waiting"
+    _record_driver(p, row.id, sid)
+    _first_seen_without_driver.pop(key, None)
+    return "redeployed" if what == "deploy" else "deleting"
+
+
+KEEP = object()
+
+
+def set_status(p: Platform, deployment_id: str, status: str, message: str | None = None, *,
+               driver: str | None | object = KEEP) -> None:
+    """``driver``: the submission id of the driver doing the change now (None: none yet)."""
     with p.db.session() as s:
         row = s.get(Deployment, deployment_id)
         row.status, row.message = status, message
+        if driver is not KEEP:
+            row.ray_submission_id = driver
 
 
 def set_info(p: Platform, deployment_id: str, info: dict | None) -> None:
@@ -144,12 +226,13 @@ def delete_deployment(p: Platform, caller: Principal, deployment_id: str) -> Dep
     check_tenant_access(caller, dep.tenant_id, write=True)
     if dep.status in (DeploymentState.DELETED, DeploymentState.DELETING):
         return dep
-    set_status(p, dep.id, DeploymentState.DELETING, "undeploy requested")
+    set_status(p, dep.id, DeploymentState.DELETING, "undeploy requested", driver=None)
     try:
-        p.runner.delete_app(dep.id)
+        sid = p.runner.delete_app(dep.id)
     except Exception as exc:
-        set_status(p, dep.id, dep.status, dep.message)
+        set_status(p, dep.id, dep.status, dep.message, driver=dep.ray_submission_id)
         raise DoctuneError(f"the cluster did not accept the undeploy: {exc}", "unavailable") from None
+    _record_driver(p, dep.id, sid)
     return get_deployment(p, caller, deployment_id)
 
 

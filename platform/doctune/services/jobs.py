@@ -226,21 +226,26 @@ def list_events(p: Platform, caller: Principal, job_id: str, *, after: int = 0, 
         return list(s.execute(q).scalars())
 
 
-def reconcile_with_ray(p: Platform) -> int:
-    """At API start: bring every unfinished job's record in line with the cluster, so a
-    restart of the API server loses no job. Returns how many changed."""
+def reconcile_with_ray(p: Platform, grace_s: float | None = None) -> int:
+    """Bring every unfinished job that is not a sweep's trial (a trial follows its sweep:
+    :func:`doctune.services.sweeps.reconcile_sweeps`) in line with the cluster; run at API start
+    and every few seconds by :class:`doctune.services.reconcile.Reconciler`, so a restart of the
+    API server or of the Ray head loses no job and strands none. Returns how many changed."""
     changed = 0
     with p.db.session() as s:
-        pending = list(s.execute(select(Job).where(Job.status.in_(ACTIVE), Job.ray_submission_id.is_not(None))).scalars())
+        pending = list(s.execute(select(Job).where(Job.status.in_(ACTIVE), Job.sweep_id.is_(None))).scalars())
     for job in pending:
-        if _sync_with_cluster(p, job, force=True).status != job.status:
-            changed += 1
+        try:
+            if reconcile_job(p, job, grace_s=grace_s).status != job.status:
+                changed += 1
+        except Exception as exc:  # e.g. the object store is down while looking for a checkpoint: next round
+            log.warning("could not reconcile job %s: %s", job.id, exc)
     return changed
 
 
 def get_job(p: Platform, caller: Principal, job_id: str, *, sync: bool = True) -> Job:
     job = get_owned(p, caller, Job, job_id, "job", "job_id")
-    if sync and job.status not in TERMINAL and job.ray_submission_id:
+    if sync and job.status in ACTIVE and job.ray_submission_id and not job.sweep_id:
         job = _sync_with_cluster(p, job)
     return job
 
@@ -249,31 +254,137 @@ _last_sync: dict[str, float] = {}
 SYNC_EVERY_S = 10.0
 
 
-def _sync_with_cluster(p: Platform, job: Job, *, force: bool = False) -> Job:
-    """A driver that died without reporting (OOM, killed node) still ends the job.
-    Asks the cluster at most every SYNC_EVERY_S per job: pollers must not load its head."""
+def _sync_with_cluster(p: Platform, job: Job) -> Job:
+    """On GET: asks the cluster at most every SYNC_EVERY_S per job (pollers must not load its head)."""
     import time
 
-    if not force and time.monotonic() - _last_sync.get(job.id, -1e9) < SYNC_EVERY_S:
+    if time.monotonic() - _last_sync.get(job.id, -1e9) < SYNC_EVERY_S:
         return job
     _last_sync[job.id] = time.monotonic()
     try:
-        run = p.runner.status(job.ray_submission_id)
-    except Exception:
+        return reconcile_job(p, job)
+    except Exception as exc:
+        log.warning("could not reconcile job %s: %s", job.id, exc)
         return job
-    if job.status not in ACTIVE:
-        return job  # queued or paused: the run named here belongs to an earlier attempt
-    if run.state in (AttemptState.FAILED, AttemptState.SUCCEEDED):
-        with p.db.session() as s:  # re-read: the driver may have just written the real outcome
-            fresh = s.get(Job, job.id)
-        if fresh.status in TERMINAL:
-            return fresh
-        message = (run.message or "driver failed") if run.state == AttemptState.FAILED else "driver ended without a result"
-        return update_job(p, job.id, status=JobState.FAILED, error={"code": "internal", "message": message[:2000]},
-                          reason="the job's driver ended without reporting (it died)")
+
+
+def reconcile_job(p: Platform, job: Job, *, grace_s: float | None = None) -> Job:
+    """One unfinished job against its driver on the cluster. A driver that is pending or running is
+    left alone; one stopped on the cluster cancels the job; one that died without reporting, or that
+    the cluster no longer knows (its head restarted), makes the job retry from its last checkpoint
+    (:func:`retry_or_fail`). A job claimed but never handed to the cluster is queued again."""
+    if not job.ray_submission_id:
+        return _reconcile_unsubmitted(p, job, p.settings.reconcile_grace_s if grace_s is None else grace_s)
+    sid = job.ray_submission_id
+    try:
+        run = p.runner.status(sid)
+    except Exception:
+        return job  # the cluster does not answer (its head may be restarting): decide nothing now
+    with p.db.session() as s:  # re-read: the driver may have just written the real outcome
+        fresh = s.get(Job, job.id)
+    if fresh.status not in ACTIVE or fresh.ray_submission_id != sid or run.state in (AttemptState.PENDING,
+                                                                                    AttemptState.RUNNING):
+        return fresh
     if run.state == AttemptState.STOPPED:
-        return update_job(p, job.id, status=JobState.CANCELLED, reason="the job's driver was stopped on the cluster")
+        return settle_job(p, fresh, "the job's driver was stopped on the cluster", status=JobState.CANCELLED)
+    if run.state == AttemptState.UNKNOWN:
+        why = f"the Ray cluster no longer knows the job's driver {sid} (its head was restarted, or the run was removed)"
+    elif run.state == AttemptState.FAILED:
+        why = f"the job's driver {sid} died without reporting: {(run.message or 'no message')[:1000]}"
+    else:
+        why = f"the job's driver {sid} ended without reporting a result"
+    return retry_or_fail(p, fresh, why)
+
+
+def last_checkpoint(p: Platform, job: Job) -> str | None:
+    """The newest complete checkpoint of the job's current attempt (bucket/key, what a run resumes
+    from), else the one that attempt started from. Raises when the object store cannot be read."""
+    from doctune.store.objects import tenant_key
+    from doctune.train.checkpoints import newest_complete_checkpoint
+    from doctune.train.trainer import attempt_dir
+
+    # the layout of doctune.train.trainer.checkpoint_prefix, read without validating the stored spec again
+    prefix = tenant_key(job.tenant_id, "jobs", job.id, "checkpoints", attempt_dir(job.attempt))
+    key = newest_complete_checkpoint(p.objects, prefix, int((job.spec or {}).get("num_workers", 1)))
+    return f"{p.settings.bucket}/{key}" if key else job.resume_from
+
+
+def retry_or_fail(p: Platform, job: Job, why: str) -> Job:
+    """A job whose run was lost: queued again as its next attempt, from its last checkpoint, while it
+    has retries left; else failed, with ``why`` in its error."""
+    retries = int((job.spec or {}).get("retries", 1))
+    error = {"code": "driver_lost", "message": why[:2000], "attempt": job.attempt}
+    if job.attempt > retries:
+        return settle_job(p, job, f"{why}; attempt {job.attempt} of {retries + 1}, no retries left",
+                          status=JobState.FAILED, error=error)
+    ckpt = last_checkpoint(p, job)
+    job = settle_job(p, job, f"{why}; retrying as attempt {job.attempt + 1} "
+                     + (f"from checkpoint {ckpt}" if ckpt else "from the start (no checkpoint yet)"),
+                     status=JobState.QUEUED, attempt=job.attempt + 1, resume_from=ckpt, ray_submission_id=None,
+                     error=error)
+    if p.dispatcher is not None:
+        p.dispatcher.wake()
     return job
+
+
+def settle_job(p: Platform, job: Job, reason: str | None, **values: Any) -> Job:
+    """Compare-and-set for the reconciler: apply ``values`` only if the job is still as ``job`` was
+    read (status, attempt, driver), so a job that its driver, a cancel, the dispatcher or another
+    reconciler (a GET, another API replica) changed meanwhile is left as it now is; a status change
+    is recorded as an event with ``reason``. Returns the job as stored afterwards."""
+    from sqlalchemy import update
+
+    same_driver = (Job.ray_submission_id.is_(None) if job.ray_submission_id is None
+                   else Job.ray_submission_id == job.ray_submission_id)
+    if values.get("status") in TERMINAL:
+        values["finished_at"] = now()
+    with p.db.session() as s:
+        done = s.execute(update(Job).where(Job.id == job.id, Job.status == job.status, Job.attempt == job.attempt,
+                                           same_driver).values(**values).execution_options(synchronize_session=False))
+        if done.rowcount == 1 and values.get("status", job.status) != job.status:
+            s.add(JobEvent(job_id=job.id, kind="status", status=values["status"], reason=reason,
+                           data={"from": job.status}))
+    with p.db.session() as s:
+        return s.get(Job, job.id)
+
+
+def _reconcile_unsubmitted(p: Platform, job: Job, grace_s: float) -> Job:
+    """A job that holds its quota but names no driver. Claimed by a dispatcher that stopped before it
+    recorded the driver: the driver it planned (its ``submit`` event) is adopted if the cluster has it,
+    else the job is queued again (the same attempt: nothing ran). A running job with no submit event
+    was started by `ray job submit` itself; its driver cannot be asked, so it is left alone."""
+    with p.db.session() as s:
+        events = list(s.execute(select(JobEvent).where(JobEvent.job_id == job.id, JobEvent.kind.in_(("status", "submit")))
+                                .order_by(JobEvent.id.desc()).limit(20)).scalars())
+    claim = next((e for e in events if e.kind == "status" and e.status == JobState.STARTING), None)
+    if claim is None or seconds_since(claim.at) < grace_s:
+        return job
+    planned = next((e.data.get("submission_id") for e in events if e.kind == "submit" and e.id > claim.id), None)
+    if planned:
+        try:
+            run = p.runner.status(planned)
+        except Exception:
+            return job
+        if run.state != AttemptState.UNKNOWN:
+            return settle_job(p, job, None, ray_submission_id=planned)  # it was handed over; only its id was lost
+        if job.status == JobState.RUNNING:  # it ran, and the cluster has forgotten it since
+            return retry_or_fail(p, job, f"the Ray cluster no longer knows the job's driver {planned} (its head "
+                                         "was restarted, or the run was removed)")
+    elif job.status != JobState.STARTING:
+        return job
+    job = settle_job(p, job, f"claimed {seconds_since(claim.at):.0f}s ago but never handed to the cluster (the "
+                     "dispatcher stopped in between); queued again", status=JobState.QUEUED)
+    if p.dispatcher is not None:
+        p.dispatcher.wake()
+    return job
+
+
+def seconds_since(at: Any) -> float:
+    from datetime import timezone
+
+    if at.tzinfo is None:  # SQLite returns naive datetimes (stored in UTC)
+        at = at.replace(tzinfo=timezone.utc)
+    return (now() - at).total_seconds()
 
 
 def list_jobs(p: Platform, caller: Principal, *, state: JobState | None = None, task: str | None = None,

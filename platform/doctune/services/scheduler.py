@@ -187,15 +187,20 @@ def cluster_free(p: Platform) -> Demand:
 
 
 def submit_claimed(p: Platform, job: Job) -> None:
-    """Hand a claimed job's driver to the cluster; a refusal fails the job with the reason."""
+    """Hand a claimed job's driver to the cluster; a refusal fails the job with the reason.
+
+    The driver's submission id is recorded (a ``submit`` event) before the cluster is asked: if this
+    process stops in between, the reconciler (:func:`doctune.services.jobs.reconcile_job`) finds the
+    driver by it, or queues the job again when the cluster never got it."""
     import uuid
 
-    from doctune.services.jobs import update_job
+    from doctune.services.jobs import add_event, update_job
 
     first_run = job.attempt == 1 and not job.resume_from
+    planned = job.id if first_run else f"{job.id}-a{job.attempt}-{uuid.uuid4().hex[:6]}"
+    add_event(p, job.id, "submit", {"submission_id": planned, "attempt": job.attempt})
     try:
-        sid = p.runner.submit("ray_jobs.finetune", ["--job-id", job.id],
-                              submission_id=job.id if first_run else f"{job.id}-a{job.attempt}-{uuid.uuid4().hex[:6]}")
+        sid = p.runner.submit("ray_jobs.finetune", ["--job-id", job.id], submission_id=planned)
     except Exception as exc:
         update_job(p, job.id, status=JobState.FAILED,
                    error={"code": "unavailable", "message": f"the cluster refused the job: {exc}"[:2000]})

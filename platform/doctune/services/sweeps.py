@@ -261,3 +261,74 @@ def tenant_leaderboard(p: Platform, caller: Principal, tenant: str, task: str | 
         ranked = rank([j for j in done if j.task == name], m, mode)[:limit]
         boards.append({"task": name, "metric": f"dev {m}", "mode": mode, "jobs": ranked})
     return {"tenant": tenant, "boards": boards}
+
+
+# ------------------------------------------------------------------ reconcile with the cluster
+def reconcile_sweeps(p: Platform, grace_s: float | None = None) -> int:
+    """Every unfinished sweep against its driver on the cluster, then every unfinished trial against
+    its sweep (a trial has no driver of its own: it runs inside its sweep's). Run at API start and
+    every few seconds by :class:`doctune.services.reconcile.Reconciler`. Returns how many changed."""
+    import logging
+
+    grace = p.settings.reconcile_grace_s if grace_s is None else grace_s
+    with p.db.session() as s:
+        open_sweeps = list(s.execute(select(Sweep).where(Sweep.status.not_in(TERMINAL))).scalars())
+    changed = 0
+    for row in open_sweeps:
+        try:
+            changed += reconcile_sweep(p, row, grace).status != row.status
+        except Exception as exc:
+            logging.getLogger("doctune.sweeps").warning("could not reconcile sweep %s: %s", row.id, exc)
+    return changed + settle_orphan_trials(p)
+
+
+def reconcile_sweep(p: Platform, row: Sweep, grace_s: float) -> Sweep:
+    """A sweep recorded but never handed to the cluster is submitted (or, if the cluster has its
+    driver, adopted); one whose driver was stopped is cancelled; one whose driver died or was
+    forgotten by the cluster (a Ray head restart) is failed with that reason."""
+    from doctune.services.jobs import seconds_since
+    from doctune.states import AttemptState
+
+    sid = row.ray_submission_id
+    if not sid:
+        if seconds_since(row.created_at) < grace_s:
+            return row
+        try:
+            known = p.runner.status(row.id).state != AttemptState.UNKNOWN
+            sid = row.id if known else p.runner.submit("ray_jobs.sweep", ["--sweep-id", row.id], submission_id=row.id)
+        except Exception:
+            return row  # the cluster does not answer: next round
+        return update_sweep(p, row.id, ray_submission_id=sid)
+    try:
+        run = p.runner.status(sid)
+    except Exception:
+        return row
+    with p.db.session() as s:
+        fresh = s.get(Sweep, row.id)  # the driver may have just written its outcome
+    if fresh.status in TERMINAL or run.state in (AttemptState.PENDING, AttemptState.RUNNING):
+        return fresh
+    if run.state == AttemptState.STOPPED:
+        return update_sweep(p, row.id, status=SweepState.CANCELLED,
+                            error={"code": "cancelled", "message": f"the sweep's driver {sid} was stopped on the cluster"})
+    if run.state == AttemptState.UNKNOWN:
+        why = f"the Ray cluster no longer knows the sweep's driver {sid} (its head was restarted)"
+    else:
+        why = f"the sweep's driver {sid} ended without recording an outcome: {(run.message or 'no message')[:1000]}"
+    return update_sweep(p, row.id, status=SweepState.FAILED, error={"code": "driver_lost", "message": why})
+
+
+def settle_orphan_trials(p: Platform) -> int:
+    """Trials still unfinished although their sweep has ended (its driver died with them running):
+    cancelled with a cancelled sweep, else failed, each with the reason. Returns how many."""
+    from doctune.services.jobs import update_job
+
+    with p.db.session() as s:
+        rows = list(s.execute(select(Job, Sweep.status).join(Sweep, Job.sweep_id == Sweep.id).where(
+            Job.status.not_in(JobState.terminal()), Sweep.status.in_(TERMINAL))).all())
+    for job, sweep_status in rows:
+        why = f"its sweep {job.sweep_id} ended ({sweep_status}) while this trial was {job.status}"
+        if sweep_status == SweepState.CANCELLED:
+            update_job(p, job.id, status=JobState.CANCELLED, reason=why)
+        else:
+            update_job(p, job.id, status=JobState.FAILED, error={"code": "driver_lost", "message": why}, reason=why)
+    return len(rows)

@@ -224,6 +224,8 @@ class Deployment(Base):
     # what the deploy job measured, e.g. {"quantization": {...}}; None until measured, reset when the model changes
     info: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # its newest DeploymentRevision
+    # the driver (a Ray submission) doing the current deploy or undeploy; the reconciler asks about it
+    ray_submission_id: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 

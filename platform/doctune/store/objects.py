@@ -17,6 +17,25 @@ from doctune.errors import DoctuneError
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
+UPLOAD_RETRY_S = 60.0  # how long an upload keeps retrying while the S3 server is down (e.g. restarting)
+
+
+def retrying_upload(what: str, retry_s: float | None = None):
+    """A tenacity ``Retrying`` for uploads: exponential backoff (0.5 s doubling, at most 10 s apart)
+    for up to ``retry_s`` (UPLOAD_RETRY_S) in all, then the last error is raised. An S3 server
+    that is briefly unreachable (restarting, a network blip) costs a pause, not the job."""
+    import logging
+
+    from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
+
+    def say(state) -> None:
+        logging.getLogger("doctune.objects").warning("%s failed (%s); retrying in %.1fs", what,
+                                                     state.outcome.exception(), state.next_action.sleep)
+
+    return Retrying(stop=stop_after_delay(UPLOAD_RETRY_S if retry_s is None else retry_s),
+                    wait=wait_exponential(multiplier=0.5, max=10), reraise=True,
+                    retry=retry_if_exception(lambda exc: not isinstance(exc, DoctuneError)), before_sleep=say)
+
 
 def tenant_key(tenant: str, *parts: str) -> str:
     """``tenants/<tenant>/<parts...>``, refusing any segment that is not a plain name."""
@@ -62,7 +81,9 @@ class ObjectStore:
             self.client.create_bucket(Bucket=self.bucket)
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
+        for attempt in retrying_upload(f"upload of {key}"):
+            with attempt:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
 
     def get_bytes(self, key: str) -> bytes:
         from botocore.exceptions import ClientError
@@ -100,7 +121,9 @@ class ObjectStore:
         n = 0
         for path in sorted(local.rglob("*")):
             if path.is_file():
-                self.client.upload_file(str(path), self.bucket, f"{prefix}/{path.relative_to(local).as_posix()}")
+                for attempt in retrying_upload(f"upload of {path.name}"):
+                    with attempt:
+                        self.client.upload_file(str(path), self.bucket, f"{prefix}/{path.relative_to(local).as_posix()}")
                 n += 1
         return n
 
@@ -137,18 +160,49 @@ class ObjectStore:
         )
 
     def pyarrow_fs(self):
-        """A pyarrow S3 filesystem on the same endpoint, for Ray Train's RunConfig."""
-        import pyarrow.fs
-
+        """A pyarrow S3 filesystem on the same endpoint, for Ray Train's RunConfig; it retries
+        network errors for about a minute (:func:`retrying_s3_filesystem`)."""
         endpoint = self.settings.s3_endpoint
         scheme = "https" if endpoint.startswith("https") else "http"
-        return pyarrow.fs.S3FileSystem(
+        return retrying_s3_filesystem(
             access_key=self.settings.s3_access_key,
             secret_key=self.settings.s3_secret_key,
             endpoint_override=endpoint.split("://", 1)[-1],
             scheme=scheme,
             region=self.settings.s3_region,
         )
+
+
+S3_FS_ATTEMPTS = 11  # the AWS SDK's default strategy waits 25 ms * 2^n between tries: 11 tries span ~51 s
+
+
+def retrying_s3_filesystem(**kwargs):
+    """A ``pyarrow.fs.S3FileSystem`` whose every request retries network errors and 5xx answers with
+    exponential backoff for about a minute, in every process it is pickled to. Ray Train's
+    controller writes its checkpoint index and deletes old checkpoints through it with no retry of
+    its own, so an S3 server that restarts would otherwise fail the whole attempt. (pyarrow drops
+    ``retry_strategy`` when a filesystem is pickled; this subclass keeps it.)"""
+    global _RetryingS3FileSystem
+    if _RetryingS3FileSystem is None:
+        import pyarrow.fs
+
+        class RetryingS3FileSystem(pyarrow.fs.S3FileSystem):
+            def __init__(self, **kw):
+                self._doctune_kwargs = kw
+                super().__init__(retry_strategy=pyarrow.fs.AwsDefaultS3RetryStrategy(max_attempts=S3_FS_ATTEMPTS), **kw)
+
+            def __reduce__(self):
+                return _rebuild_s3_filesystem, (self._doctune_kwargs,)
+
+        _RetryingS3FileSystem = RetryingS3FileSystem
+    return _RetryingS3FileSystem(**kwargs)
+
+
+_RetryingS3FileSystem = None
+
+
+def _rebuild_s3_filesystem(kwargs: dict):
+    return retrying_s3_filesystem(**kwargs)
 
 
 def object_store_from_env() -> ObjectStore:

@@ -31,6 +31,7 @@ __all__ = [
     "restore_checkpoint",
     "restored_checkpoint",
     "save_checkpoint",
+    "upload_checkpoint_with_retry",
 ]
 
 STATE_FILE = "doctune_state.json"
@@ -81,8 +82,24 @@ def save_checkpoint(engine: Any, state: dict[str, Any], metrics: dict[str, Any],
         # this rank's manifest: the checkpoint is complete once every rank's files exist
         files = sorted(str(f.relative_to(tmp)) for f in Path(tmp).rglob("*") if f.is_file())
         (Path(tmp) / f"{MANIFEST_PREFIX}{rank}.json").write_text(json.dumps(files))
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                         checkpoint_upload_fn=upload_checkpoint_with_retry)
     dist.barrier()  # every rank's upload is done before anyone calls this checkpoint saved
+
+
+def upload_checkpoint_with_retry(checkpoint: Any, checkpoint_dir_name: str) -> Any:
+    """Ray Train's own upload of a reported checkpoint to the run's storage, retried with
+    exponential backoff for up to a minute (:func:`doctune.store.objects.retrying_upload`): an
+    S3 server that is down for a while (restarting) pauses training instead of failing the attempt.
+    A retry copies every file again, so a half-finished copy is completed."""
+    import ray.train
+
+    from doctune.store.objects import retrying_upload
+
+    storage = ray.train.get_context().get_storage()
+    for attempt in retrying_upload(f"checkpoint {checkpoint_dir_name}"):
+        with attempt:
+            return storage.persist_current_checkpoint(checkpoint, checkpoint_dir_name)
 
 
 def checkpoint_to_restore(store: Any, prefix: str | None, world: int, resume_from: Any = None) -> Any:
