@@ -156,7 +156,7 @@ def test_endpoints_lost_with_the_cluster_are_restored(stack, endpoint, tenant_a,
     r = httpx.delete(f"{stack.ray_dashboard_url}/api/serve/applications/",
                      headers={"Authorization": f"Bearer {stack.ray_token()}"}, timeout=60)
     assert r.status_code < 300, r.text
-    poll(lambda: "team-a-bbc" not in p.runner.applications(), 120, "Serve to drop the application")
+    poll(lambda: endpoint["id"] not in p.runner.applications(), 120, "Serve to drop the application")
     from sqlalchemy import select
 
     from doctune.store.db import Deployment
