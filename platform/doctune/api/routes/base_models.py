@@ -29,9 +29,10 @@ class BaseModelOut(BaseModel):
 
 
 @router.get("", response_model=list[BaseModelOut])
-def list_base_models(who: CurrentCaller, p: CurrentPlatform,
-                     tenant: Annotated[str | None, Query(max_length=63, description="The admin's choice of tenant.")] = None,
-                     ) -> list[dict[str, Any]]:
+def list_base_models(
+    who: CurrentCaller, p: CurrentPlatform,
+    tenant: Annotated[str | None, Query(max_length=63, description="The admin's choice of tenant.")] = None,
+) -> list[dict[str, Any]]:
     """The catalog, then your tenant's uploaded base models."""
     return base_models_svc.list_base_models(p, who, tenant)
 
@@ -56,8 +57,9 @@ async def upload_base_model(request: Request, who: CurrentCaller, p: CurrentPlat
             async for chunk in request.stream():
                 received += len(chunk)
                 if received > limit:
-                    raise DoctuneError(f"the archive is over {limit} bytes, the platform's limit for a base model "
-                                       "(DOCTUNE_MAX_BASE_MODEL_BYTES); nothing was stored", "too_large", field="archive")
+                    raise DoctuneError(f"the archive is over {limit} bytes, the platform's limit for a base "
+                                       "model (DOCTUNE_MAX_BASE_MODEL_BYTES); nothing was stored", "too_large",
+                                       field="archive")
                 out.write(chunk)
         return await run_in_threadpool(base_models_svc.upload_base_model, p, who, tenant=tenant, name=name,
                                        archive=archive)
