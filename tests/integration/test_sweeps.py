@@ -237,7 +237,7 @@ def test_the_winner_is_promoted_a_worse_challenger_is_not_and_rollback_restores_
 
 def test_the_endpoint_scales_to_two_replicas_under_load_and_back_to_one(stack, sweep_client, promoted):
     _, dep = promoted
-    app = f"team-sweeps-{dep['name']}"
+    app = dep["id"]  # its Serve application (doctune.serve.names.app_name)
 
     platform = Platform(stack)
 

@@ -53,6 +53,7 @@ def undeploy(deployment_id: str, p: Platform | None = None) -> int:
     dep, model = _load(p, deployment_id)
     ray.init()
     serve.delete(app_name(dep), _blocking=True)
+    _drop_legacy_app(p, dep)  # one deployed before applications were named by id, and never since
     set_status(p, dep.id, DeploymentState.DELETED, f"undeployed; model {model.id} stays registered")
     _delete_unused_shared_apps(p)
     print(f"deployment {dep.id} deleted")

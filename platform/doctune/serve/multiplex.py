@@ -11,8 +11,9 @@ both started by ``ray_jobs.deploy`` (:func:`run_multiplexed`):
   loaded when there is one. Past ``shared_max_adapters_per_replica`` an adapter is
   unloaded by :func:`~doctune.serve.adapters.pick_adapter_to_evict`: a tenant holding its
   share (``shared_adapters_per_tenant``) recycles its own least recently used adapter, so
-  one tenant's traffic cannot push every other tenant's adapters out. Requests for one adapter are batched together
-  (``serve.batch`` splits batches by model id); requests for different adapters are not.
+  one tenant's traffic cannot push every other tenant's adapters out. Requests for one
+  adapter are batched together (``serve.batch`` splits batches by model id); requests for
+  different adapters are not.
 * one router application per endpoint (:class:`AdapterRoute`, route ``/<tenant>/<name>``,
   a tenth of a CPU). It checks the API key exactly as ``doctune.serve.app.TaskEndpoint``
   does, takes the model version from the body's ``"model"`` (default: the deployment's
@@ -100,11 +101,12 @@ class SharedServing:
             "max_batch_size", "batch_wait_timeout_s")})
         if not 1 <= out.adapters_per_tenant <= out.max_adapters_per_replica:
             raise DoctuneError(f"DOCTUNE_SHARED_ADAPTERS_PER_TENANT ({out.adapters_per_tenant}) must be between 1 and "
-                               f"DOCTUNE_SHARED_MAX_ADAPTERS_PER_REPLICA ({out.max_adapters_per_replica})", "invalid_request",
-                               field="shared_adapters_per_tenant")
+                               f"DOCTUNE_SHARED_MAX_ADAPTERS_PER_REPLICA ({out.max_adapters_per_replica})",
+                               "invalid_request", field="shared_adapters_per_tenant")
         if not 0 <= out.min_replicas <= out.max_replicas or out.max_replicas < 1:
-            raise DoctuneError(f"DOCTUNE_SHARED_MIN_REPLICAS ({out.min_replicas}) must be <= DOCTUNE_SHARED_MAX_REPLICAS "
-                               f"({out.max_replicas}), and the latter >= 1", "invalid_request", field="shared_max_replicas")
+            raise DoctuneError(f"DOCTUNE_SHARED_MIN_REPLICAS ({out.min_replicas}) must be <= "
+                               f"DOCTUNE_SHARED_MAX_REPLICAS ({out.max_replicas}), and the latter >= 1",
+                               "invalid_request", field="shared_max_replicas")
         return out
 
 

@@ -121,7 +121,8 @@ def _check_model_folder(folder: Path) -> None:
                    "tokenizer.save_pretrained(DIR)")
 
 
-def upload_base_model(p: Platform, caller: Principal, *, tenant: str | None, name: str, archive: Path) -> dict[str, Any]:
+def upload_base_model(p: Platform, caller: Principal, *, tenant: str | None, name: str,
+                      archive: Path) -> dict[str, Any]:
     """Check, unpack and store the model folder in ``archive`` as tenant's base model ``name``."""
     tenant = check_upload(p, caller, tenant=tenant, name=name)
     folder = make_scratch("doctune-upload-")

@@ -64,8 +64,9 @@ async def upload_base_model(request: Request, who: CurrentCaller, p: CurrentPlat
             async for chunk in request.stream():
                 received += len(chunk)
                 if received > limit:
-                    raise DoctuneError(f"the archive is over {limit} bytes, the platform's limit for a base model "
-                                       "(DOCTUNE_MAX_BASE_MODEL_BYTES); nothing was stored", "too_large", field="archive")
+                    raise DoctuneError(f"the archive is over {limit} bytes, the platform's limit for a base "
+                                       "model (DOCTUNE_MAX_BASE_MODEL_BYTES); nothing was stored", "too_large",
+                                       field="archive")
                 out.write(chunk)
         return await run_in_threadpool(base_models_svc.upload_base_model, p, who, tenant=tenant, name=name,
                                        archive=archive)
