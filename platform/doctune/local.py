@@ -163,6 +163,9 @@ class LocalStack:
                 # the local stack training *is* the workload: run it at normal priority
                 # (measured in docs/benchmarks.md). Override by exporting the variable.
                 "RAY_worker_niceness": os.environ.get("RAY_worker_niceness", "0"),
+                # Ray Train's preemption watcher (one more actor process per run) watches for spot
+                # nodes being reclaimed; the embedded stack is one machine with none
+                "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0"),
             }
         )
         return env
