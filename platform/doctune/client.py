@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 import httpx
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from doctune.errors import HTTP_STATUS, DoctuneError
+from doctune.errors import DoctuneError, error_from_response
 
 # the API routes that create something; their POSTs carry an Idempotency-Key (see doctune.api.idempotency)
 CREATE_ROUTES = frozenset({"/v1/jobs", "/v1/sweeps", "/v1/datasets", "/v1/deployments", "/v1/keys", "/v1/tenants"})
@@ -42,12 +42,7 @@ class DoctuneClient:
     def _check(self, r: httpx.Response) -> Any:
         if r.status_code < 400:
             return r.json()
-        try:
-            err = r.json()["error"]
-        except Exception:
-            raise DoctuneError(f"HTTP {r.status_code}: {r.text[:500]}", "internal") from None
-        code = err.get("code") if err.get("code") in HTTP_STATUS else "internal"
-        raise DoctuneError(err.get("message", ""), code, field=err.get("field"), errors=err.get("errors"))
+        raise error_from_response(r.status_code, r.text)
 
     def request(self, method: str, path: str, **kw: Any) -> Any:
         """One API call. A create (``POST`` to one of :data:`CREATE_ROUTES`) carries a fresh

@@ -83,3 +83,17 @@ def from_validation_error(exc: Any, code: str = "invalid_spec", prefix: str = ""
     lines = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
     first = errors[0]["field"] if errors else None
     return DoctuneError(f"{len(errors)} invalid field(s): {lines}", code, field=first, errors=errors)
+
+
+def error_from_response(status_code: int, text: str) -> DoctuneError:
+    """The DoctuneError an API answer of ``status_code`` (400 or more) carries in its body
+    (``{"error": {...}}``); a body that is not one becomes an ``internal`` error quoting it."""
+    import json
+
+    try:
+        err = json.loads(text)["error"]
+        err["message"]
+    except Exception:
+        return DoctuneError(f"HTTP {status_code}: {text[:500]}", "internal")
+    code = err.get("code") if err.get("code") in HTTP_STATUS else "internal"
+    return DoctuneError(err.get("message", ""), code, field=err.get("field"), errors=err.get("errors"))

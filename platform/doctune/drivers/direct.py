@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from doctune.config import load_settings
-from doctune.errors import HTTP_STATUS, DoctuneError
+from doctune.errors import DoctuneError, error_from_response
 from doctune.tasks import get_task, metric_label
 
 __all__ = ["submit_spec_file"]
@@ -87,12 +87,7 @@ class _Door:
                 time.sleep(2 ** attempt)
         if r.status_code < 400:
             return r.json()
-        try:
-            err = r.json()["error"]
-        except Exception:
-            raise DoctuneError(f"HTTP {r.status_code}: {r.text[:500]}", "internal") from None
-        code = err.get("code") if err.get("code") in HTTP_STATUS else "internal"
-        raise DoctuneError(err.get("message", ""), code, field=err.get("field"))
+        raise error_from_response(r.status_code, r.text)
 
     def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
         if self.admin:
