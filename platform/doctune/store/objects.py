@@ -20,6 +20,19 @@ _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 UPLOAD_RETRY_S = 60.0  # how long an upload keeps retrying while the S3 server is down (e.g. restarting)
 
 
+def _transient(exc: BaseException) -> bool:
+    """Worth retrying: the server is unreachable or answered 5xx (restarting, overloaded); not a
+    refusal of the request itself (a 4xx, such as a key the server will never accept)."""
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, DoctuneError):
+        return False
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 500
+        return status >= 500
+    return True
+
+
 def retrying_upload(what: str, retry_s: float | None = None):
     """A tenacity ``Retrying`` for uploads: exponential backoff (0.5 s doubling, at most 10 s apart)
     for up to ``retry_s`` (UPLOAD_RETRY_S) in all, then the last error is raised. An S3 server
@@ -34,7 +47,7 @@ def retrying_upload(what: str, retry_s: float | None = None):
 
     return Retrying(stop=stop_after_delay(UPLOAD_RETRY_S if retry_s is None else retry_s),
                     wait=wait_exponential(multiplier=0.5, max=10), reraise=True,
-                    retry=retry_if_exception(lambda exc: not isinstance(exc, DoctuneError)), before_sleep=say)
+                    retry=retry_if_exception(_transient), before_sleep=say)
 
 
 def tenant_key(tenant: str, *parts: str) -> str:
