@@ -45,7 +45,7 @@ def deletable_training(request):
     """A two-step job whose model is then deleted."""
     client = tenant_client(request, "team-delete-model")
     ds = client.upload_dataset("bbc", "classification", {"data": to_jsonl(request.getfixturevalue("bbc_small"))}, seed=1)
-    return client, client.submit_job(tiny_job(ds["id"], max_steps=2, eval_interval=2, checkpoint_interval=100))
+    return client, client.submit_job(tiny_job(ds["id"], num_workers=1, max_steps=2, eval_interval=2, checkpoint_interval=100))
 
 
 def test_a_model_goes_with_its_files(stack, admin, jobs_ahead):

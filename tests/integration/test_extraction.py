@@ -20,7 +20,7 @@ def relation_training(request):
     ds = client.upload_dataset("bbc-relations", "extraction", {"data": to_jsonl(load_bbc_relations())}, seed=42)
     assert ds["info"]["kind"] == "relation"
     assert ds["info"]["labels"] == ["no_relation", "founded", "leads", "member_of", "works_for"]
-    spec = example_job("bbc-relations.yaml", ds["id"], max_steps=48, eval_interval=16, checkpoint_interval=16,
+    spec = example_job("bbc-relations.yaml", ds["id"], num_workers=1, micro_batch_size=16, max_steps=48, eval_interval=16, checkpoint_interval=16,
                        learning_rate=2e-3, early_stopping={"metric": "f1", "mode": "max", "patience": 5})
     return client, client.submit_job(spec)
 
@@ -30,7 +30,7 @@ def fields_training(request):
     client = tenant_client(request, "team-extraction")
     ds = client.upload_dataset("bbc-quotes", "extraction", {"data": to_jsonl(load_bbc_quote_fields())}, seed=42)
     assert ds["info"]["kind"] == "fields" and ds["info"]["field_names"] == ["organisation", "role", "speaker"]
-    spec = tiny_job(ds["id"], task="extraction", max_steps=16, micro_batch_size=4, eval_interval=8, checkpoint_interval=8)
+    spec = tiny_job(ds["id"], task="extraction", num_workers=1, max_steps=16, micro_batch_size=8, eval_interval=8, checkpoint_interval=8)
     return client, client.submit_job(spec)
 
 

@@ -15,7 +15,7 @@ def multilabel_training(request):
     rows = [{"text": r["text"], "labels": [r["label"]] + (["uk"] if any(w in r["text"] for w in ("UK", "Britain", "British")) else [])}
             for r in request.getfixturevalue("bbc_small")]
     ds = client.upload_dataset("bbc-multi", "classification", {"data": to_jsonl(rows)}, seed=42)
-    return client, client.submit_job(tiny_job(ds["id"], max_steps=12, eval_interval=12, checkpoint_interval=100)), ds
+    return client, client.submit_job(tiny_job(ds["id"], num_workers=1, micro_batch_size=8, max_steps=12, eval_interval=12, checkpoint_interval=100)), ds
 
 
 def test_multi_label_job_reports_micro_and_macro_f1(jobs_ahead):

@@ -18,7 +18,7 @@ def ner_training(request):
     client = tenant_client(request, "team-ner")
     ds = client.upload_dataset("wnut-small", "ner", {"data": to_jsonl(load_wnut16(limit=400))}, seed=42)
     assert "person" in ds["info"]["entity_types"]
-    spec = example_job("wnut-ner.yaml", ds["id"], max_steps=24, micro_batch_size=8, eval_interval=12, checkpoint_interval=12,
+    spec = example_job("wnut-ner.yaml", ds["id"], num_workers=1, max_steps=24, micro_batch_size=16, eval_interval=12, checkpoint_interval=12,
                        learning_rate=2e-3, early_stopping={"metric": "f1", "mode": "max", "patience": 5})
     return client, client.submit_job(spec)
 

@@ -23,7 +23,7 @@ def retrieval_training(request):
     client = tenant_client(request, "team-search")
     ds = client.upload_dataset("bbc-pairs", "retrieval", {"data": to_jsonl(bbc_headline_pairs(limit_per_class=24))},
                                seed=42)
-    spec = example_job("bbc-retrieval.yaml", ds["id"], max_steps=8, micro_batch_size=8, max_seq_length=96, eval_interval=8,
+    spec = example_job("bbc-retrieval.yaml", ds["id"], num_workers=1, max_steps=8, micro_batch_size=8, max_seq_length=96, eval_interval=8,
                        checkpoint_interval=100)
     return client, client.submit_job(spec)
 

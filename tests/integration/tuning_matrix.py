@@ -22,7 +22,7 @@ METHODS = {  # method -> (tuning settings, learning rate)
     "ia3": ({"method": "ia3"}, 1e-2),
     "freeze": ({"method": "freeze", "freeze": {"trainable_layers": 1}}, 1e-4),
 }
-STEPS, GAS, MBS, SEQ = 8, 2, 4, 48
+STEPS, GAS, MBS, SEQ = 6, 2, 4, 48
 
 
 def run(method: str, stage: int, records, info, tokenizer, base) -> dict:
