@@ -41,12 +41,11 @@ down: install
 
 # The layer contracts (lint-imports, see [tool.importlinter] in pyproject.toml), then unit +
 # integration tests (real Ray, real S3 server, SQLite and PostgreSQL when
-# DOCTUNE_TEST_DATABASE_URL is set). pytest exits 5 when it collects no tests:
-# that is a failure here, not a pass.
+# DOCTUNE_TEST_DATABASE_URL is set), as two sessions at once (tests/run_suite.sh). pytest exits 5
+# when it collects no tests: that is a failure here, not a pass.
 test: install
 	$(VENV)/bin/lint-imports
-	@set -o pipefail; $(PY) -m pytest -p no:cacheprovider -ra --durations=25 $(PYTEST_ARGS); rc=$$?; \
-	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+	PY=$(PY) tests/run_suite.sh $(PYTEST_ARGS)
 
 test-unit: install
 	$(VENV)/bin/lint-imports
