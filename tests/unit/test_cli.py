@@ -54,13 +54,34 @@ TOP_LEVEL = {"up", "down", "status", "demo", "deploy", "undeploy", "promote", "r
 # ------------------------------------------------------------------- the world
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    """A real SeaweedFS S3 server (the `weed` binary doctune ships with) on free ports."""
-    from doctune.local import Ports, find_free_port_base
+    """A real SeaweedFS S3 server (the `weed` binary doctune ships with) on free ports. The integration
+    session runs beside this one, so a port found free may be taken before weed binds it: then weed
+    exits, and the next free range is tried."""
+    from doctune.local import find_free_port_base
+
+    home = tmp_path_factory.mktemp("weed")
+    start = 40000 + 1000 * (os.getpid() % 9)
+    for _ in range(5):
+        base = find_free_port_base(start=start)
+        started = _start_weed(home, base)
+        if started is not None:
+            break
+        start = base + 1000
+    else:
+        raise AssertionError(f"weed did not start: {(home / 'weed.log').read_text()[-2000:]}")
+    proc, fields = started
+    yield fields
+    os.killpg(proc.pid, signal.SIGKILL)  # weed ignores SIGTERM for a while
+    proc.wait(30)
+
+
+def _start_weed(home: Path, base: int):
+    """(the weed process, its S3 settings) once its bucket answers, or None when weed exited first."""
+    from doctune.local import Ports
     from doctune.store.objects import ObjectStore
 
     weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
-    home = tmp_path_factory.mktemp("weed")
-    ports = Ports(find_free_port_base(start=40000 + 1000 * (os.getpid() % 9)))
+    ports = Ports(base)
     ident = home / "identities.json"
     ident.write_text(json.dumps({"identities": [{"name": "t", "credentials": [{"accessKey": "cli", "secretKey": "cli-secret"}],
                                                  "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
@@ -77,15 +98,14 @@ def s3(tmp_path_factory):
     while True:
         try:
             store.ensure_bucket()
-            break
+            return proc, fields
         except Exception:
-            if time.monotonic() > deadline or proc.poll() is not None:
+            if proc.poll() is not None:
+                return None
+            if time.monotonic() > deadline:
                 os.killpg(proc.pid, signal.SIGKILL)
                 raise AssertionError(f"weed did not start: {(home / 'weed.log').read_text()[-2000:]}") from None
             time.sleep(0.5)
-    yield fields
-    os.killpg(proc.pid, signal.SIGKILL)  # weed ignores SIGTERM for a while
-    proc.wait(30)
 
 
 @pytest.fixture(scope="module")
