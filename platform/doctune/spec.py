@@ -32,6 +32,7 @@ __all__ = [
     "TenantSpec",
     "TuningSpec",
     "load_job_spec",
+    "read_spec_mapping",
     "parse_job_spec",
     "parse_sweep_spec",
 ]
@@ -363,6 +364,18 @@ def parse_job_spec(data: Any) -> JobSpec:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
+
+
+def read_spec_mapping(path: str | Path) -> dict[str, Any]:
+    """A YAML (or JSON) spec file's top-level mapping, unvalidated (what the CLI sends to the API);
+    an unreadable or non-mapping file is a DoctuneError naming ``spec``."""
+    try:
+        body = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise DoctuneError(f"cannot read {path}: {exc}", "invalid_spec", field="spec") from None
+    if not isinstance(body, dict):
+        raise DoctuneError(f"{path} must hold a YAML mapping of JobSpec fields", "invalid_spec", field="spec")
+    return body
 
 
 def load_job_spec(path: str | Path, **overrides: Any) -> JobSpec:

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-import yaml
 
 from doctune.cli.output import show, steps_bar, wants_table
 from doctune.cli.session import ApiKey, Limit, TaskFilter, connect, list_items
 from doctune.cli.tasks import task_info
 from doctune.client import DoctuneClient
 from doctune.errors import DoctuneError
+from doctune.spec import read_spec_mapping
 from doctune.states import JobState
 
 __all__ = ["app", "read_spec", "report_job", "watch_job"]
@@ -37,12 +37,7 @@ DatasetId = Annotated[Optional[str], typer.Option("--dataset", help="Dataset id 
 
 def read_spec(spec: Path, dataset: str | None) -> dict[str, Any]:
     """A spec file's mapping; ``dataset`` replaces its ``dataset.id``."""
-    try:
-        body = yaml.safe_load(spec.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise DoctuneError(f"cannot read {spec}: {exc}", "invalid_spec", field="spec") from None
-    if not isinstance(body, dict):
-        raise DoctuneError(f"{spec} must hold a YAML mapping of JobSpec fields", "invalid_spec", field="spec")
+    body = read_spec_mapping(spec)
     if dataset:
         body["dataset"] = {"id": dataset}
     return body

@@ -25,6 +25,7 @@ from typing import Any
 
 from doctune.config import load_settings
 from doctune.errors import DoctuneError, error_from_response
+from doctune.spec import read_spec_mapping
 from doctune.tasks import get_task, metric_label
 
 __all__ = ["submit_spec_file"]
@@ -44,20 +45,12 @@ def _refusal(spec_path: str) -> DoctuneError:
 
 def read_spec_file(spec_path: str) -> dict[str, Any]:
     """The spec file's mapping, as `doctune jobs token` read it (the token is bound to its hash)."""
-    import yaml
-
     path = Path(spec_path)
     if not path.is_file():
         raise DoctuneError(f"spec file {spec_path} not found in {Path.cwd()}: let it travel with the job "
                            "(`ray job submit --working-dir .` from the folder that holds it)", "invalid_request",
                            field="spec")
-    try:
-        body = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise DoctuneError(f"cannot read {spec_path}: {exc}", "invalid_spec", field="spec") from None
-    if not isinstance(body, dict):
-        raise DoctuneError(f"{spec_path} must hold a YAML mapping of JobSpec fields", "invalid_spec", field="spec")
-    return body
+    return read_spec_mapping(path)
 
 
 class _Door:
