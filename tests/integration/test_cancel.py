@@ -19,7 +19,7 @@ ENDED = ("succeeded", "failed", "cancelled")
 def test_a_cancelled_trial_stops_at_its_next_progress_report_and_its_sweep_cancels(stack, admin):
     client = new_tenant(stack, admin, "team-cancel")
     ds = client.upload_dataset("bbc-cancel", "classification", {"data": to_jsonl(load_bbc_news(8))}, seed=5)
-    job = tiny_job(ds["id"], num_workers=1, max_steps=2000, eval_interval=5000, checkpoint_interval=5000)
+    job = tiny_job(ds["id"], num_workers=1, max_steps=50000, eval_interval=100000, checkpoint_interval=100000)
     job.pop("learning_rate")
     sweep = client.submit_sweep({"job": job, "algorithm": "grid", "max_concurrent_trials": 1,
                                  "search_space": {"learning_rate": {"type": "choice", "values": [1e-3, 2e-3]}}})
