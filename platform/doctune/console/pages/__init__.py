@@ -1,0 +1,1 @@
+"""One module per console tab; each has ``build(console)`` (see :mod:`doctune.console.app`)."""
