@@ -19,7 +19,7 @@ from doctune.client import DoctuneClient
 from doctune.console.session import Sessions, SignedIn
 from doctune.errors import DoctuneError
 
-__all__ = ["Console", "action", "describe_error"]
+__all__ = ["Console", "action", "describe_error", "element_id"]
 
 
 def describe_error(e: DoctuneError) -> str:
@@ -57,10 +57,13 @@ class Console:
 
     def add(self, name: str, component: Any) -> Any:
         """Register ``component`` as ``"<tab>.<name>"`` (its UI text then follows the language switch,
-        see :mod:`doctune.console.locales`, and tests can find it by name); returns it."""
+        see :mod:`doctune.console.locales`); returns it. Without an ``elem_id`` of its own it gets
+        ``"<tab>-<name>"``, so a browser test finds ``datasets.upload`` as ``#datasets-upload``."""
         if name in self.elements:
             raise ValueError(f"console element {name!r} is registered twice")
         self.elements[name] = component
+        if getattr(component, "elem_id", None) is None:
+            component.elem_id = element_id(name)
         return component
 
     def user(self, request: gr.Request) -> SignedIn:
@@ -74,9 +77,24 @@ class Console:
         self.sign_in_hooks.append((fn, outputs))
 
     def writes(self, *components: Any) -> None:
-        """Controls that create, change or delete: hidden from viewers."""
+        """Controls that create, change or delete: hidden from viewers. Each gets the CSS class
+        ``write``, by which the browser test checks that a viewer sees none."""
         self.write_controls.extend(components)
+        _add_class(components, "write")
 
     def admin_only(self, *components: Any) -> None:
-        """Controls (or a whole tab) only a platform admin sees."""
+        """Controls (or a whole tab) only a platform admin sees; each gets the CSS class ``admin``."""
         self.admin_controls.extend(components)
+        _add_class(components, "admin")
+
+
+def element_id(name: str) -> str:
+    """The HTML id of the element registered as ``"<tab>.<name>"``: ``"<tab>-<name>"``."""
+    return name.replace(".", "-")
+
+
+def _add_class(components: tuple[Any, ...], css_class: str) -> None:
+    for c in components:
+        if hasattr(c, "elem_classes"):
+            classes = c.elem_classes or []
+            c.elem_classes = [*classes, css_class] if css_class not in classes else classes
