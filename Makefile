@@ -15,7 +15,7 @@ export TOKENIZERS_PARALLELISM := false
 # workers, tests, benches), so they are built once, at install.
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/$(VENV)/torch_extensions
 
-.PHONY: install run test test-unit bench down clean
+.PHONY: install browser run test test-unit bench down clean
 
 install: $(STAMP)
 
@@ -32,6 +32,21 @@ $(STAMP): pyproject.toml
 	  ShareMemCommBuilder().load(); CPUAdamBuilder().load()"
 	touch $@
 
+# The browser tests (tests/integration/test_console_browser.py) drive Debian's chromium through
+# playwright, with a CJK font for the Chinese pages; nothing downloads a browser build. apt-get
+# runs only when one is missing (with sudo unless root), so this is instant once installed.
+CHROMIUM := /usr/bin/chromium
+CJK_FONT := /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser:
+	@if [ ! -x $(CHROMIUM) ] || [ ! -f $(CJK_FONT) ]; then \
+	  command -v apt-get >/dev/null || { echo "need $(CHROMIUM) and a CJK font: install chromium and fonts-noto-cjk"; exit 1; }; \
+	  echo "installing Debian's chromium and fonts-noto-cjk for the browser tests"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium fonts-noto-cjk; \
+	fi
+
 # Start the embedded stack and run the demo job; the stack stays up afterwards.
 run: install
 	$(VENV)/bin/doctune demo
@@ -43,7 +58,7 @@ down: install
 # integration tests (real Ray, real S3 server, SQLite and PostgreSQL when
 # DOCTUNE_TEST_DATABASE_URL is set), as two sessions at once (tests/run_suite.sh). pytest exits 5
 # when it collects no tests: that is a failure here, not a pass.
-test: install
+test: install browser
 	$(VENV)/bin/lint-imports
 	PY=$(PY) tests/run_suite.sh $(PYTEST_ARGS)
 
