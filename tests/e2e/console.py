@@ -1,0 +1,299 @@
+"""Drive the console in Debian's chromium: start the console process, launch the browser, and the page
+objects the browser tests use.
+
+Elements are found the way the console names them: an element registered as ``"<tab>.<name>"``
+(``Console.add``) has the HTML id ``"<tab>-<name>"``, a tab built for page module ``<page>`` has the
+id ``tab-<page>`` and its tab button ``tab-<page>-button``, controls that change something carry the
+CSS class ``write`` (``Console.writes``) and admin-only ones ``admin``. Each page object lists the
+ids of the elements its flow needs in one place, :attr:`Page.IDS`; a page that shows none of its
+elements yet is still a placeholder, and its flow is skipped with that reason (never passed)."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+REPO = Path(__file__).resolve().parents[2]
+PAGES = ["datasets", "new_job", "jobs", "sweeps", "models", "playground", "admin"]  # the console's tab order
+# UTF-8 read as Latin-1 or cp1252: a lead byte's letter (Â..ô) then a continuation byte's sign; or U+FFFD
+MOJIBAKE = re.compile("\ufffd|[\u00c2-\u00f4][\u0080-\u00bf\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192"
+                      "\u02c6\u02dc\u2013\u2014\u2018-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122]")
+
+
+def element_id(name: str) -> str:
+    """``"datasets.upload"`` -> ``"datasets-upload"`` (as ``doctune.console.context.element_id``)."""
+    return name.replace(".", "-")
+
+
+def mojibake(text: str) -> list[str]:
+    """The stretches of ``text`` that look like mangled UTF-8 (with a little context each)."""
+    return [text[max(0, m.start() - 8):m.end() + 8] for m in MOJIBAKE.finditer(text)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_console(api_url: str, log: Path, deadline_s: float = 180) -> Iterator[str]:
+    """Start ``python -m doctune.console`` against ``api_url`` on a free port, wait until it answers,
+    yield its URL, and stop it at the end. Its output goes to ``log``."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "platform"), str(REPO), os.environ.get("PYTHONPATH")]))}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "doctune.console", "--api-url", api_url, "--port", str(port)],
+                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    try:
+        _wait_until_answering(url, proc, log, deadline_s)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_until_answering(url: str, proc: subprocess.Popen, log: Path, deadline_s: float) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"the console exited with {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"the console did not answer at {url} within {deadline_s}s:\n"
+                         f"{log.read_text(errors='replace')[-3000:]}")
+
+
+def launch_chromium(playwright):
+    """Debian's chromium, headless. Nothing here downloads a browser build: ``make test`` installs the
+    ``chromium`` and ``fonts-noto-cjk`` packages when they are missing."""
+    if not CHROMIUM.exists():
+        raise AssertionError(f"{CHROMIUM} is missing: `make test` installs it (apt-get install chromium "
+                             "fonts-noto-cjk), or set CHROMIUM to another chromium binary")
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+
+
+class ConsolePage:
+    """One signed-in (or not yet) browser tab of the console; one per role, reused by every test."""
+
+    def __init__(self, page, url: str, role: str) -> None:
+        self.page, self.url, self.role = page, url, role
+
+    # -- the top bar ---------------------------------------------------------------------------
+    def open(self) -> "ConsolePage":
+        self.page.goto(self.url)
+        self.page.locator("#api-key").wait_for()
+        return self
+
+    def sign_in(self, api_key: str) -> None:
+        self.page.locator("#api-key").get_by_role("textbox").fill(api_key)
+        self.page.locator("#sign-in").click()
+
+    def sign_out(self) -> None:
+        self.page.locator("#sign-out").click()
+        self.expect("#sign-in").to_be_visible()
+
+    def who(self) -> str:
+        return self.page.locator("#who").inner_text()
+
+    def set_language(self, label: str) -> None:
+        """Pick a language by the label the switch shows (``English``, ``中文``)."""
+        self.page.locator("#language").get_by_text(label, exact=True).click()
+
+    def error_toast(self, timeout_ms: float = 30_000) -> str:
+        """The text of the error toast the console shows, once it shows."""
+        toast = self.page.locator(".toast-body.error")
+        toast.first.wait_for(timeout=timeout_ms)
+        return toast.first.inner_text()
+
+    def close_toasts(self) -> None:
+        for close in self.page.locator(".toast-close").all():
+            close.click()
+
+    # -- tabs and elements ---------------------------------------------------------------------
+    def tabs(self) -> list[str]:
+        """The pages whose tab this user sees, in order."""
+        return [p for p in PAGES if self.page.locator(f"#tab-{p}-button").is_visible()]
+
+    def open_tab(self, page_name: str):
+        self.page.locator(f"#tab-{page_name}-button").click()
+        panel = self.page.locator(f"#tab-{page_name}")
+        panel.wait_for()
+        return panel
+
+    def el(self, name: str):
+        """The element registered as ``name`` (``"<tab>.<name>"``): its id is ``"<tab>-<name>"``, or
+        that with every "_" as "-" as well (the spelling some pages chose for their own ids)."""
+        ids = dict.fromkeys([element_id(name), element_id(name).replace("_", "-")])
+        return self.page.locator(", ".join(f"#{i}" for i in ids)).first
+
+    def has(self, name: str) -> bool:
+        return self.el(name).count() > 0
+
+    def expect(self, selector_or_locator):
+        from playwright.sync_api import expect
+
+        loc = self.page.locator(selector_or_locator) if isinstance(selector_or_locator, str) else selector_or_locator
+        return expect(loc)
+
+    def visible_writes(self) -> list[str]:
+        """The ids (or texts) of the write controls visible on the open tab."""
+        return [w.get_attribute("id") or w.inner_text()[:40] for w in self.page.locator(".write").all() if w.is_visible()]
+
+    def screenshot(self, name: str) -> Path:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / f"{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def cjk_glyphs_render(self, selector: str) -> bool:
+        """Whether the CJK characters shown in ``selector`` have glyphs in the font the page gives
+        them: two different characters draw differently, and unlike a code point no font has (a
+        missing font draws each as the same empty box, "tofu")."""
+        el = self.page.locator(selector).first
+        a, b = [c for c in dict.fromkeys(el.inner_text()) if "\u4e00" <= c <= "\u9fff"][:2]
+        return el.evaluate("""(el, [a, b]) => {
+            const family = getComputedStyle(el).fontFamily;
+            const draw = (ch) => { const c = document.createElement('canvas'); c.width = c.height = 48;
+                const g = c.getContext('2d'); g.font = `40px ${family}`; g.fillText(ch, 4, 40); return c.toDataURL(); };
+            const tofu = draw('\\u{10FFFD}');
+            return draw(a) !== draw(b) && draw(a) !== tofu && draw(b) !== tofu;
+        }""", [a, b])
+
+
+class Page:
+    """A console page's flow. ``IDS`` maps the names the flow uses to the HTML ids of their elements
+    (an element registered as ``"<tab>.<name>"`` without an ``elem_id`` of its own has the id
+    ``"<tab>-<name>"``); :meth:`ready` opens the tab, skips while the page is a placeholder (it
+    shows no element whose id starts with one of ``PREFIXES``), and fails when the page is built but
+    lacks an element the flow needs, so that a renamed element is noticed, not skipped."""
+
+    TAB = ""
+    IDS: dict[str, str] = {}
+
+    def __init__(self, console: ConsolePage) -> None:
+        self.c = console
+
+    @classmethod
+    def prefixes(cls) -> list[str]:
+        return sorted({f"{cls.TAB}-", f"{cls.TAB.replace('_', '-')}-", *(i.split("-")[0] + "-" for i in cls.IDS.values())})
+
+    def ready(self) -> "Page":
+        panel = self.c.open_tab(self.TAB)
+        built = panel.locator(", ".join(f'[id^="{p}"]' for p in self.prefixes())).count()
+        if not built:
+            pytest.skip(f"the {self.TAB} page shows none of its elements yet (it is still a placeholder); "
+                        f"its flow needs {', '.join('#' + i for i in self.IDS.values())}")
+        missing = [f"#{i}" for i in self.IDS.values() if self.c.page.locator(f"#{i}").count() == 0]
+        assert not missing, (f"the {self.TAB} page is built but lacks {missing}; if they were renamed, "
+                             f"update {type(self).__name__}.IDS in tests/e2e/console.py")
+        return self
+
+    def el(self, name: str):
+        return self.c.page.locator(f"#{self.IDS[name]}")
+
+    def fill(self, name: str, value: str) -> None:
+        """Type into a textbox or number field."""
+        box = self.el(name).locator("textarea, input").first
+        box.fill(str(value))
+        box.press("Tab")
+
+    def choose(self, name: str, option: str) -> None:
+        """Pick the first option of a dropdown whose shown text contains ``option``."""
+        self.el(name).locator("input").first.click()
+        self.c.page.get_by_role("option", name=option).first.click()
+
+    def click(self, name: str) -> None:
+        self.el(name).click()
+
+    def text(self, name: str) -> str:
+        return self.el(name).inner_text()
+
+
+def plot_drawn(locator):
+    """The chart a ``gr.LinePlot``/``gr.BarPlot`` draws (Vega renders a canvas or an svg)."""
+    return locator.locator("canvas, svg.marks").first
+
+
+class DatasetsPage(Page):
+    TAB = "datasets"
+    IDS = {n: f"datasets-{n}" for n in ("task", "name", "file", "upload", "status", "preview", "balance")}
+
+    def upload(self, path: Path, name: str, task: str) -> None:
+        self.choose("task", task)
+        self.fill("name", name)
+        self.el("file").locator('input[type="file"]').set_input_files(str(path))
+        self.c.expect(self.el("file")).to_contain_text(path.name)
+        self.click("upload")
+
+
+class NewJobPage(Page):
+    TAB = "new_job"
+    # the form's inputs are generated from JobSpec: the id is "form-" + the field's path with "." -> "-"
+    IDS = {"task": "form-task", "dataset": "form-dataset-id", "max_steps": "form-max_steps", "epochs": "form-epochs",
+           "plan": "new-job-plan", "submit": "new-job-submit", "plan_text": "new-job-plan-text",
+           "yaml": "new-job-yaml", "commands": "new-job-commands", "status": "new-job-status"}
+
+    def submit_tiny(self, task: str, dataset: str, max_steps: int) -> None:
+        """Fill what a tiny job needs (the form's defaults do the rest), plan it, then submit it."""
+        self.choose("task", task)
+        self.choose("dataset", dataset)
+        self.fill("epochs", "")
+        self.fill("max_steps", str(max_steps))
+        self.click("plan")
+        self.c.expect(self.el("plan_text")).to_contain_text("memory per worker", timeout=60_000)
+        self.c.expect(self.el("commands")).to_contain_text("ray job submit")
+        self.click("submit")
+        self.c.expect(self.el("status")).to_contain_text("Submitted", timeout=60_000)
+
+
+class JobsPage(Page):
+    TAB = "jobs"
+    IDS = {n: f"jobs-{n}" for n in ("list", "refresh", "pick", "header", "loss", "dev", "report")}
+
+    def show(self, job_id: str) -> None:
+        self.click("refresh")
+        self.c.expect(self.el("list")).to_contain_text(job_id, timeout=60_000)
+        self.choose("pick", job_id)
+
+
+class ModelsPage(Page):
+    TAB = "models"
+    IDS = {n: f"models-{n}" for n in ("list", "model", "name", "deploy", "deployments")}
+
+    def deploy(self, model: str, name: str) -> None:
+        self.choose("model", model)
+        self.fill("name", name)
+        self.click("deploy")
+
+
+class PlaygroundPage(Page):
+    TAB = "playground"
+    IDS = {n: f"playground-{n}" for n in ("endpoint", "input", "run", "label")}
+
+    def classify(self, endpoint: str, text: str) -> None:
+        self.choose("endpoint", endpoint)
+        self.fill("input", text)
+        self.click("run")
