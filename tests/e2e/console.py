@@ -1,12 +1,12 @@
 """Drive the console in Debian's chromium: start the console process, launch the browser, and the page
 objects the browser tests use.
 
-Elements are found the way the console names them: an element registered as ``"<tab>.<name>"``
-(``Console.add``) has the HTML id ``"<tab>-<name>"``, a tab built for page module ``<page>`` has the
-id ``tab-<page>`` and its tab button ``tab-<page>-button``, controls that change something carry the
-CSS class ``write`` (``Console.writes``) and admin-only ones ``admin``. Each page object lists the
-ids of the elements its flow needs in one place, :attr:`Page.IDS`; a page that shows none of its
-elements yet is still a placeholder, and its flow is skipped with that reason (never passed)."""
+Elements are found by the name a page registered them under (``Console.add("<tab>.<name>", ...)``):
+that name is one of the element's CSS classes, whatever its HTML id. A tab built for page module
+``<page>`` has the id ``tab-<page>`` and its tab button ``tab-<page>-button``; controls that change
+something carry the CSS class ``write`` (``Console.writes``) and admin-only ones ``admin``. Each page
+object lists the names its flow needs in one place, :attr:`Page.NEEDS`; a page that shows none of
+its elements yet is still a placeholder, and its flow is skipped with that reason (never passed)."""
 
 from __future__ import annotations
 
@@ -32,9 +32,9 @@ MOJIBAKE = re.compile("\ufffd|[\u00c2-\u00f4][\u0080-\u00bf\u0152\u0153\u0160\u0
                       "\u02c6\u02dc\u2013\u2014\u2018-\u201e\u2020-\u2022\u2026\u2030\u2039\u203a\u20ac\u2122]")
 
 
-def element_id(name: str) -> str:
-    """``"datasets.upload"`` -> ``"datasets-upload"`` (as ``doctune.console.context.element_id``)."""
-    return name.replace(".", "-")
+def by_name(name: str) -> str:
+    """The CSS selector of the element registered as ``name`` (``"datasets.upload"``)."""
+    return f'[class~="{name}"]'
 
 
 def mojibake(text: str) -> list[str]:
@@ -144,10 +144,8 @@ class ConsolePage:
         return panel
 
     def el(self, name: str):
-        """The element registered as ``name`` (``"<tab>.<name>"``): its id is ``"<tab>-<name>"``, or
-        that with every "_" as "-" as well (the spelling some pages chose for their own ids)."""
-        ids = dict.fromkeys([element_id(name), element_id(name).replace("_", "-")])
-        return self.page.locator(", ".join(f"#{i}" for i in ids)).first
+        """The element registered as ``name`` (``"<tab>.<name>"``)."""
+        return self.page.locator(by_name(name)).first
 
     def has(self, name: str) -> bool:
         return self.el(name).count() > 0
@@ -184,35 +182,34 @@ class ConsolePage:
 
 
 class Page:
-    """A console page's flow. ``IDS`` maps the names the flow uses to the HTML ids of their elements
-    (an element registered as ``"<tab>.<name>"`` without an ``elem_id`` of its own has the id
-    ``"<tab>-<name>"``); :meth:`ready` opens the tab, skips while the page is a placeholder (it
-    shows no element whose id starts with one of ``PREFIXES``), and fails when the page is built but
-    lacks an element the flow needs, so that a renamed element is noticed, not skipped."""
+    """A console page's flow. ``NEEDS`` names the elements the flow uses (as the page registered them,
+    without the ``"<tab>."``); :meth:`ready` opens the tab, skips while the page is a placeholder (it
+    shows no registered element), and fails when the page is built but lacks an element the flow
+    needs, so that a renamed element is noticed, not skipped."""
 
     TAB = ""
-    IDS: dict[str, str] = {}
+    NEEDS: tuple[str, ...] = ()
 
     def __init__(self, console: ConsolePage) -> None:
         self.c = console
 
-    @classmethod
-    def prefixes(cls) -> list[str]:
-        return sorted({f"{cls.TAB}-", f"{cls.TAB.replace('_', '-')}-", *(i.split("-")[0] + "-" for i in cls.IDS.values())})
-
     def ready(self) -> "Page":
         panel = self.c.open_tab(self.TAB)
-        built = panel.locator(", ".join(f'[id^="{p}"]' for p in self.prefixes())).count()
-        if not built:
+        if not panel.locator(f'[class*="{self.TAB}."]').count():
             pytest.skip(f"the {self.TAB} page shows none of its elements yet (it is still a placeholder); "
-                        f"its flow needs {', '.join('#' + i for i in self.IDS.values())}")
-        missing = [f"#{i}" for i in self.IDS.values() if self.c.page.locator(f"#{i}").count() == 0]
-        assert not missing, (f"the {self.TAB} page is built but lacks {missing}; if they were renamed, "
-                             f"update {type(self).__name__}.IDS in tests/e2e/console.py")
+                        f"its flow needs {', '.join(self.NEEDS)}")
+        if self.missing():
+            open_accordions(panel)  # a closed accordion's inputs are not in the page until it opens
+        assert not self.missing(), (f"the {self.TAB} page is built but has no element registered as "
+                                    f"{self.missing()}; if one was renamed, update {type(self).__name__}.NEEDS "
+                                    "in tests/e2e/console.py")
         return self
 
+    def missing(self) -> list[str]:
+        return [f"{self.TAB}.{n}" for n in self.NEEDS if self.el(n).count() == 0]
+
     def el(self, name: str):
-        return self.c.page.locator(f"#{self.IDS[name]}")
+        return self.c.el(f"{self.TAB}.{name}")
 
     def fill(self, name: str, value: str) -> None:
         """Type into a textbox or number field."""
@@ -220,10 +217,10 @@ class Page:
         box.fill(str(value))
         box.press("Tab")
 
-    def choose(self, name: str, option: str) -> None:
-        """Pick the first option of a dropdown whose shown text contains ``option``."""
+    def choose(self, name: str, option: str, exact: bool = False) -> None:
+        """Pick the first option of a dropdown whose shown text is (or contains) ``option``."""
         self.el(name).locator("input").first.click()
-        self.c.page.get_by_role("option", name=option).first.click()
+        self.c.page.get_by_role("option", name=option, exact=exact).first.click()
 
     def click(self, name: str) -> None:
         self.el(name).click()
@@ -232,17 +229,34 @@ class Page:
         return self.el(name).inner_text()
 
 
+def open_accordions(panel) -> None:
+    for header in panel.locator("button.label-wrap:not(.open)").all():
+        if header.is_visible():
+            header.click()
+
+
 def plot_drawn(locator):
     """The chart a ``gr.LinePlot``/``gr.BarPlot`` draws (Vega renders a canvas or an svg)."""
     return locator.locator("canvas, svg.marks").first
 
 
+def colored_pixels(locator) -> int:
+    """How many pixels of the element's screenshot are clearly colored: a chart's axes, grid and
+    labels are grey, its bars and lines are not, so an empty chart has (almost) none."""
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(locator.screenshot())).convert("RGB")
+    return sum(1 for r, g, b in image.getdata() if max(r, g, b) - min(r, g, b) > 80)
+
+
 class DatasetsPage(Page):
     TAB = "datasets"
-    IDS = {n: f"datasets-{n}" for n in ("task", "name", "file", "upload", "status", "preview", "balance")}
+    NEEDS = ("task", "name", "file", "upload", "status", "preview", "balance")
 
     def upload(self, path: Path, name: str, task: str) -> None:
-        self.choose("task", task)
+        self.choose("task", task, exact=True)
         self.fill("name", name)
         self.el("file").locator('input[type="file"]').set_input_files(str(path))
         self.c.expect(self.el("file")).to_contain_text(path.name)
@@ -251,17 +265,18 @@ class DatasetsPage(Page):
 
 class NewJobPage(Page):
     TAB = "new_job"
-    # the form's inputs are generated from JobSpec: the id is "form-" + the field's path with "." -> "-"
-    IDS = {"task": "form-task", "dataset": "form-dataset-id", "max_steps": "form-max_steps", "epochs": "form-epochs",
-           "plan": "new-job-plan", "submit": "new-job-submit", "plan_text": "new-job-plan-text",
-           "yaml": "new-job-yaml", "commands": "new-job-commands", "status": "new-job-status"}
+    # the form's inputs are generated from JobSpec, each registered as "new_job.<the field's path>"
+    NEEDS = ("task", "dataset.id", "epochs", "max_steps", "num_workers", "max_seq_length", "plan", "submit",
+             "plan_text", "commands", "status")
 
     def submit_tiny(self, task: str, dataset: str, max_steps: int) -> None:
         """Fill what a tiny job needs (the form's defaults do the rest), plan it, then submit it."""
-        self.choose("task", task)
-        self.choose("dataset", dataset)
-        self.fill("epochs", "")
+        self.choose("task", task, exact=True)
+        self.choose("dataset.id", dataset)
+        self.fill("epochs", "")  # a job sets exactly one of epochs and max_steps
         self.fill("max_steps", str(max_steps))
+        self.fill("num_workers", "1")
+        self.fill("max_seq_length", "64")
         self.click("plan")
         self.c.expect(self.el("plan_text")).to_contain_text("memory per worker", timeout=60_000)
         self.c.expect(self.el("commands")).to_contain_text("ray job submit")
@@ -271,7 +286,7 @@ class NewJobPage(Page):
 
 class JobsPage(Page):
     TAB = "jobs"
-    IDS = {n: f"jobs-{n}" for n in ("list", "refresh", "pick", "header", "loss", "dev", "report")}
+    NEEDS = ("list", "refresh", "pick", "header", "loss", "dev", "report")
 
     def show(self, job_id: str) -> None:
         self.click("refresh")
@@ -281,7 +296,7 @@ class JobsPage(Page):
 
 class ModelsPage(Page):
     TAB = "models"
-    IDS = {n: f"models-{n}" for n in ("list", "model", "name", "deploy", "deployments")}
+    NEEDS = ("list", "model", "name", "deploy", "deployments")
 
     def deploy(self, model: str, name: str) -> None:
         self.choose("model", model)
@@ -291,7 +306,7 @@ class ModelsPage(Page):
 
 class PlaygroundPage(Page):
     TAB = "playground"
-    IDS = {n: f"playground-{n}" for n in ("endpoint", "input", "run", "label")}
+    NEEDS = ("endpoint", "input", "run", "label")
 
     def classify(self, endpoint: str, text: str) -> None:
         self.choose("endpoint", endpoint)

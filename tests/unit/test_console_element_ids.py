@@ -1,6 +1,7 @@
 """The console names its elements the way the browser tests find them: a component registered as
-``"<tab>.<name>"`` gets the HTML id ``"<tab>-<name>"`` unless it has one, write controls carry the
-CSS class ``write`` and admin-only ones ``admin`` (tests/e2e/console.py relies on all three)."""
+``"<tab>.<name>"`` carries that name as a CSS class and gets the HTML id ``"<tab>-<name>"`` unless it
+has one; write controls carry the CSS class ``write`` and admin-only ones ``admin``
+(tests/e2e/console.py relies on all of these)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,6 @@ def test_registered_elements_get_ids_and_role_classes():
         console.writes(delete)
         console.admin_only(key)
     assert (upload.elem_id, key.elem_id, delete.elem_id) == ("datasets-upload", "api-key", "datasets-delete")
-    assert upload.elem_classes == ["big", "write"] and delete.elem_classes == ["write"]
-    assert key.elem_classes == ["admin"]
+    assert upload.elem_classes == ["big", "datasets.upload", "write"]
+    assert delete.elem_classes == ["datasets.delete", "write"] and key.elem_classes == ["top.api_key", "admin"]
     assert console.elements["datasets.upload"] is upload

@@ -58,12 +58,14 @@ class Console:
     def add(self, name: str, component: Any) -> Any:
         """Register ``component`` as ``"<tab>.<name>"`` (its UI text then follows the language switch,
         see :mod:`doctune.console.locales`); returns it. Without an ``elem_id`` of its own it gets
-        ``"<tab>-<name>"``, so a browser test finds ``datasets.upload`` as ``#datasets-upload``."""
+        ``"<tab>-<name>"`` (``#datasets-upload``), and whatever its id, its name is one of its CSS
+        classes, so a browser test finds it by name: ``[class~="datasets.upload"]``."""
         if name in self.elements:
             raise ValueError(f"console element {name!r} is registered twice")
         self.elements[name] = component
         if getattr(component, "elem_id", None) is None:
             component.elem_id = element_id(name)
+        _add_class((component,), name)
         return component
 
     def user(self, request: gr.Request) -> SignedIn:
