@@ -160,6 +160,18 @@ class ConsolePage:
         """The ids (or texts) of the write controls visible on the open tab."""
         return [w.get_attribute("id") or w.inner_text()[:40] for w in self.page.locator(".write").all() if w.is_visible()]
 
+    @contextmanager
+    def failing_with_a_screenshot(self, name: str) -> Iterator[None]:
+        """On a failure inside, screenshot the page as ``failed-<name>`` and add the error toasts it
+        shows to the failure's report."""
+        try:
+            yield
+        except BaseException as e:
+            path = self.screenshot(f"failed-{name}")
+            toasts = [t.inner_text() for t in self.page.locator(".toast-body").all()]
+            e.add_note(f"screenshot: {path}; toasts shown: {toasts or 'none'}")
+            raise
+
     def screenshot(self, name: str) -> Path:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{name}.png"
@@ -236,19 +248,14 @@ def open_accordions(panel) -> None:
 
 
 def plot_drawn(locator):
-    """The chart a ``gr.LinePlot``/``gr.BarPlot`` draws (Vega renders a canvas or an svg)."""
+    """The chart a ``gr.LinePlot``/``gr.BarPlot`` draws (Gradio renders it with Vega, as an svg)."""
     return locator.locator("canvas, svg.marks").first
 
 
-def colored_pixels(locator) -> int:
-    """How many pixels of the element's screenshot are clearly colored: a chart's axes, grid and
-    labels are grey, its bars and lines are not, so an empty chart has (almost) none."""
-    import io
-
-    from PIL import Image
-
-    image = Image.open(io.BytesIO(locator.screenshot())).convert("RGB")
-    return sum(1 for r, g, b in image.getdata() if max(r, g, b) - min(r, g, b) > 80)
+def chart_marks(locator) -> int:
+    """How many data marks (bars, lines, points) the chart draws: Vega puts them in ``g.role-mark``
+    groups, apart from its axes, grid and labels, so an empty chart has none."""
+    return locator.locator("svg g.role-mark path").count()
 
 
 class DatasetsPage(Page):

@@ -18,7 +18,7 @@ import pytest
 
 from doctune.console import locales
 from doctune.data import to_jsonl
-from tests.e2e.console import (ConsolePage, DatasetsPage, JobsPage, ModelsPage, NewJobPage, PlaygroundPage, colored_pixels,
+from tests.e2e.console import (ConsolePage, DatasetsPage, JobsPage, ModelsPage, NewJobPage, PlaygroundPage, chart_marks,
                                launch_chromium, mojibake, plot_drawn, running_console)
 from .conftest import AHEAD, poll
 
@@ -180,38 +180,41 @@ def _chinese_texts() -> list[tuple[str, str]]:
 
 def test_upload_a_dataset_and_see_its_preview_and_labels(member, bbc_small, tmp_path):
     page = DatasetsPage(member).ready()
-    path = tmp_path / "bbc-browser.jsonl"
-    path.write_bytes(to_jsonl(bbc_small[:40]))
-    page.upload(path, "bbc-browser", "classification")
-    member.expect(page.el("status")).to_contain_text("Uploaded", timeout=120_000)
-    for label in {r["label"] for r in bbc_small[:40]}:
-        member.expect(page.el("status")).to_contain_text(label)
-    member.expect(page.el("preview")).to_contain_text(bbc_small[0]["text"][:30])
-    member.expect(plot_drawn(page.el("balance"))).to_be_visible()
-    _poll_chart(page.el("balance"), "the class-balance bars")
-    member.screenshot("flow-dataset-uploaded")
+    with member.failing_with_a_screenshot("upload_a_dataset_and_see_its_preview_and_labels"):
+        path = tmp_path / "bbc-browser.jsonl"
+        path.write_bytes(to_jsonl(bbc_small[:40]))
+        page.upload(path, "bbc-browser", "classification")
+        member.expect(page.el("status")).to_contain_text("Uploaded", timeout=120_000)
+        for label in {r["label"] for r in bbc_small[:40]}:
+            member.expect(page.el("status")).to_contain_text(label)
+        member.expect(page.el("preview")).to_contain_text(bbc_small[0]["text"][:30])
+        member.expect(plot_drawn(page.el("balance"))).to_be_visible()
+        _poll_chart(page.el("balance"), "the class-balance bars")
+        member.expect(page.el("balance")).to_contain_text(bbc_small[0]["label"])  # an axis label
+        member.screenshot("flow-dataset-uploaded")
 
 
 def test_submit_a_tiny_job_and_watch_its_state_and_loss_curve(member, client_a, request):
     new_job, jobs = NewJobPage(member).ready(), JobsPage(member).ready()
-    dataset = request.getfixturevalue("bbc_dataset")
-    before = {j["id"] for j in client_a.list_jobs()}
-    new_job.c.open_tab("new_job")
-    new_job.submit_tiny("classification", dataset["name"], max_steps=4)
-    job = _poll_new_job(client_a, before)
-    member.open_tab("jobs")
-    jobs.show(job["id"])
-    member.expect(jobs.el("header")).to_contain_text(re.compile("queued|running"), timeout=60_000)
-    member.screenshot("flow-job-running")
-    member.expect(jobs.el("header")).to_contain_text("succeeded", timeout=600_000)  # the page refreshes itself
-    member.expect(plot_drawn(jobs.el("loss"))).to_be_visible(timeout=60_000)
-    _poll_chart(jobs.el("loss"), "the train-loss curve")
-    member.screenshot("flow-job-finished")
+    with member.failing_with_a_screenshot("submit_a_tiny_job_and_watch_its_state_and_loss_curve"):
+        dataset = request.getfixturevalue("bbc_dataset")
+        before = {j["id"] for j in client_a.list_jobs()}
+        new_job.c.open_tab("new_job")
+        new_job.submit_tiny("classification", dataset["name"], max_steps=4)
+        job = _poll_new_job(client_a, before)
+        member.open_tab("jobs")
+        jobs.show(job["id"])
+        member.expect(jobs.el("header")).to_contain_text(re.compile("queued|running"), timeout=60_000)
+        member.screenshot("flow-job-running")
+        member.expect(jobs.el("header")).to_contain_text("succeeded", timeout=600_000)  # the page refreshes itself
+        member.expect(plot_drawn(jobs.el("loss"))).to_be_visible(timeout=60_000)
+        _poll_chart(jobs.el("loss"), "the train-loss curve")
+        member.screenshot("flow-job-finished")
 
 
 def _poll_chart(locator, what: str) -> None:
-    """A chart shows data (colored marks), not just its axes; it may draw a moment after it appears."""
-    poll(lambda: colored_pixels(locator) > 50, 30, f"{what} to be drawn", interval=0.5)
+    """A chart shows data (bars, a line), not only its axes; it may draw a moment after it appears."""
+    poll(lambda: chart_marks(locator), 30, f"{what} to be drawn (the chart has axes but no marks)", interval=0.5)
 
 
 def _poll_new_job(client, before: set) -> dict:
@@ -221,17 +224,18 @@ def _poll_new_job(client, before: set) -> dict:
 
 def test_deploy_then_query_the_playground_in_chinese_too(member, client_a, request):
     models, playground = ModelsPage(member).ready(), PlaygroundPage(member).ready()
-    job = _trained_classification_job(request)
-    member.open_tab("models")
-    models.deploy(job["model_id"], "console-bbc")
-    member.expect(models.el("deployments")).to_contain_text("running", timeout=600_000)
-    member.screenshot("flow-deployed")
-    member.open_tab("playground")
-    for text in ("Parliament votes on the budget tonight.", ZH_NEWS):
-        playground.classify("console-bbc", text)
-        member.expect(playground.el("label")).to_contain_text(re.compile("|".join(BBC_LABELS)), timeout=120_000)
-        assert mojibake(member.page.locator("body").inner_text()) == []
-    member.screenshot("flow-playground-zh")
+    with member.failing_with_a_screenshot("deploy_then_query_the_playground_in_chinese_too"):
+        job = _trained_classification_job(request)
+        member.open_tab("models")
+        models.deploy(job["model_id"], "console-bbc")
+        member.expect(models.el("deployments")).to_contain_text("running", timeout=600_000)
+        member.screenshot("flow-deployed")
+        member.open_tab("playground")
+        for text in ("Parliament votes on the budget tonight.", ZH_NEWS):
+            playground.classify("console-bbc", text)
+            member.expect(playground.el("label")).to_contain_text(re.compile("|".join(BBC_LABELS)), timeout=120_000)
+            assert mojibake(member.page.locator("body").inner_text()) == []
+        member.screenshot("flow-playground-zh")
 
 
 def _trained_classification_job(request) -> dict:
