@@ -71,6 +71,22 @@ def running_console(api_url: str, log: Path, deadline_s: float = 180) -> Iterato
             proc.wait()
 
 
+def stack_console_url(settings) -> str | None:
+    """The console that the stack (``doctune up``) started beside its API, when it starts one and it
+    answers; None otherwise (then the tests start their own with :func:`running_console`)."""
+    url = getattr(settings, "console_url", "")
+    if not url:
+        try:
+            from doctune.local import console_url  # `doctune up` starts the console beside the API
+        except ImportError:
+            return None
+        url = console_url(settings)
+    try:
+        return url if httpx.get(url, timeout=5).status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
 def _wait_until_answering(url: str, proc: subprocess.Popen, log: Path, deadline_s: float) -> None:
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:

@@ -19,7 +19,7 @@ import pytest
 from doctune.console import locales
 from doctune.data import to_jsonl
 from tests.e2e.console import (ConsolePage, DatasetsPage, JobsPage, ModelsPage, NewJobPage, PlaygroundPage, chart_marks,
-                               launch_chromium, mojibake, plot_drawn, running_console)
+                               launch_chromium, mojibake, plot_drawn, running_console, stack_console_url)
 from .conftest import AHEAD, poll
 
 BBC_LABELS = ("business", "entertainment", "politics", "sports", "tech")
@@ -28,9 +28,10 @@ ZH_NEWS = "国家队在昨晚的足球比赛中以三比一获胜，球迷们在
 
 @pytest.fixture(scope="module")
 def console_url(stack, tmp_path_factory):
-    """The stack's console when ``doctune up`` starts one (its settings then name it), else one started here."""
-    if getattr(stack, "console_url", ""):
-        yield stack.console_url
+    """The stack's console when ``doctune up`` starts one, else one started here for this module."""
+    url = stack_console_url(stack)
+    if url:
+        yield url
         return
     with running_console(stack.api_url, tmp_path_factory.mktemp("console") / "console.log") as url:
         yield url
