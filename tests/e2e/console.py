@@ -144,9 +144,23 @@ class ConsolePage:
         toast.first.wait_for(timeout=timeout_ms)
         return toast.first.inner_text()
 
+    def wait_for_text(self, locator, text: str, timeout_s: float = 60) -> None:
+        """Wait until ``locator`` shows ``text``; fail at once, with its message, when the console shows
+        an error toast instead (a toast goes after a few seconds, so it is read as it shows)."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            errors = self.page.locator(".toast-body.error")
+            if errors.count():
+                raise AssertionError(f"waiting for {text!r}, the console said: {errors.first.inner_text()!r}")
+            if text in locator.inner_text():
+                return
+            time.sleep(0.25)
+        raise AssertionError(f"{text!r} did not show within {timeout_s}s; it shows {locator.inner_text()[:300]!r}")
+
     def close_toasts(self) -> None:
         for close in self.page.locator(".toast-close").all():
             close.click()
+        self.expect(".toast-body").to_have_count(0)
 
     # -- tabs and elements ---------------------------------------------------------------------
     def tabs(self) -> list[str]:
@@ -283,7 +297,9 @@ class DatasetsPage(Page):
         self.fill("name", name)
         self.el("file").locator('input[type="file"]').set_input_files(str(path))
         self.c.expect(self.el("file")).to_contain_text(path.name)
+        self.c.close_toasts()
         self.click("upload")
+        self.c.wait_for_text(self.el("status"), "Uploaded", timeout_s=120)
 
 
 class NewJobPage(Page):
@@ -300,11 +316,12 @@ class NewJobPage(Page):
         self.fill("max_steps", str(max_steps))
         self.fill("num_workers", "1")
         self.fill("max_seq_length", "64")
+        self.c.close_toasts()
         self.click("plan")
-        self.c.expect(self.el("plan_text")).to_contain_text("memory per worker", timeout=60_000)
+        self.c.wait_for_text(self.el("plan_text"), "memory per worker")
         self.c.expect(self.el("commands")).to_contain_text("ray job submit")
         self.click("submit")
-        self.c.expect(self.el("status")).to_contain_text("Submitted", timeout=60_000)
+        self.c.wait_for_text(self.el("status"), "Submitted")
 
 
 class JobsPage(Page):
