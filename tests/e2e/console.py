@@ -114,8 +114,8 @@ def launch_chromium(playwright):
 class ConsolePage:
     """One signed-in (or not yet) browser tab of the console; one per role, reused by every test."""
 
-    def __init__(self, page, url: str, role: str) -> None:
-        self.page, self.url, self.role = page, url, role
+    def __init__(self, page, url: str, role: str, log: Path | None = None) -> None:
+        self.page, self.url, self.role, self.log = page, url, role, log
 
     # -- the top bar ---------------------------------------------------------------------------
     def open(self) -> "ConsolePage":
@@ -158,9 +158,15 @@ class ConsolePage:
         raise AssertionError(f"{text!r} did not show within {timeout_s}s; it shows {locator.inner_text()[:300]!r}")
 
     def close_toasts(self) -> None:
+        """Dismiss the toasts shown (one may be leaving already), so that a later one is a new one."""
+        from playwright.sync_api import Error as PlaywrightError
+
         for close in self.page.locator(".toast-close").all():
-            close.click()
-        self.expect(".toast-body").to_have_count(0)
+            try:
+                close.click(timeout=2_000)
+            except PlaywrightError:
+                pass
+        self.expect(".toast-body").to_have_count(0, timeout=15_000)
 
     # -- tabs and elements ---------------------------------------------------------------------
     def tabs(self) -> list[str]:
@@ -200,6 +206,8 @@ class ConsolePage:
             path = self.screenshot(f"failed-{name}")
             toasts = [t.inner_text() for t in self.page.locator(".toast-body").all()]
             e.add_note(f"screenshot: {path}; toasts shown: {toasts or 'none'}")
+            if self.log and self.log.is_file():
+                e.add_note(f"the console's log ends with:\n{self.log.read_text(errors='replace')[-3000:]}")
             raise
 
     def screenshot(self, name: str) -> Path:

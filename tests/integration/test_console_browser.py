@@ -13,6 +13,7 @@ copies the chosen ones to docs/console/)."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -27,13 +28,19 @@ ZH_NEWS = "国家队在昨晚的足球比赛中以三比一获胜，球迷们在
 
 
 @pytest.fixture(scope="module")
-def console_url(stack, tmp_path_factory):
+def console_log(stack, tmp_path_factory) -> Path:
+    return Path(stack.home) / "logs" / "console.log" if stack_console_url(stack) else \
+        tmp_path_factory.mktemp("console") / "console.log"
+
+
+@pytest.fixture(scope="module")
+def console_url(stack, console_log):
     """The stack's console when ``doctune up`` starts one, else one started here for this module."""
     url = stack_console_url(stack)
     if url:
         yield url
         return
-    with running_console(stack.api_url, tmp_path_factory.mktemp("console") / "console.log") as url:
+    with running_console(stack.api_url, console_log) as url:
         yield url
 
 
@@ -47,10 +54,10 @@ def browser():
         chromium.close()
 
 
-def _console(browser, url: str, role: str, key: str | None) -> ConsolePage:
+def _console(browser, url: str, role: str, key: str | None, log: Path | None = None) -> ConsolePage:
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     context.set_default_timeout(30_000)
-    page = ConsolePage(context.new_page(), url, role).open()
+    page = ConsolePage(context.new_page(), url, role, log).open()
     if key:
         page.sign_in(key)
         page.expect("#who").to_contain_text("Signed in", timeout=60_000)
@@ -58,8 +65,8 @@ def _console(browser, url: str, role: str, key: str | None) -> ConsolePage:
 
 
 @pytest.fixture(scope="module")
-def member(browser, console_url, tenant_a):
-    page = _console(browser, console_url, "member", tenant_a)
+def member(browser, console_url, console_log, tenant_a):
+    page = _console(browser, console_url, "member", tenant_a, console_log)
     yield page
     page.page.context.close()
 
