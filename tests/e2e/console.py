@@ -344,9 +344,11 @@ class JobsPage(Page):
 
 class ModelsPage(Page):
     TAB = "models"
-    NEEDS = ("list", "model", "name", "deploy", "deployments")
+    NEEDS = ("refresh", "models", "model", "name", "deploy", "deployments")
 
     def deploy(self, model: str, name: str) -> None:
+        self.click("refresh")  # the model was registered after sign-in
+        self.c.expect(self.el("models")).to_contain_text(model, timeout=60_000)
         self.choose("model", model)
         self.fill("name", name)
         self.click("deploy")
@@ -354,9 +356,10 @@ class ModelsPage(Page):
 
 class PlaygroundPage(Page):
     TAB = "playground"
-    NEEDS = ("endpoint", "input", "run", "label")
+    NEEDS = ("deployment", "refresh", "text", "run", "labels")
 
     def classify(self, endpoint: str, text: str) -> None:
-        self.choose("endpoint", endpoint)
-        self.fill("input", text)
+        self.click("refresh")
+        self.choose("deployment", endpoint)
+        self.fill("text", text)
         self.click("run")

@@ -241,7 +241,7 @@ def test_deploy_then_query_the_playground_in_chinese_too(member, client_a, reque
         member.open_tab("playground")
         for text in ("Parliament votes on the budget tonight.", ZH_NEWS):
             playground.classify("console-bbc", text)
-            member.expect(playground.el("label")).to_contain_text(re.compile("|".join(BBC_LABELS)), timeout=120_000)
+            member.expect(playground.el("labels")).to_contain_text(re.compile("|".join(BBC_LABELS)), timeout=120_000)
             assert mojibake(member.page.locator("body").inner_text()) == []
         member.screenshot("flow-playground-zh")
 
