@@ -15,7 +15,7 @@ export TOKENIZERS_PARALLELISM := false
 # workers, tests, benches), so they are built once, at install.
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/$(VENV)/torch_extensions
 
-.PHONY: install run test test-unit bench down clean
+.PHONY: install run test test-unit bench down clean crds chart-check
 
 install: $(STAMP)
 
@@ -50,6 +50,11 @@ test: install
 test-unit: install
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -p no:cacheprovider -ra tests/unit
+
+# The CRDs (operators/crds/, copied into charts/doctune/crds/), generated from the pydantic specs;
+# tests/chart/test_crds.py fails when the committed files differ from what this writes.
+crds: install
+	$(PY) operators/gen_crds.py
 
 # Benchmarks (not part of `make test`): writes docs/benchmarks.md.
 bench: install
