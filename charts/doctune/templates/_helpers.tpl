@@ -1,0 +1,137 @@
+{{/* Names, labels and the pieces every workload shares. */}}
+
+{{- define "doctune.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "doctune.name" -}}
+{{- printf "%s-%s" (include "doctune.fullname" .root) .component | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "doctune.selectorLabels" -}}
+app.kubernetes.io/name: {{ .root.Chart.Name }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "doctune.labels" -}}
+{{ include "doctune.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+{{- end -}}
+
+{{- define "doctune.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* Object names shared between templates. */}}
+{{- define "doctune.apiName" -}}{{ include "doctune.name" (dict "root" . "component" "api") }}{{- end -}}
+{{- define "doctune.consoleName" -}}{{ include "doctune.name" (dict "root" . "component" "console") }}{{- end -}}
+{{- define "doctune.operatorName" -}}{{ include "doctune.name" (dict "root" . "component" "operator") }}{{- end -}}
+{{- define "doctune.rayName" -}}{{ include "doctune.name" (dict "root" . "component" "ray") }}{{- end -}}
+{{- define "doctune.rayHeadService" -}}{{ include "doctune.rayName" . }}-head-svc{{- end -}}
+{{- define "doctune.minioName" -}}{{ include "doctune.name" (dict "root" . "component" "minio") }}{{- end -}}
+{{- define "doctune.postgresName" -}}{{ include "doctune.name" (dict "root" . "component" "postgresql") }}{{- end -}}
+
+{{/* Secret names: the user's existing Secret, or the one the chart makes. */}}
+{{- define "doctune.adminKeySecret" -}}
+{{- default (include "doctune.name" (dict "root" . "component" "admin-key")) .Values.adminKey.existingSecret -}}
+{{- end -}}
+{{- define "doctune.rayTokenSecret" -}}
+{{- default (include "doctune.name" (dict "root" . "component" "ray-token")) .Values.rayCluster.auth.existingSecret -}}
+{{- end -}}
+{{- define "doctune.s3Secret" -}}
+{{- if eq .Values.objectStore.mode "external" -}}
+{{- .Values.objectStore.external.existingSecret -}}
+{{- else -}}
+{{- default (include "doctune.name" (dict "root" . "component" "minio-root")) .Values.objectStore.minio.existingSecret -}}
+{{- end -}}
+{{- end -}}
+{{- define "doctune.dbSecret" -}}
+{{- if eq .Values.postgresql.mode "external" -}}
+{{- .Values.postgresql.external.existingSecret -}}
+{{- else -}}
+{{- include "doctune.postgresName" . -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "doctune.s3Endpoint" -}}
+{{- if eq .Values.objectStore.mode "external" -}}
+{{- .Values.objectStore.external.endpoint -}}
+{{- else -}}
+{{- printf "http://%s:9000" (include "doctune.minioName" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A Secret's value: the one already in the cluster (kept across upgrades), else a new random one. */}}
+{{- define "doctune.keepOrRandom" -}}
+{{- $old := lookup "v1" "Secret" .root.Release.Namespace .name -}}
+{{- if and $old (index ($old.data | default dict) .key) -}}
+{{- index $old.data .key | b64dec -}}
+{{- else -}}
+{{- .random -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Where doctune's components are (doctune.config.Settings), without any credential: every doctune
+     container and the Ray containers get these. */}}
+{{- define "doctune.settingsEnv" -}}
+- name: DOCTUNE_HOME
+  value: /var/run/doctune
+- name: DOCTUNE_S3_ENDPOINT
+  value: {{ include "doctune.s3Endpoint" . | quote }}
+- name: DOCTUNE_S3_REGION
+  value: {{ .Values.objectStore.region | quote }}
+- name: DOCTUNE_BUCKET
+  value: {{ .Values.objectStore.bucket | quote }}
+- name: DOCTUNE_RAY_DASHBOARD_URL
+  value: {{ printf "http://%s:8265" (include "doctune.rayHeadService" .) | quote }}
+- name: DOCTUNE_RAY_GCS_ADDRESS
+  value: {{ printf "%s:6379" (include "doctune.rayHeadService" .) | quote }}
+- name: DOCTUNE_SERVE_URL
+  value: {{ printf "http://%s:8000" (include "doctune.rayHeadService" .) | quote }}
+- name: DOCTUNE_API_URL
+  value: {{ printf "http://%s:%d" (include "doctune.apiName" .) (int .Values.api.service.port) | quote }}
+- name: DOCTUNE_RUNNER
+  value: {{ .Values.runner | quote }}
+{{- end -}}
+
+{{/* The credentials of the API (and its init container): each from a Secret, never a plain value. */}}
+{{- define "doctune.credentialEnv" -}}
+- name: DOCTUNE_DATABASE_URL
+  valueFrom: {secretKeyRef: {name: {{ include "doctune.dbSecret" . }}, key: url}}
+- name: DOCTUNE_S3_ACCESS_KEY
+  valueFrom: {secretKeyRef: {name: {{ include "doctune.s3Secret" . }}, key: accessKey}}
+- name: DOCTUNE_S3_SECRET_KEY
+  valueFrom: {secretKeyRef: {name: {{ include "doctune.s3Secret" . }}, key: secretKey}}
+- name: DOCTUNE_ADMIN_KEY
+  valueFrom: {secretKeyRef: {name: {{ include "doctune.adminKeySecret" . }}, key: admin-key}}
+- name: RAY_AUTH_MODE
+  value: token
+- name: RAY_AUTH_TOKEN
+  valueFrom: {secretKeyRef: {name: {{ include "doctune.rayTokenSecret" . }}, key: auth_token}}
+{{- end -}}
+
+{{- define "doctune.podSecurityContext" -}}
+{{ toYaml .Values.podSecurityContext }}
+{{- end -}}
+
+{{/* The container security context; pass (dict "root" . "readOnly" false) for programs that write to /. */}}
+{{- define "doctune.containerSecurityContext" -}}
+{{- $ctx := deepCopy .root.Values.containerSecurityContext -}}
+{{- if hasKey . "readOnly" -}}{{- $_ := set $ctx "readOnlyRootFilesystem" .readOnly -}}{{- end -}}
+{{- $_ := set $ctx "runAsNonRoot" true -}}
+{{ toYaml $ctx }}
+{{- end -}}
+
+{{- define "doctune.imagePullSecrets" -}}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+{{ toYaml . }}
+{{- end -}}
+{{- end -}}
