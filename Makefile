@@ -27,6 +27,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.13.0"
 	$(PY) -m pip install -q -e ".[test]"
+	$(PY) platform/tools/install_helm.py --dest $(VENV)/bin
 	$(VENV)/bin/doctune models prepare
 	$(PY) -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder, CPUAdamBuilder; \
 	  ShareMemCommBuilder().load(); CPUAdamBuilder().load()"
@@ -49,7 +50,7 @@ test: install
 
 test-unit: install
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -p no:cacheprovider -ra tests/unit
+	$(PY) -m pytest -p no:cacheprovider -ra tests/unit tests/chart
 
 # The CRDs (operators/crds/, copied into charts/doctune/crds/), generated from the pydantic specs;
 # tests/chart/test_crds.py fails when the committed files differ from what this writes.

@@ -16,8 +16,11 @@ ROOT = Path(__file__).resolve().parents[2]
 THIRD_PARTY_CRDS = Path(__file__).resolve().parent / "crds"  # KubeRay's and Kueue's, copied from ../shared/crds
 
 
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: the KubeRay CRDs are 2 MB
+
+
 def load_docs(text: str) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(text) if d]
+    return [d for d in yaml.load_all(text, Loader=_Loader) if d]
 
 
 def _draft4(node: Any) -> Any:

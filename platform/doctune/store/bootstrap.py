@@ -1,6 +1,6 @@
 """``python -m doctune.store.bootstrap``: what a cluster install runs before the API starts (the
 Helm chart's init container; ``doctune up`` does the same in ``LocalStack._up_db``): migrate the
-database, then make the admin key that the chart generated into its Secret (``DOCTUNE_ADMIN_KEY``)
+database, create the bucket if it is missing, then make the admin key that the chart generated into its Secret (``DOCTUNE_ADMIN_KEY``)
 a valid platform-admin key, by storing its HMAC under its id when that id is not stored yet.
 Running it again (every API Pod start, every upgrade) changes nothing.
 """
@@ -34,7 +34,10 @@ def main() -> int:
     db.migrate()
     made = ensure_admin_key(db, settings.admin_key, settings.key_secret)
     db.dispose()
-    print("database migrated; admin key " + ("stored" if made else "already stored"))
+    from doctune.store.objects import ObjectStore
+
+    ObjectStore(settings).ensure_bucket()
+    print(f"database migrated; bucket {settings.bucket} ready; admin key " + ("stored" if made else "already stored"))
     return 0
 
 
