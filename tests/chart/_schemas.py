@@ -24,11 +24,17 @@ def load_docs(text: str) -> list[dict[str, Any]]:
 
 
 def _draft4(node: Any) -> Any:
+    """An OpenAPI 3.0 CRD schema as draft 4, strict: a field the schema does not list is an error
+    (as with `kubectl apply --validate=strict`), except where the schema preserves unknown fields."""
     if isinstance(node, list):
         return [_draft4(n) for n in node]
     if not isinstance(node, dict):
         return node
-    out = {k: _draft4(v) for k, v in node.items()}
+    out = {k: (v if k == "properties" else _draft4(v)) for k, v in node.items()}
+    if "properties" in out:
+        out["properties"] = {k: _draft4(v) for k, v in node["properties"].items()}
+        if "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
     if out.pop("nullable", False) and "type" in out:
         out["type"] = [out["type"], "null"]
     return out

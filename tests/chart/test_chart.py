@@ -311,3 +311,37 @@ def test_every_value_is_documented():
         if j < 0 or not lines[j].strip().startswith("# --"):
             undocumented.append(f"line {i + 1}: {match.group(2)}")
     assert undocumented == []
+
+
+def test_the_crd_check_catches_a_misspelled_raycluster_field():
+    (ray,) = _kind(render(None), "RayCluster")
+    ray["spec"]["enableInTreeAutoscalling"] = True
+    ray["spec"]["workerGroupSpecs"][0]["maxReplicas"] = "four"
+    schema = crd_schemas(str(CRD_FOLDERS["ray.io/v1"]))[("ray.io/v1", "RayCluster")]
+    errors = schema_errors(ray, schema)
+    assert any("enableInTreeAutoscalling" in e for e in errors)
+    assert any(e.startswith("spec.workerGroupSpecs.0.maxReplicas") for e in errors)
+
+
+def _notes(tmp_path, *sets: str) -> str:
+    """NOTES.txt as `helm install` prints it (helm template skips it: a copy of the chart renders it
+    as a YAML block instead)."""
+    chart = tmp_path / "doctune"
+    shutil.copytree(CHART, chart)
+    source = (CHART / "templates" / "NOTES.txt").read_text()
+    (chart / "templates" / "notes-rendered.yaml").write_text(
+        "notes: |\n" + "".join(f"  {line}\n" for line in source.splitlines()))
+    args = ["template", "doctune", str(chart), "-n", "doctune", "--api-versions", "ray.io/v1",
+            "--show-only", "templates/notes-rendered.yaml", *[a for s in sets for a in ("--set", s)]]
+    out = helm(*args)
+    assert out.returncode == 0, out.stderr
+    return yaml.safe_load(out.stdout)["notes"]
+
+
+def test_notes_say_how_to_reach_the_console_and_read_the_admin_key(tmp_path):
+    notes = _notes(tmp_path)
+    assert "kubectl -n doctune port-forward svc/doctune-console 7860:7860" in notes
+    assert "kubectl -n doctune get secret doctune-admin-key -o jsonpath='{.data.admin-key}' | base64 -d" in notes
+    with_ingress = _notes(tmp_path / "i", "ingress.enabled=true", "ingress.host=doctune.example.com",
+                          "ingress.tls.enabled=true", "ingress.tls.secretName=tls")
+    assert "https://doctune.example.com/" in with_ingress

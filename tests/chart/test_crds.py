@@ -120,3 +120,10 @@ def test_null_is_accepted_where_the_spec_allows_it():
     doc["spec"] = {**doc["spec"], "early_stopping": None, "max_steps": None}
     schemas = crd_schemas(str(ROOT / "operators" / "crds"))
     assert schema_errors(doc, schemas[("doctune.io/v1alpha1", "FineTuneJob")]) == []
+
+
+def test_a_misspelled_field_is_refused():
+    doc = _example("FineTuneJob")
+    doc["spec"] = {**doc["spec"], "learning_rat": 0.001}
+    schemas = crd_schemas(str(ROOT / "operators" / "crds"))
+    assert any("learning_rat" in e for e in schema_errors(doc, schemas[("doctune.io/v1alpha1", "FineTuneJob")]))
