@@ -57,6 +57,11 @@ test-unit: install
 crds: install
 	$(PY) operators/gen_crds.py
 
+# Only the chart and CRD checks (they also run in `make test`'s unit session): helm lint, helm template
+# with charts/doctune/ci/*.yaml, kubernetes-validate, the CRD schemas, the parsed objects.
+chart-check: install
+	$(PY) -m pytest -p no:cacheprovider -q tests/chart
+
 # Benchmarks (not part of `make test`): writes docs/benchmarks.md.
 bench: install
 	$(PY) -m tests.bench.run_bench

@@ -127,3 +127,15 @@ def test_a_misspelled_field_is_refused():
     doc["spec"] = {**doc["spec"], "learning_rat": 0.001}
     schemas = crd_schemas(str(ROOT / "operators" / "crds"))
     assert any("learning_rat" in e for e in schema_errors(doc, schemas[("doctune.io/v1alpha1", "FineTuneJob")]))
+
+
+def test_make_crds_check_reports_a_stale_file(tmp_path, monkeypatch, capsys):
+    gen = _generator()
+    for name, text in gen.render_all().items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "tenants.doctune.io.yaml").write_text("# edited by hand\n")
+    monkeypatch.setattr(gen, "OUT_DIRS", [tmp_path])
+    monkeypatch.setattr(gen, "ROOT", tmp_path.parent)
+    assert gen.main(["--check"]) == 1
+    out = capsys.readouterr().out
+    assert "tenants.doctune.io.yaml (run `make crds`)" in out and "finetunejobs" not in out
