@@ -345,3 +345,19 @@ def test_notes_say_how_to_reach_the_console_and_read_the_admin_key(tmp_path):
     with_ingress = _notes(tmp_path / "i", "ingress.enabled=true", "ingress.host=doctune.example.com",
                           "ingress.tls.enabled=true", "ingress.tls.secretName=tls")
     assert "https://doctune.example.com/" in with_ingress
+
+
+@values_sets
+def test_the_api_reaches_the_rayclusters_head_with_the_clusters_own_token(values):
+    docs = render(values)
+    (ray,) = _kind(docs, "RayCluster")
+    head_svc = f"{ray['metadata']['name']}-head-svc"  # the Service KubeRay makes for the head
+    (api,) = [d for d in _kind(docs, "Deployment") if d["metadata"]["name"] == "doctune-api"]
+    env = {e["name"]: e for e in api["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": ray["spec"]["authOptions"]["secretName"],
+                                                                  "key": "auth_token"}
+    assert env["RAY_AUTH_MODE"]["value"] == "token"
+    assert env["DOCTUNE_RAY_DASHBOARD_URL"]["value"] == f"http://{head_svc}:8265"
+    assert env["DOCTUNE_RAY_GCS_ADDRESS"]["value"] == f"{head_svc}:6379"
+    head_ports = {p["containerPort"] for p in ray["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]}
+    assert {6379, 8265, 8000} <= head_ports  # KubeRay's head Service exposes the head container's ports

@@ -135,3 +135,20 @@ imagePullSecrets:
 {{ toYaml . }}
 {{- end -}}
 {{- end -}}
+
+{{/* A Ray container (head or worker) of the RayCluster: where the components are, no credential. */}}
+{{- define "doctune.rayContainer" -}}
+{{- $root := .root -}}
+name: {{ .name }}
+image: {{ include "doctune.image" $root }}
+imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+env:
+  {{- include "doctune.settingsEnv" $root | nindent 2 }}
+  # Ray processes take the database URL and the S3 keys only from the runtime env of the job they run
+  - {name: DOCTUNE_CREDENTIALS_FROM_ENV, value: "1"}
+  - {name: HOME, value: /tmp}
+securityContext: {{- include "doctune.containerSecurityContext" (dict "root" $root "readOnly" false) | nindent 2 }}
+resources: {{- toYaml .resources | nindent 2 }}
+volumeMounts:
+  - {name: tmp, mountPath: /tmp}
+{{- end -}}
