@@ -40,6 +40,10 @@ class _CR(BaseModel):
 class PromotionRules(_CR):
     """Champion/challenger rules of a ModelDeployment (doctune.spec.PromotionSpec, as a CR field)."""
 
+    sweep_id: str | None = Field(
+        None, min_length=1, max_length=64,
+        description="The challenger is this sweep's winner (the sweep must have succeeded) instead of model_id.")
+
     metric: str | None = Field(
         None, description="Test metric the new model and the one served now are compared on (default: the task's "
         "primary metric); higher is better except for loss and perplexity.")
@@ -103,8 +107,14 @@ def sweep_spec() -> dict[str, Any]:
 def modeldeployment_spec() -> dict[str, Any]:
     props, req = _fields_of(DeploymentSpec, {"tenant"})
     extra, _ = _fields_of(ModelDeploymentCRSpec, set())
-    return _object({**props, **extra}, req, "A doctune DeploymentSpec (doctune.spec.DeploymentSpec) less tenant, "
-                   "plus optional promotion rules.")
+    props["name"]["description"] += " Default: the resource's metadata.name."
+    props["model_id"]["description"] += " Required unless promotion.sweep_id names the challenger."
+    out = _object({**props, **extra}, [r for r in req if r not in ("name", "model_id")],
+                  "A doctune DeploymentSpec (doctune.spec.DeploymentSpec) less tenant, plus optional promotion rules.")
+    out["x-kubernetes-validations"] = [{
+        "rule": "has(self.model_id) || (has(self.promotion) && has(self.promotion.sweep_id))",
+        "message": "set model_id (the model to serve), or promotion.sweep_id to serve a sweep's winner"}]
+    return out
 
 
 def tenant_spec() -> dict[str, Any]:

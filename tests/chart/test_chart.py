@@ -210,10 +210,41 @@ def test_runner_value_picks_the_adapter_and_only_rayjob_gets_rayjob_rights():
     shared = render(None)
     assert _env(shared, "doctune-api", "api")["DOCTUNE_RUNNER"] == "shared"
     assert [r["metadata"]["name"] for r in _kind(shared, "ClusterRole")] == ["doctune-operator"]
+    assert not _kind(shared, "Role") and "doctune-job-env" not in {s["metadata"]["name"] for s in _kind(shared, "Secret")}
     rayjob = render(CHART / "ci" / "gpu-rayjob-values.yaml")
-    assert _env(rayjob, "doctune-api", "api")["DOCTUNE_RUNNER"] == "rayjob"
-    (api_role,) = [r for r in _kind(rayjob, "ClusterRole") if r["metadata"]["name"] == "doctune-api"]
-    assert {res for rule in api_role["rules"] for res in rule["resources"]} == {"rayjobs", "rayjobs/status", "rayclusters"}
+    env = _env(rayjob, "doctune-api", "api")
+    assert env["DOCTUNE_RUNNER"] == "rayjob" and env["DOCTUNE_KUBE_NAMESPACE"] == "doctune"
+    assert env["DOCTUNE_RAYJOB_OWNER"] == "apps/v1/deployments/doctune-api"
+    assert env["DOCTUNE_RAYJOB_IMAGE"] == "ghcr.io/doctune/doctune:0.1.0"
+    assert env["DOCTUNE_RAYJOB_ENV_SECRET"] == "doctune-job-env"
+    (role,) = _kind(rayjob, "Role")  # namespaced: the RayJobs live in the release namespace
+    rules = {(r["apiGroups"][0], r["resources"][0]): r for r in role["rules"]}
+    assert set(rules) == {("ray.io", "rayjobs"), ("apps", "deployments")}
+    assert rules[("apps", "deployments")]["resourceNames"] == ["doctune-api"]
+    assert rules[("apps", "deployments")]["verbs"] == ["get"]
+
+
+def _secrets(docs):
+    import base64
+
+    return {d["metadata"]["name"]: {k: base64.b64decode(v).decode() for k, v in d.get("data", {}).items()}
+            for d in _kind(docs, "Secret")}
+
+
+def test_generated_credentials_agree_between_the_secrets_that_carry_them():
+    secrets = _secrets(render(CHART / "ci" / "gpu-rayjob-values.yaml"))
+    job, minio, pg = secrets["doctune-job-env"], secrets["doctune-minio-root"], secrets["doctune-postgresql"]
+    assert (job["DOCTUNE_S3_ACCESS_KEY"], job["DOCTUNE_S3_SECRET_KEY"]) == (minio["accessKey"], minio["secretKey"])
+    assert job["DOCTUNE_DATABASE_URL"] == pg["url"]
+    assert pg["url"] == f"postgresql+psycopg://doctune:{pg['password']}@doctune-postgresql:5432/doctune"
+    assert re.fullmatch(r"dtk_[a-z0-9]{12}_[A-Za-z0-9]{32}", secrets["doctune-admin-key"]["admin-key"])
+    assert len(secrets["doctune-ray-token"]["auth_token"]) == 48 and len(minio["secretKey"]) == 40
+    assert "DOCTUNE_ADMIN_KEY" not in job  # RayJob pods never get the admin key
+
+
+def test_rayjob_with_external_stores_needs_their_secrets_in_the_namespace_first():
+    out = helm(*template_args(CHART / "ci" / "external-s3-postgresql-values.yaml", ("runner=rayjob",)))
+    assert out.returncode != 0 and "Secret acme-doctune-db (key url) is not in namespace doctune: create it first" in out.stderr
 
 
 def test_operator_rbac_is_least_privilege():
@@ -230,10 +261,11 @@ def test_kueue_renders_a_fair_sharing_cluster_queue_and_a_weighted_local_queue_p
     (cq,) = _kind(docs, "ClusterQueue")
     assert cq["spec"]["admissionScope"]["admissionMode"] == "UsageBasedAdmissionFairSharing"
     queues = {q["metadata"]["namespace"]: q for q in _kind(docs, "LocalQueue")}
-    assert {ns: q["spec"]["fairSharing"]["weight"] for ns, q in queues.items()} == {
-        "legal-team": "2", "support": "1", "research": "0.5"}
+    assert {ns: q["spec"].get("fairSharing", {}).get("weight") for ns, q in queues.items()} == {
+        "doctune": None, "legal-team": "2", "support": "1", "research": "0.5"}
     assert all(q["spec"]["clusterQueue"] == cq["metadata"]["name"] for q in queues.values())
-    assert _env(docs, "doctune-api", "api")["DOCTUNE_KUEUE_QUEUE_NAME"] == cq["metadata"]["name"]
+    assert all(q["metadata"]["name"] == cq["metadata"]["name"] for q in queues.values())
+    assert _env(docs, "doctune-api", "api")["DOCTUNE_RAYJOB_QUEUE"] == cq["metadata"]["name"]
 
 
 def test_prometheus_rule_has_the_four_alerts():

@@ -78,6 +78,49 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 {{- end -}}
 {{- end -}}
 
+{{/* Every credential the chart generates, made once per render (kept in .Values.__generated, so that
+     each Secret that carries one carries the same value) and kept across upgrades (lookup). */}}
+{{- define "doctune.generated" -}}
+{{- if not (hasKey .Values "__generated") -}}
+{{- $g := dict -}}
+{{- $_ := set $g "adminKey" (include "doctune.keepOrRandom" (dict "root" . "name" (include "doctune.adminKeySecret" .) "key" "admin-key" "random" (printf "dtk_%s_%s" (randAlphaNum 12 | lower) (randAlphaNum 32)))) -}}
+{{- $_ := set $g "rayToken" (include "doctune.keepOrRandom" (dict "root" . "name" (include "doctune.rayTokenSecret" .) "key" "auth_token" "random" (randAlphaNum 48))) -}}
+{{- $minio := include "doctune.name" (dict "root" . "component" "minio-root") -}}
+{{- $_ := set $g "minioAccessKey" (include "doctune.keepOrRandom" (dict "root" . "name" $minio "key" "accessKey" "random" (printf "doctune%s" (randAlphaNum 12 | lower)))) -}}
+{{- $_ := set $g "minioSecretKey" (include "doctune.keepOrRandom" (dict "root" . "name" $minio "key" "secretKey" "random" (randAlphaNum 40))) -}}
+{{- $_ := set $g "pgPassword" (include "doctune.keepOrRandom" (dict "root" . "name" (include "doctune.postgresName" .) "key" "password" "random" (randAlphaNum 32))) -}}
+{{- $_ := set .Values "__generated" $g -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A key of an existing Secret in the release namespace ("" when absent, as in an offline render). */}}
+{{- define "doctune.existingValue" -}}
+{{- $s := lookup "v1" "Secret" .root.Release.Namespace .name -}}
+{{- if and $s (index ($s.data | default dict) .key) -}}{{- index $s.data .key | b64dec -}}{{- end -}}
+{{- end -}}
+
+{{- define "doctune.databaseUrl" -}}
+{{- if eq .Values.postgresql.mode "external" -}}
+{{- include "doctune.existingValue" (dict "root" . "name" .Values.postgresql.external.existingSecret "key" "url") -}}
+{{- else -}}
+{{- include "doctune.generated" . -}}
+{{- $pg := .Values.postgresql.internal -}}
+{{- printf "postgresql+psycopg://%s:%s@%s:5432/%s" $pg.user .Values.__generated.pgPassword (include "doctune.postgresName" .) $pg.database -}}
+{{- end -}}
+{{- end -}}
+
+{{/* accessKey or secretKey of the object store (for the RayJobs' credentials Secret). */}}
+{{- define "doctune.s3Value" -}}
+{{- if and (eq .root.Values.objectStore.mode "minio") (not .root.Values.objectStore.minio.existingSecret) -}}
+{{- include "doctune.generated" .root -}}
+{{- index .root.Values.__generated (ternary "minioAccessKey" "minioSecretKey" (eq .key "accessKey")) -}}
+{{- else -}}
+{{- include "doctune.existingValue" (dict "root" .root "name" (include "doctune.s3Secret" .root) "key" .key) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "doctune.jobEnvSecret" -}}{{ include "doctune.name" (dict "root" . "component" "job-env") }}{{- end -}}
+
 {{/* Where doctune's components are (doctune.config.Settings), without any credential: every doctune
      container and the Ray containers get these. */}}
 {{- define "doctune.settingsEnv" -}}
