@@ -172,12 +172,6 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 {{ toYaml $ctx }}
 {{- end -}}
 
-{{- define "doctune.imagePullSecrets" -}}
-{{- with .Values.imagePullSecrets }}
-imagePullSecrets:
-{{ toYaml . }}
-{{- end -}}
-{{- end -}}
 
 {{/* A Ray container (head or worker) of the RayCluster: where the components are, no credential. */}}
 {{- define "doctune.rayContainer" -}}
