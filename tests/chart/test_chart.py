@@ -190,6 +190,9 @@ def test_raycluster_has_token_auth_autoscaling_and_the_gpu_group():
     (ray,) = _kind(render(CHART / "ci" / "gpu-rayjob-values.yaml"), "RayCluster")
     spec = ray["spec"]
     assert spec["authOptions"]["mode"] == "token" and spec["enableInTreeAutoscaling"] is True
+    autoscaler = spec["autoscalerOptions"]  # a sidecar of the head Pod (whose Pod securityContext applies too)
+    assert autoscaler["securityContext"]["runAsNonRoot"] is True and autoscaler["resources"]["limits"]
+    assert autoscaler["securityContext"]["capabilities"]["drop"] == ["ALL"]
     groups = {g["groupName"]: g for g in spec["workerGroupSpecs"]}
     assert (groups["cpu"]["minReplicas"], groups["cpu"]["maxReplicas"]) == (0, 8)
     gpu = groups["gpu"]
