@@ -2,15 +2,18 @@
 read): a multi-stage build on python:3.11-slim with torch 2.13.0 from PyTorch's CPU index; the final
 user is non-root and the uid:gid the chart's podSecurityContext runs as; the operator package and kopf
 are in it, Ray is the chart's rayVersion, and the chart's default image tag is the project's version;
-every command the chart's containers run has its program in the image; .dockerignore lets through
+every command the chart's containers run has its program in the image, and the entrypoint's roles
+run the chart's commands; .dockerignore lets through
 every COPY source and keeps the checkout's clutter out; docs/install.md shows the build command for
 the chart's default repository."""
 
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 import shlex
+import subprocess
 import tomllib
 
 import yaml
@@ -142,3 +145,28 @@ def test_install_md_shows_how_to_build_the_charts_default_image():
     tag = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
     assert f"docker build -t {repo}:{tag} ." in text
     assert repo in DOCKERFILE.read_text()  # the Dockerfile's header says the same
+
+
+def test_the_entrypoints_roles_run_what_the_charts_containers_run(tmp_path):
+    """Each role of docker/entrypoint.sh, run with stand-ins for python, kopf and ray that print their
+    argv, starts the same program with the same leading arguments as the chart's container."""
+    for program in ("python", "kopf", "ray"):
+        stub = tmp_path / program
+        stub.write_text(f'#!/bin/sh\nprintf "%s\\n" {program} "$@"\n')
+        stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "PORT": "8080"}
+
+    def run(*argv: str) -> list[str]:  # (env is read at each call)
+        out = subprocess.run(["sh", str(ROOT / "docker" / "entrypoint.sh"), *argv], env=env, capture_output=True,
+                             text=True, timeout=30, check=True)
+        return out.stdout.splitlines()
+
+    docs = render(None)
+    chart = {c["name"]: c["command"] for d in docs for _, t in pod_templates(d) for c in containers(t) if c.get("command")}
+    assert run("api") == chart["api"]  # python -m uvicorn ... --port 8080 --proxy-headers
+    assert run("bootstrap") == chart["bootstrap"]
+    assert run("operator") == chart["operator"]
+    assert run("console")[:3] == chart["console"][:3]  # python -m doctune.console (the chart adds --api-url)
+    env["RAY_ADDRESS"] = "head:6379"
+    assert run("ray-worker", "--num-cpus=1") == ["ray", "start", "--block", "--address=head:6379", "--num-cpus=1"]
+    assert run("echo", "hello") == ["hello"]  # anything else runs as given
