@@ -41,6 +41,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 ARG DOCTUNE_UID=1000
 ARG DOCTUNE_GID=1000
+# cpu with the CPU wheel; a CUDA torch (--build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128) wants cuda
+ARG DS_ACCELERATOR=cpu
 RUN groupadd --gid ${DOCTUNE_GID} doctune \
  && useradd --uid ${DOCTUNE_UID} --gid ${DOCTUNE_GID} --home-dir /home/doctune --create-home --shell /bin/bash doctune
 COPY --from=build /opt/venv /opt/venv
@@ -51,7 +53,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/opt/doctune \
     PYTHONUNBUFFERED=1 \
     DOCTUNE_HOME=/var/run/doctune \
-    DS_ACCELERATOR=cpu \
+    DS_ACCELERATOR=${DS_ACCELERATOR} \
     TORCH_EXTENSIONS_DIR=/tmp/torch_extensions \
     HF_HUB_OFFLINE=1 \
     RAY_USAGE_STATS_ENABLED=0 \
