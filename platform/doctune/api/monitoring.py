@@ -20,9 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from doctune.services import Platform
 from doctune.services.monitoring import PlatformCollector
 
-__all__ = ["API_METRICS", "RequestMetrics", "metrics_registry"]
+__all__ = ["RequestMetrics", "metrics_registry"]
 
-API_METRICS = ("doctune_api_requests_total", "doctune_api_request_duration_seconds")
 UNMATCHED = "<unmatched>"
 
 

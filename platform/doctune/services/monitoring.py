@@ -27,12 +27,7 @@ from doctune.store.db import Job, JobEvent
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EXPORTED", "PlatformCollector", "UnfinishedJob", "job_snapshot"]
-
-# every metric name this module exports (a chart test checks the PrometheusRule uses only these
-# and Ray Serve's ray_doctune_endpoint_* metrics)
-EXPORTED = ("doctune_jobs", "doctune_job_state_age_seconds", "doctune_job_last_event_age_seconds",
-            "doctune_queued_jobs", "doctune_queue_wait_seconds", "doctune_metrics_scrape_error")
+__all__ = ["PlatformCollector", "UnfinishedJob", "job_snapshot"]
 
 
 @dataclass(frozen=True)
