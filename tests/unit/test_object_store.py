@@ -109,3 +109,12 @@ def test_no_code_of_ours_speaks_boto3():
     files = [f for d in ("platform", "ray_jobs", "operators", "tests") if (root / d).exists()
              for f in (root / d).rglob("*.py")]
     assert [str(f.relative_to(root)) for f in files if pattern.search(f.read_text(errors="replace"))] == []
+
+
+def test_file_names_with_spaces_and_chinese_come_back_as_named(store, tmp_path):
+    (tmp_path / "up" / "子目录").mkdir(parents=True)
+    (tmp_path / "up" / "子目录" / "词表 v1+2.txt").write_text("你好", encoding="utf-8")
+    assert store.upload_dir(tmp_path / "up", "tenants/team-s/zh") == 1
+    assert list(store.list_keys("tenants/team-s/zh/")) == ["tenants/team-s/zh/子目录/词表 v1+2.txt"]
+    store.download_dir("tenants/team-s/zh", tmp_path / "down")
+    assert (tmp_path / "down" / "子目录" / "词表 v1+2.txt").read_text(encoding="utf-8") == "你好"
