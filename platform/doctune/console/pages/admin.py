@@ -116,8 +116,9 @@ def _wire(console: Console, refresh: Any, shown: list[Any], quota_form: tuple, c
         return load(request)
 
     @action
-    def admin_set_quota(name: str, *rest: Any, request: gr.Request):
-        *values, made_unlimited = rest
+    def admin_set_quota(form: dict[Any, Any], request: gr.Request):
+        """``form``: the inputs' values by component (gradio passes a set of inputs as one dict)."""
+        name, values, made_unlimited = form[tenant], [form[q] for q in quota], form[unlimited]
         if not name:
             raise DoctuneError("Choose a tenant first.", "invalid_request", field="tenant")
         console.client(request).set_quota(name, **quota_changes(list(values), made_unlimited))
@@ -138,7 +139,7 @@ def _wire(console: Console, refresh: Any, shown: list[Any], quota_form: tuple, c
         return load(request)
 
     refresh.click(admin_refresh, None, shown, api_name="admin_refresh")
-    save.click(admin_set_quota, [tenant, *quota, unlimited], shown, api_name="admin_set_quota")
+    save.click(admin_set_quota, {tenant, *quota, unlimited}, shown, api_name="admin_set_quota")
     create.click(admin_create_key, [key_tenant, role], [new_key, *shown], api_name="admin_create_key")
     revoke.click(admin_revoke_key, [key_id], shown, api_name="admin_revoke_key")
     def admin_signed_in(request: gr.Request):

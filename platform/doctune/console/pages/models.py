@@ -111,7 +111,9 @@ def _wire(console: Console, refresh: Any, lists: tuple, deploying: tuple, detail
         return listed(request)
 
     @action
-    def models_deploy(model_id: str, endpoint: str, *values: Any, request: gr.Request):
+    def models_deploy(form: dict[Any, Any], request: gr.Request):
+        """``form``: the inputs' values by component (gradio passes a set of inputs as one dict)."""
+        model_id, endpoint, values = form[model], form[name], [form[c] for c in settings]
         if not model_id or not (endpoint or "").strip():
             raise DoctuneError("Choose a model and name its endpoint.", "invalid_request", field="name")
         spec = {k: (int(v) if isinstance(v, float) and DeploymentSpec.model_fields[k].annotation is int else v)
@@ -140,7 +142,7 @@ def _wire(console: Console, refresh: Any, lists: tuple, deploying: tuple, detail
         return [*listed(request), revisions_table(console.client(request).deployment_revisions(dep_id))]
 
     refresh.click(models_refresh, None, [models, model, deployments, chosen], api_name="models_refresh")
-    deploy.click(models_deploy, [model, name, *settings], [models, model, deployments, chosen], api_name="models_deploy")
+    deploy.click(models_deploy, {model, name, *settings}, [models, model, deployments, chosen], api_name="models_deploy")
     chosen.change(models_deployment, [chosen], [metrics, revisions], api_name="models_deployment")
     rollback.click(models_rollback, [chosen, revision], [models, model, deployments, chosen, revisions],
                    api_name="models_rollback")

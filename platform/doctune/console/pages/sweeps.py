@@ -122,8 +122,9 @@ def _wire(console: Console, form: list[Any], launching: tuple, listing: tuple, r
         return [sweeps_table(rows), gr.update(choices=[s["id"] for s in rows])]
 
     @action
-    def sweeps_launch(*values: Any, request: gr.Request):
-        sweep = console.client(request).submit_sweep(sweep_body(*values))
+    def sweeps_launch(values: dict[Any, Any], request: gr.Request):
+        """``values``: the form's values by component (gradio passes a set of inputs as one dict)."""
+        sweep = console.client(request).submit_sweep(sweep_body(*[values[c] for c in form]))
         table, _ = listed(request)
         return [f"Sweep **{sweep['id']}** queued ({sweep['status']}).", table,
                 gr.update(choices=list(table["id"]), value=sweep["id"])]
@@ -151,7 +152,7 @@ def _wire(console: Console, form: list[Any], launching: tuple, listing: tuple, r
                                field="endpoint")
         return comparison_markdown(console.client(request).promote(name.strip(), sweep_id=sweep_id, force=bool(forced)))
 
-    launch.click(sweeps_launch, form, [launched, sweeps, chosen], api_name="sweeps_launch")
+    launch.click(sweeps_launch, set(form), [launched, sweeps, chosen], api_name="sweeps_launch")
     refresh.click(sweeps_refresh, None, [sweeps, chosen], api_name="sweeps_refresh")
     chosen.change(sweeps_leaderboard, [chosen], [board, setting, plot, points], api_name="sweeps_leaderboard")
     setting.change(sweeps_plot, [setting, points], [plot], api_name="sweeps_plot")
