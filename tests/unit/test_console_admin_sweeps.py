@@ -162,3 +162,29 @@ def test_a_sweep_with_a_bad_job_or_search_space_names_the_field(world, job, spac
     with pytest.raises(AppError, match=field):
         client.predict(job, space, "random", 2, 1, "", "", api_name="/sweeps_launch")
     assert rows(client.predict(api_name="/sweeps_refresh")[0]) == []  # nothing was queued
+
+
+def _deploy_form(**changes) -> list:
+    from doctune.spec import DeploymentSpec
+
+    fields = {n: f.default for n, f in DeploymentSpec.model_fields.items() if n not in ("tenant", "model_id", "name")}
+    return list((fields | changes).values())
+
+
+@pytest.mark.parametrize("model_id, changes, said", [
+    ("model-nope", {}, "model-nope"),
+    ("model-nope", {"min_replicas": 3, "max_replicas": 1}, "min_replicas"),
+    ("", {}, "Choose a model"),
+])
+def test_a_deploy_the_api_refuses_shows_why(world, model_id, changes, said):
+    client = signed_in(world, world["a"])
+    models, _, deployments, _ = client.predict(api_name="/models_refresh")
+    assert rows(models) == [] and rows(deployments) == []
+    with pytest.raises(AppError, match=said):
+        client.predict(model_id, "bbc", *_deploy_form(**changes), api_name="/models_deploy")
+
+
+def test_the_playground_asks_for_a_deployment_first(world):
+    client = signed_in(world, world["a"])
+    with pytest.raises(AppError, match="Choose a deployment"):
+        client.predict("", "股市周一大跌", 5, True, api_name="/playground_predict")
