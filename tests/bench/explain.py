@@ -14,7 +14,7 @@ from __future__ import annotations
 import statistics
 import time
 
-ARTICLES = 12
+ARTICLES = 4
 
 
 def _median_s(fn, reps: int = 3) -> float:

@@ -61,10 +61,15 @@ def deployment(client_a, classification_job):
     poll(lambda: client_a.get_deployment(dep["id"])["status"] == "deleted", 300, "undeploy")
 
 
-def _predict(member: Client, dep: dict, text: str, explain: bool = True) -> tuple:
+def _value(output):
+    """An output's value: the playground answers updates (value and visibility), which gradio_client returns whole."""
+    return output["value"] if isinstance(output, dict) and output.get("__type__") == "update" else output
+
+
+def _predict(member: Client, dep: dict, text: str, explain: bool = True) -> list:
     about = member.predict(dep["id"], api_name="/playground_deployment")  # the task is kept in a gr.State
     assert about.startswith("**classification** endpoint") and dep["url"] in about
-    return member.predict(dep["id"], text, 5, explain, api_name="/playground_predict")
+    return [_value(out) for out in member.predict(dep["id"], text, 5, explain, api_name="/playground_predict")]
 
 
 def test_the_playground_shows_label_bars_and_word_attributions(member, deployment):

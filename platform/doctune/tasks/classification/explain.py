@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-N_STEPS = 16  # integration steps: the attributions of 16 and 64 steps rank the same top words on MiniLM
+N_STEPS = 16  # integration steps; tests/bench/explain.py reports how many top-5 words 16 and 64 steps share
 
 __all__ = ["N_STEPS", "explain", "integrated_gradients", "occlusion"]
 
