@@ -77,6 +77,8 @@ def report_lines(r: dict) -> list[str]:
     for seq, m in r["by_length"].items():
         lines.append(f"| {seq} | {m['plain_ms']:.1f} | {m['ig_ms']:.1f} | **{m['ig_ratio']:.1f}×** | {m['occlusion_ms']:.1f} "
                      f"| {m['occlusion_ratio']:.1f}× | {m['top5_shared_16_vs_64']:.1f} of 5 |")
+    if r.get("note"):
+        lines += ["", r["note"]]
     return lines + [""]
 
 
