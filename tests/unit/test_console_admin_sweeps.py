@@ -2,8 +2,9 @@
 against the real API (uvicorn, SQLite, a real SeaweedFS S3 server; no Ray): the admin sees every
 tenant with its weight and quotas and edits them, creates a viewer key that then signs in and revokes
 it, sees the queue in fair-share order and a sentence (not a trace) where the cluster does not answer;
-a member is refused the admin page's calls; and a sweep launched with a bad job or search space
-gets the field that is wrong."""
+a member is refused the admin page's calls; a sweep launched with a bad job or search space gets the
+field that is wrong; a sweep's leaderboard ranks its trials with their settings and plots the chosen
+hyperparameter against the dev metric; a deploy the API refuses says why."""
 
 from __future__ import annotations
 
@@ -188,3 +189,32 @@ def test_the_playground_asks_for_a_deployment_first(world):
     client = signed_in(world, world["a"])
     with pytest.raises(AppError, match="Choose a deployment"):
         client.predict("", "股市周一大跌", 5, True, api_name="/playground_predict")
+
+
+def test_a_sweeps_leaderboard_and_its_plot_show_each_trial(world):
+    from doctune.store.db import Sweep
+
+    p = world["platform"]
+    space = {"learning_rate": {"type": "loguniform", "low": 1e-4, "high": 1e-2},
+             "tuning.lora.r": {"type": "choice", "values": [4, 8]}}
+    with p.db.session() as s:
+        s.add(Sweep(id="sweep-board", tenant_id="team-b", task="classification", status="running",
+                    spec={"tenant": "team-b", "job": {"task": "classification"}, "search_space": space}))
+    for i, (lr, r, dev) in enumerate([(1e-3, 8, 0.8), (1e-4, 4, 0.6), (5e-3, 4, 0.9)]):
+        with p.db.session() as s:
+            s.add(Job(id=f"job-trial-{i}", tenant_id="team-b", task="classification", sweep_id="sweep-board", status="succeeded",
+                      spec={"tenant": "team-b", "learning_rate": lr, "tuning": {"lora": {"r": r}}},
+                      metrics={"dev": {"macro_f1": dev}, "test": {"macro_f1": dev - 0.05}}))
+    client = signed_in(world, world["b"])
+    board, setting, plot = client.predict("sweep-board", api_name="/sweeps_leaderboard")
+    ranked = rows(board)
+    assert [(t["rank"], t["job_id"], t["dev"]) for t in ranked] == [(1, "job-trial-2", 0.9), (2, "job-trial-0", 0.8),
+                                                                    (3, "job-trial-1", 0.6)]
+    assert ranked[0]["learning_rate"] == 5e-3 and ranked[0]["tuning.lora.r"] == 4
+    assert setting["value"] == "learning_rate" and set(setting["choices"][0]) <= {"learning_rate", "tuning.lora.r"}
+    drawn = plot["value"]  # an update: the points with their columns, the axes and the title
+    assert plot["x"] == "value" and plot["y"] == "dev" and "learning_rate" in plot["title"]
+    points = [dict(zip(drawn["columns"], row)) for row in drawn["data"]]
+    assert sorted((pt["value"], pt["dev"]) for pt in points) == [(1e-4, 0.6), (1e-3, 0.8), (5e-3, 0.9)]
+    with pytest.raises(AppError, match="(?i)succeeded|finished|running"):  # a running sweep has no winner yet
+        client.predict("sweep-board", "bbc", False, api_name="/sweeps_promote")
