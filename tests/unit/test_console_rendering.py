@@ -92,3 +92,13 @@ def test_an_endpoints_metrics_are_summed_over_its_replicas_and_nothing_else():
     assert m["mean_batch_size"] == pytest.approx(2.5)
     empty = summarize_endpoint_samples(_samples(texts, "team-c", "bbc"))
     assert empty["requests_total"] == 0 and empty["latency_mean_s"] is None and empty["replicas"] == 0
+
+
+def test_models_show_their_tasks_primary_metric_beside_the_baseline():
+    from doctune.console.pages.models import models_table
+
+    metrics = {"test": {"macro_f1": 0.9, "accuracy": 0.95}, "dev": {"macro_f1": 0.88}, "baseline": {"test": {"macro_f1": 0.2}}}
+    table = models_table([{"id": "model-1", "task": "classification", "job_id": "job-1", "metrics": metrics,
+                           "merged": True}], {"classification": "macro_f1"})
+    [row] = table.to_dict("records")
+    assert (row["metric"], row["test"], row["dev"], row["baseline"]) == ("macro_f1", 0.9, 0.88, 0.2)

@@ -21,20 +21,16 @@ REVISION_COLUMNS = ["revision", "current", "model_id", "reason", "decision", "cr
 NAMED = ("tenant", "model_id", "name")  # the form's own inputs; every other DeploymentSpec field is generated
 
 
-def _primary(metrics: dict[str, Any]) -> str | None:
-    test = metrics.get("test") or {}
-    return next((m for m in ("macro_f1", "f1", "rougeL", "ndcg@10", "accuracy") if m in test),
-                next((m for m, v in test.items() if isinstance(v, (int, float))), None))
-
-
-def models_table(models: list[dict[str, Any]]) -> pd.DataFrame:
+def models_table(models: list[dict[str, Any]], primary: dict[str, str]) -> pd.DataFrame:
+    """One row per model with its task's primary metric (``primary``: task -> metric, from ``GET /v1/tasks``)."""
     rows = []
     for m in models:
         metrics = m.get("metrics") or {}
-        name = _primary(metrics)
-        pick = lambda split: (metrics.get(split) or {}).get(name) if name else None  # noqa: E731
-        rows.append({"id": m["id"], "task": m["task"], "job_id": m["job_id"], "metric": name, "test": pick("test"),
-                     "dev": pick("dev"), "baseline": pick("baseline"), "merged": m.get("merged"),
+        name = primary.get(m["task"])
+        pick = lambda part: (part or {}).get(name) if name else None  # noqa: E731
+        rows.append({"id": m["id"], "task": m["task"], "job_id": m["job_id"], "metric": name, "test": pick(metrics.get("test")),
+                     "dev": pick(metrics.get("dev")), "baseline": pick((metrics.get("baseline") or {}).get("test")),
+                     "merged": m.get("merged"),
                      "created_at": m.get("created_at")})
     return pd.DataFrame(rows, columns=MODEL_COLUMNS)
 
@@ -103,7 +99,8 @@ def _wire(console: Console, refresh: Any, lists: tuple, deploying: tuple, detail
     def listed(request: gr.Request):
         client = console.client(request)
         ms, ds = client.list_models(limit=200), client.list_deployments(limit=200)
-        return [models_table(ms), gr.update(choices=[m["id"] for m in ms]), deployments_table(ds),
+        primary = {t["name"]: t["primary_metric"] for t in client.list_tasks()}
+        return [models_table(ms, primary), gr.update(choices=[m["id"] for m in ms]), deployments_table(ds),
                 gr.update(choices=[d["id"] for d in ds])]
 
     @action
