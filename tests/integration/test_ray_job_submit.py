@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from .conftest import REPO, tiny_job
+from .conftest import REPO, ahead, tiny_job
 
 BIN = Path(sys.executable).parent
 
@@ -45,13 +45,26 @@ def the_readmes_export_line(stack) -> str:
     return export.replace("http://127.0.0.1:28265", stack.ray_dashboard_url).replace("~/.doctune", stack.home)
 
 
-def test_the_readmes_ray_job_submit_line_runs_a_job_to_success(stack, client_a, tenant_a, bbc_dataset, tmp_path):
+@ahead()
+def readme_submission(request):
+    """The README's lines, started with the session's other jobs: the command follows its job to the end."""
+    stack, tenant_a = request.getfixturevalue("stack"), request.getfixturevalue("tenant_a")
+    tmp_path = request.getfixturevalue("tmp_path_factory").mktemp("readme")
     lines = readme_lines()
-    spec = tiny_job(bbc_dataset["id"], max_steps=2, checkpoint_interval=100, eval_interval=100, name="via-readme")
+    spec = tiny_job(request.getfixturevalue("bbc_dataset")["id"], max_steps=2, checkpoint_interval=100,
+                    eval_interval=100, name="via-readme")
     (tmp_path / "job.yaml").write_text(yaml.safe_dump(spec))  # the README: "set dataset.id to one of yours"
     script = "\n".join(["set -euo pipefail", the_readmes_export_line(stack), lines["token"], lines["submit"]])
-    out = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=user_shell(stack, tmp_path, tenant_a),
-                         capture_output=True, text=True, timeout=1200)
+    out = {name: tmp_path.parent / f"{tmp_path.name}.{name}" for name in ("stdout", "stderr")}  # files: no pipe fills up
+    proc = subprocess.Popen(["bash", "-c", script], cwd=tmp_path, env=user_shell(stack, tmp_path, tenant_a),
+                            stdout=open(out["stdout"], "w"), stderr=open(out["stderr"], "w"))
+    return None, proc, out
+
+
+def test_the_readmes_ray_job_submit_line_runs_a_job_to_success(client_a, jobs_ahead):
+    _, proc, files = jobs_ahead["readme_submission"]
+    returncode = proc.wait(timeout=1500)
+    out = subprocess.CompletedProcess(proc.args, returncode, *(files[n].read_text() for n in ("stdout", "stderr")))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "queued" in out.stdout and ("macro-F1 0." in out.stdout or "macro-F1 1." in out.stdout), out.stdout[-3000:]
     mine = [j for j in client_a.list_jobs() if j["spec"].get("name") == "via-readme"]
