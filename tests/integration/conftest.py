@@ -31,12 +31,22 @@ from doctune.corpora import load_bbc_news
 
 END = ("succeeded", "failed", "cancelled")
 LAST = ("tests.integration.test_faults",)  # they kill the API, restart the Ray head and stop the S3 server
+# tests that only read what a background scenario saw (see in_background), which runs from the session's
+# start: read late, when it is long done, rather than second, when the session would wait for it
+LATE = ("tests.integration.test_cancel",)
 
 
 def pytest_collection_modifyitems(session, config, items):
     """The fault tests run after every other test of the session, whatever order it was given in:
-    they disturb the stack that the others share (a stable sort keeps every other order as it was)."""
-    items.sort(key=lambda item: getattr(getattr(item, "module", None), "__name__", "") in LAST)
+    they disturb the stack that the others share; the LATE ones just before them (a stable sort keeps
+    every other order as it was)."""
+    def rank(item) -> int:
+        name = getattr(getattr(item, "module", None), "__name__", "")
+        return 2 if name in LAST else 1 if name in LATE else 0
+
+    items.sort(key=rank)
+
+
 AHEAD: dict[str, tuple[Callable, tuple[str, ...]]] = {}
 
 
