@@ -14,6 +14,11 @@ export TOKENIZERS_PARALLELISM := false
 # virtual environment (a build names the venv's paths) for every process (the stack's Ray
 # workers, tests, benches), so they are built once, at install.
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/$(VENV)/torch_extensions
+# The venv's commands first, as the stack's Ray processes have them (LocalStack puts them first):
+# the ops' builds must all run the venv's ninja (deepspeed's dependency, 1.13). A system ninja (1.11)
+# writes an older build log, which the venv's ninja throws away and then rebuilds the op from
+# scratch: the first Ray Train worker of a test session recompiled shm comm (~90 CPU-s) that way.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: install run test test-unit bench down clean crds chart-check
 
