@@ -131,7 +131,8 @@ class DoctuneClient:
         blobs = {}
         for k, v in files.items():
             raw = v.read_bytes() if isinstance(v, Path) else v
-            blobs[k] = (f"{k}.jsonl", _CountingReader(raw, progress) if progress else raw, "application/jsonl")
+            filename = v.name if isinstance(v, Path) and k in ("documents", "labels") else f"{k}.jsonl"
+            blobs[k] = (filename, _CountingReader(raw, progress) if progress else raw, "application/jsonl")
         data = {"name": name, "task": task, **{k: str(v) for k, v in form.items()}}
         if tenant:
             data["tenant"] = tenant
