@@ -5,7 +5,7 @@ Called by the dataset service (archive uploads) and by endpoints' document reque
 nothing of doctune above ``config``/``errors``: a lower layer, like ``doctune.data``.
 """
 
-from doctune.documents._archive import read_archive
+from doctune.documents._archive import normal_name, read_archive
 from doctune.documents._formats import FORMATS, detect_format, extract_bytes
 from doctune.documents._language import detect_language
 from doctune.documents._model import PAGE_BREAK, Document, DocumentError, Limits, Page, join_pages
@@ -14,4 +14,4 @@ from doctune.documents._pool import extract_isolated, extract_many
 
 __all__ = ["DEFAULT_ENGINE", "ENGINES", "FORMATS", "PAGE_BREAK", "Document", "DocumentError", "Limits", "Page",
            "detect_format", "detect_language", "extract_bytes", "extract_isolated", "extract_many", "join_pages",
-           "ocr_image", "read_archive", "tesseract_available"]
+           "normal_name", "ocr_image", "read_archive", "tesseract_available"]

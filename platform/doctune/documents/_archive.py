@@ -15,7 +15,7 @@ from typing import Any
 
 from doctune.documents._model import DocumentError, Limits
 
-__all__ = ["read_archive"]
+__all__ = ["normal_name", "read_archive"]
 
 
 def read_archive(blob: bytes, limits: Limits | None = None) -> tuple[dict[str, bytes], dict[str, DocumentError]]:
@@ -39,8 +39,12 @@ def _safe_name(name: str) -> str | None:
     return None
 
 
-def _normal(name: str) -> str:
-    return PurePosixPath(name.replace("\\", "/")).as_posix().lstrip("./") or name
+def normal_name(name: str) -> str:
+    """A member's name as labels refer to it: forward slashes, no leading ``./``."""
+    name = PurePosixPath(name.replace("\\", "/")).as_posix()
+    while name.startswith("./"):
+        name = name[2:]
+    return name
 
 
 def _zip(blob: bytes, limits: Limits) -> tuple[dict[str, bytes], dict[str, DocumentError]]:
@@ -126,7 +130,7 @@ def _check_totals(count: int, total: int, packed: int, limits: Limits) -> None:
 
 
 def _add(files: dict[str, bytes], errors: dict[str, Any], name: str, data: bytes) -> None:
-    key = _normal(name)
+    key = normal_name(name)
     if key in files:
         errors[name] = DocumentError("path_trick", f"{name!r} appears twice in the archive")
         return

@@ -20,7 +20,7 @@ import re
 from typing import Any
 
 from doctune.data import split_records, to_jsonl, validate_splits
-from doctune.documents import Document, DocumentError, Limits, extract_many, read_archive
+from doctune.documents import Document, DocumentError, Limits, extract_many, normal_name, read_archive
 from doctune.errors import DoctuneError
 from doctune.services import Platform, Principal
 from doctune.services.datasets import _check_label_count, _store_dataset
@@ -108,7 +108,7 @@ def parse_labels(blob: bytes, task: str) -> list[tuple[int, dict[str, Any]]]:
         if not isinstance(row, dict) or not isinstance(row.get("file"), str) or not row["file"].strip():
             raise DoctuneError(f"labels line {n}: needs 'file', the document's path inside the archive, e.g. "
                                '{"file": "contracts/a.pdf", "label": "lease"}', "invalid_dataset", field="file")
-        row["file"] = row["file"].strip().lstrip("./")
+        row["file"] = normal_name(row["file"].strip())
     return rows
 
 
