@@ -81,7 +81,7 @@ def test_ner_spans_are_checked_against_the_extracted_text(world):
     records = r.json()["info"]["documents"]["records"]
     assert records["kept"] == 8 and records["bad"] == 4
     assert all(b["file"] == "c3.html" and "Zebedee" in b["why"] for b in records["bad_records"])
-    assert {m["file"] for m in records["relocated_spans"]} == {"c2.docx"}
+    assert {(m["file"], m["page"]) for m in records["relocated_spans"]} == {("c2.docx", 1)}
 
 
 def test_api_reports_path_tricks_and_bad_labels(world):

@@ -129,6 +129,7 @@ def _file_report(files: dict[str, bytes], docs: dict[str, Document | DocumentErr
         if isinstance(result, Document):
             rows.append({"file": name, "status": "ok", "extractor": result.extractor, "language": result.language,
                          "pages": len(result.pages), "chars": len(result.text), "ocr_pages": result.ocr_pages,
+                         "page_starts": [pg.start for pg in result.pages],  # page n starts at page_starts[n-1]
                          **({"attachments": result.attachments} if result.attachments else {})})
         elif isinstance(result, DocumentError):
             rows.append({"file": name, "status": "error", "code": result.code, "error": result.message})
@@ -153,9 +154,10 @@ def _records(task: str, rows: list[tuple[int, dict[str, Any]]],
             continue
         record = {k: v for k, v in row.items() if k != "file"}
         problems, relocated = check_spans(record, doc.text)
-        moved += [{"line": n, "file": row["file"], **m} for m in relocated]
+        moved += [{"line": n, "file": row["file"], "page": doc.page_of(m["now"][0]), **m} for m in relocated]
         if problems:
-            bad += [{"line": n, "file": row["file"], **pr} for pr in problems]
+            bad += [{"line": n, "file": row["file"], "page": doc.page_of(min(pr["span"][0], len(doc.text))), **pr}
+                    for pr in problems]
             continue
         try:
             records.append(plugin.validate_record(_fill(task, record, doc), where))
