@@ -146,3 +146,14 @@ def test_limits_stop_the_child_process_only():
     assert err.value.code in ("out_of_memory", "crashed", "corrupt"), err.value
     results = extract_many([("a.html", html_bytes("t", EN_TEXT)), ("b.xyz", b"?")])
     assert isinstance(results["a.html"], Document) and results["b.xyz"].code == "unknown_format"
+
+
+def test_a_multi_page_tiff_is_one_page_per_frame():
+    first, second = scanned_page("First page of the scanned letter."), scanned_page("Second page, signed by the tenant.")
+    import io as _io
+
+    buf = _io.BytesIO()
+    first.save(buf, format="TIFF", save_all=True, append_images=[second])
+    doc = extract_bytes("letter.tiff", buf.getvalue())
+    assert len(doc.pages) == 2 and doc.ocr_pages == [1, 2]
+    assert "First page" in doc.text.split("\f")[0] and "Second page" in doc.text.split("\f")[1]

@@ -122,8 +122,10 @@ def _image(name: str, blob: bytes, limits: Limits, language: str | None, depth: 
 
     image = _open_image(blob, "the image", limits)
     texts, engines = [], set()
-    for frame in list(ImageSequence.Iterator(image))[: limits.max_pages]:  # a multi-page TIFF is a scanned document
-        _check_pixels(frame, "a page of the image", limits)
+    for n, frame in enumerate(ImageSequence.Iterator(image), 1):  # a multi-page TIFF is a scanned document
+        if n > limits.max_pages:
+            raise DocumentError("too_large", f"the image has over {limits.max_pages} pages; split it")
+        _check_pixels(frame, f"page {n} of the image", limits)
         text, engine, language = ocr_image(frame.convert("RGB"), language)
         texts.append(text)
         engines.add(engine)
@@ -137,6 +139,8 @@ def _open_image(blob: bytes, what: str, limits: Limits) -> Any:
 
     try:
         image = Image.open(io.BytesIO(blob))
+    except Image.DecompressionBombError as exc:
+        raise DocumentError("oversized_page", f"{what} is too large to decode safely ({exc})") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DocumentError("corrupt", f"{what} cannot be decoded ({str(exc)[:120]})") from None
     _check_pixels(image, what, limits)
