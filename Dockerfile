@@ -35,9 +35,10 @@ FROM ${PYTHON_IMAGE} AS runtime
 # g++: DeepSpeed builds its CPU ops (DeepSpeedCPUAdam, shared-memory comm) for the worker's own CPU on
 #   first use (-march=native: a binary built here could use instructions a node lacks);
 # wget: KubeRay's readiness and liveness probes of Ray Pods call it;
-# tini: reaps Ray's child processes and forwards signals.
+# tini: reaps Ray's child processes and forwards signals;
+# tesseract-ocr(-chi-sim): OCR of scanned documents (doctune.documents), English and Chinese.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends g++ wget tini \
+ && apt-get install -y --no-install-recommends g++ wget tini tesseract-ocr tesseract-ocr-chi-sim \
  && rm -rf /var/lib/apt/lists/*
 ARG DOCTUNE_UID=1000
 ARG DOCTUNE_GID=1000

@@ -31,6 +31,10 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.13.0"
+	@# OCR of scanned documents (doctune.documents) runs Debian's Tesseract with its Chinese pack
+	command -v tesseract >/dev/null && tesseract --list-langs 2>/dev/null | grep -q chi_sim || \
+	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q tesseract-ocr tesseract-ocr-chi-sim; } || \
+	  echo "warning: install tesseract-ocr and tesseract-ocr-chi-sim for OCR with Tesseract (RapidOCR works without)"
 	$(PY) -m pip install -q -e ".[test]"
 	$(PY) platform/tools/install_helm.py --dest $(VENV)/bin
 	$(VENV)/bin/doctune models prepare

@@ -206,7 +206,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "docs" / "examples"
 
 
-@ahead("test_end_to_end", "test_serving", "test_plan", "test_console_playground")
+@ahead("test_end_to_end", "test_serving", "test_plan", "test_console_playground", "test_documents")
 def classification_training(request):
     """The demo's shipped spec (LoRA, ZeRO-2, 2 workers) shrunk to 20 steps without accumulation, on the
     small BBC set of tenant team-a: trained once, checked by the end-to-end tests, served by several."""
