@@ -1,0 +1,117 @@
+"""A Kubernetes API for tests: ``kmock``'s emulator served on a free local port from a thread of
+its own, so that synchronous code (the ``kubernetes`` client, ``kopf.testing.KopfRunner``) talks
+to it over HTTP as it would to a real API server. :meth:`KubeEmulator.kubeconfig` writes a
+kubeconfig that both kopf and the ``kubernetes`` client read through ``KUBECONFIG``.
+
+The emulator keeps objects as JSON and merges patches; it does not validate them against CRDs or
+run controllers (no garbage collection), so tests validate what they care about themselves."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CRDS = Path(__file__).parent / "crds"
+
+# the resources the emulator announces in API discovery (kopf discovers what it watches)
+DOCTUNE = {"tenants": ("Tenant", False), "finetunejobs": ("FineTuneJob", True), "sweeps": ("Sweep", True),
+           "modeldeployments": ("ModelDeployment", True)}
+RAY = {"rayjobs": ("RayJob", True), "rayclusters": ("RayCluster", True)}
+# what kopf watches besides its resources (it waits for the CRDs' list before it watches anything)
+BACKBONE = {"apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False),
+            "v1/namespaces": ("Namespace", False), "v1/secrets": ("Secret", True), "v1/events": ("Event", True),
+            "v1/resourcequotas": ("ResourceQuota", True), "v1/limitranges": ("LimitRange", True)}
+
+
+def _emulator_class():
+    """kmock's emulator, plus what kopf relies on: each object gets a uid, a creationTimestamp and a
+    resourceVersion that every change bumps (kopf's patches test it)."""
+    import datetime
+    import itertools
+    import uuid
+
+    import kmock
+
+    versions = itertools.count(1)
+
+    class Emulator(kmock.KubernetesEmulator):
+        async def _handle(self, request):
+            data = request.data
+            if request.resource is not None and request.action == kmock.action.CREATE and isinstance(data, dict):
+                meta = data.setdefault("metadata", {})
+                meta.update({"uid": str(uuid.uuid4()), "resourceVersion": str(next(versions)),
+                             "creationTimestamp": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")})
+            elif request.resource is not None and request.action == kmock.action.UPDATE:
+                if isinstance(data, dict):
+                    data.setdefault("metadata", {})["resourceVersion"] = str(next(versions))
+                elif isinstance(data, list):
+                    data.append({"op": "add", "path": "/metadata/resourceVersion", "value": str(next(versions))})
+            return await super()._handle(request)
+
+    return Emulator
+
+
+class KubeEmulator:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="kmock", daemon=True)
+        self.url = ""
+
+    def __enter__(self) -> "KubeEmulator":
+        self.thread.start()
+        self.url = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    async def _start(self) -> str:
+        import kmock
+
+        self.emulator = _emulator_class()()
+        await self.emulator.__aenter__()
+        for group, version, kinds in (("doctune.io", "v1alpha1", DOCTUNE), ("ray.io", "v1", RAY)):
+            for plural, (kind, namespaced) in kinds.items():
+                self.emulator.resources[f"{group}/{version}/{plural}"] = kmock.ResourceInfo(
+                    kind=kind, singular=kind.lower(), namespaced=namespaced, subresources={"status"},
+                    verbs={"list", "watch", "get", "create", "patch", "update", "delete"})
+        for key, (kind, namespaced) in BACKBONE.items():
+            self.emulator.resources[key] = kmock.ResourceInfo(
+                kind=kind, singular=kind.lower(), namespaced=namespaced,
+                verbs={"list", "watch", "get", "create", "patch", "update", "delete"})
+        self.server = kmock.Server(self.emulator)
+        await self.server.__aenter__()
+        return str(self.server.url).rstrip("/")
+
+    async def _stop(self) -> None:
+        await self.server.__aexit__(None, None, None)
+        await self.emulator.__aexit__(None, None, None)
+
+    def kubeconfig(self, path: Path) -> Path:
+        path.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
+            "clusters": [{"name": "kmock", "cluster": {"server": self.url}}],
+            "users": [{"name": "kmock", "user": {"token": "kmock"}}],
+            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock", "namespace": "default"}}],
+        }))
+        return path
+
+    def api_client(self):
+        """A ``kubernetes`` ApiClient for this emulator (what a test uses as ``kubectl``)."""
+        from kubernetes import client
+
+        config = client.Configuration(host=self.url)
+        config.api_key = {"authorization": "Bearer kmock"}
+        return client.ApiClient(config)
+
+
+def crd_schema(file: str, version: str) -> dict[str, Any]:
+    """The ``openAPIV3Schema`` of one version of a CRD in tests/operator/crds/."""
+    crd = yaml.safe_load((CRDS / file).read_text())
+    return next(v for v in crd["spec"]["versions"] if v["name"] == version)["schema"]["openAPIV3Schema"]
