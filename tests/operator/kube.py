@@ -9,6 +9,7 @@ run controllers (no garbage collection), so tests validate what they care about 
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ RAY = {"rayjobs": ("RayJob", True), "rayclusters": ("RayCluster", True)}
 # what kopf watches besides its resources (it waits for the CRDs' list before it watches anything)
 BACKBONE = {"apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False),
             "v1/namespaces": ("Namespace", False), "v1/secrets": ("Secret", True), "v1/events": ("Event", True),
-            "v1/resourcequotas": ("ResourceQuota", True), "v1/limitranges": ("LimitRange", True)}
+            "v1/resourcequotas": ("ResourceQuota", True), "v1/limitranges": ("LimitRange", True),
+            "v1/nodes": ("Node", False), "v1/pods": ("Pod", True), "apps/v1/deployments": ("Deployment", True)}
 
 
 def _emulator_class():
@@ -111,7 +113,34 @@ class KubeEmulator:
         return client.ApiClient(config)
 
 
+@functools.cache
 def crd_schema(file: str, version: str) -> dict[str, Any]:
     """The ``openAPIV3Schema`` of one version of a CRD in tests/operator/crds/."""
-    crd = yaml.safe_load((CRDS / file).read_text())
+    crd = yaml.load((CRDS / file).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     return next(v for v in crd["spec"]["versions"] if v["name"] == version)["schema"]["openAPIV3Schema"]
+
+
+def unknown_fields(obj: Any, schema: dict[str, Any], path: str = "") -> list[str]:
+    """Fields of ``obj`` that the structural ``schema`` does not declare: a real API server would drop
+    them silently (pruning), so a test must catch them (``jsonschema`` alone does not)."""
+    if schema.get("x-kubernetes-preserve-unknown-fields") or not isinstance(obj, (dict, list)):
+        return []
+    if isinstance(obj, list):
+        items = schema.get("items") or {}
+        return [p for i, v in enumerate(obj) for p in unknown_fields(v, items, f"{path}[{i}]")]
+    props = schema.get("properties")
+    if props is None:
+        extra = schema.get("additionalProperties")
+        return [p for k, v in obj.items() for p in unknown_fields(v, extra, f"{path}.{k}")] \
+            if isinstance(extra, dict) else []
+    out = [f"{path}.{k}" for k in obj if k not in props and not (path == "" and k in ("apiVersion", "kind"))]
+    return out + [p for k, v in obj.items() if k in props for p in unknown_fields(v, props[k], f"{path}.{k}")]
+
+
+def validate(obj: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+    """Every schema error and every unknown field of ``obj`` (empty when it is valid)."""
+    import jsonschema
+
+    errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+              for e in jsonschema.Draft7Validator(schema).iter_errors(obj)]
+    return errors + [f"{p}: not in the schema" for p in unknown_fields(obj, schema)]
