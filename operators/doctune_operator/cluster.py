@@ -58,8 +58,9 @@ def _create(fn, *args, **kw) -> None:
 def namespace(tenant: str, owner: dict[str, Any]) -> dict[str, Any]:
     body = {"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": tenant, "labels": {TENANT_LABEL: tenant, "app.kubernetes.io/managed-by": "doctune-operator"}}}
-    kopf.adopt(body, owner=owner, forced=True)  # the Tenant owns its namespace: deleting it collects everything
-    body["metadata"].pop("namespace", None)  # a Namespace is cluster-scoped
+    # the Tenant owns its namespace: deleting it collects everything (not kopf.adopt: it would rename the
+    # namespace with a generateName and give a cluster-scoped object a namespace)
+    kopf.append_owner_reference(body, owner=owner)
     return body
 
 
@@ -106,14 +107,15 @@ def ray_cluster(tenant: str, image: str, ray_version: str, max_workers: int = 4)
                                            "template": pod("ray-worker", "2", "8Gi")}]}}
 
 
-def apply_tenant(tenant: str, owner: dict[str, Any], quota: dict[str, Any], api_key: str | None,
-                 api_url: str) -> None:
-    """Create the tenant's namespace and what lives in it (the Secret only when a key is given)."""
+def apply_tenant(tenant: str, owner: dict[str, Any], quota: dict[str, Any]) -> None:
+    """Create the tenant's namespace, its ResourceQuota and its LimitRange."""
     _create(core().create_namespace, namespace(tenant, owner))
     _create(core().create_namespaced_resource_quota, tenant, resource_quota(tenant, quota))
     _create(core().create_namespaced_limit_range, tenant, limit_range(tenant))
-    if api_key:
-        _create(core().create_namespaced_secret, tenant, key_secret(tenant, api_key, api_url))
+
+
+def apply_key(tenant: str, api_key: str, api_url: str) -> None:
+    _create(core().create_namespaced_secret, tenant, key_secret(tenant, api_key, api_url))
 
 
 def apply_ray_cluster(tenant: str, image: str, ray_version: str, token: str) -> None:

@@ -50,13 +50,12 @@ def tenant_created(name: str, spec: dict, body: dict, patch: kopf.Patch, **_: An
     """The API's tenant (with its quota), then its Namespace, ResourceQuota, LimitRange and key Secret."""
     spec = api.snake(dict(spec))
     quota = {k: spec[k] for k in QUOTA_FIELDS if k in spec}
-    key = None
+    cluster.apply_tenant(name, body, quota)  # first: a retry after a Kubernetes error makes no second key
     if cluster.read_key(name) is None:
-        key = _tenant_key(name, spec.get("display_name"))
+        cluster.apply_key(name, _tenant_key(name, spec.get("display_name")), api.api_url())
     if quota:
         with kopf_errors("setting the tenant's quota"):
             api.admin_client().request("PUT", f"/v1/tenants/{name}/quota", json=quota)
-    cluster.apply_tenant(name, body, quota, key, api.api_url())
     if (spec.get("ray_cluster") or {}).get("enabled"):
         cluster.apply_ray_cluster(name, os.environ.get("DOCTUNE_RAY_IMAGE", "rayproject/ray:2.60.0-py311"),
                                   os.environ.get("DOCTUNE_RAY_VERSION", "2.60.0"), secrets.token_urlsafe(32))

@@ -29,6 +29,25 @@ BACKBONE = {"apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourc
             "v1/nodes": ("Node", False), "v1/pods": ("Pod", True), "apps/v1/deployments": ("Deployment", True)}
 
 
+def _patch_namespace_paths(parsing) -> None:
+    """kmock 0.8 reads ``/api/v1/namespaces[/<name>]`` as a namespaced path and fails (500) on it:
+    make those paths the cluster-scoped ``namespaces`` resource, as a real API server does."""
+    if getattr(parsing.parse_path, "doctune_patched", False):
+        return
+    original = parsing.parse_path
+
+    def parse_path(path: str):
+        parts = path.strip("/").split("/")
+        if parts[:3] == ["api", "v1", "namespaces"] and (
+                len(parts) <= 4 or (len(parts) == 5 and parts[4] in ("status", "finalize"))):
+            return parsing.ParsedPath("", "v1", "namespaces", None, parts[3] if len(parts) > 3 else None,
+                                      parts[4] if len(parts) > 4 else None)
+        return original(path)
+
+    parse_path.doctune_patched = True
+    parsing.parse_path = parse_path
+
+
 def _emulator_class():
     """kmock's emulator, plus what kopf relies on: each object gets a uid, a creationTimestamp and a
     resourceVersion that every change bumps (kopf's patches test it)."""
@@ -37,8 +56,10 @@ def _emulator_class():
     import uuid
 
     import kmock
+    from kmock._internal import parsing
 
     versions = itertools.count(1)
+    _patch_namespace_paths(parsing)
 
     class Emulator(kmock.KubernetesEmulator):
         async def _handle(self, request):
