@@ -79,3 +79,16 @@ def test_a_sweep_board_becomes_a_leaderboard():
     assert status["progress"] == {"trials": 2, "ended": 1}
     assert status["leaderboard"][0] == {"rank": 1, "job_id": "job_2", "status": "succeeded", "dev": 0.9, "test": 0.8,
                                         "model_id": "m", "steps": 4}
+
+
+def test_a_tenants_dedicated_raycluster_is_valid_against_kuberays_crd():
+    from operators.doctune_operator import cluster
+    from tests.operator.kube import crd_schema, validate
+
+    body = cluster.ray_cluster("team-a", "ghcr.io/example/doctune:0.1.0", "2.60.0")
+    assert validate(body, crd_schema("ray.io_rayclusters.yaml", "v1")) == []
+    assert body["metadata"]["namespace"] == "team-a" and body["spec"]["enableInTreeAutoscaling"] is True
+    for group in [body["spec"]["headGroupSpec"], *body["spec"]["workerGroupSpecs"]]:
+        container = group["template"]["spec"]["containers"][0]
+        assert container["securityContext"]["runAsNonRoot"] and container["resources"]["limits"]
+        assert {"name": "RAY_AUTH_MODE", "value": "token"} in container["env"]
