@@ -114,19 +114,23 @@ def state_name(api_state: str) -> str:
 
 
 def job_status(job: dict[str, Any]) -> dict[str, Any]:
-    """A FineTuneJob's status from the API's job: state, progress, metrics and its conditions."""
+    """A FineTuneJob's status from the API's job: state, progress (a line for people, and its numbers in
+    ``progressDetail``), metrics and conditions."""
     state = job["status"]
     progress = job.get("progress") or {}
     message = ((job.get("error") or {}).get("message") or progress.get("queue_reason")
                or progress.get("phase") or state)
     step, total = progress.get("step"), progress.get("total_steps")
+    detail = {k: v for k, v in {"phase": progress.get("phase"), "step": step, "totalSteps": total,
+                                "percent": round(100 * step / total, 1) if step is not None and total else None,
+                                "loss": progress.get("loss"), "etaSeconds": progress.get("eta_s")}.items()
+              if v is not None}
     return {
         "state": state_name(state),
+        "id": job["id"],
         "jobId": job["id"],
-        "progress": {k: v for k, v in {"phase": progress.get("phase"), "step": step, "totalSteps": total,
-                                       "percent": round(100 * step / total, 1) if step and total else None,
-                                       "loss": progress.get("loss"), "etaSeconds": progress.get("eta_s")}.items()
-                     if v is not None},
+        "progress": progress_line(detail),
+        "progressDetail": detail,
         "metrics": _scalars(job.get("metrics") or {}),
         "modelId": job.get("model_id"),
         "conditions": [condition("Submitted", True, "Submitted", f"job {job['id']}"),
@@ -135,15 +139,24 @@ def job_status(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def progress_line(detail: dict[str, Any]) -> str:
+    """``3/4 steps (75.0%), loss 0.62`` (the printer column), or the phase before steps are known."""
+    if detail.get("step") is None or not detail.get("totalSteps"):
+        return str(detail.get("phase") or "")
+    line = f"{detail['step']}/{detail['totalSteps']} steps ({detail['percent']}%)"
+    return line + (f", loss {detail['loss']:.4g}" if isinstance(detail.get("loss"), (int, float)) else "")
+
+
 def sweep_status(board: dict[str, Any], top: int = 10) -> dict[str, Any]:
     """A Sweep's status from the API's leaderboard: its state and its best ``top`` trials."""
     state = board["status"]
     trials = board.get("trials") or []
     return {
         "state": state_name(state),
+        "id": board["sweep_id"],
         "sweepId": board["sweep_id"],
         "bestJobId": board.get("best_job_id"),
-        "progress": {"trials": len(trials), "ended": sum(t.get("status") in ENDED for t in trials)},
+        "progress": f"{sum(t.get('status') in ENDED for t in trials)}/{len(trials)} trials ended",
         "leaderboard": [_scalars({k: v for k, v in t.items() if k in ("rank", "job_id", "status", "dev", "test", "model_id", "steps")})
                         for t in trials[:top]],
         "conditions": [condition("Complete" if state in ENDED else "Ready", state != "failed" and state != "cancelled",
@@ -155,7 +168,9 @@ def deployment_status(dep: dict[str, Any]) -> dict[str, Any]:
     state = dep["status"]
     return {
         "state": state_name(state),
+        "id": dep["id"],
         "deploymentId": dep["id"],
+        "progress": f"revision {dep.get('revision')}" if dep.get("revision") else "",
         "modelId": dep.get("model_id"),
         "url": dep.get("url"),
         "revision": dep.get("revision"),

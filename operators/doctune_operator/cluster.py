@@ -86,25 +86,33 @@ def key_secret(tenant: str, api_key: str, api_url: str) -> dict[str, Any]:
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
 
 
-def ray_cluster(tenant: str, image: str, ray_version: str, max_workers: int = 4) -> dict[str, Any]:
-    """A dedicated KubeRay RayCluster in the tenant's namespace: a head and an autoscaled CPU group,
-    token auth from the tenant's own Secret ``doctune-ray-token``."""
+def ray_cluster(tenant: str, image: str, ray_version: str, shape: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A dedicated KubeRay RayCluster in the tenant's namespace: a head that runs no work, an autoscaled CPU
+    group and, with ``gpu_workers``, a GPU group (one ``nvidia.com/gpu`` each); token auth from the tenant's
+    own Secret ``doctune-ray-token``. ``shape``: the Tenant's ``spec.rayCluster`` (min_workers, max_workers,
+    worker_cpus, worker_memory, gpu_workers)."""
+    shape = shape or {}
     env = [{"name": "RAY_AUTH_MODE", "value": "token"},
            {"name": "RAY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": "doctune-ray-token", "key": "token"}}}]
     security = {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
-    def pod(name: str, cpu: str, memory: str) -> dict[str, Any]:
+    def pod(name: str, cpu: str, memory: str, gpus: int = 0) -> dict[str, Any]:
+        limits = {"cpu": cpu, "memory": memory, **({"nvidia.com/gpu": str(gpus)} if gpus else {})}
         return {"spec": {"containers": [{"name": name, "image": image, "env": env, "securityContext": security,
-                                         "resources": {"requests": {"cpu": cpu, "memory": memory},
-                                                       "limits": {"cpu": cpu, "memory": memory}}}]}}
+                                         "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": limits}}]}}
 
+    cpus, memory = str(shape.get("worker_cpus") or 2), str(shape.get("worker_memory") or "8Gi")
+    groups = [{"groupName": "cpu", "replicas": int(shape.get("min_workers") or 0),
+               "minReplicas": int(shape.get("min_workers") or 0), "maxReplicas": int(shape.get("max_workers") or 4),
+               "rayStartParams": {}, "template": pod("ray-worker", cpus, memory)}]
+    if shape.get("gpu_workers"):
+        groups.append({"groupName": "gpu", "replicas": 0, "minReplicas": 0, "maxReplicas": int(shape["gpu_workers"]),
+                       "rayStartParams": {}, "template": pod("ray-worker", cpus, memory, gpus=1)})
     return {"apiVersion": "ray.io/v1", "kind": "RayCluster",
             "metadata": {"name": "doctune", "namespace": tenant, "labels": {TENANT_LABEL: tenant}},
             "spec": {"rayVersion": ray_version, "enableInTreeAutoscaling": True,
                      "headGroupSpec": {"rayStartParams": {"num-cpus": "0"}, "template": pod("ray-head", "1", "4Gi")},
-                     "workerGroupSpecs": [{"groupName": "cpu", "replicas": 0, "minReplicas": 0,
-                                           "maxReplicas": max_workers, "rayStartParams": {},
-                                           "template": pod("ray-worker", "2", "8Gi")}]}}
+                     "workerGroupSpecs": groups}}
 
 
 def apply_tenant(tenant: str, owner: dict[str, Any], quota: dict[str, Any]) -> None:
@@ -118,13 +126,13 @@ def apply_key(tenant: str, api_key: str, api_url: str) -> None:
     _create(core().create_namespaced_secret, tenant, key_secret(tenant, api_key, api_url))
 
 
-def apply_ray_cluster(tenant: str, image: str, ray_version: str, token: str) -> None:
+def apply_ray_cluster(tenant: str, image: str, ray_version: str, token: str, shape: dict[str, Any]) -> None:
     token_secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                     "metadata": {"name": "doctune-ray-token", "namespace": tenant},
                     "data": {"token": base64.b64encode(token.encode()).decode()}}
     _create(core().create_namespaced_secret, tenant, token_secret)
     _create(custom().create_namespaced_custom_object, "ray.io", "v1", tenant, "rayclusters",
-            ray_cluster(tenant, image, ray_version))
+            ray_cluster(tenant, image, ray_version, shape))
 
 
 def read_key(namespace_name: str) -> tuple[str, str] | None:

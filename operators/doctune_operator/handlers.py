@@ -56,9 +56,10 @@ def tenant_created(name: str, spec: dict, body: dict, patch: kopf.Patch, **_: An
     if quota:
         with kopf_errors("setting the tenant's quota"):
             api.admin_client().request("PUT", f"/v1/tenants/{name}/quota", json=quota)
-    if (spec.get("ray_cluster") or {}).get("enabled"):
+    shape = spec.get("ray_cluster") or {}
+    if shape.get("enabled"):
         cluster.apply_ray_cluster(name, os.environ.get("DOCTUNE_RAY_IMAGE", "rayproject/ray:2.60.0-py311"),
-                                  os.environ.get("DOCTUNE_RAY_VERSION", "2.60.0"), secrets.token_urlsafe(32))
+                                  os.environ.get("DOCTUNE_RAY_VERSION", "2.60.0"), secrets.token_urlsafe(32), shape)
     patch.status.update({"state": "Ready", "namespace": name,
                          "conditions": [api.condition("Ready", True, "Ready", f"namespace {name} and its API key are ready")]})
 

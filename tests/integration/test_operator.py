@@ -117,7 +117,8 @@ def test_a_finetunejob_trains_and_its_status_follows_to_succeeded(kubectl, tenan
     job = client.get_job(status["jobId"])
     assert status["state"] == "Succeeded", (status, job["error"])
     assert job["status"] == "succeeded" and job["tenant"] == TENANT
-    assert status["progress"]["step"] == status["progress"]["totalSteps"] == 4 and status["progress"]["percent"] == 100
+    assert status["progressDetail"]["step"] == status["progressDetail"]["totalSteps"] == 4
+    assert status["progress"].startswith("4/4 steps (100.0%)")
     assert status["metrics"] and status["modelId"] == job["model_id"]
     complete = next(c for c in status["conditions"] if c["type"] == "Complete")
     assert (complete["status"], complete["reason"]) == ("True", "Succeeded") and complete["lastTransitionTime"]

@@ -51,7 +51,8 @@ def test_spec_keys_in_either_case_become_the_apis():
 def test_a_job_becomes_a_status_with_progress_metrics_and_conditions():
     running = api.job_status({"id": "job_1", "status": "running", "metrics": {"dev": {"accuracy": 0.5}},
                               "progress": {"phase": "training", "step": 5, "total_steps": 20, "loss": 1.2}})
-    assert running["state"] == "Running" and running["progress"]["percent"] == 25.0
+    assert running["state"] == "Running" and running["progressDetail"]["percent"] == 25.0
+    assert running["progress"] == "5/20 steps (25.0%), loss 1.2" and running["id"] == running["jobId"] == "job_1"
     assert running["metrics"] == {"dev.accuracy": 0.5}
     assert [(c["type"], c["status"], c["reason"]) for c in running["conditions"]] == \
         [("Submitted", "True", "Submitted"), ("Ready", "True", "Running")]
@@ -76,7 +77,7 @@ def test_a_sweep_board_becomes_a_leaderboard():
                          "model_id": None, "steps": 2, "settings": {}}]}
     status = api.sweep_status(board)
     assert status["state"] == "Running" and status["bestJobId"] == "job_2"
-    assert status["progress"] == {"trials": 2, "ended": 1}
+    assert status["progress"] == "1/2 trials ended" and status["id"] == "swp_1"
     assert status["leaderboard"][0] == {"rank": 1, "job_id": "job_2", "status": "succeeded", "dev": 0.9, "test": 0.8,
                                         "model_id": "m", "steps": 4}
 
@@ -85,9 +86,14 @@ def test_a_tenants_dedicated_raycluster_is_valid_against_kuberays_crd():
     from operators.doctune_operator import cluster
     from tests.operator.kube import crd_schema, validate
 
-    body = cluster.ray_cluster("team-a", "ghcr.io/example/doctune:0.1.0", "2.60.0")
+    body = cluster.ray_cluster("team-a", "ghcr.io/example/doctune:0.1.0", "2.60.0",
+                               {"enabled": True, "min_workers": 1, "max_workers": 8, "worker_cpus": 4,
+                                "worker_memory": "16Gi", "gpu_workers": 2})
     assert validate(body, crd_schema("ray.io_rayclusters.yaml", "v1")) == []
     assert body["metadata"]["namespace"] == "team-a" and body["spec"]["enableInTreeAutoscaling"] is True
+    cpu, gpu = body["spec"]["workerGroupSpecs"]
+    assert (cpu["minReplicas"], cpu["maxReplicas"], gpu["maxReplicas"]) == (1, 8, 2)
+    assert gpu["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     for group in [body["spec"]["headGroupSpec"], *body["spec"]["workerGroupSpecs"]]:
         container = group["template"]["spec"]["containers"][0]
         assert container["securityContext"]["runAsNonRoot"] and container["resources"]["limits"]
