@@ -3,8 +3,9 @@ emulator, with this session's real stack behind it: what a platform team sees wi
 
 A Tenant becomes an API tenant (with its quota) and a namespace holding its ResourceQuota,
 LimitRange and API-key Secret; a FineTuneJob in that namespace trains on the local stack and its
-status follows the job to Succeeded; deleting one mid-run cancels the job; a bad spec ends Failed
-with the API's reason."""
+status follows the job to Succeeded; deleting one mid-run cancels the job; a Sweep ends with its
+leaderboard in status; a ModelDeployment of the trained model serves, and deleting it undeploys; a
+bad spec ends Failed with the API's reason."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import base64
 import os
 from pathlib import Path
 
+import httpx
 import pytest
 
 from doctune.client import DoctuneClient
@@ -101,7 +103,13 @@ def test_a_tenant_gets_its_api_tenant_namespace_quota_limits_and_key(admin, kube
     assert tenant[0].list_jobs() == []  # the Secret's key is a working member key of this tenant
 
 
-def test_a_finetunejob_trains_and_its_status_follows_to_succeeded(kubectl, tenant):
+@pytest.fixture(scope="module")
+def trained() -> dict:
+    """What one test leaves for a later one (the tiny job's model)."""
+    return {}
+
+
+def test_a_finetunejob_trains_and_its_status_follows_to_succeeded(kubectl, tenant, trained):
     custom, _ = kubectl
     client, dataset = tenant
     custom.create_namespaced_custom_object(GROUP, VERSION, TENANT, "finetunejobs", cr(
@@ -123,6 +131,7 @@ def test_a_finetunejob_trains_and_its_status_follows_to_succeeded(kubectl, tenan
     complete = next(c for c in status["conditions"] if c["type"] == "Complete")
     assert (complete["status"], complete["reason"]) == ("True", "Succeeded") and complete["lastTransitionTime"]
     assert {"Queued", "Running"} & seen  # it was followed on the way, not only read at the end
+    trained["model_id"] = job["model_id"]
 
 
 def test_deleting_a_running_finetunejob_cancels_its_job(kubectl, tenant):
@@ -138,6 +147,51 @@ def test_deleting_a_running_finetunejob_cancels_its_job(kubectl, tenant):
     job = poll(lambda: (j := client.get_job(running["jobId"]))["status"] in ("cancelled", "failed", "succeeded") and j,
                120, "the job to end")
     assert job["status"] == "cancelled"
+
+
+def get(custom, plural: str, name: str) -> dict:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return custom.get_namespaced_custom_object(GROUP, VERSION, TENANT, plural, name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return {"gone": True}
+        raise
+
+
+def test_a_sweep_ends_with_its_leaderboard_in_status(kubectl, tenant):
+    custom, _ = kubectl
+    client, dataset = tenant
+    job = tiny_job(dataset["id"], num_workers=1, max_steps=4, eval_interval=2, checkpoint_interval=4)
+    job.pop("learning_rate")
+    custom.create_namespaced_custom_object(GROUP, VERSION, TENANT, "sweeps", cr("Sweep", "lr", {
+        "job": job, "algorithm": "grid", "max_concurrent_trials": 1,
+        "search_space": {"learning_rate": {"type": "choice", "values": [1e-3, 2e-3]}}}))
+    status = poll(lambda: (s := get(custom, "sweeps", "lr").get("status") or {}).get("state")
+                  in ("Succeeded", "Failed", "Cancelled") and s, 900, "the Sweep to end", interval=2)
+    board = client.sweep_leaderboard(status["sweepId"])
+    assert status["state"] == "Succeeded" and board["status"] == "succeeded"
+    assert status["progress"] == "2/2 trials ended" and status["bestJobId"] == board["best_job_id"]
+    assert [(r["rank"], r["job_id"]) for r in status["leaderboard"]] == [(r["rank"], r["job_id"]) for r in board["trials"]]
+    assert all(r["status"] == "succeeded" and r["model_id"] for r in status["leaderboard"])
+
+
+def test_a_modeldeployment_serves_and_deleting_it_undeploys(kubectl, tenant, trained):
+    custom, _ = kubectl
+    client, _ = tenant
+    custom.create_namespaced_custom_object(GROUP, VERSION, TENANT, "modeldeployments", cr("ModelDeployment", "news", {
+        "model_id": trained["model_id"], "min_replicas": 1, "max_replicas": 1, "num_cpus": 0.25}))
+    status = poll(lambda: (s := get(custom, "modeldeployments", "news").get("status") or {}).get("state")
+                  in ("Running", "Failed") and s, 600, "the ModelDeployment to run", interval=2)
+    assert status["state"] == "Running", status
+    assert status["url"].endswith(f"/{TENANT}/news/predict")
+    r = httpx.post(status["url"], json={"inputs": ["Shares in the bank rose after its profits doubled."]},
+                   headers={"Authorization": client.http.headers["Authorization"]}, timeout=120)
+    assert r.status_code == 200 and r.json()["model_id"] == trained["model_id"], r.text
+    custom.delete_namespaced_custom_object(GROUP, VERSION, TENANT, "modeldeployments", "news")
+    poll(lambda: get(custom, "modeldeployments", "news").get("gone"), 60, "the finalizer to let it go")
+    poll(lambda: client.get_deployment(status["deploymentId"])["status"] == "deleted", 300, "the undeploy")
 
 
 def test_a_bad_spec_ends_failed_with_the_reason(kubectl, tenant):
