@@ -127,15 +127,19 @@ class DoctuneClient:
 
     def upload_dataset(self, name: str, task: str, files: dict[str, bytes | Path], tenant: str | None = None,
                        progress: Callable[[int], None] | None = None, **form: Any) -> dict[str, Any]:
-        """Upload JSONL files; ``progress(n)`` is called as each chunk of n bytes is sent."""
+        """Upload JSONL files (or ``documents``, an archive, with ``labels``); ``progress(n)`` is called as each
+        chunk of n bytes is sent."""
         blobs = {}
         for k, v in files.items():
             raw = v.read_bytes() if isinstance(v, Path) else v
-            blobs[k] = (f"{k}.jsonl", _CountingReader(raw, progress) if progress else raw, "application/jsonl")
+            filename = v.name if isinstance(v, Path) and k in ("documents", "labels") else f"{k}.jsonl"
+            blobs[k] = (filename, _CountingReader(raw, progress) if progress else raw, "application/jsonl")
         data = {"name": name, "task": task, **{k: str(v) for k, v in form.items()}}
         if tenant:
             data["tenant"] = tenant
-        return self.request("POST", "/v1/datasets", data=data, files=blobs)
+        # documents are extracted (OCR included) before the API answers: minutes for many scans
+        timeout = httpx.Timeout(120.0, read=3600.0) if "documents" in files else self.http.timeout
+        return self.request("POST", "/v1/datasets", data=data, files=blobs, timeout=timeout)
 
     def upload_base_model(self, name: str, folder: Path, tenant: str | None = None,
                           progress: Callable[[int], None] | None = None) -> dict[str, Any]:
@@ -245,3 +249,25 @@ class DoctuneClient:
             items += page
             if len(page) < 1000:
                 return items
+
+    # ------------------------------------------------------------ the console's admin and deployments pages
+    def create_key(self, tenant: str | None = None, role: str = "member") -> dict[str, Any]:
+        """A new key (its secret shown once in ``api_key``); an admin names the tenant."""
+        return self.request("POST", "/v1/keys", json={**({"tenant": tenant} if tenant else {}), "role": role})
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        return self.request("DELETE", f"/v1/keys/{key_id}")
+
+    def set_quota(self, tenant: str, **quota: Any) -> dict[str, Any]:
+        """Change the given quota fields (and weight) of a tenant; None means unlimited (admin)."""
+        return self.request("PUT", f"/v1/tenants/{tenant}/quota", json=quota)
+
+    def cluster_resources(self) -> dict[str, Any]:
+        return self.request("GET", "/v1/cluster")
+
+    def job_queue(self) -> list[dict[str, Any]]:
+        """Every queued job, in fair-share order (admin)."""
+        return self.request("GET", "/v1/queue")
+
+    def deployment_metrics(self, deployment_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/deployments/{deployment_id}/metrics")

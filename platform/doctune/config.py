@@ -40,7 +40,19 @@ class Settings:
     serve_url: str = ""
     serve_port: int = 0
     admin_key: str = ""
-    runner: str = "shared"  # how jobs reach the cluster: "shared" = the Ray Jobs API of one Ray head
+    runner: str = "shared"  # how jobs reach the cluster: "shared" = the Ray Jobs API of one Ray head,
+    # "rayjob" = one KubeRay RayJob (with its own Ray cluster) per run (doctune.runners.kuberay)
+    kube_namespace: str = ""  # where the rayjob runner makes RayJobs ("" = the pod's own namespace, or "default")
+    rayjob_image: str = ""  # the doctune image every RayJob's Ray pods run
+    rayjob_queue: str = ""  # a Kueue LocalQueue: RayJobs carry kueue.x-k8s.io/queue-name and start suspended
+    rayjob_ttl_s: int = 300  # seconds KubeRay keeps a finished RayJob (and its log) before deleting it
+    rayjob_backoff_limit: int = 0  # retries of a failed RayJob by KubeRay (doctune's own attempts retry jobs)
+    rayjob_max_workers: int = 4  # most worker pods one RayJob's cluster autoscales to
+    rayjob_worker_cpus: float = 2.0  # CPUs (and threads) of each worker pod
+    rayjob_worker_memory: str = "8Gi"
+    rayjob_worker_gpus: int = 0  # nvidia.com/gpu of each worker pod
+    rayjob_env_secret: str = ""  # a Secret with the job credentials (DOCTUNE_DATABASE_URL, DOCTUNE_S3_*), as envFrom
+    rayjob_owner: str = ""  # "<group>/<version>/<plural>/<name>" in kube_namespace that owns every RayJob (e.g. the API's Deployment)
     max_upload_bytes: int = 200 * 1024 * 1024  # a multipart upload (a dataset's files)
     max_json_bytes: int = 1024 * 1024  # any other request body to the API
     endpoint_max_body_bytes: int = 8 * 1024 * 1024  # a request to an endpoint (up to 64 documents)

@@ -13,9 +13,15 @@
    replica memory per extra LoRA adapter.
 4. The demo (`doctune demo`) on its own fresh stack: wall time per phase and the
    BBC test macro-F1 (skip with BENCH_DEMO=0).
+5. Explain (``tests/bench/explain.py``, in-process): the classification endpoint's
+   ``explain: true`` against a plain prediction, integrated gradients and occlusion.
+
+5. Documents in (``tests/bench/documents.py``): OCR character error rate per engine and
+   language, extraction pages/s (``documents``, no stack); BBC macro-F1 on PDF-extracted vs
+   original text (``documents_f1``, two training jobs: not in the default parts).
 
 Not part of `make test`: timings are measured here, never asserted. BENCH_PARTS
-(default loop,tasks,serving,demo) and BENCH_TASK_NAMES (default: all) rerun a part; the
+(default loop,tasks,serving,demo,explain,documents) and BENCH_TASK_NAMES (default: all) rerun a part; the
 other parts' last results are kept from docs/benchmarks.json.
 """
 
@@ -247,7 +253,7 @@ def main() -> None:
     from doctune.corpora import load_bbc_news
     from doctune.local import LocalStack, find_free_port_base
 
-    parts = os.environ.get("BENCH_PARTS", "loop,tasks,serving,demo").split(",")
+    parts = os.environ.get("BENCH_PARTS", "loop,tasks,serving,demo,explain,documents").split(",")
     if os.environ.get("BENCH_DEMO", "1") != "1":
         parts = [x for x in parts if x != "demo"]
     if os.environ.get("BENCH_TASKS", "1") != "1":
@@ -257,6 +263,14 @@ def main() -> None:
     results.update({"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} cores, {_platform.machine()}"})
     dates = results.setdefault("dates", {})  # the part -> the day it was last measured
     dates.update({part: results["date"] for part in parts})
+    if "documents" in parts:
+        from tests.bench.documents import ocr_bench, throughput_bench
+
+        results.setdefault("documents", {}).update({"ocr": ocr_bench(), "throughput": throughput_bench(),
+                                                    "ocr_date": results["date"]})
+        previous.write_text(json.dumps(results, indent=2))
+    if not set(parts) & {"loop", "tasks", "serving", "documents_f1"}:
+        return write_report(results) if "demo" not in parts else _demo_part(results)
     home = Path(tempfile.mkdtemp(prefix="doctune-bench-"))
     os.environ["DOCTUNE_HOME"] = str(home)
     stack = LocalStack(home=home, base=find_free_port_base(start=40000), num_cpus=4)
@@ -296,17 +310,36 @@ def main() -> None:
             docs = [r["text"] for r in split_records(load_bbc_news(limit_per_class=60), "classification", seed=42)["test"]]
             results["serving"] = serving_bench(client, key, ds["id"], docs)
             print(f"serving: {results['serving']}", flush=True)
+        if "documents_f1" in parts:
+            from tests.bench.documents import f1_bench
+
+            spec = {"task": "classification", "base_model": "all-minilm-l6-v2", "tuning": {"method": "full"},
+                    "deepspeed": {"zero_stage": 2}, "micro_batch_size": 16, "max_seq_length": 128, "epochs": 3,
+                    "learning_rate": 5e-5, "num_workers": 2, "resources_per_worker": {"cpu": 1}, "seed": 42}
+            results.setdefault("documents", {})["f1"] = {**f1_bench(client, spec), "date": results["date"]}
     finally:
         stack.down(echo=print)
 
+    if "explain" in parts:
+        from tests.bench.explain import explain_bench
+
+        results["explain"] = explain_bench()
+        print(f"explain: {results['explain']}", flush=True)
     if "demo" in parts:
-        demo_home = Path(tempfile.mkdtemp(prefix="doctune-bench-demo-"))
-        env = {**os.environ, "DOCTUNE_HOME": str(demo_home), "DOCTUNE_PORT_BASE": str(find_free_port_base(start=41000))}
-        t = time.monotonic()
-        subprocess.run([str(Path(sys.executable).parent / "doctune"), "demo"], env=env, check=True)
-        results["demo_wall_s"] = time.monotonic() - t
-        results["demo"] = json.loads((demo_home / "demo-timings.json").read_text())
-        subprocess.run([str(Path(sys.executable).parent / "doctune"), "down"], env=env, check=False)
+        return _demo_part(results)
+    write_report(results)
+
+
+def _demo_part(results: dict) -> None:
+    from doctune.local import find_free_port_base
+
+    demo_home = Path(tempfile.mkdtemp(prefix="doctune-bench-demo-"))
+    env = {**os.environ, "DOCTUNE_HOME": str(demo_home), "DOCTUNE_PORT_BASE": str(find_free_port_base(start=41000))}
+    t = time.monotonic()
+    subprocess.run([str(Path(sys.executable).parent / "doctune"), "demo"], env=env, check=True)
+    results["demo_wall_s"] = time.monotonic() - t
+    results["demo"] = json.loads((demo_home / "demo-timings.json").read_text())
+    subprocess.run([str(Path(sys.executable).parent / "doctune"), "down"], env=env, check=False)
     write_report(results)
 
 
@@ -317,7 +350,7 @@ def write_report(r: dict) -> None:
         "",
         f"Measured by `make bench` ({r['machine']}, CPU only); rerun it to refresh this page. Each part was last",
         "measured on: " + ", ".join(f"{part} {r.get('dates', {}).get(part, 'an earlier run')}"
-                                      for part in ("loop", "tasks", "serving", "demo")) + ".",
+                                      for part in ("loop", "tasks", "serving", "demo", "explain", "documents")) + ".",
         "",
         "## Training-loop overhead",
         "",
@@ -382,6 +415,10 @@ def write_report(r: dict) -> None:
         from tests.bench.serving import report_lines
 
         lines += report_lines(r["serving"])
+    if r.get("explain"):
+        from tests.bench import explain
+
+        lines += explain.report_lines(r["explain"])
     if "demo" in r:
         d = r["demo"]
         lines += [
@@ -402,6 +439,10 @@ def write_report(r: dict) -> None:
             f"Goal macro-F1 ≥ 0.95: {'met' if d['test']['macro_f1'] >= 0.95 else 'not met'}.",
             "",
         ]
+    if r.get("documents"):
+        from tests.bench.documents import report_lines as document_lines
+
+        lines += document_lines(r["documents"])
     out = REPO / "docs" / "benchmarks.md"
     out.write_text("\n".join(lines))
     (REPO / "docs" / "benchmarks.json").write_text(json.dumps(r, indent=2))

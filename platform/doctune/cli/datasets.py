@@ -27,16 +27,24 @@ def datasets_upload(
     dev: Optional[Path] = None,
     test: Optional[Path] = None,
     seed: int = 42,
+    documents: Optional[Path] = typer.Option(None, help="A .zip or .tar.gz of PDFs, scans, DOCX, HTML or .eml files "
+                                                        "(docs/documents.md); needs --labels."),
+    labels: Optional[Path] = typer.Option(None, help="With --documents: CSV file,label (classification) or JSONL "
+                                                     "records naming their document in 'file'."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="With --documents: make the dataset from the good files; "
+                                                            "the report in its info lists the bad ones."),
     api_key: ApiKey = None,
 ) -> None:
-    """Upload a dataset: --data FILE, or --train/--dev/--test."""
-    files = {k: v for k, v in {"data": data, "train": train, "dev": dev, "test": test}.items() if v}
+    """Upload a dataset: --data FILE, or --train/--dev/--test, or --documents ARCHIVE --labels FILE."""
+    files = {k: v for k, v in {"data": data, "train": train, "dev": dev, "test": test, "documents": documents,
+                               "labels": labels}.items() if v}
+    extra = {"skip_bad": "true"} if skip_bad else {}
     for k, v in files.items():
         if not v.is_file():
-            raise DoctuneError(f"{v} is not a file; give the path of a JSONL file", "invalid_request", field=k)
+            raise DoctuneError(f"{v} is not a file; give the path of a JSONL file (or, for --documents, an archive)", "invalid_request", field=k)
     client = connect(api_key)
     with bytes_bar(sum(f.stat().st_size for f in files.values()), "upload") as bar:
-        result = client.upload_dataset(name, task, files, progress=bar.update, seed=seed)
+        result = client.upload_dataset(name, task, files, progress=bar.update, seed=seed, **extra)
     show(result)
 
 

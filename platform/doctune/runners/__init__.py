@@ -3,7 +3,9 @@
 :class:`Runner` is the port: submit a driver as a job, read its state and log, stop it,
 deploy or delete a Serve application, and read the cluster's resources. Adapters:
 :class:`RayJobsRunner` (the Ray Jobs API of any Ray head: the embedded one, or a
-KubeRay cluster's head Service). :func:`runner_for` picks the adapter from the settings.
+KubeRay cluster's head Service) and :class:`KubeRayRunner` (one KubeRay RayJob, with its own
+Ray cluster, per run; imported only when chosen). :func:`runner_for` picks the adapter from the
+settings (``DOCTUNE_RUNNER``: ``shared`` or ``rayjob``).
 """
 
 from doctune.runners.base import AttemptStatus, ClusterResources, Runner
@@ -19,5 +21,9 @@ def runner_for(settings) -> Runner:
     kind = getattr(settings, "runner", "") or "shared"
     if kind in ("shared", "ray-jobs"):
         return RayJobsRunner(settings)
+    if kind == "rayjob":
+        from doctune.runners.kuberay import KubeRayRunner
+
+        return KubeRayRunner(settings)
     raise DoctuneError(f"unknown runner {kind!r}; DOCTUNE_RUNNER takes 'shared' (the Ray Jobs API of one Ray "
-                       "cluster)", "unavailable", field="runner")
+                       "cluster) or 'rayjob' (a KubeRay RayJob per run)", "unavailable", field="runner")

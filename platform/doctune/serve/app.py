@@ -24,6 +24,7 @@ from ray import serve
 
 from doctune.errors import DoctuneError
 from doctune.metering import RateLimited, parse_json
+from doctune.serve.documents_in import document_body, is_multipart, with_document
 from doctune.store.paths import make_scratch
 from doctune.tasks.serving import MAX_INPUTS_PER_REQUEST
 
@@ -81,7 +82,8 @@ class EndpointReplica:
 
     async def _authorized_body(self, request: Request) -> Any:
         """The request's JSON body, once its key may use this endpoint: 413 past
-        ``endpoint_max_body_bytes`` (counted as it streams in), 400 when not JSON or nested too deep."""
+        ``endpoint_max_body_bytes`` (counted as it streams in), 400 when not JSON or nested too deep.
+        A multipart body with a document ``file`` gives ``{"text": <its text>}`` (``documents_in``)."""
         await self._authorize(request)
         cap, raw = self.stores.settings.endpoint_max_body_bytes, bytearray()
         async for chunk in request.stream():
@@ -92,6 +94,9 @@ class EndpointReplica:
                                    "too_large", field="body")
         if not raw.strip():
             raise DoctuneError("request body must be JSON", "invalid_request", field="body")
+        if is_multipart(request.headers.get("content-type")):  # a document: its text is the body
+            body, request.state.document = await document_body(bytes(raw), request.headers["content-type"])
+            return body
         return parse_json(bytes(raw), "body")
 
     @staticmethod
@@ -197,7 +202,8 @@ class TaskEndpoint(EndpointReplica):
                 check(inputs, self.meta)
             self._check_count(inputs)
             preds = await self._predict_batch(inputs)
-            return JSONResponse({"model_id": self.model_id, "predictions": preds})
+            return JSONResponse(with_document({"model_id": self.model_id, "predictions": preds},
+                                              getattr(request.state, "document", None)))
         except DoctuneError as exc:
             return error_json(exc)
 

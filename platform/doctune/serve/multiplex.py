@@ -46,6 +46,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from doctune.errors import HTTP_STATUS, DoctuneError
+from doctune.serve.documents_in import with_document
 from doctune.serve.names import app_name
 from doctune.states import DeploymentState
 from doctune.store.paths import make_scratch
@@ -363,7 +364,8 @@ class AdapterRoute(EndpointReplica):
             out = await self.shared.options(multiplexed_model_id=model_id).predict.remote(inputs, self.endpoint)
             if "error" in out:
                 return JSONResponse(out, status_code=HTTP_STATUS.get(out["error"].get("code"), 500))
-            return JSONResponse({"model_id": model_id, "predictions": out["predictions"]})
+            return JSONResponse(with_document({"model_id": model_id, "predictions": out["predictions"]},
+                                              getattr(request.state, "document", None)))
         except DoctuneError as exc:
             return error_json(exc)
 

@@ -166,9 +166,21 @@ def model_shape(spec: JobSpec, plugin: Any, base_path: str, info: dict[str, Any]
 _TOKENIZER_LOCK = threading.Lock()  # a fast tokenizer must not encode on two threads at once
 
 
-@lru_cache(maxsize=8)
+# transformers imports its classes lazily (``transformers.AutoTokenizer`` resolves on first use), and
+# that first resolution is not thread-safe: two API threads checking a job and a sweep at once got
+# "ImportError: cannot import name 'AutoTokenizer' from 'transformers'" (a 500). Loading runs under this lock.
+_LOAD_LOCK = threading.Lock()
+
+
 def load_tokenizer(path: str) -> Any:
-    """A base model's tokenizer, loaded once per process (the API plans and checks many jobs)."""
+    """A base model's tokenizer, loaded once per process (the API plans and checks many jobs, from
+    several threads at once: the first import and load run one at a time)."""
+    with _LOAD_LOCK:
+        return _load_tokenizer(path)
+
+
+@lru_cache(maxsize=8)
+def _load_tokenizer(path: str) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path)

@@ -1,15 +1,17 @@
-"""``/v1/datasets``: upload (multipart JSONL), list, read and delete a tenant's datasets."""
+"""``/v1/datasets``: upload (multipart JSONL, or an archive of documents with labels), list, read and delete a tenant's datasets."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, UploadFile
+from fastapi import APIRouter, File, Form, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from doctune.api.deps import CurrentCaller, CurrentPlatform, Paging, TaskFilter
 from doctune.api.schemas import DatasetOut, Page
+from doctune.errors import DoctuneError
 from doctune.services import datasets as datasets_svc
+from doctune.services import documents as documents_svc
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 
@@ -28,10 +30,20 @@ async def upload_dataset(
     train: UploadFile | None = None,
     dev: UploadFile | None = None,
     test: UploadFile | None = None,
+    documents: Annotated[UploadFile | None, File(description="A .zip or .tar.gz of documents (PDF, images, DOCX, "
+                                                             "HTML, .eml); needs 'labels' (docs/documents.md).")] = None,
+    labels: Annotated[UploadFile | None, File(description="With 'documents': CSV file,label (classification) or JSONL "
+                                                          "records naming their document in 'file'.")] = None,
+    skip_bad: Annotated[bool, Form(description="With 'documents': make the dataset from the good files and records "
+                                               "(the report lists the bad ones); otherwise any bad one stores nothing.")] = False,
 ) -> DatasetOut:
-    """One file `data` (doctune splits it) or three: `train`, `dev`, `test`. The body streams in under
-    a hard cap (413 past DOCTUNE_MAX_UPLOAD_BYTES); the files are read, parsed and stored in a worker
-    thread, so a large upload never stalls other requests."""
+    """One file `data` (doctune splits it) or three: `train`, `dev`, `test`; or an archive of `documents` with
+    its `labels`. The body streams in under a hard cap (413 past DOCTUNE_MAX_UPLOAD_BYTES); the files are
+    read, parsed and stored in a worker thread (documents are extracted in child processes with time and
+    memory limits), so a large upload never stalls other requests."""
+    if documents is not None or labels is not None:
+        return await run_in_threadpool(_store_documents, who, p, name, task, tenant, documents, labels, skip_bad,
+                                       dev_fraction, test_fraction, seed, [data, train, dev, test])
     uploads = {k: f for k, f in (("data", data), ("train", train), ("dev", dev), ("test", test)) if f}
 
     def store() -> DatasetOut:
@@ -41,6 +53,17 @@ async def upload_dataset(
         return DatasetOut.of(row)
 
     return await run_in_threadpool(store)
+
+
+def _store_documents(who, p, name, task, tenant, documents, labels, skip_bad, dev_fraction, test_fraction, seed,
+                     others) -> DatasetOut:
+    if documents is None or labels is None or any(others):
+        raise DoctuneError("a documents upload is two files, 'documents' (a .zip or .tar.gz) and 'labels', and no "
+                           "'data', 'train', 'dev' or 'test'", "invalid_request", field="labels" if documents else "documents")
+    row = documents_svc.upload_documents(p, who, tenant=tenant or who.tenant_id or "", name=name, task=task,
+                                         archive=documents.file.read(), labels=labels.file.read(), skip_bad=skip_bad,
+                                         dev_fraction=dev_fraction, test_fraction=test_fraction, seed=seed)
+    return DatasetOut.of(row)
 
 
 @router.get("", response_model=Page[DatasetOut])
