@@ -127,11 +127,14 @@ class DoctuneClient:
 
     def upload_dataset(self, name: str, task: str, files: dict[str, bytes | Path], tenant: str | None = None,
                        progress: Callable[[int], None] | None = None, **form: Any) -> dict[str, Any]:
-        """Upload JSONL files; ``progress(n)`` is called as each chunk of n bytes is sent."""
+        """Upload JSONL files (a Path ending in ``.csv`` goes as CSV); ``progress(n)`` is called as each
+        chunk of n bytes is sent."""
         blobs = {}
         for k, v in files.items():
             raw = v.read_bytes() if isinstance(v, Path) else v
-            blobs[k] = (f"{k}.jsonl", _CountingReader(raw, progress) if progress else raw, "application/jsonl")
+            csv = isinstance(v, Path) and v.suffix.lower() == ".csv"
+            blobs[k] = (f"{k}.csv" if csv else f"{k}.jsonl", _CountingReader(raw, progress) if progress else raw,
+                        "text/csv" if csv else "application/jsonl")
         data = {"name": name, "task": task, **{k: str(v) for k, v in form.items()}}
         if tenant:
             data["tenant"] = tenant

@@ -1,4 +1,4 @@
-"""``/v1/datasets``: upload (multipart JSONL), list, read and delete a tenant's datasets."""
+"""``/v1/datasets``: upload (multipart JSONL or CSV), list, read and delete a tenant's datasets."""
 
 from __future__ import annotations
 
@@ -29,18 +29,27 @@ async def upload_dataset(
     dev: UploadFile | None = None,
     test: UploadFile | None = None,
 ) -> DatasetOut:
-    """One file `data` (doctune splits it) or three: `train`, `dev`, `test`. The body streams in under
+    """One file `data` (doctune splits it) or three: `train`, `dev`, `test`, each JSONL, or CSV when its
+    file name ends in `.csv` or its content type is `text/csv` (a header row names the task's fields;
+    a cell holding a list is JSON, e.g. `["sport", "politics"]`). A bad file is a 422 whose `errors`
+    list every bad line (up to 20) with its `line` and `field`. The body streams in under
     a hard cap (413 past DOCTUNE_MAX_UPLOAD_BYTES); the files are read, parsed and stored in a worker
     thread, so a large upload never stalls other requests."""
     uploads = {k: f for k, f in (("data", data), ("train", train), ("dev", dev), ("test", test)) if f}
 
     def store() -> DatasetOut:
         files = {k: f.file.read() for k, f in uploads.items()}  # spooled to disk by the multipart parser
+        formats = {k: "csv" if _is_csv(f) else "jsonl" for k, f in uploads.items()}
         row = datasets_svc.upload_dataset(p, who, tenant=tenant or who.tenant_id or "", name=name, task=task,
-                                          files=files, dev_fraction=dev_fraction, test_fraction=test_fraction, seed=seed)
+                                          files=files, dev_fraction=dev_fraction, test_fraction=test_fraction, seed=seed,
+                                          formats=formats)
         return DatasetOut.of(row)
 
     return await run_in_threadpool(store)
+
+
+def _is_csv(upload: UploadFile) -> bool:
+    return (upload.filename or "").lower().endswith(".csv") or (upload.content_type or "").startswith("text/csv")
 
 
 @router.get("", response_model=Page[DatasetOut])
