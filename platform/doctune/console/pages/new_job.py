@@ -54,7 +54,7 @@ def _wire_choices(console: Console, form: Form) -> None:
         tasks = [t["name"] for t in client.list_tasks()]
         bases = [(f"{b['name']} ({b['source']})", b["base_model"]) for b in client.list_base_models()]
         datasets = [(f"{d['name']} · {d['task']} ({d['id']})", d["id"]) for d in client.list_datasets(limit=200)]
-        return (gr.update(choices=tasks), gr.update(choices=bases or None),
+        return (gr.update(choices=tasks), gr.update(choices=bases),
                 gr.update(choices=datasets, value=datasets[0][1] if datasets else None))
 
     outputs = [_leaf(form, "task"), _leaf(form, "base_model"), _leaf(form, "dataset.id")]
