@@ -78,7 +78,7 @@ def _wire_actions(console: Console, form: Form, plan, submit, status, plan_text,
         return {"tenant": console.user(request).tenant, **spec} if console.user(request).tenant else spec
 
     @action
-    def plan_job(*values: Any, request: gr.Request):
+    def plan_job(request: gr.Request, *values: Any):  # the request first: Gradio passes it only as a positional
         user = console.user(request)
         spec = spec_of(values, request)
         planned = user.client.plan_job(spec)
@@ -89,7 +89,7 @@ def _wire_actions(console: Console, form: Form, plan, submit, status, plan_text,
         return plan_markdown(planned), yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), lines
 
     @action
-    def submit_job(*values: Any, request: gr.Request):
+    def submit_job(request: gr.Request, *values: Any):
         job = console.client(request).submit_job(spec_of(values, request))
         return f"Submitted **{job['id']}** ({job['status']}); follow it on the Jobs page."
 
