@@ -62,10 +62,13 @@ def parse_jsonl(data: bytes, task: str, source: str, max_rows: int | None = None
 
 
 def _bad_lines(source: str, errors: list[dict[str, Any]]) -> DoctuneError:
-    """One error for every bad line found: the first one's message, then how many more there are."""
+    """One error for every bad line found: the first one's message, then the other lines and fields
+    (the CLI prints the message alone; ``errors`` holds each line's whole message)."""
     shown = errors[:MAX_REPORTED_ERRORS]
-    more = "" if len(errors) == 1 else (
-        f" (and {len(errors) - 1} more bad line(s){'; only the first ' + str(MAX_REPORTED_ERRORS) + ' are listed' if len(errors) > MAX_REPORTED_ERRORS else ''}: see errors)")
+    others = ", ".join(f"{e['line']} ({e['field']})" for e in shown[1:])
+    more = f"; other bad lines in {source}: {others}" if others else ""
+    if len(errors) > MAX_REPORTED_ERRORS:
+        more += f", and more (the first {MAX_REPORTED_ERRORS} are listed)"
     return DoctuneError(errors[0]["message"] + more, "invalid_dataset", field=errors[0]["field"], errors=shown)
 
 
