@@ -11,6 +11,17 @@ LOCALES: dict[str, dict[str, str]] = {
     "top.sign_in": {"en": "Sign in", "zh": "登录"},
     "top.sign_out": {"en": "Sign out", "zh": "退出"},
     "top.language": {"en": "Language", "zh": "语言"},
+}
+
+
+def text(name: str, lang: str) -> str | None:
+    """The element's text in ``lang`` (falling back to English), or None when it has no entry."""
+    entry = LOCALES.get(name)
+    return None if entry is None else entry.get(lang) or entry.get("en")
+
+
+# -- datasets, new job, jobs (pages/datasets.py, new_job.py, jobs.py)
+LOCALES.update({
     # Datasets
     "datasets.task": {"en": "Task", "zh": "任务"},
     "datasets.name": {"en": "Name", "zh": "名称"},
@@ -56,10 +67,4 @@ LOCALES: dict[str, dict[str, str]] = {
     "jobs.confusion": {"en": "Confusion matrix (rows: gold, columns: predicted)", "zh": "混淆矩阵（行：真实，列：预测）"},
     "jobs.events": {"en": "Events", "zh": "事件"},
     "jobs.logs": {"en": "Log tail", "zh": "日志末尾"},
-}
-
-
-def text(name: str, lang: str) -> str | None:
-    """The element's text in ``lang`` (falling back to English), or None when it has no entry."""
-    entry = LOCALES.get(name)
-    return None if entry is None else entry.get(lang) or entry.get("en")
+})
