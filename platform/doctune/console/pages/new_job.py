@@ -48,23 +48,34 @@ def _leaf(form: Form, path: str) -> Any:
 
 
 def _wire_choices(console: Console, form: Form) -> None:
-    @action
-    def choices(request: gr.Request):
+    def lists(request: gr.Request, pick_first: bool) -> tuple[Any, Any, Any]:
         client = console.client(request)
         tasks = [t["name"] for t in client.list_tasks()]
         bases = [(f"{b['name']} ({b['source']})", b["base_model"]) for b in client.list_base_models()]
         datasets = [(f"{d['name']} · {d['task']} ({d['id']})", d["id"]) for d in client.list_datasets(limit=200)]
-        return (gr.update(choices=tasks), gr.update(choices=bases),
-                gr.update(choices=datasets, value=datasets[0][1] if datasets else None))
+        first = {"value": datasets[0][1] if datasets else None} if pick_first else {}
+        return gr.update(choices=tasks), gr.update(choices=bases), gr.update(choices=datasets, **first)
+
+    @action
+    def choices(request: gr.Request):  # at sign-in: the newest dataset is chosen
+        return lists(request, pick_first=True)
+
+    @action
+    def refresh_choices(request: gr.Request):  # a dataset uploaded since sign-in shows up; nothing chosen changes
+        return lists(request, pick_first=False)
 
     outputs = [_leaf(form, "task"), _leaf(form, "base_model"), _leaf(form, "dataset.id")]
     console.on_sign_in(choices, outputs)
-    _leaf(form, "task").focus(choices, None, outputs, api_visibility="private")
+    for name in ("task", "base_model", "dataset.id"):
+        _leaf(form, name).focus(refresh_choices, None, outputs, api_visibility="private")
 
 
 def _wire_method(form: Form) -> None:
     """Only the chosen method's settings show."""
     groups = [form.groups[f"tuning.{m}"] for m in METHOD_SETTINGS]
+    chosen = _leaf(form, "tuning.method").value
+    for method, group in zip(METHOD_SETTINGS, groups):
+        group.visible = method == chosen
 
     def show(method: str):
         return [gr.update(visible=m == method) for m in METHOD_SETTINGS]
