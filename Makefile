@@ -14,8 +14,13 @@ export TOKENIZERS_PARALLELISM := false
 # virtual environment (a build names the venv's paths) for every process (the stack's Ray
 # workers, tests, benches), so they are built once, at install.
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/$(VENV)/torch_extensions
+# The venv's commands first, as the stack's Ray processes have them (LocalStack puts them first):
+# the ops' builds must all run the venv's ninja (deepspeed's dependency, 1.13). A system ninja (1.11)
+# writes an older build log, which the venv's ninja throws away and then rebuilds the op from
+# scratch: the first Ray Train worker of a test session recompiled shm comm (~90 CPU-s) that way.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install run test test-unit bench down clean
+.PHONY: install run test test-unit bench down clean crds chart-check
 
 install: $(STAMP)
 
@@ -27,6 +32,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.13.0"
 	$(PY) -m pip install -q -e ".[test]"
+	$(PY) platform/tools/install_helm.py --dest $(VENV)/bin
 	$(VENV)/bin/doctune models prepare
 	$(PY) -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder, CPUAdamBuilder; \
 	  ShareMemCommBuilder().load(); CPUAdamBuilder().load()"
@@ -49,7 +55,17 @@ test: install
 
 test-unit: install
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -p no:cacheprovider -ra tests/unit
+	$(PY) -m pytest -p no:cacheprovider -ra tests/unit tests/chart
+
+# The CRDs (operators/crds/, copied into charts/doctune/crds/), generated from the pydantic specs;
+# tests/chart/test_crds.py fails when the committed files differ from what this writes.
+crds: install
+	$(PY) operators/gen_crds.py
+
+# Only the chart and CRD checks (they also run in `make test`'s unit session): helm lint, helm template
+# with charts/doctune/ci/*.yaml, kubernetes-validate, the CRD schemas, the parsed objects.
+chart-check: install
+	$(PY) -m pytest -p no:cacheprovider -q tests/chart
 
 # Benchmarks (not part of `make test`): writes docs/benchmarks.md.
 bench: install

@@ -15,6 +15,11 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # the folder `make install` built DeepSpeed's CPU ops into (and the local stack's default)
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(sys.prefix, "torch_extensions"))
+# ...built by the venv's ninja, which every Ray process of the stack finds first on its PATH: a test's
+# own process (the tuning matrix) must use that one too, or the two ninjas' build logs (format 5 vs 7)
+# each make the other rebuild the op from scratch (see the Makefile)
+if os.environ.get("PATH", "").split(os.pathsep)[0] != os.path.dirname(sys.executable):
+    os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 # Every doctune client of Ray uses token auth, and Ray reads the mode once per process: a unit
 # test that builds a Serve application first would otherwise fix it at 'disabled' for the session.
 os.environ.setdefault("RAY_AUTH_MODE", "token")

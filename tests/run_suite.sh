@@ -19,7 +19,7 @@ done
 
 unit_log=$(mktemp -t doctune-unit-XXXXXX.log)
 start=$(date +%s)
-"$PY" -m pytest "${COMMON[@]}" "$@" tests/unit >"$unit_log" 2>&1 &
+"$PY" -m pytest "${COMMON[@]}" "$@" tests/unit tests/chart >"$unit_log" 2>&1 &
 unit_pid=$!
 "$PY" -m pytest "${COMMON[@]}" "$@" tests/integration
 integration_rc=$?

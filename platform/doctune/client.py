@@ -248,3 +248,25 @@ class DoctuneClient:
             items += page
             if len(page) < 1000:
                 return items
+
+    # ------------------------------------------------------------ the console's admin and deployments pages
+    def create_key(self, tenant: str | None = None, role: str = "member") -> dict[str, Any]:
+        """A new key (its secret shown once in ``api_key``); an admin names the tenant."""
+        return self.request("POST", "/v1/keys", json={**({"tenant": tenant} if tenant else {}), "role": role})
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        return self.request("DELETE", f"/v1/keys/{key_id}")
+
+    def set_quota(self, tenant: str, **quota: Any) -> dict[str, Any]:
+        """Change the given quota fields (and weight) of a tenant; None means unlimited (admin)."""
+        return self.request("PUT", f"/v1/tenants/{tenant}/quota", json=quota)
+
+    def cluster_resources(self) -> dict[str, Any]:
+        return self.request("GET", "/v1/cluster")
+
+    def job_queue(self) -> list[dict[str, Any]]:
+        """Every queued job, in fair-share order (admin)."""
+        return self.request("GET", "/v1/queue")
+
+    def deployment_metrics(self, deployment_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/deployments/{deployment_id}/metrics")

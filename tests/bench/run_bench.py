@@ -13,9 +13,11 @@
    replica memory per extra LoRA adapter.
 4. The demo (`doctune demo`) on its own fresh stack: wall time per phase and the
    BBC test macro-F1 (skip with BENCH_DEMO=0).
+5. Explain (``tests/bench/explain.py``, in-process): the classification endpoint's
+   ``explain: true`` against a plain prediction, integrated gradients and occlusion.
 
 Not part of `make test`: timings are measured here, never asserted. BENCH_PARTS
-(default loop,tasks,serving,demo) and BENCH_TASK_NAMES (default: all) rerun a part; the
+(default loop,tasks,serving,demo,explain) and BENCH_TASK_NAMES (default: all) rerun a part; the
 other parts' last results are kept from docs/benchmarks.json.
 """
 
@@ -247,7 +249,7 @@ def main() -> None:
     from doctune.corpora import load_bbc_news
     from doctune.local import LocalStack, find_free_port_base
 
-    parts = os.environ.get("BENCH_PARTS", "loop,tasks,serving,demo").split(",")
+    parts = os.environ.get("BENCH_PARTS", "loop,tasks,serving,demo,explain").split(",")
     if os.environ.get("BENCH_DEMO", "1") != "1":
         parts = [x for x in parts if x != "demo"]
     if os.environ.get("BENCH_TASKS", "1") != "1":
@@ -299,6 +301,11 @@ def main() -> None:
     finally:
         stack.down(echo=print)
 
+    if "explain" in parts:
+        from tests.bench.explain import explain_bench
+
+        results["explain"] = explain_bench()
+        print(f"explain: {results['explain']}", flush=True)
     if "demo" in parts:
         demo_home = Path(tempfile.mkdtemp(prefix="doctune-bench-demo-"))
         env = {**os.environ, "DOCTUNE_HOME": str(demo_home), "DOCTUNE_PORT_BASE": str(find_free_port_base(start=41000))}
@@ -317,7 +324,7 @@ def write_report(r: dict) -> None:
         "",
         f"Measured by `make bench` ({r['machine']}, CPU only); rerun it to refresh this page. Each part was last",
         "measured on: " + ", ".join(f"{part} {r.get('dates', {}).get(part, 'an earlier run')}"
-                                      for part in ("loop", "tasks", "serving", "demo")) + ".",
+                                      for part in ("loop", "tasks", "serving", "demo", "explain")) + ".",
         "",
         "## Training-loop overhead",
         "",
@@ -382,6 +389,10 @@ def write_report(r: dict) -> None:
         from tests.bench.serving import report_lines
 
         lines += report_lines(r["serving"])
+    if r.get("explain"):
+        from tests.bench import explain
+
+        lines += explain.report_lines(r["explain"])
     if "demo" in r:
         d = r["demo"]
         lines += [

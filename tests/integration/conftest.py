@@ -6,12 +6,19 @@ Training jobs a module needs are submitted *ahead*: a module registers a submitt
 :func:`ahead`, and the first integration test starts every registered job of the selected
 modules at once, in module order; the dispatcher runs them by fair share while earlier tests
 run, and each module's fixture then waits for its own with :func:`finished`. One job per
-model, shared by every assertion about it."""
+model, shared by every assertion about it.
+
+A test whose job needs a step taken while it trains (a pause, a killed worker, a cancel) registers
+its whole scenario the same way: its submitter starts the job and hands the scenario to
+:func:`in_background`, which takes each step when the job gets there while other tests run; the
+test then reads the scenario's outcome with :func:`outcome` (its assertions, which run in the
+background, fail the test that reads it)."""
 
 from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -24,12 +31,22 @@ from doctune.corpora import load_bbc_news
 
 END = ("succeeded", "failed", "cancelled")
 LAST = ("tests.integration.test_faults",)  # they kill the API, restart the Ray head and stop the S3 server
+# tests that only read what a background scenario saw (see in_background), which runs from the session's
+# start: read late, when it is long done, rather than second, when the session would wait for it
+LATE = ("tests.integration.test_cancel",)
 
 
 def pytest_collection_modifyitems(session, config, items):
     """The fault tests run after every other test of the session, whatever order it was given in:
-    they disturb the stack that the others share (a stable sort keeps every other order as it was)."""
-    items.sort(key=lambda item: getattr(getattr(item, "module", None), "__name__", "") in LAST)
+    they disturb the stack that the others share; the LATE ones just before them (a stable sort keeps
+    every other order as it was)."""
+    def rank(item) -> int:
+        name = getattr(getattr(item, "module", None), "__name__", "")
+        return 2 if name in LAST else 1 if name in LATE else 0
+
+    items.sort(key=rank)
+
+
 AHEAD: dict[str, tuple[Callable, tuple[str, ...]]] = {}
 
 
@@ -61,6 +78,30 @@ def finished(jobs_ahead: dict, name: str, deadline_s: float = 1200) -> tuple:
                 interval=2)
     assert done["status"] == "succeeded", done["error"]
     return (client, done, *rest)
+
+
+SCENARIOS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ahead-scenario")
+# a job started ahead may wait in the queue behind every other job started ahead (the queue drains
+# in about 700 s of a full session on 2 cores): the first wait of a background scenario allows that
+QUEUED_S = 1800
+
+
+def in_background(fn: Callable, *args) -> Future:
+    """Run ``fn(*args)`` on a thread of the session (for a submitter registered with :func:`ahead`);
+    an assertion or a timed-out poll in it fails the test that reads its :func:`outcome`."""
+    return SCENARIOS.submit(fn, *args)
+
+
+def outcome(jobs_ahead: dict, name: str, deadline_s: float = QUEUED_S + 600):
+    """What the background scenario registered as ``name`` (its submitter returned ``(client, future)``)
+    returned, once it is done; its exception, if it raised one."""
+    _, future = jobs_ahead[name]
+    return future.result(timeout=deadline_s)
+
+
+def own_client(stack, client: DoctuneClient) -> DoctuneClient:
+    """A client with ``client``'s key and its own connections, for a background scenario."""
+    return DoctuneClient(stack.api_url, client.http.headers["Authorization"].removeprefix("Bearer "))
 
 
 def poll(fn, deadline_s: float, what: str, interval: float = 1.0):
@@ -165,7 +206,7 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "docs" / "examples"
 
 
-@ahead("test_end_to_end", "test_serving", "test_plan")
+@ahead("test_end_to_end", "test_serving", "test_plan", "test_console_playground")
 def classification_training(request):
     """The demo's shipped spec (LoRA, ZeRO-2, 2 workers) shrunk to 20 steps without accumulation, on the
     small BBC set of tenant team-a: trained once, checked by the end-to-end tests, served by several."""

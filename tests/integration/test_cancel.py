@@ -11,19 +11,30 @@ from doctune.data import to_jsonl
 from doctune.drivers.job import PUMP_EVERY_S
 from doctune.train.progress import PROGRESS_EVERY_S
 
-from .conftest import new_tenant, poll, tiny_job
+from .conftest import QUEUED_S, ahead, in_background, new_tenant, outcome, own_client, poll, tiny_job
 
 ENDED = ("succeeded", "failed", "cancelled")
 
 
-def test_a_cancelled_trial_stops_at_its_next_progress_report_and_its_sweep_cancels(stack, admin):
-    client = new_tenant(stack, admin, "team-cancel")
+@ahead()
+def cancelled_trial(request):
+    """Submitted with the session's other jobs; its trial is cancelled in the background as soon as it trains."""
+    stack = request.getfixturevalue("stack")
+    client = new_tenant(stack, request.getfixturevalue("admin"), "team-cancel")
     ds = client.upload_dataset("bbc-cancel", "classification", {"data": to_jsonl(load_bbc_news(8))}, seed=5)
     job = tiny_job(ds["id"], num_workers=1, max_steps=50000, eval_interval=100000, checkpoint_interval=100000)
     job.pop("learning_rate")
     sweep = client.submit_sweep({"job": job, "algorithm": "grid", "max_concurrent_trials": 1,
                                  "search_space": {"learning_rate": {"type": "choice", "values": [1e-3, 2e-3]}}})
+    return client, in_background(cancel_a_training_trial, own_client(stack, client), sweep, job)
 
+
+def test_a_cancelled_trial_stops_at_its_next_progress_report_and_its_sweep_cancels(jobs_ahead):
+    outcome(jobs_ahead, "cancelled_trial")
+
+
+def cancel_a_training_trial(client, sweep, job):
+    """Cancel a sweep's trial 3 steps into training, then the sweep (read by the test above)."""
     def a_trial_training():
         for row in client.sweep_leaderboard(sweep["id"])["trials"]:
             trial = client.get_job(row["job_id"])
@@ -32,7 +43,7 @@ def test_a_cancelled_trial_stops_at_its_next_progress_report_and_its_sweep_cance
                 return trial
         return None
 
-    trial = poll(a_trial_training, 900, "a trial to train a few steps", interval=0.5)
+    trial = poll(a_trial_training, QUEUED_S, "a trial to train a few steps", interval=0.5)
     cancelled = client.cancel_job(trial["id"])
     assert cancelled["status"] == "cancelled"
     at_cancel = cancelled["progress"]["step"]

@@ -9,7 +9,7 @@ import signal
 
 from doctune.store.objects import ObjectStore
 
-from .conftest import poll, tiny_job
+from .conftest import QUEUED_S, ahead, in_background, outcome, own_client, poll, tiny_job
 
 END = ("succeeded", "failed", "cancelled")
 
@@ -18,9 +18,27 @@ def _events(client, job_id):
     return client.request("GET", f"/v1/jobs/{job_id}/events", params={"limit": 1000})["events"]
 
 
-def test_pause_then_resume_continues_from_the_pause_checkpoint(client_a, bbc_dataset):
-    job = client_a.submit_job(tiny_job(bbc_dataset["id"], max_steps=30, checkpoint_interval=100, eval_interval=100))
-    poll(lambda: client_a.get_job(job["id"])["progress"].get("step", 0) >= 4, 600, "training to reach step 4", interval=0.5)
+@ahead()
+def pause_resume(request):
+    """Started with the session's other jobs; paused and resumed in the background when it gets there."""
+    stack, client_a = request.getfixturevalue("stack"), request.getfixturevalue("client_a")
+    job = client_a.submit_job(tiny_job(request.getfixturevalue("bbc_dataset")["id"], max_steps=30,
+                                       checkpoint_interval=100, eval_interval=100))
+    return client_a, in_background(pause_then_resume, own_client(stack, client_a), job)
+
+
+def test_pause_then_resume_continues_from_the_pause_checkpoint(jobs_ahead):
+    outcome(jobs_ahead, "pause_resume")
+
+
+def pause_then_resume(client_a, job):
+    """Pause at step 4, resume from the pause's checkpoint: the test above reads what failed here."""
+    def at_step_4():
+        j = client_a.get_job(job["id"])
+        assert j["status"] not in END, j  # it must still be training when the pause comes
+        return j["progress"].get("step", 0) >= 4
+
+    poll(at_step_4, QUEUED_S, "training to reach step 4", interval=0.5)
     assert client_a.request("POST", f"/v1/jobs/{job['id']}/pause")["pause_requested"] is True
     paused = poll(lambda: (j := client_a.get_job(job["id"]))["status"] in ("paused", *END) and j, 300, "the pause")
     assert paused["status"] == "paused", paused["error"]
@@ -35,15 +53,28 @@ def test_pause_then_resume_continues_from_the_pause_checkpoint(client_a, bbc_dat
     assert statuses == ["queued", "starting", "running", "paused", "queued", "starting", "running", "succeeded"]
 
 
-def test_failed_attempt_is_retried_from_its_last_checkpoint(stack, client_a, bbc_dataset):
-    spec = tiny_job(bbc_dataset["id"], max_steps=20, checkpoint_interval=5, eval_interval=100, max_failures=0, retries=1)
-    job = client_a.submit_job(spec)
+@ahead()
+def failed_attempt(request):
+    """Started with the session's other jobs; a worker killed in the background once it checkpointed."""
+    stack, client_a = request.getfixturevalue("stack"), request.getfixturevalue("client_a")
+    spec = tiny_job(request.getfixturevalue("bbc_dataset")["id"], max_steps=20, checkpoint_interval=5, eval_interval=100,
+                    max_failures=0, retries=1)
+    return client_a, in_background(retried_from_checkpoint, stack, own_client(stack, client_a), client_a.submit_job(spec))
 
+
+def test_failed_attempt_is_retried_from_its_last_checkpoint(jobs_ahead):
+    outcome(jobs_ahead, "failed_attempt")
+
+
+def retried_from_checkpoint(stack, client_a, job):
+    """Kill a worker once a checkpoint is stored; the retry resumes from it (read by the test above)."""
     def checkpointed():
-        pr = client_a.get_job(job["id"])["progress"]
+        j = client_a.get_job(job["id"])
+        assert j["status"] not in END, j  # it must still be training when the worker is killed
+        pr = j["progress"]
         return pr.get("last_checkpoint_step", 0) >= 5 and pr.get("step", 0) >= 7 and len(pr.get("worker_pids", {})) == 2 and pr
 
-    progress = poll(checkpointed, 600, "a checkpoint at step 5", interval=0.5)
+    progress = poll(checkpointed, QUEUED_S, "a checkpoint at step 5", interval=0.5)
     os.kill(progress["worker_pids"]["1"], signal.SIGKILL)
     done = poll(lambda: (j := client_a.get_job(job["id"]))["status"] in END and j, 900, "the retried job")
     assert done["status"] == "succeeded", done["error"]

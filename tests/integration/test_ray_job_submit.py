@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from .conftest import REPO, tiny_job
+from .conftest import REPO, ahead, tiny_job
 
 BIN = Path(sys.executable).parent
 
@@ -45,13 +45,47 @@ def the_readmes_export_line(stack) -> str:
     return export.replace("http://127.0.0.1:28265", stack.ray_dashboard_url).replace("~/.doctune", stack.home)
 
 
-def test_the_readmes_ray_job_submit_line_runs_a_job_to_success(stack, client_a, tenant_a, bbc_dataset, tmp_path):
-    lines = readme_lines()
-    spec = tiny_job(bbc_dataset["id"], max_steps=2, checkpoint_interval=100, eval_interval=100, name="via-readme")
-    (tmp_path / "job.yaml").write_text(yaml.safe_dump(spec))  # the README: "set dataset.id to one of yours"
+def start_shell(request, name: str, script: str, files: dict[str, str], api_key: str | None = None) -> tuple:
+    """Start ``script`` in a new user's shell in a folder of its own holding ``files``, now: the commands
+    follow their Ray jobs to the end while other tests run; :func:`shell_ended` waits for them."""
+    stack = request.getfixturevalue("stack")
+    tmp_path = request.getfixturevalue("tmp_path_factory").mktemp(name)
+    for file, text in files.items():
+        (tmp_path / file).write_text(text)
+    out = {n: tmp_path.parent / f"{tmp_path.name}.{n}" for n in ("stdout", "stderr")}  # files: no pipe fills up
+    proc = subprocess.Popen(["bash", "-c", script], cwd=tmp_path, env=user_shell(stack, tmp_path, api_key),
+                            stdout=open(out["stdout"], "w"), stderr=open(out["stderr"], "w"))
+    return None, proc, out
+
+
+def shell_ended(jobs_ahead: dict, name: str) -> subprocess.CompletedProcess:
+    _, proc, out = jobs_ahead[name]
+    returncode = proc.wait(timeout=1500)
+    return subprocess.CompletedProcess(proc.args, returncode, *(out[n].read_text() for n in ("stdout", "stderr")))
+
+
+@ahead()
+def readme_submission(request):
+    """The README's lines, run as they stand, but for the stack's address and home."""
+    lines, stack = readme_lines(), request.getfixturevalue("stack")
+    spec = tiny_job(request.getfixturevalue("bbc_dataset")["id"], max_steps=2, checkpoint_interval=100,
+                    eval_interval=100, name="via-readme")  # the README: "set dataset.id to one of yours"
     script = "\n".join(["set -euo pipefail", the_readmes_export_line(stack), lines["token"], lines["submit"]])
-    out = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=user_shell(stack, tmp_path, tenant_a),
-                         capture_output=True, text=True, timeout=1200)
+    return start_shell(request, "readme", script, {"job.yaml": yaml.safe_dump(spec)},
+                       request.getfixturevalue("tenant_a"))
+
+
+@ahead()
+def tokenless_submission(request):
+    stack = request.getfixturevalue("stack")
+    spec = tiny_job(request.getfixturevalue("bbc_dataset")["id"], max_steps=2, name="no-token")
+    submit = readme_lines()["submit"].replace(" --token $TOKEN", "")
+    return start_shell(request, "no-token", f"{the_readmes_export_line(stack)}\n{submit}",
+                       {"job.yaml": yaml.safe_dump(spec)}, request.getfixturevalue("tenant_a"))
+
+
+def test_the_readmes_ray_job_submit_line_runs_a_job_to_success(client_a, jobs_ahead):
+    out = shell_ended(jobs_ahead, "readme_submission")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "queued" in out.stdout and ("macro-F1 0." in out.stdout or "macro-F1 1." in out.stdout), out.stdout[-3000:]
     mine = [j for j in client_a.list_jobs() if j["spec"].get("name") == "via-readme"]
@@ -59,12 +93,8 @@ def test_the_readmes_ray_job_submit_line_runs_a_job_to_success(stack, client_a, 
     assert mine[0]["tenant"] == "team-a"
 
 
-def test_a_submission_without_a_token_stops_before_any_work(stack, client_a, tenant_a, bbc_dataset, tmp_path):
-    spec = tiny_job(bbc_dataset["id"], max_steps=2, name="no-token")
-    (tmp_path / "job.yaml").write_text(yaml.safe_dump(spec))
-    submit = readme_lines()["submit"].replace(" --token $TOKEN", "")
-    out = subprocess.run(["bash", "-c", f"{the_readmes_export_line(stack)}\n{submit}"], cwd=tmp_path,
-                         env=user_shell(stack, tmp_path, tenant_a), capture_output=True, text=True, timeout=600)
+def test_a_submission_without_a_token_stops_before_any_work(client_a, jobs_ahead):
+    out = shell_ended(jobs_ahead, "tokenless_submission")
     assert out.returncode != 0
     assert "doctune jobs token job.yaml" in out.stdout + out.stderr, out.stdout[-3000:] + out.stderr[-3000:]
     assert not [j for j in client_a.list_jobs() if j["spec"].get("name") == "no-token"]
@@ -79,11 +109,14 @@ print("PROBE " + json.dumps({"env": {k: v for k, v in os.environ.items() if k.st
 """
 
 
-def test_ray_processes_find_no_admin_key_store_secret_or_database_url(stack, tmp_path):
-    (tmp_path / "probe.py").write_text(PROBE)
-    out = subprocess.run(["bash", "-c", f"{the_readmes_export_line(stack)}\n"
-                          "ray job submit --working-dir . -- python probe.py"], cwd=tmp_path,
-                         env=user_shell(stack, tmp_path), capture_output=True, text=True, timeout=600)
+@ahead()
+def probe_submission(request):
+    return start_shell(request, "probe", f"{the_readmes_export_line(request.getfixturevalue('stack'))}\n"
+                       "ray job submit --working-dir . -- python probe.py", {"probe.py": PROBE})
+
+
+def test_ray_processes_find_no_admin_key_store_secret_or_database_url(stack, jobs_ahead):
+    out = shell_ended(jobs_ahead, "probe_submission")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     probe = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("PROBE "))[6:])
     seen = json.dumps(probe["env"])

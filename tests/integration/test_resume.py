@@ -7,20 +7,31 @@ from __future__ import annotations
 import os
 import signal
 
-from .conftest import poll, tiny_job
+from .conftest import QUEUED_S, ahead, in_background, outcome, own_client, poll, tiny_job
 
 
-def test_killed_worker_resumes_from_last_checkpoint(client_a, bbc_dataset):
-    spec = tiny_job(bbc_dataset["id"], max_steps=24, checkpoint_interval=6, eval_interval=100, name="resume")
-    job = client_a.submit_job(spec)
+@ahead()
+def killed_worker(request):
+    """Started with the session's other jobs; its worker killed in the background once it checkpointed."""
+    stack, client_a = request.getfixturevalue("stack"), request.getfixturevalue("client_a")
+    spec = tiny_job(request.getfixturevalue("bbc_dataset")["id"], max_steps=24, checkpoint_interval=6, eval_interval=100,
+                    name="resume")
+    return client_a, in_background(resumed_from_checkpoint, own_client(stack, client_a), client_a.submit_job(spec))
 
+
+def test_killed_worker_resumes_from_last_checkpoint(jobs_ahead):
+    outcome(jobs_ahead, "killed_worker")
+
+
+def resumed_from_checkpoint(client_a, job):
+    """Kill a worker once a checkpoint is stored and training went past it; the job resumes from it."""
     def checkpointed():
         j = client_a.get_job(job["id"])
         assert j["status"] not in ("failed", "succeeded"), j
         pr = j["progress"]
         return pr.get("last_checkpoint_step", 0) >= 6 and pr.get("step", 0) >= 8 and len(pr.get("worker_pids", {})) == 2 and pr
 
-    progress = poll(checkpointed, 600, "a checkpoint at step 6 and training past it", interval=0.5)
+    progress = poll(checkpointed, QUEUED_S, "a checkpoint at step 6 and training past it", interval=0.5)
     saved_step = progress["last_checkpoint_step"]
     victim = progress["worker_pids"]["1"]
     os.kill(victim, signal.SIGKILL)

@@ -2,7 +2,8 @@
 (``doctune.api.routes``), the error handlers (``doctune.api.errors``), the body-size cap and the rate limits (``doctune.api.metering``).
 
 Started by `doctune up` (``uvicorn doctune.api.app:create_app --factory``, 127.0.0.1) or by the
-Helm chart's Deployment. Every route but /healthz needs ``Authorization: Bearer <api key>``.
+Helm chart's Deployment. Every route but /healthz and /metrics (``doctune.api.routes.metrics``) needs
+``Authorization: Bearer <api key>``.
 At start-up (the lifespan) the database is migrated and, with a Ray cluster configured, the
 dispatcher starts, and so does the reconciler, which compares jobs, sweeps and endpoints with the
 cluster at once and every ``reconcile_interval_s`` (``doctune.services.reconcile``); both stop at shutdown.
@@ -20,6 +21,7 @@ from doctune.api.deps import document_spec_bodies
 from doctune.api.errors import ERROR_RESPONSES, install_error_handlers
 from doctune.api.idempotency import IdempotencyMiddleware
 from doctune.api.metering import BodyLimit, RateLimitByAddress, api_rate_limiter
+from doctune.api.monitoring import RequestMetrics, metrics_registry
 from doctune.api.routes import ROUTERS
 from doctune.api.routes import base_models as base_models_routes
 from doctune.services import Platform
@@ -77,6 +79,9 @@ def create_app(platform: Platform | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, settings=settings,  # the address limit, then the body cap, then idempotency
                        own_limits={base_models_routes.PATH: (settings.max_base_model_bytes, "DOCTUNE_MAX_BASE_MODEL_BYTES")})
     app.add_middleware(RateLimitByAddress, limiter=app.state.rate_limiter)
+    # added last = runs first: counts and times every answer, the limits' 429s and 413s included
+    app.state.metrics_registry, requests, latency = metrics_registry(app.state.platform)
+    app.add_middleware(RequestMetrics, requests=requests, latency=latency)
     for router in ROUTERS:
         app.include_router(router, responses=ERROR_RESPONSES)
 

@@ -398,3 +398,41 @@ class PromotionOut(BaseModel):
     summary: str
     endpoint: str
     deployment: DeploymentOut | None
+
+
+# ------------------------------------------------------------------ the cluster (admin, read-only)
+class ClusterOut(BaseModel):
+    cpus: float = Field(description="Logical CPUs of the Ray cluster.")
+    cpus_used: float
+    cpus_free: float
+    gpus: float
+    gpus_used: float
+    gpus_free: float
+    memory_bytes: float = Field(description="Memory Ray may give tasks and actors.")
+
+
+class QueuedJobOut(BaseModel):
+    position: int = Field(description="1 starts first: weighted fair share, then priority, then age.")
+    job_id: str
+    tenant: str
+    task: str
+    priority: int
+    cpus: float = Field(description="CPUs the job's workers reserve together.")
+    gpus: float
+    weight: float = Field(description="The tenant's fair-share weight.")
+    tenant_share: float = Field(description="The tenant's running CPUs (+8 per GPU) divided by its weight, now.")
+    created_at: Timestamp | None
+    reason: str | None = Field(description="Why the job waits now, as the dispatcher last said.")
+
+
+class EndpointMetricsOut(BaseModel):
+    deployment_id: str
+    endpoint: str
+    requests: dict[str, int] = Field(description="POST /predict requests answered, by HTTP status code.")
+    requests_total: int
+    latency_count: int
+    latency_mean_s: float | None
+    latency_p50_s: float | None = Field(description="Upper bound of the latency bucket holding the median.")
+    latency_p95_s: float | None
+    mean_batch_size: float | None = Field(description="Inputs per model call (dynamic batching).")
+    replicas: int = Field(description="Live replicas reporting.")

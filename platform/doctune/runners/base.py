@@ -65,3 +65,7 @@ class Runner(Protocol):
 
     def resources(self) -> ClusterResources:
         """The cluster's logical resources, in all and in use."""
+
+    def metrics_text(self) -> list[str]:
+        """The Prometheus text of every metrics target the cluster advertises (its nodes' metrics
+        agents, where Serve replicas report), one string per target."""

@@ -79,7 +79,21 @@ class RayJobsRunner:
         return ClusterResources(cpus=cpu_total, gpus=gpu_total, memory_bytes=usage.get("memory", [0, 0])[1],
                                 cpus_used=cpu_used, gpus_used=gpu_used)
 
-    def _dashboard(self, path: str) -> dict[str, Any]:
+    def metrics_text(self) -> list[str]:
+        """Each target of the head's Prometheus service discovery (``/api/prometheus/sd``, what a
+        Prometheus ``http_sd_configs`` reads), scraped once."""
+        import httpx
+
+        groups: Any = self._dashboard("/api/prometheus/sd")
+        targets = sorted({t for group in groups for t in group.get("targets", [])})
+        texts = []
+        for target in targets:
+            r = httpx.get(f"http://{target}/metrics", timeout=15)
+            if r.status_code == 200:
+                texts.append(r.text)
+        return texts
+
+    def _dashboard(self, path: str) -> Any:
         import httpx
 
         if not self.settings.ray_dashboard_url:

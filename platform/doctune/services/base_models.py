@@ -136,7 +136,7 @@ def upload_base_model(p: Platform, caller: Principal, *, tenant: str | None, nam
             check_upload(p, caller, tenant=tenant, name=name, size=size)
             try:
                 for f in sorted(files, key=lambda f: f.name == "config.json"):  # config.json last: the model is complete
-                    p.objects.client.upload_file(str(f), p.objects.bucket, f"{prefix}/{f.relative_to(folder).as_posix()}")
+                    p.objects.upload_file(f, f"{prefix}/{f.relative_to(folder).as_posix()}")
             except Exception:
                 p.objects.delete_prefix(prefix + "/")
                 raise
@@ -157,12 +157,11 @@ def list_base_models(p: Platform, caller: Principal, tenant: str | None = None) 
     root = tenant_key(tenant, OWN_BASE_MODELS) + "/"
     sizes: dict[str, list[int]] = {}
     complete = set()
-    for page in p.objects.client.get_paginator("list_objects_v2").paginate(Bucket=p.objects.bucket, Prefix=root):
-        for obj in page.get("Contents", []):
-            name, _, rest = obj["Key"][len(root):].partition("/")
-            sizes.setdefault(name, []).append(obj["Size"])
-            if rest == "config.json":
-                complete.add(name)
+    for key, size in p.objects.list_objects(root):
+        name, _, rest = key[len(root):].partition("/")
+        sizes.setdefault(name, []).append(size)
+        if rest == "config.json":
+            complete.add(name)
     for name in sorted(complete):
         out.append({"name": name, "tenant": tenant, "base_model": p.objects.uri(own_base_model_key(tenant, name)),
                     "source": "uploaded", "bytes": sum(sizes[name]), "files": len(sizes[name])})

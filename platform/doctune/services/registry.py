@@ -105,9 +105,8 @@ def presign_model_files(p: Platform, caller: Principal, model_id: str, expires_s
     """Short-lived download URLs for the caller's own model files; no store credentials leave."""
     model = get_model(p, caller, model_id)
     prefix = p.objects.key_of(model.uri).rstrip("/") + "/"
-    pages = p.objects.client.get_paginator("list_objects_v2").paginate(Bucket=p.objects.bucket, Prefix=prefix)
     return [
-        {"path": o["Key"][len(prefix):], "bytes": o["Size"], "url": p.objects.presign_download(o["Key"], expires_s),
+        {"path": key[len(prefix):], "bytes": size, "url": p.objects.presign_download(key, expires_s),
          "expires_s": expires_s}
-        for page in pages for o in page.get("Contents", [])
+        for key, size in p.objects.list_objects(prefix)
     ]

@@ -1,4 +1,4 @@
-"""The object store: one S3 client for every S3 server (SeaweedFS, MinIO, AWS).
+"""The object store: one S3 client, the MinIO SDK (``minio``), for every S3 server (SeaweedFS, MinIO, AWS).
 
 Keys always live under ``tenants/<tenant-id>/``; :func:`tenant_key` builds them
 and refuses names that would climb out of that prefix. Ray Train writes
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from doctune.config import Settings
 from doctune.errors import DoctuneError
@@ -21,15 +21,17 @@ UPLOAD_RETRY_S = 60.0  # how long an upload keeps retrying while the S3 server i
 
 
 def _transient(exc: BaseException) -> bool:
-    """Worth retrying: the server is unreachable or answered 5xx (restarting, overloaded); not a
-    refusal of the request itself (a 4xx, such as a key the server will never accept)."""
-    from botocore.exceptions import ClientError
+    """Worth retrying: the server is unreachable (a urllib3 or OS network error) or answered 5xx
+    (restarting, overloaded); not a refusal of the request itself (an ``S3Error`` with a 4xx status,
+    such as a key the server will never accept) nor a request the SDK refused to send."""
+    from minio.error import S3Error, ServerError
 
-    if isinstance(exc, DoctuneError):
+    if isinstance(exc, (DoctuneError, ValueError, TypeError)):
         return False
-    if isinstance(exc, ClientError):
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 500
-        return status >= 500
+    if isinstance(exc, S3Error):
+        return (getattr(exc.response, "status", None) or 500) >= 500
+    if isinstance(exc, ServerError):
+        return exc.status_code >= 500
     return True
 
 
@@ -63,7 +65,36 @@ def tenant_key(tenant: str, *parts: str) -> str:
     return "/".join(("tenants", tenant, *parts))
 
 
+PART_SIZE = 16 * 1024 * 1024  # objects larger than this go up as a multipart upload, this much per part
+
+
+def s3_client(settings: Settings):
+    """A ``minio.Minio`` client for ``settings.s3_endpoint`` (``http://host:port`` or ``https://...``).
+    Requests time out after 10 s connecting and 120 s waiting for an answer; network errors and 5xx
+    answers are retried 5 times inside one call, with backoff, before the call raises."""
+    from urllib.parse import urlsplit
+
+    import certifi
+    import urllib3
+    from minio import Minio
+
+    url = urlsplit(settings.s3_endpoint)
+    if url.scheme not in ("http", "https") or not url.netloc or url.path.strip("/"):
+        raise DoctuneError(
+            f"s3_endpoint {settings.s3_endpoint!r} is not an S3 endpoint URL; set DOCTUNE_S3_ENDPOINT to "
+            "http://HOST:PORT or https://HOST[:PORT] (no path)", "invalid_request", field="s3_endpoint")
+    http = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=10, read=120), maxsize=10, ca_certs=certifi.where(),
+        retries=urllib3.Retry(total=5, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+    )
+    return Minio(url.netloc, access_key=settings.s3_access_key or None, secret_key=settings.s3_secret_key or None,
+                 secure=url.scheme == "https", region=settings.s3_region or None, http_client=http)
+
+
 class ObjectStore:
+    """The bucket of one platform through the MinIO SDK (``self.client`` is a ``minio.Minio``): the
+    same code runs against the embedded SeaweedFS server, MinIO and AWS S3."""
+
     def __init__(self, settings: Settings) -> None:
         if not settings.s3_endpoint:
             raise DoctuneError(
@@ -71,62 +102,92 @@ class ObjectStore:
                 "DOCTUNE_S3_ACCESS_KEY and DOCTUNE_S3_SECRET_KEY",
                 "unavailable",
             )
-        import boto3
-        from botocore.config import Config
-
         self.settings = settings
         self.bucket = settings.bucket
-        self.client = boto3.client(
-            "s3",
-            endpoint_url=settings.s3_endpoint,
-            aws_access_key_id=settings.s3_access_key,
-            aws_secret_access_key=settings.s3_secret_key,
-            region_name=settings.s3_region,
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"}),
-        )
+        self.client = s3_client(settings)
 
     def ensure_bucket(self) -> None:
-        from botocore.exceptions import ClientError
+        from minio.error import S3Error
 
+        if self.client.bucket_exists(self.bucket):
+            return
         try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except ClientError:
-            self.client.create_bucket(Bucket=self.bucket)
+            self.client.make_bucket(self.bucket)
+        except S3Error as exc:  # another process made it first
+            if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
 
     def put_bytes(self, key: str, data: bytes) -> None:
+        import io
+
         for attempt in retrying_upload(f"upload of {key}"):
             with attempt:
-                self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
+                self.client.put_object(self.bucket, key, io.BytesIO(data), len(data), part_size=PART_SIZE)
+
+    def put_stream(self, key: str, stream: BinaryIO, length: int = -1, part_size: int = PART_SIZE) -> None:
+        """Store what ``stream`` holds (``length`` bytes, or -1: until it ends) without reading it
+        all into memory: a multipart upload of ``part_size`` parts once it is larger than one part.
+        Not retried: a stream cannot be rewound in general (use :meth:`upload_file` for files)."""
+        self.client.put_object(self.bucket, key, stream, length, part_size=part_size)
+
+    def upload_file(self, path: str | Path, key: str, part_size: int = PART_SIZE) -> None:
+        """Store the file at ``path`` as ``key`` (multipart above ``part_size``), retried for up to
+        a minute while the server is unreachable (:func:`retrying_upload`)."""
+        for attempt in retrying_upload(f"upload of {Path(path).name}"):
+            with attempt:
+                self.client.fput_object(self.bucket, key, str(path), part_size=part_size)
 
     def get_bytes(self, key: str) -> bytes:
-        from botocore.exceptions import ClientError
+        from minio.error import S3Error
 
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            response = self.client.get_object(self.bucket, key)
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject"):
                 raise DoctuneError(f"object {key} not found", "not_found") from None
             raise
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()
+
+    def size_of(self, key: str) -> int | None:
+        """The size in bytes of ``key``, or None when nothing is stored there."""
+        from minio.error import S3Error
+
+        try:
+            return self.client.stat_object(self.bucket, key).size
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
+                return None
+            raise
+
+    def list_objects(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """``(key, bytes)`` of every object whose key starts with ``prefix``, in key order."""
+        for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
+            if not obj.is_dir:
+                yield obj.object_name, obj.size or 0
 
     def list_keys(self, prefix: str) -> Iterator[str]:
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
-        for page in pages:
-            for obj in page.get("Contents", []):
-                yield obj["Key"]
+        for key, _ in self.list_objects(prefix):
+            yield key
 
     def prefix_bytes(self, prefix: str) -> int:
         """Bytes stored under ``prefix`` (storage accounting and quotas)."""
-        total = 0
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-            total += sum(o["Size"] for o in page.get("Contents", []))
-        return total
+        return sum(size for _, size in self.list_objects(prefix))
 
     def delete_prefix(self, prefix: str) -> int:
+        """Delete every object under ``prefix`` (batched, 1000 keys a request); the number deleted.
+        A key the server refuses to delete fails the call, naming it."""
+        from minio.deleteobjects import DeleteObject
+
         keys = list(self.list_keys(prefix))
-        for i in range(0, len(keys), 1000):
-            self.client.delete_objects(
-                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]]}
-            )
+        errors = list(self.client.remove_objects(self.bucket, (DeleteObject(k) for k in keys)))  # lazy: consume it
+        failed = [e for e in errors if e.code not in ("NoSuchKey", "NoSuchObject")]
+        if failed:
+            raise DoctuneError(f"could not delete {len(failed)} object(s) under {prefix}, e.g. {failed[0].name}: "
+                               f"{failed[0].code} {failed[0].message}", "unavailable")
         return len(keys)
 
     def upload_dir(self, local: str | Path, prefix: str) -> int:
@@ -134,9 +195,7 @@ class ObjectStore:
         n = 0
         for path in sorted(local.rglob("*")):
             if path.is_file():
-                for attempt in retrying_upload(f"upload of {path.name}"):
-                    with attempt:
-                        self.client.upload_file(str(path), self.bucket, f"{prefix}/{path.relative_to(local).as_posix()}")
+                self.upload_file(path, f"{prefix}/{path.relative_to(local).as_posix()}")
                 n += 1
         return n
 
@@ -153,7 +212,7 @@ class ObjectStore:
         targets = [(key, confined_path(local, key[len(prefix):])) for key in keys]
         for key, dest in targets:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            self.client.download_file(self.bucket, key, str(dest))
+            self.client.fget_object(self.bucket, key, str(dest))
         if not targets:
             raise DoctuneError(f"nothing stored under {prefix}", "not_found")
         return len(targets)
@@ -168,9 +227,10 @@ class ObjectStore:
         return uri[len(head) :]
 
     def presign_download(self, key: str, expires_s: int = 3600) -> str:
-        return self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s
-        )
+        """A URL that GETs ``key`` with no credentials for ``expires_s`` seconds (1 s .. 7 days)."""
+        from datetime import timedelta
+
+        return self.client.presigned_get_object(self.bucket, key, expires=timedelta(seconds=expires_s))
 
     def pyarrow_fs(self):
         """A pyarrow S3 filesystem on the same endpoint, for Ray Train's RunConfig; it retries

@@ -1,9 +1,9 @@
 """One APIRouter per resource; ``doctune.api.main`` includes them all (:data:`ROUTERS`)."""
 
-from doctune.api.routes import (base_models, datasets, deployments, health, jobs, keys, leaderboard, models, promotions, sweeps,
-                                tasks, tenants, usage, whoami)
+from doctune.api.routes import (base_models, cluster, datasets, deployments, health, jobs, keys, leaderboard, metrics,
+                                models, promotions, sweeps, tasks, tenants, usage, whoami)
 
-ROUTERS = [module.router for module in (health, whoami, tenants, keys, datasets, jobs, sweeps, leaderboard, models,
-                                        base_models, deployments, promotions, usage, tasks)]
+ROUTERS = [module.router for module in (health, metrics, whoami, tenants, keys, datasets, jobs, sweeps, leaderboard, models,
+                                        base_models, deployments, promotions, usage, tasks, cluster)]
 
 __all__ = ["ROUTERS"]

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from doctune.api.deps import CurrentCaller, CurrentPlatform, Paging, SpecBody, TaskFilter
-from doctune.api.schemas import DeploymentOut, Page, RevisionOut, RollbackRequest
+from doctune.api.schemas import DeploymentOut, EndpointMetricsOut, Page, RevisionOut, RollbackRequest
+from doctune.services import cluster as cluster_svc
 from doctune.services import deployments as deployments_svc
 from doctune.spec import DeploymentSpec
 from doctune.states import DeploymentState
@@ -70,3 +71,10 @@ def rollback(deployment: VisibleDeployment, body: RollbackBody, who: CurrentCall
     """Redeploy an earlier revision (default: the one before the current one) as a new revision.
     ``deployment`` comes before ``body``: another tenant's id is 404 before any field error."""
     return DeploymentOut.of(deployments_svc.rollback(p, who, deployment.id, body.revision), p.settings.serve_url)
+
+
+@router.get("/{deployment_id}/metrics", response_model=EndpointMetricsOut)
+def deployment_metrics(deployment: VisibleDeployment, who: CurrentCaller, p: CurrentPlatform) -> EndpointMetricsOut:
+    """The endpoint's requests by status code, latency, batch sizes and live replicas, as its replicas
+    report them to the cluster's Prometheus targets now (503 when the cluster does not answer)."""
+    return EndpointMetricsOut.model_validate(cluster_svc.endpoint_metrics(p, who, deployment.id))

@@ -13,7 +13,9 @@ an error, so a misspelt ``lable`` is caught at upload rather than at training.
 Single-label trains with cross-entropy; multi-label with a sigmoid per label
 (binary cross-entropy) and a 0.5 threshold. Serving takes ``{"inputs": ["text",
 ...]}`` (or ``{"text": "..."}``) and returns each document's label, its
-probability and the full distribution (multi-label: ``labels`` above 0.5).
+probability and the full distribution (multi-label: ``labels`` above 0.5); with
+``"explain": true`` each prediction also lists the words that drove its label
+(:mod:`doctune.tasks.classification.explain`).
 """
 
 from __future__ import annotations
@@ -171,8 +173,13 @@ class ClassificationTask:
 
     # -- serving --------------------------------------------------------
     def parse_request(self, body: Any) -> list[str]:
+        """The texts; with ``"explain": true`` each is an :class:`ExplainedText` (a str that asks for attributions)."""
+        explain = body.get("explain", False) if isinstance(body, dict) else False
+        if not isinstance(explain, bool):
+            raise DoctuneError(f"'explain' must be true or false; got {explain!r}"[:200], "invalid_request", field="explain")
+        kind = ExplainedText if explain else str
         if isinstance(body, dict) and isinstance(body.get("text"), str):
-            return [body["text"]]
+            return [kind(body["text"])]
         inputs = body.get("inputs") if isinstance(body, dict) else None
         if not isinstance(inputs, list) or not inputs or not all(isinstance(t, str) and t.strip() for t in inputs):
             raise DoctuneError(
@@ -180,7 +187,7 @@ class ClassificationTask:
                 "invalid_request",
                 field="inputs",
             )
-        return inputs
+        return [kind(t) for t in inputs]
 
     def predict(self, model: Any, tokenizer: Any, inputs: list[str], info: dict[str, Any], max_len: int) -> list[dict[str, Any]]:
         import torch
@@ -190,14 +197,20 @@ class ClassificationTask:
         with torch.inference_mode():
             logits = model(**enc).logits
             probs = logits.sigmoid() if multi else logits.softmax(-1)
-        labels = info["labels"]
+        labels, rows = info["labels"], probs.tolist()
+        best = [max(range(len(row)), key=row.__getitem__) for row in rows]
         if multi:
-            return [{"labels": [l for l, p in zip(labels, row) if p >= THRESHOLD], "probabilities": dict(zip(labels, row))}
-                    for row in probs.tolist()]
-        out = []
-        for row in probs.tolist():
-            best = max(range(len(row)), key=row.__getitem__)
-            out.append({"label": labels[best], "score": row[best], "probabilities": dict(zip(labels, row))})
+            out = [{"labels": [l for l, p in zip(labels, row) if p >= THRESHOLD], "probabilities": dict(zip(labels, row))}
+                   for row in rows]
+        else:
+            out = [{"label": labels[b], "score": row[b], "probabilities": dict(zip(labels, row))} for b, row in zip(best, rows)]
+        asked = [i for i, text in enumerate(inputs) if isinstance(text, ExplainedText)]
+        if asked:  # the words behind the answered label (multi-label: the most probable one)
+            from doctune.tasks.classification.explain import explain
+
+            found = explain(model, tokenizer, [inputs[i] for i in asked], [best[i] for i in asked], max_len, multi)
+            for i, words in zip(asked, found):
+                out[i]["attributions"] = words
         return out
 
 
@@ -207,6 +220,10 @@ def _is_label(value: Any) -> bool:
 
 def _labels_of(record: dict[str, Any]) -> list[str]:
     return record["labels"] if "labels" in record else [record["label"]]
+
+
+class ExplainedText(str):
+    """A text whose prediction also carries its word attributions (the request said ``"explain": true``)."""
 
 
 PLUGIN = ClassificationTask()
