@@ -70,7 +70,7 @@ def stack(tmp_path_factory, s3):  # noqa: F811
 
 def signed_in(stack, key: str) -> Client:
     client = Client(stack["url"], verbose=False)
-    client.predict(key, api_name="/sign_in")
+    client.predict(key, api_name="/do_sign_in")
     return client
 
 
@@ -81,7 +81,7 @@ def records(n_per_label: int = 6) -> list[dict]:
 def test_a_wrong_key_gets_a_clear_message_and_no_trace(stack):
     client = Client(stack["url"], verbose=False)
     with pytest.raises(Exception) as err:
-        client.predict("dtk_nope_wrong", api_name="/sign_in")
+        client.predict("dtk_nope_wrong", api_name="/do_sign_in")
     assert "key" in str(err.value).lower() and "Traceback" not in str(err.value)
     with pytest.raises(Exception) as err:  # not signed in: the page says to sign in first
         client.predict(api_name="/list_datasets")
@@ -89,8 +89,8 @@ def test_a_wrong_key_gets_a_clear_message_and_no_trace(stack):
 
 
 def test_signing_in_shows_tenant_and_role_and_a_viewer_gets_no_write_controls(stack):
-    assert "team-c · member" in Client(stack["url"], verbose=False).predict(stack["member"], api_name="/sign_in")[1]
-    assert "team-c · viewer" in Client(stack["url"], verbose=False).predict(stack["viewer"], api_name="/sign_in")[1]
+    assert "team-c · member" in Client(stack["url"], verbose=False).predict(stack["member"], api_name="/do_sign_in")[1]
+    assert "team-c · viewer" in Client(stack["url"], verbose=False).predict(stack["viewer"], api_name="/do_sign_in")[1]
     # gradio_client returns no button visibility, so the sign-in handler is called as Gradio calls it
     member, viewer = _shown(stack, stack["member"]), _shown(stack, stack["viewer"])
     writes = ("datasets-upload", "datasets-delete", "new-job-submit", "jobs-cancel", "jobs-pause", "jobs-resume")
@@ -104,7 +104,7 @@ def _shown(stack, key: str) -> dict[str, bool]:
     """elem_id -> visible, for each control the sign-in handler shows or hides for ``key``'s role."""
     import gradio as gr
 
-    dep = next(f for f in stack["blocks"].fns.values() if f.api_name == "sign_in")
+    dep = next(f for f in stack["blocks"].fns.values() if f.api_name == "do_sign_in")
     updates = dep.fn(key, gr.Request(session_hash=f"test-{key[:12]}"))
     return {out.elem_id: u["visible"] for out, u in zip(dep.outputs, updates)
             if getattr(out, "elem_id", None) and isinstance(u, dict) and "visible" in u}
