@@ -127,13 +127,17 @@ class DoctuneClient:
 
     def upload_dataset(self, name: str, task: str, files: dict[str, bytes | Path], tenant: str | None = None,
                        progress: Callable[[int], None] | None = None, **form: Any) -> dict[str, Any]:
-        """Upload JSONL files (or ``documents``, an archive, with ``labels``); ``progress(n)`` is called as each
+        """Upload JSONL files (a Path ending in ``.csv`` goes as CSV; or ``documents``, an archive, with ``labels``); ``progress(n)`` is called as each
         chunk of n bytes is sent."""
         blobs = {}
         for k, v in files.items():
             raw = v.read_bytes() if isinstance(v, Path) else v
-            filename = v.name if isinstance(v, Path) and k in ("documents", "labels") else f"{k}.jsonl"
-            blobs[k] = (filename, _CountingReader(raw, progress) if progress else raw, "application/jsonl")
+            if isinstance(v, Path) and k in ("documents", "labels"):
+                blobs[k] = (v.name, _CountingReader(raw, progress) if progress else raw, "application/jsonl")
+                continue
+            csv = isinstance(v, Path) and v.suffix.lower() == ".csv"
+            blobs[k] = (f"{k}.csv" if csv else f"{k}.jsonl", _CountingReader(raw, progress) if progress else raw,
+                        "text/csv" if csv else "application/jsonl")
         data = {"name": name, "task": task, **{k: str(v) for k, v in form.items()}}
         if tenant:
             data["tenant"] = tenant

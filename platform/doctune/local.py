@@ -2,7 +2,8 @@
 
 Starts, on 127.0.0.1 only, the real components a cluster would have:
 a SeaweedFS ``weed`` S3 server, a Ray head with token auth on, the SQLite
-metadata store (migrated), and the API server. Everything lives under
+metadata store (migrated), the API server and the Gradio console
+(``python -m doctune.console``, a client of the API). Everything lives under
 ``$DOCTUNE_HOME`` (default ``~/.doctune``): data, logs, pid files, the Ray
 token and ``stack.json``. Ports come from ``DOCTUNE_PORT_BASE`` (default 28000)
 so two stacks (say, yours and the test suite's) can run side by side.
@@ -37,6 +38,7 @@ PORT_OFFSETS = {
     "s3": 33,
     "volume": 80,
     "api": 100,
+    "console": 101,
     "dashboard": 265,
     "weed_master": 333,
     "gcs": 379,
@@ -231,13 +233,15 @@ class LocalStack:
         s.ray_token_path = str(token)
         save_settings(s)
 
-        for name in ("weed", "api"):
+        for name in ("weed", "api", "console"):
             if self._clear_stale(name):
                 echo(f"removed stale pid file for {name} (process no longer running)")
+        console_started = self._start_console(s)  # it loads Gradio while the rest starts
         self._up_weed(s, echo)
         self._up_ray(s, echo)
         self._up_db(s, echo)
         self._up_api(s, echo)
+        self._console_ready(s, console_started, echo)
         return s
 
     def _up_weed(self, s: Settings, echo) -> None:
@@ -359,6 +363,34 @@ class LocalStack:
         wait_until(lambda: self.api_up(s), 60, "the API server", self.log_dir / "api.log")
         echo(f"api     started at {s.api_url}")
 
+    def console_up(self, s: Settings) -> bool:
+        import httpx
+
+        try:
+            return httpx.get(console_url(s), timeout=3).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _start_console(self, s: Settings) -> bool:
+        """Spawn the console (it needs nothing else to start: it calls the API only when a user acts);
+        False when it is already running."""
+        if self._alive("console"):
+            return False
+        from doctune.config import CREDENTIAL_VARS
+
+        self._check_ports(["console"])
+        env = {k: v for k, v in self._env(s).items() if k not in CREDENTIAL_VARS}  # it acts with its users' keys only
+        self._spawn("console", [sys.executable, "-m", "doctune.console", "--api-url", s.api_url,
+                                "--port", str(self.ports.console)], env)
+        return True
+
+    def _console_ready(self, s: Settings, started: bool, echo) -> None:
+        if not started:
+            echo(f"console already running at {console_url(s)}")
+            return
+        wait_until(lambda: self.console_up(s), 90, "the console", self.log_dir / "console.log")
+        echo(f"console started at {console_url(s)}")
+
     # ---------------------------------------------------------------- down
     def _ray_pids(self) -> list[int]:
         import psutil
@@ -390,7 +422,7 @@ class LocalStack:
             shutil.rmtree(self.ray_tmp, ignore_errors=True)
 
     def down(self, echo: Callable[[str], None] = print) -> None:
-        for name in ("api", "weed"):
+        for name in ("console", "api", "weed"):
             pid = _read_pid(self.run_dir / f"{name}.pid")
             if pid and _pid_alive(pid):
                 _terminate([pid], grace_s=5, group=True)
@@ -433,6 +465,9 @@ class LocalStack:
             self._up_ray(s, echo)
         else:
             self._clear_stale(name)
+            if name == "console":
+                self._console_ready(s, self._start_console(s), echo)
+                return
             {"api": self._up_api, "weed": self._up_weed}[name](s, echo)
 
     # ---------------------------------------------------------------- status
@@ -448,7 +483,7 @@ class LocalStack:
             out[name] = {"state": "up" if ok else "down", "where": where}
 
         if not (self.home / "stack.json").exists():
-            return {n: {"state": "down", "where": "-"} for n in ("ray", "s3", "db", "api")}
+            return {n: {"state": "down", "where": "-"} for n in ("ray", "s3", "db", "api", "console")}
         from doctune.store.objects import ObjectStore
 
         probe("ray", f"{s.ray_dashboard_url} (Prometheus metrics: {metrics_url(s)})", lambda: self.ray_up(s))
@@ -467,6 +502,7 @@ class LocalStack:
 
         probe("db", s.database_url, db_ok)
         probe("api", s.api_url, lambda: self.api_up(s))
+        probe("console", console_url(s), lambda: self.console_up(s))
         return out
 
 
@@ -479,6 +515,16 @@ def metrics_url(s: Settings) -> str:
     except (IndexError, ValueError):
         return "-"
     return f"http://127.0.0.1:{Ports(base).metrics_export}/metrics"
+
+
+def console_url(s: Settings) -> str:
+    """The stack's console (``python -m doctune.console``), beside its API: the port follows the
+    API's (the same ``DOCTUNE_PORT_BASE``)."""
+    try:
+        api_port = int(s.api_url.rsplit(":", 1)[1].split("/")[0])
+    except (AttributeError, IndexError, ValueError):
+        return "-"
+    return f"http://127.0.0.1:{api_port - PORT_OFFSETS['api'] + PORT_OFFSETS['console']}/"
 
 
 def _terminate(pids: list[int], grace_s: float, group: bool = False) -> None:

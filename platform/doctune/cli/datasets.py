@@ -22,7 +22,7 @@ DATASET_COLUMNS = ("id", "tenant", "name", "task", "info.sizes.train", "info.siz
 def datasets_upload(
     name: str = typer.Option(..., help="Dataset name (slug)."),
     task: str = typer.Option("classification"),
-    data: Optional[Path] = typer.Option(None, help="One JSONL file; doctune makes a seeded, stratified split."),
+    data: Optional[Path] = typer.Option(None, help="One JSONL (or .csv) file; doctune makes a seeded, stratified split."),
     train: Optional[Path] = None,
     dev: Optional[Path] = None,
     test: Optional[Path] = None,
@@ -41,7 +41,7 @@ def datasets_upload(
     extra = {"skip_bad": "true"} if skip_bad else {}
     for k, v in files.items():
         if not v.is_file():
-            raise DoctuneError(f"{v} is not a file; give the path of a JSONL file (or, for --documents, an archive)", "invalid_request", field=k)
+            raise DoctuneError(f"{v} is not a file; give the path of a JSONL or CSV file (or, for --documents, an archive)", "invalid_request", field=k)
     client = connect(api_key)
     with bytes_bar(sum(f.stat().st_size for f in files.values()), "upload") as bar:
         result = client.upload_dataset(name, task, files, progress=bar.update, seed=seed, **extra)

@@ -40,7 +40,7 @@ def demo(
     max_steps: Optional[int] = typer.Option(None, help="Override the example spec's length."),
 ) -> None:
     """Run the end-to-end demo: BBC News -> LoRA + ZeRO-2 fine-tune -> Serve endpoint."""
-    from doctune.local import LocalStack
+    from doctune.local import LocalStack, console_url
 
     timings: dict[str, float] = {}
     with _phase(timings, "stack up"):
@@ -62,11 +62,11 @@ def demo(
     with _phase(timings, "3 predictions"):
         predictions = _predict(url, key, test)
     _show_predictions(test, predictions)
-    _try_it_yourself(url, key, Path(s.home) / "credentials" / f"{tenant}.key", test)
     typer.echo("phase timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
     timing_file = Path(s.home) / "demo-timings.json"
     timing_file.write_text(json.dumps({"timings_s": timings, "test": job["metrics"]["test"],
                                        "baseline": job["metrics"]["baseline"]["test"]}, indent=2))
+    _try_it_yourself(url, key, Path(s.home) / "credentials" / f"{tenant}.key", test, console_url(s))
 
 
 @contextmanager
@@ -153,11 +153,15 @@ def _show_predictions(test: list[dict[str, Any]], predictions: list[dict[str, An
         typer.echo(f"  {headline!r:74} true={x['label']:13} predicted={pred['label']} (p={pred['score']:.2f})")
 
 
-def _try_it_yourself(url: str, key: str, key_file: Path, test: list[dict[str, Any]]) -> None:
-    """A curl line to try the endpoint; the key is masked (terminals and CI logs keep what is printed)."""
+def _try_it_yourself(url: str, key: str, key_file: Path, test: list[dict[str, Any]],
+                     console: str | None = None) -> None:
+    """A curl line to try the endpoint, and the console's address; the key is masked (terminals and CI
+    logs keep what is printed)."""
     sample = json.dumps({"inputs": [test[0]["text"][:200]]})
     typer.echo("\nTry it yourself:")
     typer.echo(f"export DOCTUNE_API_KEY=$(cat {key_file})   # the tenant's key, {mask_key(key)}")
     typer.echo(f"curl -s -X POST {url} -H \"Authorization: Bearer $DOCTUNE_API_KEY\" -H 'Content-Type: application/json' "
                f"-d {shlex.quote(sample)}")
+    if console:
+        typer.echo(f"console: {console}   (sign in with the same key: the datasets, the job and its curves, the playground)")
     typer.echo("\nThe stack stays up; `doctune down` stops it.")

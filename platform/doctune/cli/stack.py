@@ -10,8 +10,8 @@ __all__ = ["down", "status", "up"]
 
 
 def up(cpus: Optional[int] = typer.Option(None, help="Logical CPUs for the Ray head (default 4, or DOCTUNE_RAY_CPUS).")) -> None:
-    """Start the embedded local stack (Ray head, S3 server, metadata store, API)."""
-    from doctune.local import LocalStack
+    """Start the embedded local stack (Ray head, S3 server, metadata store, API, console)."""
+    from doctune.local import LocalStack, console_url
 
     stack = LocalStack(num_cpus=cpus)
     s = stack.up(echo=typer.echo)
@@ -19,7 +19,8 @@ def up(cpus: Optional[int] = typer.Option(None, help="Logical CPUs for the Ray h
         f"\nRay is at {s.ray_dashboard_url} with token auth on. To submit jobs yourself:\n"
         f"  export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={s.ray_token_path}\n"
         f"  ray job submit --address {s.ray_dashboard_url} -- python -m ray_jobs.finetune --spec job.yaml\n"
-        f"API: {s.api_url}   admin key: in {stack.home / 'stack.json'} (admin_key)"
+        f"API: {s.api_url}   admin key: in {stack.home / 'stack.json'} (admin_key)\n"
+        f"Console: {console_url(s)}   (sign in with an API key; its log is {stack.log_dir / 'console.log'})"
     )
 
 

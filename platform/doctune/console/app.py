@@ -81,8 +81,9 @@ def _wire_sign_in(console: Console, key: Any, sign_in: Any, sign_out: Any, who: 
         return ["Signed out. Sign in with an API key to start.", gr.update(visible=False),
                 gr.update(visible=True), gr.update(visible=False)]
 
-    event = sign_in.click(do_sign_in, [key], [key, who, area, sign_in, sign_out, *roles])
-    key.submit(do_sign_in, [key], [key, who, area, sign_in, sign_out, *roles])
-    for fn, outputs in console.sign_in_hooks:
-        event = event.success(action(fn), None, outputs)
+    clicked = sign_in.click(do_sign_in, [key], [key, who, area, sign_in, sign_out, *roles], api_name="do_sign_in")
+    entered = key.submit(do_sign_in, [key], [key, who, area, sign_in, sign_out, *roles], api_visibility="private")
+    for event in (clicked, entered):  # then each page fills itself for the user
+        for fn, outputs in console.sign_in_hooks:
+            event = event.success(action(fn), None, outputs, api_visibility="private")
     sign_out.click(do_sign_out, None, [who, area, sign_in, sign_out])

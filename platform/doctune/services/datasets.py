@@ -35,15 +35,17 @@ def upload_dataset(
     dev_fraction: float = 0.1,
     test_fraction: float = 0.1,
     seed: int = 42,
+    formats: dict[str, str] | None = None,
 ) -> Dataset:
-    """Store a dataset. ``files`` is ``{"data": ...}`` (split here) or ``{"train", "dev", "test"}``."""
+    """Store a dataset. ``files`` is ``{"data": ...}`` (split here) or ``{"train", "dev", "test"}``;
+    ``formats`` gives each file's format, ``jsonl`` (the default) or ``csv``."""
     check_tenant_access(caller, tenant, write=True)
     try:
         _slug(name, "name")
     except ValueError as exc:
         raise DoctuneError(f"dataset {exc}", "invalid_request", field="name") from None
     get_task(task)
-    splits, split_how = _parse_files(p, files, task, dev_fraction, test_fraction, seed)
+    splits, split_how = _parse_files(p, files, task, dev_fraction, test_fraction, seed, formats or {})
     info = validate_splits(splits, task)
     _check_label_count(p, info.get("labels") or ())
     info["split"] = split_how
@@ -75,7 +77,7 @@ def _store_dataset(p: Platform, tenant: str, name: str, task: str, blobs: dict[s
 
 
 def _parse_files(p: Platform, files: dict[str, bytes], task: str, dev_fraction: float, test_fraction: float,
-                 seed: int) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+                 seed: int, formats: dict[str, str]) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
     """The uploaded files as validated splits, and how they were split; every file within the byte
     and row caps (``max_upload_bytes``, ``max_dataset_rows``)."""
     limit, rows = p.settings.max_upload_bytes, p.settings.max_dataset_rows
@@ -87,12 +89,12 @@ def _parse_files(p: Platform, files: dict[str, bytes], task: str, dev_fraction: 
                 field=field,
             )
     if set(files) == {"data"}:
-        records = parse_jsonl(files["data"], task, "data", max_rows=rows)
+        records = parse_jsonl(files["data"], task, "data", max_rows=rows, fmt=formats.get("data", "jsonl"))
         _check_label_count(p, {get_task(task).stratify_key(r) for r in records})  # before splitting on them
         splits = split_records(records, task, dev=dev_fraction, test=test_fraction, seed=seed)
         return splits, {"method": "stratified", "seed": seed, "dev": dev_fraction, "test": test_fraction}
     if set(files) == {"train", "dev", "test"}:
-        splits = {k: parse_jsonl(v, task, k, max_rows=rows) for k, v in files.items()}
+        splits = {k: parse_jsonl(v, task, k, max_rows=rows, fmt=formats.get(k, "jsonl")) for k, v in files.items()}
         if sum(len(v) for v in splits.values()) > rows:
             raise DoctuneError(f"the three files hold more than {rows} records together; upload fewer, or ask the "
                                "platform admin to raise DOCTUNE_MAX_DATASET_ROWS", "too_large", field="train")

@@ -1,4 +1,4 @@
-"""``/v1/datasets``: upload (multipart JSONL, or an archive of documents with labels), list, read and delete a tenant's datasets."""
+"""``/v1/datasets``: upload (multipart JSONL or CSV, or an archive of documents with labels), list, read and delete a tenant's datasets."""
 
 from __future__ import annotations
 
@@ -37,10 +37,13 @@ async def upload_dataset(
     skip_bad: Annotated[bool, Form(description="With 'documents': make the dataset from the good files and records "
                                                "(the report lists the bad ones); otherwise any bad one stores nothing.")] = False,
 ) -> DatasetOut:
-    """One file `data` (doctune splits it) or three: `train`, `dev`, `test`; or an archive of `documents` with
-    its `labels`. The body streams in under a hard cap (413 past DOCTUNE_MAX_UPLOAD_BYTES); the files are
-    read, parsed and stored in a worker thread (documents are extracted in child processes with time and
-    memory limits), so a large upload never stalls other requests."""
+    """One file `data` (doctune splits it) or three: `train`, `dev`, `test`, each JSONL, or CSV when its
+    file name ends in `.csv` or its content type is `text/csv` (a header row names the task's fields;
+    a cell holding a list is JSON, e.g. `["sport", "politics"]`). A bad file is a 422 whose `errors`
+    list every bad line (up to 20) with its `line` and `field`. The body streams in under
+    a hard cap (413 past DOCTUNE_MAX_UPLOAD_BYTES); the files are read, parsed and stored in a worker
+    thread (documents are extracted in child processes with time and memory limits), so a large
+    upload never stalls other requests. Or an archive of `documents` with its `labels` (docs/documents.md)."""
     if documents is not None or labels is not None:
         return await run_in_threadpool(_store_documents, who, p, name, task, tenant, documents, labels, skip_bad,
                                        dev_fraction, test_fraction, seed, [data, train, dev, test])
@@ -48,8 +51,10 @@ async def upload_dataset(
 
     def store() -> DatasetOut:
         files = {k: f.file.read() for k, f in uploads.items()}  # spooled to disk by the multipart parser
+        formats = {k: "csv" if _is_csv(f) else "jsonl" for k, f in uploads.items()}
         row = datasets_svc.upload_dataset(p, who, tenant=tenant or who.tenant_id or "", name=name, task=task,
-                                          files=files, dev_fraction=dev_fraction, test_fraction=test_fraction, seed=seed)
+                                          files=files, dev_fraction=dev_fraction, test_fraction=test_fraction, seed=seed,
+                                          formats=formats)
         return DatasetOut.of(row)
 
     return await run_in_threadpool(store)
@@ -64,6 +69,10 @@ def _store_documents(who, p, name, task, tenant, documents, labels, skip_bad, de
                                          archive=documents.file.read(), labels=labels.file.read(), skip_bad=skip_bad,
                                          dev_fraction=dev_fraction, test_fraction=test_fraction, seed=seed)
     return DatasetOut.of(row)
+
+
+def _is_csv(upload: UploadFile) -> bool:
+    return (upload.filename or "").lower().endswith(".csv") or (upload.content_type or "").startswith("text/csv")
 
 
 @router.get("", response_model=Page[DatasetOut])

@@ -1,11 +1,151 @@
-"""Datasets: upload JSONL/CSV, preview, detected labels with a class-balance chart, validation errors by line and field, delete."""
+"""Datasets: upload JSONL/CSV, preview, detected labels with a class-balance chart, validation errors
+by line and field, the tenant's datasets, delete.
+
+The file goes to ``POST /v1/datasets`` as it is (a ``.csv`` name makes it CSV); the API validates
+every line, and a bad file's 422 lists each bad line in ``errors``, which this page shows as a table."""
 
 from __future__ import annotations
 
-import gradio as gr
+import csv
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
 
-from doctune.console.context import Console
+import gradio as gr
+import pandas as pd
+
+from doctune.console.context import Console, action
+from doctune.errors import DoctuneError
+
+PREVIEW_ROWS = 10
+ERROR_COLUMNS = ["line", "field", "message"]
+LIST_COLUMNS = ["id", "name", "task", "train", "dev", "test", "labels", "created_at"]
 
 
 def build(console: Console) -> None:
-    gr.Markdown("This page is being built.")
+    with gr.Row():
+        task = console.add("datasets.task", gr.Dropdown(["classification"], value="classification", label="Task",
+                                                        elem_id="datasets-task", scale=1))
+        name = console.add("datasets.name", gr.Textbox(label="Name", placeholder="bbc-news (default: the file's name)",
+                                                       elem_id="datasets-name", scale=1))
+        upload = console.add("datasets.file", gr.File(label="JSONL or CSV file", file_types=[".jsonl", ".json", ".csv"],
+                                                      type="filepath", elem_id="datasets-file", scale=2))
+    send = console.add("datasets.upload", gr.Button("Upload", variant="primary", elem_id="datasets-upload"))
+    status = console.add("datasets.status", gr.Markdown("", elem_id="datasets-status"))
+    errors = console.add("datasets.errors", gr.Dataframe(pd.DataFrame(columns=ERROR_COLUMNS), label="Validation errors",
+                                                         visible=False, wrap=True, elem_id="datasets-errors"))
+    preview = console.add("datasets.preview", gr.Dataframe(label="Preview (first rows)", wrap=True, elem_id="datasets-preview"))
+    balance = console.add("datasets.balance", gr.BarPlot(pd.DataFrame({"label": [], "count": []}), x="label", y="count",
+                                                         label="Class balance (train split)", elem_id="datasets-balance"))
+    gr.Markdown("---")
+    table = console.add("datasets.list", gr.Dataframe(pd.DataFrame(columns=LIST_COLUMNS), label="Your datasets",
+                                                      interactive=False, elem_id="datasets-list"))
+    with gr.Row():
+        refresh = console.add("datasets.refresh", gr.Button("Refresh", elem_id="datasets-refresh", scale=1))
+        pick = console.add("datasets.pick", gr.Dropdown([], label="Dataset", elem_id="datasets-pick", scale=3))
+        delete = console.add("datasets.delete", gr.Button("Delete", variant="stop", elem_id="datasets-delete", scale=1))
+    console.writes(send, delete)
+    _wire(console, task, name, upload, send, status, errors, preview, balance, table, refresh, pick, delete)
+
+
+def _wire(console: Console, task, name, upload, send, status, errors, preview, balance, table, refresh, pick, delete) -> None:
+    @action
+    def list_datasets(request: gr.Request):
+        items = console.client(request).list_datasets(limit=200)
+        return _list_frame(items), gr.update(choices=[(f"{d['name']} ({d['id']})", d["id"]) for d in items])
+
+    @action
+    def task_choices(request: gr.Request):
+        names = [t["name"] for t in console.client(request).list_tasks()]
+        return gr.update(choices=names, value=names[0] if names else None)
+
+    @action
+    def upload_dataset(task_name: str, ds_name: str, path: str | None, request: gr.Request):
+        if not path:
+            raise DoctuneError("Choose a JSONL or CSV file to upload.", "invalid_request", field="file")
+        shown = preview_rows(Path(path))
+        client = console.client(request)
+        name_ = (ds_name or "").strip() or _name_from(Path(path))
+        try:
+            ds = client.upload_dataset(name_, task_name, {"data": Path(path)})
+        except DoctuneError as e:
+            if not e.errors and e.code != "invalid_dataset":
+                raise
+            return (f"**Not uploaded:** {e.message}", gr.update(value=_errors_frame(e), visible=True), shown,
+                    _balance({}), *list_datasets(request))
+        return (_summary(ds), gr.update(value=pd.DataFrame(columns=ERROR_COLUMNS), visible=False), shown,
+                _balance(ds["info"]), *list_datasets(request))
+
+    @action
+    def delete_dataset(dataset_id: str | None, request: gr.Request):
+        if not dataset_id:
+            raise DoctuneError("Pick a dataset to delete.", "invalid_request", field="dataset")
+        ds = console.client(request).delete_dataset(dataset_id)
+        return (f"Deleted **{ds['name']}** ({ds['id']}).", *list_datasets(request))
+
+    console.on_sign_in(list_datasets, [table, pick])
+    console.on_sign_in(task_choices, [task])
+    refresh.click(list_datasets, None, [table, pick], api_name="list_datasets")
+    send.click(upload_dataset, [task, name, upload], [status, errors, preview, balance, table, pick],
+               api_name="upload_dataset")
+    delete.click(delete_dataset, [pick], [status, table, pick], api_name="delete_dataset")
+
+
+def preview_rows(path: Path, n: int = PREVIEW_ROWS) -> pd.DataFrame:
+    """The file's first ``n`` records as a table (lists and objects as JSON), read here without
+    validating: the API validates the whole file."""
+    text = path.read_bytes()[: 1 << 20].decode("utf-8-sig", errors="replace")
+    if path.suffix.lower() == ".csv":
+        rows: list[dict[str, Any]] = list(csv.DictReader(io.StringIO(text)))[:n]
+    else:
+        rows = []
+        for line in text.splitlines():
+            if len(rows) >= n:
+                break
+            if line.strip():
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    obj = {"(not JSON)": line[:200]}
+                rows.append(obj if isinstance(obj, dict) else {"(not an object)": line[:200]})
+    cells = [{k: v if isinstance(v, str) else json.dumps(v, ensure_ascii=False) for k, v in r.items()} for r in rows]
+    return pd.DataFrame(cells)
+
+
+def _balance(info: dict[str, Any]) -> pd.DataFrame:
+    """The class balance the task reported: the first ``*_counts`` mapping in the dataset's info
+    (label_counts for classification, entity_counts for NER, ...)."""
+    counts = next((v for k, v in sorted(info.items()) if k.endswith("_counts") and isinstance(v, dict)), {})
+    return pd.DataFrame({"label": list(counts), "count": list(counts.values())})
+
+
+def _errors_frame(e: DoctuneError) -> pd.DataFrame:
+    rows = e.errors or [{"line": "", "field": e.field or "", "message": e.message}]
+    return pd.DataFrame([[r.get("line", ""), r.get("field", ""), r.get("message", "")] for r in rows], columns=ERROR_COLUMNS)
+
+
+def _summary(ds: dict[str, Any]) -> str:
+    info = ds.get("info") or {}
+    sizes = info.get("sizes") or {}
+    labels = info.get("labels") or info.get("entity_types") or info.get("relations") or []
+    what = f"; {len(labels)} labels: {', '.join(map(str, labels[:30]))}" if labels else ""
+    return (f"Uploaded **{ds['name']}** as `{ds['id']}` ({ds['task']}): "
+            f"{sizes.get('train', 0)} train / {sizes.get('dev', 0)} dev / {sizes.get('test', 0)} test{what}.")
+
+
+def _list_frame(items: list[dict[str, Any]]) -> pd.DataFrame:
+    rows = []
+    for d in items:
+        info, sizes = d.get("info") or {}, (d.get("info") or {}).get("sizes") or {}
+        labels = info.get("labels") or info.get("entity_types") or []
+        rows.append([d["id"], d["name"], d["task"], sizes.get("train"), sizes.get("dev"), sizes.get("test"),
+                     ", ".join(map(str, labels[:12])), str(d.get("created_at") or "")[:19]])
+    return pd.DataFrame(rows, columns=LIST_COLUMNS)
+
+
+def _name_from(path: Path) -> str:
+    """A dataset name (a slug) from the uploaded file's name."""
+    stem = re.sub(r"[^a-z0-9-]+", "-", path.stem.lower()).strip("-")[:60]
+    return stem if re.match(r"^[a-z0-9]", stem or "") else f"dataset-{stem}".strip("-")

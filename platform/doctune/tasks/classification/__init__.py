@@ -160,7 +160,7 @@ class ClassificationTask:
 
         n = len(info["labels"])
         p, r, f, s = precision_recall_fscore_support(gold, predicted, labels=list(range(n)), zero_division=0)
-        return {
+        return confusion(predicted, gold, info["labels"]) | {
             # multi-label: subset accuracy (every label of a document right)
             "accuracy": float(accuracy_score(gold, predicted)),
             "macro_f1": float(f1_score(gold, predicted, labels=list(range(n)), average="macro", zero_division=0)),
@@ -227,3 +227,14 @@ class ExplainedText(str):
 
 
 PLUGIN = ClassificationTask()
+
+
+def confusion(predicted: list[Any], gold: list[Any], labels: list[str]) -> dict[str, Any]:
+    """For single-label data, ``{"confusion_matrix": {"labels", "matrix"}}``: ``matrix[i][j]`` counts the
+    documents of gold label ``labels[i]`` predicted as ``labels[j]``; nothing for multi-label data."""
+    if not gold or isinstance(gold[0], list):
+        return {}
+    from sklearn.metrics import confusion_matrix
+
+    matrix = confusion_matrix(gold, predicted, labels=list(range(len(labels))))
+    return {"confusion_matrix": {"labels": list(labels), "matrix": matrix.tolist()}}
