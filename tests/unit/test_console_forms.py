@@ -56,3 +56,36 @@ def test_form_values_become_a_valid_spec_with_only_the_changes():
     assert parsed.early_stopping.metric == "macro_f1" and parsed.tuning.method == "full"
     off = form.to_spec([values[leaf.path] for leaf in form.leaves] + [False])
     assert "early_stopping" not in off
+
+
+def test_empty_number_fields_are_left_out_not_sent_as_zero():
+    form, added = _form()
+    assert isinstance(added["resources_per_worker.threads"], gr.Textbox)  # a gr.Number would send 0 when empty
+    values = {leaf.path: leaf.component.value for leaf in form.leaves}
+    values.update({"task": "classification", "dataset.id": "ds_1"})
+    spec = form.to_spec([values[leaf.path] for leaf in form.leaves] + [False])
+    assert "resources_per_worker" not in spec
+    values["resources_per_worker.threads"] = "4"
+    spec = form.to_spec([values[leaf.path] for leaf in form.leaves] + [False])
+    assert spec["resources_per_worker"] == {"threads": 4}
+    values["resources_per_worker.threads"] = "four"
+    try:
+        form.to_spec([values[leaf.path] for leaf in form.leaves] + [False])
+    except gr.Error as e:
+        assert "resources_per_worker.threads" in str(e) and "not a number" in str(e)
+    else:
+        raise AssertionError("a non-number was accepted")
+
+
+def test_an_error_toast_lists_each_bad_field_once():
+    from doctune.console.context import describe_error
+    from doctune.errors import from_validation_error
+    from pydantic import ValidationError
+
+    try:
+        JobSpec.model_validate({"tenant": "t", "task": "classification", "dataset": {"id": "d"},
+                                "resources_per_worker": {"threads": 0, "memory_gb": 0}})
+    except ValidationError as exc:
+        text = describe_error(from_validation_error(exc))
+    assert text.count("resources_per_worker.threads") == 1 and text.count("memory_gb") == 1, text
+    assert text.splitlines()[0] == "2 invalid field(s)"

@@ -23,9 +23,16 @@ __all__ = ["Console", "action", "describe_error", "element_id"]
 
 
 def describe_error(e: DoctuneError) -> str:
-    """The API's message, then each bad field with what to do about it."""
-    lines = [e.message]
-    lines += [f"• {err.get('field', '(root)')}: {err.get('message', '')}" for err in e.errors]
+    """The API's message, then each bad field with what to do about it, each once: a message that
+    already lists the fields (``"2 invalid field(s): a: ...; b: ..."``) is cut to its head."""
+    items = [f"{err.get('field', '(root)')}: {err.get('message', '')}" for err in e.errors]
+    head = e.message
+    if items and any(item in head for item in items):
+        head = head.split(":", 1)[0] if "invalid field" in head else head
+        for item in items:
+            head = head.replace(item, "").strip(" ;")
+    lines = [head or f"{len(items)} invalid field(s)"]
+    lines += [f"• {item}" for item in items]
     if e.field and not e.errors:
         lines.append(f"(field: {e.field})")
     return "\n".join(lines)

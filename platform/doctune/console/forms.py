@@ -72,12 +72,16 @@ def _put(spec: dict[str, Any], keys: list[str], value: Any) -> None:
 
 
 def _coerce(leaf: Leaf, raw: Any) -> Any:
+    """The spec value of one input; an empty input is left out of the spec (the API's default applies)."""
     if raw is None or (isinstance(raw, str) and not raw.strip()):
-        return None if leaf.optional else _MISSING
-    if leaf.kind == "int":
-        return int(raw) if float(raw) == int(float(raw)) else float(raw)
-    if leaf.kind == "float":
-        return float(raw)
+        return _MISSING
+    if leaf.kind in ("int", "float"):
+        try:
+            number = float(raw)
+        except (TypeError, ValueError):
+            raise gr.Error(f"{leaf.path}: {raw!r} is not a number; type a number or leave it empty for the default",
+                           title="Not done") from None
+        return int(number) if leaf.kind == "int" and number == int(number) else number
     if leaf.kind == "list":
         return [s.strip() for s in str(raw).split(",") if s.strip()]
     return raw.strip() if isinstance(raw, str) else raw
@@ -150,8 +154,10 @@ def _input(path: str, tp: Any, info: Any, optional: bool, add: Any, dropdowns: f
         component = gr.Dropdown(choices, value=value, **common)
     elif kind == "bool":
         component = gr.Checkbox(bool(value), **common)
-    elif kind in ("int", "float"):
+    elif kind in ("int", "float") and value is not None:
         component = gr.Number(value, precision=0 if kind == "int" else None, **common)
+    elif kind in ("int", "float"):  # no default: a gr.Number would send 0 when left empty, so a text box
+        component = gr.Textbox("", placeholder="empty: the default", **common)
     else:
         text = ", ".join(value) if isinstance(value, list) else ("" if value is None else str(value))
         component = gr.Textbox(text, placeholder="comma-separated" if kind == "list" else None, **common)
