@@ -35,12 +35,14 @@ def build_console(api_url: str) -> gr.Blocks:
         with gr.Column(visible=False) as signed_in_area:
             with gr.Tabs():
                 for title, page, admin_only in PAGES:
-                    with gr.Tab(title, visible=not admin_only, elem_id=f"tab-{page.__name__.rsplit('.', 1)[-1]}") as tab:
+                    short = page.__name__.rsplit('.', 1)[-1]
+                    with gr.Tab(title, visible=not admin_only, elem_id=f"tab-{short}") as tab:
                         page.build(console)
+                    console.add(f"tabs.{short}", tab)  # its title follows the language switch
                     if admin_only:
                         console.admin_only(tab)
         _wire_sign_in(console, key, sign_in, sign_out, who, signed_in_area)
-        _wire_language(console, language)
+        _wire_language(console, language, who)
 
         def forget(request: gr.Request) -> None:  # the tab closed: drop its key
             console.sessions.sign_out(request.session_hash)
@@ -56,13 +58,23 @@ def _relabel(component: Any, text: str) -> Any:
     return gr.update(label=text)
 
 
-def _wire_language(console: Console, language: Any) -> None:
+def who_line(console: Console, session_hash: str | None) -> str:
+    """The line under the sign-in bar, in the session's language: who is signed in, or how to start."""
+    lang = console.languages.get(session_hash, "en")
+    user = console.sessions.peek(session_hash)
+    if user is None:
+        return locales.text("top.who_none", lang) or ""
+    return f"{locales.text('top.who', lang)} **{user.who}**"
+
+
+def _wire_language(console: Console, language: Any, who: Any) -> None:
     named = [(name, c) for name, c in console.elements.items() if name in locales.LOCALES]
 
-    def switch(lang: str):
-        return [_relabel(c, locales.text(name, lang)) for name, c in named]
+    def switch(lang: str, request: gr.Request):
+        console.languages[request.session_hash] = lang
+        return [who_line(console, request.session_hash), *(_relabel(c, locales.text(name, lang)) for name, c in named)]
 
-    language.change(switch, [language], [c for _, c in named])
+    language.change(switch, [language], [who, *(c for _, c in named)])
 
 
 def _wire_sign_in(console: Console, key: Any, sign_in: Any, sign_out: Any, who: Any, area: Any) -> None:
@@ -73,16 +85,19 @@ def _wire_sign_in(console: Console, key: Any, sign_in: Any, sign_out: Any, who: 
         user = console.sessions.sign_in(request.session_hash, api_key)
         shown = [gr.update(visible=user.can_write) for _ in console.write_controls]
         shown += [gr.update(visible=user.is_admin) for _ in console.admin_controls]
-        return [gr.update(value=""), f"Signed in: **{user.who}**", gr.update(visible=True),
+        return [gr.update(value=""), who_line(console, request.session_hash), gr.update(visible=True),
                 gr.update(visible=False), gr.update(visible=True), *shown]
 
     def do_sign_out(request: gr.Request):
         console.sessions.sign_out(request.session_hash)
-        return ["Signed out. Sign in with an API key to start.", gr.update(visible=False),
+        return [who_line(console, request.session_hash), gr.update(visible=False),
                 gr.update(visible=True), gr.update(visible=False)]
 
-    clicked = sign_in.click(do_sign_in, [key], [key, who, area, sign_in, sign_out, *roles], api_name="do_sign_in")
-    entered = key.submit(do_sign_in, [key], [key, who, area, sign_in, sign_out, *roles], api_visibility="private")
+    # a wrong key shows its message as a toast; show_progress="hidden" keeps Gradio's red "Error" badge off
+    # the key field and the who line (it stayed there even after the next, right key)
+    outputs = [key, who, area, sign_in, sign_out, *roles]
+    clicked = sign_in.click(do_sign_in, [key], outputs, api_name="do_sign_in", show_progress="hidden")
+    entered = key.submit(do_sign_in, [key], outputs, api_visibility="private", show_progress="hidden")
     for event in (clicked, entered):  # then each page fills itself for the user
         for fn, outputs in console.sign_in_hooks:
             event = event.success(action(fn), None, outputs, api_visibility="private")

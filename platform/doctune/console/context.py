@@ -61,6 +61,7 @@ class Console:
     write_controls: list[Any] = field(default_factory=list)
     admin_controls: list[Any] = field(default_factory=list)
     elements: dict[str, Any] = field(default_factory=dict)
+    languages: dict[str, str] = field(default_factory=dict)  # session hash -> its language switch's value
 
     def add(self, name: str, component: Any) -> Any:
         """Register ``component`` as ``"<tab>.<name>"`` (its UI text then follows the language switch,

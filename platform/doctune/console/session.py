@@ -61,13 +61,22 @@ class Sessions:
         client = DoctuneClient(self.api_url, api_key, timeout=60.0)
         try:
             me = client.request("GET", "/v1/whoami")
-        except DoctuneError:
+        except DoctuneError as e:
             self.sign_out(session_hash)
+            if e.code in ("unauthenticated", "forbidden"):
+                raise DoctuneError("This API key was not accepted (wrong, revoked or expired). Paste a valid key "
+                                   "(dtk_...) from `doctune keys create` or your admin, then sign in again.",
+                                   e.code, field="api_key") from None
             raise
         user = SignedIn(client=client, tenant=me["tenant"], role=me["role"], key_id=me["key_id"])
         with self._lock:
             self._by_hash[session_hash] = user
         return user
+
+    def peek(self, session_hash: str | None) -> SignedIn | None:
+        """The session's signed-in user, or None (no error: for text that only describes the state)."""
+        with self._lock:
+            return self._by_hash.get(session_hash)
 
     def sign_out(self, session_hash: str) -> None:
         with self._lock:

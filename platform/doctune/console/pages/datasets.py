@@ -37,7 +37,7 @@ def build(console: Console) -> None:
     errors = console.add("datasets.errors", gr.Dataframe(pd.DataFrame(columns=ERROR_COLUMNS), label="Validation errors",
                                                          visible=False, wrap=True, elem_id="datasets-errors"))
     preview = console.add("datasets.preview", gr.Dataframe(label="Preview (first rows)", wrap=True, elem_id="datasets-preview"))
-    balance = console.add("datasets.balance", gr.BarPlot(pd.DataFrame({"label": [], "count": []}), x="label", y="count",
+    balance = console.add("datasets.balance", gr.BarPlot(_balance({}), x="label", y="count",
                                                          label="Class balance (train split)", elem_id="datasets-balance"))
     gr.Markdown("---")
     table = console.add("datasets.list", gr.Dataframe(pd.DataFrame(columns=LIST_COLUMNS), label="Your datasets",
@@ -118,7 +118,10 @@ def _balance(info: dict[str, Any]) -> pd.DataFrame:
     """The class balance the task reported: the first ``*_counts`` mapping in the dataset's info
     (label_counts for classification, entity_counts for NER, ...)."""
     counts = next((v for k, v in sorted(info.items()) if k.endswith("_counts") and isinstance(v, dict)), {})
-    return pd.DataFrame({"label": list(counts), "count": list(counts.values())})
+    # typed columns even when empty: an untyped empty frame makes Gradio send ``label`` as a quantitative
+    # axis, and the chart then drew no bars for the string labels that came later
+    return pd.DataFrame({"label": pd.Series([str(k) for k in counts], dtype=str),
+                         "count": pd.Series([int(v) for v in counts.values()], dtype="int64")})
 
 
 def _errors_frame(e: DoctuneError) -> pd.DataFrame:
