@@ -2,7 +2,9 @@
 by line and field, the tenant's datasets, delete.
 
 The file goes to ``POST /v1/datasets`` as it is (a ``.csv`` name makes it CSV); the API validates
-every line, and a bad file's 422 lists each bad line in ``errors``, which this page shows as a table."""
+every line, and a bad file's 422 lists each bad line in ``errors``, which this page shows as a table.
+Documents (docs/documents.md): an archive (.zip, .tar.gz) with a labels file goes as the parts
+``documents`` and ``labels`` (with ``skip_bad``); the upload report shows one row per file."""
 
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ from doctune.errors import DoctuneError
 
 PREVIEW_ROWS = 10
 ERROR_COLUMNS = ["line", "field", "message"]
+REPORT_COLUMNS = ["file", "status", "extractor", "language", "pages", "error"]
+ARCHIVES = [".zip", ".gz", ".tgz", ".tar", ".bz2", ".xz"]
 LIST_COLUMNS = ["id", "name", "task", "train", "dev", "test", "labels", "created_at"]
 
 
@@ -39,6 +43,7 @@ def build(console: Console) -> None:
     preview = console.add("datasets.preview", gr.Dataframe(label="Preview (first rows)", wrap=True, elem_id="datasets-preview"))
     balance = console.add("datasets.balance", gr.BarPlot(_balance({}), x="label", y="count",
                                                          label="Class balance (train split)", elem_id="datasets-balance"))
+    _documents(console, task, name, status, balance)
     gr.Markdown("---")
     table = console.add("datasets.list", gr.Dataframe(pd.DataFrame(columns=LIST_COLUMNS), label="Your datasets",
                                                       interactive=False, elem_id="datasets-list"))
@@ -48,6 +53,63 @@ def build(console: Console) -> None:
         delete = console.add("datasets.delete", gr.Button("Delete", variant="stop", elem_id="datasets-delete", scale=1))
     console.writes(send, delete)
     _wire(console, task, name, upload, send, status, errors, preview, balance, table, refresh, pick, delete)
+    _wire_documents(console, task, name, status, balance, table, pick)
+
+
+def _documents(console: Console, task, name, status, balance) -> None:
+    with gr.Accordion("Documents: an archive (.zip, .tar.gz) of PDFs, scans, DOCX, HTML, .eml with a labels file",
+                      open=False, elem_id="datasets-documents"):
+        with gr.Row():
+            console.add("datasets.archive", gr.File(label="Archive of documents", file_types=ARCHIVES, type="filepath",
+                                                    elem_id="datasets-archive", scale=2))
+            console.add("datasets.labels", gr.File(label="Labels file (CSV file,label or JSONL)",
+                                                   file_types=[".csv", ".jsonl", ".json"], type="filepath",
+                                                   elem_id="datasets-labels", scale=2))
+            console.add("datasets.skip_bad", gr.Checkbox(False, label="Skip bad files (make the dataset from the good ones)",
+                                                         elem_id="datasets-skip-bad", scale=1))
+        console.writes(console.add("datasets.upload_documents", gr.Button("Upload documents", variant="primary",
+                                                                          elem_id="datasets-upload-documents")))
+        console.add("datasets.report", gr.Dataframe(pd.DataFrame(columns=REPORT_COLUMNS), label="Upload report (per file)",
+                                                    wrap=True, interactive=False, elem_id="datasets-report"))
+
+
+def _wire_documents(console: Console, task, name, status, balance, table, pick) -> None:
+    el = console.elements
+
+    @action
+    def upload_documents(task_name: str, ds_name: str, archive: str | None, labels: str | None, skip_bad: bool,
+                         request: gr.Request):
+        if not archive or not labels:
+            raise DoctuneError("Choose both the archive of documents and its labels file.", "invalid_request",
+                               field="documents" if not archive else "labels")
+        client = console.client(request)
+        name_ = (ds_name or "").strip() or _name_from(Path(Path(archive).name.split(".")[0]))
+        listed = client.list_datasets(limit=200)
+        try:
+            ds = client.upload_dataset(name_, task_name, {"documents": Path(archive), "labels": Path(labels)},
+                                       skip_bad=str(bool(skip_bad)).lower())
+        except DoctuneError as e:
+            if not e.errors and e.code != "invalid_dataset":
+                raise
+            return (f"**Not uploaded:** {e.message}", report_frame({}, e), _balance({}), _list_frame(listed),
+                    gr.update(choices=[(f"{d['name']} ({d['id']})", d["id"]) for d in listed]))
+        listed = client.list_datasets(limit=200)
+        return (_summary(ds), report_frame(ds["info"].get("documents") or {}), _balance(ds["info"]), _list_frame(listed),
+                gr.update(choices=[(f"{d['name']} ({d['id']})", d["id"]) for d in listed]))
+
+    el["datasets.upload_documents"].click(
+        upload_documents, [task, name, el["datasets.archive"], el["datasets.labels"], el["datasets.skip_bad"]],
+        [status, el["datasets.report"], balance, table, pick], api_name="upload_documents")
+
+
+def report_frame(report: dict[str, Any], error: DoctuneError | None = None) -> pd.DataFrame:
+    """One row per file of the upload report (or, for a refused upload, per bad file or record it names)."""
+    if error is not None:
+        rows = [[e.get("field", ""), "error", "", "", "", e.get("message", "")] for e in error.errors or []]
+        return pd.DataFrame(rows or [["", "error", "", "", "", error.message]], columns=REPORT_COLUMNS)
+    rows = [[f.get("file", ""), f.get("status", ""), f.get("extractor", ""), f.get("language", ""),
+             f.get("pages", ""), f.get("error", "")] for f in report.get("files") or []]
+    return pd.DataFrame(rows, columns=REPORT_COLUMNS)
 
 
 def _wire(console: Console, task, name, upload, send, status, errors, preview, balance, table, refresh, pick, delete) -> None:

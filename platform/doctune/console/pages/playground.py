@@ -6,7 +6,9 @@ signed-in tenant's key, and see the answer drawn for its task:
 * ner: the entities highlighted in the text; extraction: fields and relations as JSON, their spans
   highlighted; summarization and generation: the text; retrieval: the ranked documents with scores.
 
-Chinese input goes through as typed (UTF-8 JSON)."""
+Chinese input goes through as typed (UTF-8 JSON). A dropped document (PDF, image, DOCX, HTML, ``.eml``)
+goes to the same endpoint as the multipart part ``file`` (docs/documents.md); its extracted text, pages,
+extractor and language are shown with the prediction."""
 
 from __future__ import annotations
 
@@ -55,6 +57,34 @@ def call_endpoint(url: str, authorization: str, body: dict[str, Any]) -> dict[st
     if r.status_code >= 400:
         raise error_from_response(r.status_code, r.text)
     return r.json()
+
+
+def call_endpoint_with_file(url: str, authorization: str, path: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """POST the document at ``path`` as the multipart part ``file`` (other fields as JSON values), as
+    ``curl -F file=@doc.pdf`` would; its error as a DoctuneError."""
+    from pathlib import Path
+
+    doc = Path(path)
+    data = {k: json.dumps(v) for k, v in fields.items()}
+    try:
+        r = httpx.post(url, data=data, files={"file": (doc.name, doc.read_bytes())},
+                       headers={"Authorization": authorization}, timeout=180)
+    except httpx.TransportError as e:
+        raise DoctuneError(f"the endpoint {url} did not answer ({type(e).__name__}); is the deployment running?",
+                           "unavailable") from None
+    if r.status_code >= 400:
+        raise error_from_response(r.status_code, r.text)
+    return r.json()
+
+
+def document_markdown(doc: dict[str, Any] | None) -> str:
+    """What the endpoint read from a document: extractor, language, pages (with their character ranges)."""
+    if not doc:
+        return ""
+    pages = doc.get("pages") or []
+    ranges = ", ".join(f"p{p['page']}: {p['start']}–{p['end']}" for p in pages[:20]) + (" …" if len(pages) > 20 else "")
+    return (f"**{doc.get('name', 'document')}**: {len(pages)} page(s) read by `{doc.get('extractor')}`, "
+            f"language `{doc.get('language')}`, {len(doc.get('text') or '')} characters ({ranges})")
 
 
 def scored_words(text: str, words: list[dict[str, Any]]) -> list[tuple[str, float | None]]:
@@ -114,6 +144,11 @@ def build(console: Console) -> None:
         explain = console.add("playground.explain", gr.Checkbox(True, label="Explain (classification: word attributions)"))
         k = console.add("playground.k", gr.Number(5, precision=0, label="k (retrieval)"))
         run = console.add("playground.run", gr.Button("Run", variant="primary", elem_id="playground-run"))
+    with gr.Row():
+        upload = console.add("playground.file", gr.File(label="Or drop a document (PDF, image, DOCX, HTML, .eml)",
+                                                       type="filepath", elem_id="playground-file", scale=3))
+        run_file = console.add("playground.run_file", gr.Button("Run on document", elem_id="playground-run-file", scale=1))
+    document = console.add("playground.document", gr.Markdown("", elem_id="playground-document"))
     outputs = [console.add("playground.labels", gr.Label(label="Labels", num_top_classes=10, elem_id="playground-labels")),
                console.add("playground.highlighted", gr.HighlightedText(label="Highlighted", elem_id="playground-highlighted",
                                                                         show_legend=True)),
@@ -123,6 +158,33 @@ def build(console: Console) -> None:
                                                              elem_id="playground-ranked"))]
     task = gr.State(None)
     _wire(console, deployment, refresh, about, task, (text, k, explain, run), outputs)
+    _wire_document(console, deployment, task, (upload, explain, run_file), outputs, [text, document])
+
+
+def _wire_document(console: Console, deployment: Any, task: Any, form: tuple, outputs: list[Any], shown: list[Any]) -> None:
+    upload, explain, run_file = form
+
+    @action
+    def playground_predict_document(dep_id: str, kind: str | None, path: str | None, explained: bool, request: gr.Request):
+        """Send the document to the endpoint as ``file``; the outputs, then the extracted text and what was read."""
+        if not dep_id:
+            raise DoctuneError("Choose a deployment first.", "invalid_request", field="deployment")
+        if not path:
+            raise DoctuneError("Drop a document (PDF, image, DOCX, HTML or .eml) first.", "invalid_request", field="file")
+        client = console.client(request)
+        dep = client.get_deployment(dep_id)
+        kind = kind or client.get_model(dep["model_id"])["task"]
+        if kind not in ("classification", "ner", "extraction", "summarization"):
+            raise DoctuneError(f"a {kind} endpoint takes no document; type its input instead", "invalid_request", field="file")
+        fields = {"explain": True} if kind == "classification" and explained else {}
+        answer = call_endpoint_with_file(dep["url"], client.http.headers["Authorization"], path, fields)
+        doc = answer.get("document") or {}
+        drawn = render(kind, doc.get("text", ""), answer["predictions"][0])
+        return [*(gr.update(value=drawn.get(name), visible=name in SHOWN.get(kind, {"text"})) for name in OUTPUTS),
+                doc.get("text", ""), document_markdown(doc)]
+
+    run_file.click(playground_predict_document, [deployment, task, upload, explain], [*outputs, *shown],
+                   api_name="playground_predict_document")
 
 
 def _wire(console: Console, deployment: Any, refresh: Any, about: Any, task: Any, form: tuple, outputs: list[Any]) -> None:
