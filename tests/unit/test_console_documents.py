@@ -12,6 +12,7 @@ import threading
 import time
 
 import pytest
+from fastapi import Request  # at module level: the route's annotation is resolved from here
 from gradio_client import handle_file
 
 from tests.document_samples import docx_bytes, encrypted_pdf_bytes, html_bytes, pdf_bytes, zip_bytes
@@ -64,7 +65,7 @@ def _fake_endpoint():
     """One route that parses a multipart predict as a replica does (serve.documents_in) and answers a
     classification whose label depends on the extracted text."""
     import uvicorn
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
 
     from doctune.serve.documents_in import document_body, with_document
 
