@@ -82,8 +82,9 @@ def finished(jobs_ahead: dict, name: str, deadline_s: float = 1200) -> tuple:
 
 SCENARIOS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ahead-scenario")
 # a job started ahead may wait in the queue behind every other job started ahead (the queue drains
-# in about 700 s of a full session on 2 cores): the first wait of a background scenario allows that
-QUEUED_S = 1800
+# in about 700 s of a full session on 2 cores, and took 34 min on a machine loaded three times over): the first
+# wait of a background scenario allows an hour
+QUEUED_S = 3600
 
 
 def in_background(fn: Callable, *args) -> Future:
