@@ -241,6 +241,8 @@ def test_deploy_then_query_the_playground_in_chinese_too(member, client_a, reque
         member.open_tab("playground")
         for text in ("Parliament votes on the budget tonight.", ZH_NEWS):
             playground.classify("console-bbc", text)
+            # this input's answer, not the previous one's: wait until the labels stop showing Gradio's progress
+            member.expect(playground.el("labels")).not_to_contain_text("processing", timeout=120_000)
             member.expect(playground.el("labels")).to_contain_text(re.compile("|".join(BBC_LABELS)), timeout=120_000)
             assert mojibake(member.page.locator("body").inner_text()) == []
         member.screenshot("flow-playground-zh")
