@@ -47,34 +47,31 @@ def request_body(task: str, text: str, k: float | None = None, explain: bool = F
     return {"text": text, "explain": True} if task == "classification" and explain else {"text": text}
 
 
-def call_endpoint(url: str, authorization: str, body: dict[str, Any]) -> dict[str, Any]:
-    """POST the body to the endpoint with the tenant's key, as ``curl`` would; its error as a DoctuneError."""
+def _post(url: str, authorization: str, timeout: float, **request: Any) -> dict[str, Any]:
+    """POST to the endpoint with the tenant's key, as ``curl`` would; its error as a DoctuneError."""
     try:
-        r = httpx.post(url, json=body, headers={"Authorization": authorization}, timeout=120)
+        r = httpx.post(url, headers={"Authorization": authorization}, timeout=timeout, **request)
     except httpx.TransportError as e:
         raise DoctuneError(f"the endpoint {url} did not answer ({type(e).__name__}); is the deployment running?",
                            "unavailable") from None
     if r.status_code >= 400:
         raise error_from_response(r.status_code, r.text)
     return r.json()
+
+
+def call_endpoint(url: str, authorization: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST the body as JSON."""
+    return _post(url, authorization, 120, json=body)
 
 
 def call_endpoint_with_file(url: str, authorization: str, path: str, fields: dict[str, Any]) -> dict[str, Any]:
     """POST the document at ``path`` as the multipart part ``file`` (other fields as JSON values), as
-    ``curl -F file=@doc.pdf`` would; its error as a DoctuneError."""
+    ``curl -F file=@doc.pdf`` would."""
     from pathlib import Path
 
     doc = Path(path)
     data = {k: json.dumps(v) for k, v in fields.items()}
-    try:
-        r = httpx.post(url, data=data, files={"file": (doc.name, doc.read_bytes())},
-                       headers={"Authorization": authorization}, timeout=180)
-    except httpx.TransportError as e:
-        raise DoctuneError(f"the endpoint {url} did not answer ({type(e).__name__}); is the deployment running?",
-                           "unavailable") from None
-    if r.status_code >= 400:
-        raise error_from_response(r.status_code, r.text)
-    return r.json()
+    return _post(url, authorization, 180, data=data, files={"file": (doc.name, doc.read_bytes())})
 
 
 def document_markdown(doc: dict[str, Any] | None) -> str:
