@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from typing import Any
+from typing import Any, Callable
 
 import kopf
 
@@ -144,6 +144,13 @@ def ignore_ended(call) -> None:
             raise
 
 
+def cancel_unfinished(namespace: str, status: dict, id_key: str, cancel: Callable[[Any, str], Any]) -> None:
+    """A deleted resource's job or sweep (``status[id_key]``) is cancelled unless it has ended."""
+    found = cluster.read_key(namespace)
+    if status.get(id_key) and status.get("state") not in ENDED_STATES and found:
+        ignore_ended(lambda: cancel(api.tenant_client(found[1]), status[id_key]))
+
+
 # ------------------------------------------------------------------------------------- FineTuneJob
 @kopf.on.create(GROUP, VERSION, "finetunejobs")
 def job_created(namespace: str, spec: dict, status: dict, patch: kopf.Patch, **_: Any) -> None:
@@ -164,9 +171,7 @@ def job_polled(namespace: str, status: dict, patch: kopf.Patch, **_: Any) -> Non
 
 @kopf.on.delete(GROUP, VERSION, "finetunejobs")
 def job_deleted(namespace: str, status: dict, **_: Any) -> None:
-    found = cluster.read_key(namespace)
-    if status.get("jobId") and status.get("state") not in ENDED_STATES and found:
-        ignore_ended(lambda: api.tenant_client(found[1]).cancel_job(status["jobId"]))
+    cancel_unfinished(namespace, status, "jobId", lambda client, job_id: client.cancel_job(job_id))
 
 
 # ------------------------------------------------------------------------------------------- Sweep
@@ -190,9 +195,7 @@ def sweep_polled(namespace: str, status: dict, patch: kopf.Patch, **_: Any) -> N
 
 @kopf.on.delete(GROUP, VERSION, "sweeps")
 def sweep_deleted(namespace: str, status: dict, **_: Any) -> None:
-    found = cluster.read_key(namespace)
-    if status.get("sweepId") and status.get("state") not in ENDED_STATES and found:
-        ignore_ended(lambda: api.tenant_client(found[1]).cancel_sweep(status["sweepId"]))
+    cancel_unfinished(namespace, status, "sweepId", lambda client, sweep_id: client.cancel_sweep(sweep_id))
 
 
 # --------------------------------------------------------------------------------- ModelDeployment
