@@ -89,7 +89,7 @@ def plan_job(p: Platform, caller: Principal, spec: JobSpec) -> dict[str, Any]:
     with planning_files(spec.base_model, p.objects) as base:
         shape = model_shape(spec, plugin, base, info, on_gpu=on_gpu)
         # a scratch copy is loaded uncached: its folder is gone once the plan answers
-        tokenizer = load_tokenizer.__wrapped__(base) if spec.base_model.startswith("s3://") else load_tokenizer(base)
+        tokenizer = load_tokenizer(base, cached=not spec.base_model.startswith("s3://"))
         tokens = count_tokens(task_texts(plugin, splits["train"]), tokenizer, spec.max_seq_length)
     memory = estimate_memory(shape, spec, on_gpu=on_gpu)
     per_epoch, total_steps = steps_schedule(len(splits["train"]), spec)

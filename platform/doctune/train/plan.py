@@ -172,11 +172,12 @@ _TOKENIZER_LOCK = threading.Lock()  # a fast tokenizer must not encode on two th
 _LOAD_LOCK = threading.Lock()
 
 
-def load_tokenizer(path: str) -> Any:
+def load_tokenizer(path: str, cached: bool = True) -> Any:
     """A base model's tokenizer, loaded once per process (the API plans and checks many jobs, from
-    several threads at once: the first import and load run one at a time)."""
+    several threads at once: the first import and load run one at a time). ``cached=False`` for a
+    temporary folder (a tenant's uploaded base model, fetched for one plan and then removed)."""
     with _LOAD_LOCK:
-        return _load_tokenizer(path)
+        return _load_tokenizer(path) if cached else _load_tokenizer.__wrapped__(path)
 
 
 @lru_cache(maxsize=8)

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from doctune.api.deps import AdminCaller, CurrentPlatform
+from fastapi import APIRouter, Query
+
+from doctune.api.deps import MAX_PAGE_SIZE, AdminCaller, CurrentPlatform
 from doctune.api.schemas import ClusterOut, QueuedJobOut
 from doctune.services import cluster as cluster_svc
 
@@ -19,6 +21,9 @@ def cluster_resources(who: AdminCaller, p: CurrentPlatform) -> ClusterOut:
 
 
 @router.get("/v1/queue", response_model=list[QueuedJobOut])
-def job_queue(who: AdminCaller, p: CurrentPlatform) -> list[QueuedJobOut]:
-    """Every queued job of every tenant, in the order the dispatcher starts them as room and quotas allow."""
-    return [QueuedJobOut.model_validate(row) for row in cluster_svc.queue_order(p, who)]
+def job_queue(who: AdminCaller, p: CurrentPlatform,
+              limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="The first this many in order.")] = 100,
+              ) -> list[QueuedJobOut]:
+    """The queued jobs of every tenant, in the order the dispatcher starts them as room and quotas allow:
+    the first ``limit`` of them."""
+    return [QueuedJobOut.model_validate(row) for row in cluster_svc.queue_order(p, who)[:limit]]
