@@ -48,6 +48,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+
+def console_client(url: str):
+    """A gradio_client of the console at ``url``, patient as a user is: its HTTP calls wait up to
+    120 s (gradio_client's 5 s default timed out on a CI machine loaded by the integration session)."""
+    from gradio_client import Client
+
+    return Client(url, verbose=False, httpx_kwargs={"timeout": 120})
+
 @contextmanager
 def running_console(api_url: str, log: Path, deadline_s: float = 180) -> Iterator[str]:
     """Start ``python -m doctune.console`` against ``api_url`` on a free port, wait until it answers,

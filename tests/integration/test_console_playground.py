@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-from gradio_client import Client
+from tests.e2e.console import console_client
 from gradio_client.exceptions import AppError
 
 from .conftest import poll
@@ -38,7 +38,7 @@ def console(stack):
 
 @pytest.fixture(scope="module")
 def member(console, tenant_a):
-    client = Client(console, verbose=False)
+    client = console_client(console)
     client.predict(tenant_a, api_name="/do_sign_in")
     return client
 

@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 import uvicorn
-from gradio_client import Client
+from tests.e2e.console import console_client
 from gradio_client.exceptions import AppError
 
 from doctune.api.app import create_app
@@ -66,7 +66,7 @@ def world(tmp_path_factory, s3):  # noqa: F811
 
 
 def signed_in(world, key: str) -> Client:
-    client = Client(world["console"], verbose=False)
+    client = console_client(world["console"])
     client.predict(key, api_name="/do_sign_in")
     return client
 
@@ -146,7 +146,7 @@ def test_a_member_is_refused_the_admin_calls_and_nobody_unsigned_gets_in(world):
     with pytest.raises(AppError, match="only a platform admin"):
         member.predict(api_name="/admin_refresh")
     with pytest.raises(AppError, match="Sign in with your API key"):
-        Client(world["console"], verbose=False).predict(api_name="/sweeps_refresh")
+        console_client(world["console"]).predict(api_name="/sweeps_refresh")
 
 
 JOB = "task: classification\nbase_model: all-minilm-l6-v2\ndataset: {id: ds-none}\nmax_steps: 10\n"

@@ -16,7 +16,9 @@ import time
 
 import pytest
 import yaml
-from gradio_client import Client, handle_file
+from gradio_client import handle_file
+
+from tests.e2e.console import console_client
 
 from doctune.api.app import create_app
 from doctune.config import Settings
@@ -69,7 +71,7 @@ def stack(tmp_path_factory, s3):  # noqa: F811
 
 
 def signed_in(stack, key: str) -> Client:
-    client = Client(stack["url"], verbose=False)
+    client = console_client(stack["url"])
     client.predict(key, api_name="/do_sign_in")
     return client
 
@@ -79,7 +81,7 @@ def records(n_per_label: int = 6) -> list[dict]:
 
 
 def test_a_wrong_key_gets_a_clear_message_and_no_trace(stack):
-    client = Client(stack["url"], verbose=False)
+    client = console_client(stack["url"])
     with pytest.raises(Exception) as err:
         client.predict("dtk_nope_wrong", api_name="/do_sign_in")
     assert "key" in str(err.value).lower() and "Traceback" not in str(err.value)
@@ -89,8 +91,8 @@ def test_a_wrong_key_gets_a_clear_message_and_no_trace(stack):
 
 
 def test_signing_in_shows_tenant_and_role_and_a_viewer_gets_no_write_controls(stack):
-    assert "team-c · member" in Client(stack["url"], verbose=False).predict(stack["member"], api_name="/do_sign_in")[1]
-    assert "team-c · viewer" in Client(stack["url"], verbose=False).predict(stack["viewer"], api_name="/do_sign_in")[1]
+    assert "team-c · member" in console_client(stack["url"]).predict(stack["member"], api_name="/do_sign_in")[1]
+    assert "team-c · viewer" in console_client(stack["url"]).predict(stack["viewer"], api_name="/do_sign_in")[1]
     # gradio_client returns no button visibility, so the sign-in handler is called as Gradio calls it
     member, viewer = _shown(stack, stack["member"]), _shown(stack, stack["viewer"])
     writes = ("datasets-upload", "datasets-delete", "new-job-submit", "jobs-cancel", "jobs-pause", "jobs-resume")
