@@ -180,6 +180,7 @@ def test_new_keys_are_hmac_and_an_old_scrypt_key_still_works_then_is_rehashed(wo
     assert client.get("/v1/whoami", headers={"Authorization": "Bearer dtk_legacy0000_old-secret"}).status_code == 200
 
 
+@pytest.mark.both_databases
 def test_a_revoked_key_stops_working_in_another_process_within_2_seconds(world, database_url, tmp_path):
     """A replica (its own KeyVerifier on the same database, as another process has) that has the key
     cached refuses it within 2 s of a revocation made through the API."""

@@ -21,6 +21,8 @@ from doctune.services import Platform, tenants
 from doctune.spec import TenantSpec
 from doctune.store.db import ApiKey, Dataset, Deployment, DeploymentRevision, Job, Model, Sweep
 
+pytestmark = pytest.mark.both_databases  # the store itself: on PostgreSQL too
+
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
 

@@ -39,6 +39,8 @@ from doctune.store.db import Dataset, Job, Sweep, Tenant
 from tests.unit.test_cli import s3  # noqa: F401  (a real SeaweedFS server, module-scoped)
 from tests.unit.test_reconcile import FakeCluster
 
+pytestmark = pytest.mark.both_databases  # the store itself: on PostgreSQL too
+
 RECORDS = [{"text": f"document {i} about {label}", "label": label} for label in ("sport", "tech") for i in range(20)]
 ROUNDS, THREADS = 6, 6
 

@@ -24,6 +24,8 @@ from doctune.store.db import Dataset, IdempotencyKey, Job
 
 from tests.unit.test_cli import s3  # noqa: F401  (the real S3 server fixture)
 
+pytestmark = pytest.mark.both_databases  # the store itself: on PostgreSQL too
+
 RECORDS = [{"text": f"document {i} about {label}", "label": label} for label in ("sport", "tech") for i in range(20)]
 
 

@@ -15,6 +15,8 @@ from doctune.services.scheduler import Demand, QueuedJob, TenantState, claim_job
 from doctune.spec import TenantSpec
 from doctune.store.db import Job, Tenant
 
+pytestmark = pytest.mark.both_databases  # the store itself: on PostgreSQL too
+
 ONE = Demand(cpus=1)
 
 

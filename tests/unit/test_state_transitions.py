@@ -16,6 +16,8 @@ from doctune.services import tenants
 from doctune.spec import TenantSpec
 from doctune.store.db import Job, JobEvent, Sweep
 
+pytestmark = pytest.mark.both_databases  # the store itself: on PostgreSQL too
+
 SPEC = {"tenant": "team-a", "task": "classification", "dataset": {"id": "ds-1"}, "num_workers": 1,
         "resources_per_worker": {"cpu": 1}}
 

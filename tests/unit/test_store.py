@@ -11,6 +11,8 @@ from doctune.services import tenants
 from doctune.spec import TenantSpec
 from doctune.store.db import Base, Job
 
+pytestmark = pytest.mark.both_databases  # the store itself: on PostgreSQL too
+
 
 
 

@@ -18,6 +18,8 @@ from doctune.services import Platform
 from doctune.spec import TenantSpec
 from doctune.store.db import Dataset, Deployment, Job, Model, Sweep
 
+pytestmark = pytest.mark.both_databases  # the store itself: on PostgreSQL too
+
 
 @pytest.fixture
 def world(database_url, tmp_path):
