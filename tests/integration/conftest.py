@@ -225,6 +225,23 @@ def classification_job(jobs_ahead):
     return finished(jobs_ahead, "classification_training")[1]
 
 
+@pytest.fixture(scope="session")
+def classification_endpoint(client_a, classification_job):
+    """A running endpoint of the session's classification model, shared by every module that queries
+    it (end to end, documents, the console's playground): one already running (the browser test
+    deploys it through the console), else one deployed here. A deploy and an undeploy cost a Ray job
+    each; one endpoint for the session saves the CPU of three."""
+    model_id = classification_job["model_id"]
+    running = [d for d in client_a.list_deployments(state="running") if d["model_id"] == model_id]
+    if running:
+        return running[0]
+    dep = client_a.deploy(model_id, "bbc", min_replicas=1, max_replicas=1, num_cpus=0.25)
+    dep = poll(lambda: (d := client_a.get_deployment(dep["id"]))["status"] != "deploying" and d, 600, "the deployment",
+               interval=2)
+    assert dep["status"] == "running", dep["message"]
+    return dep
+
+
 def example_job(name: str, dataset_id: str, **overrides) -> dict:
     """A shipped example (``docs/examples/<name>``) run end to end on this session's small stack:
     its task, base model, tuning method and DeepSpeed stage, on the test's dataset, with tiny

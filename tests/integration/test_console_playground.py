@@ -44,21 +44,8 @@ def member(console, tenant_a):
 
 
 @pytest.fixture(scope="module")
-def deployment(client_a, classification_job):
-    """A running endpoint of the session's classification model: one already deployed by another module
-    of this session, or one deployed here and undeployed afterwards."""
-    model_id = classification_job["model_id"]
-    running = [d for d in client_a.list_deployments(state="running") if d["model_id"] == model_id]
-    if running:
-        yield running[0]
-        return
-    dep = client_a.deploy(model_id, "playground", min_replicas=1, max_replicas=1, num_cpus=0.25)
-    dep = poll(lambda: (d := client_a.get_deployment(dep["id"]))["status"] != "deploying" and d, 600, "the deployment",
-               interval=2)
-    assert dep["status"] == "running", dep["message"]
-    yield dep
-    client_a.delete_deployment(dep["id"])
-    poll(lambda: client_a.get_deployment(dep["id"])["status"] == "deleted", 300, "undeploy")
+def deployment(classification_endpoint):
+    return classification_endpoint
 
 
 def _value(output):

@@ -10,16 +10,11 @@ import pytest
 from doctune.data import split_records
 from tests.document_samples import encrypted_pdf_bytes, pdf_bytes
 
-from .conftest import finished, poll
 
 
 @pytest.fixture(scope="module")
-def endpoint(client_a, jobs_ahead, stack):
-    job = finished(jobs_ahead, "classification_training")[1]
-    dep = client_a.deploy(job["model_id"], "bbc-docs", min_replicas=1, max_replicas=1)
-    dep = poll(lambda: (d := client_a.get_deployment(dep["id"]))["status"] != "deploying" and d, 300, "deployment")
-    assert dep["status"] == "running", dep["message"]
-    return dep
+def endpoint(classification_endpoint):
+    return classification_endpoint
 
 
 def test_endpoint_reads_a_pdf(endpoint, tenant_a, bbc_small):

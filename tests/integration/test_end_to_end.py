@@ -65,11 +65,8 @@ def test_training_beats_the_untrained_baseline(finished_job):
 
 
 @pytest.fixture(scope="module")
-def endpoint(client_a, finished_job, stack):
-    dep = client_a.deploy(finished_job["model_id"], "bbc", min_replicas=1, max_replicas=2)
-    dep = poll(lambda: (d := client_a.get_deployment(dep["id"]))["status"] != "deploying" and d, 300, "deployment")
-    assert dep["status"] == "running", dep["message"]
-    return dep
+def endpoint(classification_endpoint):
+    return classification_endpoint
 
 
 def test_endpoint_answers_with_a_label_from_the_dataset(endpoint, tenant_a, bbc_small):
