@@ -20,7 +20,7 @@ export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/$(VENV)/torch_extensions
 # scratch: the first Ray Train worker of a test session recompiled shm comm (~90 CPU-s) that way.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install browser run test test-unit bench down clean crds chart-check
+.PHONY: install browser run test test-full test-unit bench down clean crds chart-check
 
 install: $(STAMP)
 
@@ -69,6 +69,12 @@ down: install
 # DOCTUNE_TEST_DATABASE_URL is set), as two sessions at once (tests/run_suite.sh). pytest exits 5
 # when it collects no tests: that is a failure here, not a pass.
 test: install browser
+	$(VENV)/bin/lint-imports
+	PY=$(PY) tests/run_suite.sh -m "not full" $(PYTEST_ARGS)
+
+# Everything `make test` runs plus the tests marked `full` (the tuning matrix of every method under
+# every ZeRO stage, a second sweep algorithm, a third Gemma job): before a release, not on every push.
+test-full: install browser
 	$(VENV)/bin/lint-imports
 	PY=$(PY) tests/run_suite.sh $(PYTEST_ARGS)
 

@@ -116,6 +116,10 @@ def launch_chromium(playwright):
     if not CHROMIUM.exists():
         raise AssertionError(f"{CHROMIUM} is missing: `make test` installs it (apt-get install chromium "
                              "fonts-noto-cjk), or set CHROMIUM to another chromium binary")
+    from playwright.sync_api import expect
+
+    # a patient user: a Gradio event on a CI machine busy training took over playwright's 5 s default
+    expect.set_options(timeout=30_000)
     return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
 
 
@@ -211,9 +215,12 @@ class ConsolePage:
         try:
             yield
         except BaseException as e:
-            path = self.screenshot(f"failed-{name}")
-            toasts = [t.inner_text() for t in self.page.locator(".toast-body").all()]
-            e.add_note(f"screenshot: {path}; toasts shown: {toasts or 'none'}")
+            try:  # the evidence must not replace the failure: a screenshot of a hung page times out too
+                path = self.screenshot(f"failed-{name}")
+                toasts = [t.inner_text(timeout=5_000) for t in self.page.locator(".toast-body").all()]
+                e.add_note(f"screenshot: {path}; toasts shown: {toasts or 'none'}")
+            except Exception as shot_error:
+                e.add_note(f"no screenshot: {shot_error}".splitlines()[0])
             if self.log and self.log.is_file():
                 e.add_note(f"the console's log ends with:\n{self.log.read_text(errors='replace')[-3000:]}")
             raise
@@ -221,7 +228,7 @@ class ConsolePage:
     def screenshot(self, name: str) -> Path:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{name}.png"
-        self.page.screenshot(path=str(path), full_page=True)
+        self.page.screenshot(path=str(path), full_page=True, timeout=60_000)
         return path
 
     def cjk_glyphs_render(self, selector: str) -> bool:

@@ -50,13 +50,16 @@ def pytest_collection_modifyitems(session, config, items):
 AHEAD: dict[str, tuple[Callable, tuple[str, ...]]] = {}
 
 
-def ahead(*used_by: str) -> Callable:
+def ahead(*used_by: str, tests: tuple[str, ...] = ()) -> Callable:
     """Register ``fn(request) -> (client, job)``, which submits a job that the modules ``used_by``
-    (default: the module defining ``fn``) need, to be started when the session's first integration
-    test starts (``request`` gives session fixtures through ``request.getfixturevalue``). Its result
-    is ``jobs_ahead[fn.__name__]``."""
+    (default: the module defining ``fn``) need, or only the ``tests`` of that module named, to be
+    started when the session's first integration test starts (``request`` gives session fixtures through
+    ``request.getfixturevalue``). Its result is ``jobs_ahead[fn.__name__]``. A job whose tests are not
+    selected (``-m "not full"``, ``-k``) is not started."""
     def register(fn: Callable) -> Callable:
-        AHEAD[fn.__name__] = (fn, tuple(f"tests.integration.{m}" for m in used_by) or (fn.__module__,))
+        users = tuple(f"{fn.__module__}::{t}" for t in tests) or \
+            tuple(f"tests.integration.{m}" for m in used_by) or (fn.__module__,)
+        AHEAD[fn.__name__] = (fn, users)
         return fn
 
     return register
@@ -64,9 +67,10 @@ def ahead(*used_by: str) -> Callable:
 
 @pytest.fixture(scope="session", autouse=True)
 def jobs_ahead(request, stack) -> dict:
-    """Submit every registered job that a module this session runs needs (in registration order, the
-    order the modules run), and return {name: (client, submitted job)} at once."""
-    selected = {item.module.__name__ for item in request.session.items}
+    """Submit every registered job that a selected test needs (in registration order, the order the
+    modules run), and return {name: (client, submitted job)} at once."""
+    items = request.session.items
+    selected = {item.module.__name__ for item in items} | {f"{item.module.__name__}::{item.originalname}" for item in items}
     return {name: fn(request) for name, (fn, users) in AHEAD.items() if selected.intersection(users)}
 
 

@@ -42,7 +42,7 @@ def headline_training(request):
     return client, client.submit_job(spec)
 
 
-@ahead()
+@ahead(tests=("test_chinese_generation_is_scored_on_characters",))
 def chinese_generation_training(request):
     client = tenant_client(request, "team-writers")
     ds = client.upload_dataset("zh-weather", "generation", {"data": to_jsonl(_zh_records())}, seed=7)
@@ -95,6 +95,7 @@ def test_summarization_endpoint_takes_generation_parameters(gen_client, headline
     poll(lambda: gen_client.get_deployment(dep["id"])["status"] == "deleted", 300, "undeploy")
 
 
+@pytest.mark.full  # a third Gemma job (Chinese classification and English headlines run in CI): `make test-full`
 def test_chinese_generation_is_scored_on_characters(jobs_ahead):
     _, job, ds = finished(jobs_ahead, "chinese_generation_training")
     assert ds["info"]["language"] == "zh" and ds["info"]["fields"] == ["城市", "天气", "气温"]

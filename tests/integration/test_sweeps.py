@@ -44,7 +44,7 @@ def grid_sweep(request):
     return client, sweep
 
 
-@ahead()
+@ahead(tests=("test_asha_stops_weak_trials_early_and_still_picks_a_finished_winner",))
 def asha_sweep(request):
     """Its own tenant, so that it runs beside the grid sweep without sharing its quota."""
     client = tenant_client(request, "team-asha")
@@ -129,6 +129,7 @@ def test_bad_sweeps_name_the_field(sweep_client, finished_sweep):
     assert e.value.field == "dataset.id"
 
 
+@pytest.mark.full  # a second sweep of 3 trials beside the grid sweep: `make test-full`
 def test_asha_stops_weak_trials_early_and_still_picks_a_finished_winner(jobs_ahead):
     sweep_client, done = sweep_done(jobs_ahead, "asha_sweep")
     sweep = done

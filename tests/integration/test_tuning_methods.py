@@ -21,6 +21,9 @@ from doctune.tasks import get_task
 from .conftest import ahead, finished, tiny_job
 from .tuning_matrix import METHODS
 
+# the exhaustive matrix (24 DeepSpeed runs) and a second ZeRO-3 job: `make test-full`, not CI's `make test`
+pytestmark = pytest.mark.full
+
 REPO = Path(__file__).resolve().parents[2]
 
 
