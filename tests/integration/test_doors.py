@@ -30,7 +30,8 @@ def test_up_twice_is_harmless(stack):
     assert all("already running" in l for l in lines if l.startswith(("s3", "ray", "api")))
     out = subprocess.run([str(BIN / "doctune"), "status"], env={**os.environ, "DOCTUNE_HOME": stack.home},
                          capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0 and out.stdout.count(" up ") == 4, out.stdout
+    states = {line.split()[0]: line.split()[1] for line in out.stdout.splitlines() if line.strip()}
+    assert out.returncode == 0 and states == dict.fromkeys(("ray", "s3", "db", "api", "console"), "up"), out.stdout
 
 
 def test_port_in_use_and_stale_pid_get_clear_messages(tmp_path):
