@@ -5,6 +5,8 @@ requests it also checks each response's status code and body against the declare
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import schemathesis
 from schemathesis import GenerationMode
@@ -21,6 +23,8 @@ from doctune.store.db import Dataset, Deployment, Job, Model, Sweep
 from tests.unit.test_cli import s3  # noqa: F401
 
 CONFORMANCE = [not_a_server_error, status_code_conformance, response_schema_conformance]
+# examples per operation and mode: 10 in CI's `make test`, 30 in `make test-full` (DOCTUNE_FUZZ_EXAMPLES)
+EXAMPLES = int(os.environ.get("DOCTUNE_FUZZ_EXAMPLES", "10"))
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +67,7 @@ def test_no_server_errors(world, mode):
     exercised = 0
     for op in ops:
 
-        @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         @given(case=op.as_strategy(generation_mode=mode))
         def run(case):
             for headers in ({"Authorization": f"Bearer {key}"}, {}):
