@@ -30,19 +30,27 @@ from doctune.corpora import load_bbc_news
 
 
 END = ("succeeded", "failed", "cancelled")
-LAST = ("tests.integration.test_faults",)  # they kill the API, restart the Ray head and stop the S3 server
-# tests that only read what a background scenario saw (see in_background), which runs from the session's
-# start: read late, when it is long done, rather than second, when the session would wait for it
-LATE = ("tests.integration.test_cancel",)
+# The order the modules run in. The session's jobs are all submitted at its start and train while
+# tests run; a test that waits for an unfinished job holds up every test after it. So the modules
+# that need no trained job come first, then those whose jobs finish first (the session's
+# classification model, then the small MiniLM jobs), then the Gemma jobs (the longest), and last
+# the tests that only read a background scenario (long done by then) and the fault tests, which
+# kill the API, restart the Ray head and stop the S3 server that the others share. A module not
+# named here runs in the middle.
+ORDER = [f"tests.integration.{m}" for m in (
+    "test_bad_input", "test_doors", "test_quotas", "test_ray_job_submit",
+    "test_end_to_end", "test_console_browser", "test_console_playground", "test_documents", "test_serving",
+    "test_plan", "test_deletes", "test_toy_task", "test_multilabel", "test_extraction", "test_ner",
+    "test_retrieval", "test_lifecycle", "test_resume", "test_sweeps", "test_operator",
+    "None",  # any other module
+    "test_chinese", "test_generative", "test_tuning_methods", "test_cancel", "test_faults")]
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """The fault tests run after every other test of the session, whatever order it was given in:
-    they disturb the stack that the others share; the LATE ones just before them (a stable sort keeps
-    every other order as it was)."""
+    """Run the modules in ORDER (a stable sort keeps each module's own test order)."""
     def rank(item) -> int:
         name = getattr(getattr(item, "module", None), "__name__", "")
-        return 2 if name in LAST else 1 if name in LATE else 0
+        return ORDER.index(name) if name in ORDER else ORDER.index("tests.integration.None")
 
     items.sort(key=rank)
 
@@ -71,7 +79,20 @@ def jobs_ahead(request, stack) -> dict:
     modules run), and return {name: (client, submitted job)} at once."""
     items = request.session.items
     selected = {item.module.__name__ for item in items} | {f"{item.module.__name__}::{item.originalname}" for item in items}
-    return {name: fn(request) for name, (fn, users) in AHEAD.items() if selected.intersection(users)}
+    wanted = [(name, fn, users) for name, (fn, users) in AHEAD.items() if selected.intersection(users)]
+    return {name: fn(request) for name, fn, _ in sorted(wanted, key=_submission_rank)}
+
+
+# the longest jobs (Gemma) start with the session's shared classification model, so that they are done
+# when their modules come, late in ORDER; every other job starts in the order its module runs
+FIRST = ("classification_training", "chinese_training", "headline_training")
+
+
+def _submission_rank(wanted: tuple) -> tuple:
+    name, _, users = wanted
+    module = users[0].split("::")[0]
+    return (FIRST.index(name) if name in FIRST else len(FIRST),
+            ORDER.index(module) if module in ORDER else ORDER.index("tests.integration.None"))
 
 
 def finished(jobs_ahead: dict, name: str, deadline_s: float = 1200) -> tuple:

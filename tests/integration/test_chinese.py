@@ -29,7 +29,10 @@ def chinese_training(request):
     spec = tiny_job(ds["id"], base_model="gemma-3-270m", max_steps=3, micro_batch_size=4, max_seq_length=32,
                     tuning={"method": "lora", "merge_adapter": False,  # a few MB to store, not Gemma again
                             "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}},
-                    deepspeed={"zero_stage": 0}, num_workers=1, resources_per_worker={"cpu": 1, "threads": 2},
+                    deepspeed={"zero_stage": 0}, num_workers=1,
+                    # half a logical CPU, like the session's other jobs: asking for a whole one, it waited
+                    # while half-CPU jobs submitted after it took each half that came free
+                    resources_per_worker={"cpu": 0.5, "threads": 2},
                     eval_interval=100, checkpoint_interval=100, learning_rate=1e-3)
     plan = client.plan_job(spec)
     return client, client.submit_job(spec), plan

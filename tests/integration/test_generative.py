@@ -36,9 +36,11 @@ def headline_training(request):
     ds = client.upload_dataset("bbc-headlines", "summarization", {"data": to_jsonl(bbc_headlines(limit_per_class=4))},
                                seed=42)
     assert ds["info"]["language"] == "en"
+    # two workers on half a logical CPU in all, like the session's other jobs: asking for a whole one, it
+    # waited while half-CPU jobs submitted after it took each half that came free
     spec = example_job("bbc-headlines.yaml", ds["id"], tuning=GEMMA_LORA, max_steps=8, micro_batch_size=2,
                        gradient_accumulation_steps=1, max_seq_length=96, learning_rate=1e-3, eval_interval=100,
-                       checkpoint_interval=100)
+                       checkpoint_interval=100, resources_per_worker={"cpu": 0.25, "threads": 1})
     return client, client.submit_job(spec)
 
 
