@@ -166,7 +166,7 @@ def test_a_sweep_ends_with_its_leaderboard_in_status(kubectl, tenant):
     job = tiny_job(dataset["id"], num_workers=1, max_steps=4, eval_interval=2, checkpoint_interval=4)
     job.pop("learning_rate")
     custom.create_namespaced_custom_object(GROUP, VERSION, TENANT, "sweeps", cr("Sweep", "lr", {
-        "job": job, "algorithm": "grid", "max_concurrent_trials": 1,
+        "job": job, "algorithm": "grid", "max_concurrent_trials": 2,  # side by side: the wait is one trial long
         "search_space": {"learning_rate": {"type": "choice", "values": [1e-3, 2e-3]}}}))
     status = poll(lambda: (s := get(custom, "sweeps", "lr").get("status") or {}).get("state")
                   in ("Succeeded", "Failed", "Cancelled") and s, 900, "the Sweep to end", interval=2)
