@@ -33,16 +33,19 @@ END = ("succeeded", "failed", "cancelled")
 # The order the modules run in. The session's jobs are all submitted at its start and train while
 # tests run; a test that waits for an unfinished job holds up every test after it. So the modules
 # that need no trained job come first, then those whose jobs finish first (the session's
-# classification model, then the small MiniLM jobs), then the Gemma jobs (the longest), and last
+# classification model, then the small MiniLM jobs), then the modules that start jobs of their own when
+# they run (they would wait behind the session's), then the Gemma jobs (the longest), and last
 # the tests that only read a background scenario (long done by then) and the fault tests, which
 # kill the API, restart the Ray head and stop the S3 server that the others share. A module not
 # named here runs in the middle.
 ORDER = [f"tests.integration.{m}" for m in (
-    "test_bad_input", "test_doors", "test_quotas", "test_ray_job_submit",
+    "test_bad_input", "test_doors", "test_ray_job_submit",
     "test_end_to_end", "test_console_browser", "test_console_playground", "test_documents", "test_serving",
     "test_plan", "test_deletes", "test_toy_task", "test_multilabel", "test_extraction", "test_ner",
     "test_retrieval", "test_lifecycle", "test_resume", "test_sweeps", "test_operator",
     "None",  # any other module
+    # these submit their jobs when they run and wait for them to start: once the session's jobs are done
+    "test_quotas",
     "test_chinese", "test_generative", "test_tuning_methods", "test_cancel", "test_faults")]
 
 
