@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from doctune.corpora import load_bbc_news
 from doctune.data import to_jsonl
 from doctune.drivers.job import PUMP_EVERY_S
@@ -14,6 +16,11 @@ from doctune.train.progress import PROGRESS_EVERY_S
 from .conftest import QUEUED_S, ahead, in_background, new_tenant, outcome, own_client, poll, tiny_job
 
 ENDED = ("succeeded", "failed", "cancelled")
+
+
+# a third sweep, whose trial must reach its third step while the session's jobs train: `make test-full`
+# (CI's run cancels running jobs through the API in test_quotas and through the operator in test_operator)
+pytestmark = pytest.mark.full
 
 
 @ahead()
