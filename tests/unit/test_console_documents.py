@@ -24,9 +24,9 @@ TOPICS = {"sport": "The match ended two to one after a late goal in the second h
           "business": "Shares rose after the company reported higher quarterly profits and sales."}
 
 
-def _archive(tmp_path, bad: bool):
+def _archive(tmp_path, bad: bool, n: int = 10, name: str = "news-docs"):
     files, lines = {}, ["file,label"]
-    for i in range(10):  # enough for a stratified dev and test split
+    for i in range(n):  # 10: enough for a stratified dev and test split
         for label, text in TOPICS.items():
             kind = ("pdf", "docx", "html")[i % 3]
             body = f"{text} Story {i}."
@@ -36,19 +36,20 @@ def _archive(tmp_path, bad: bool):
     if bad:
         files["docs/locked.pdf"] = encrypted_pdf_bytes()
         lines.append("docs/locked.pdf,sport")
-    archive, labels = tmp_path / "news-docs.zip", tmp_path / "labels.csv"
+    archive, labels = tmp_path / f"{name}.zip", tmp_path / f"{name}-labels.csv"
     archive.write_bytes(zip_bytes(files))
     labels.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return archive, labels
 
 
 def test_an_archive_upload_shows_the_report_per_file_and_skip_bad_keeps_the_good(stack, tmp_path):  # noqa: F811
-    archive, labels = _archive(tmp_path, bad=True)
+    small, small_labels = _archive(tmp_path, bad=True, n=2, name="few-docs")  # refused whole: a few files show it
     client = signed_in(stack, stack["member"])
-    status, report, _, _, _ = client.predict("classification", "docs-refused", handle_file(str(archive)),
-                                             handle_file(str(labels)), False, api_name="/upload_documents")
+    status, report, _, _, _ = client.predict("classification", "docs-refused", handle_file(str(small)),
+                                             handle_file(str(small_labels)), False, api_name="/upload_documents")
     assert "Not uploaded" in status and "skip_bad" in status, status
     assert [r[0] for r in report["data"]] == ["docs/locked.pdf"] and report["data"][0][1] == "error"
+    archive, labels = _archive(tmp_path, bad=True)
     status, report, balance, listed, _ = client.predict("classification", "docs-kept", handle_file(str(archive)),
                                                         handle_file(str(labels)), True, api_name="/upload_documents")
     assert "Uploaded **docs-kept**" in status and "2 labels" in status, status

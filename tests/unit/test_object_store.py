@@ -54,8 +54,10 @@ def test_a_presigned_url_downloads_without_credentials_until_it_expires(store):
 
 
 def test_a_prefix_is_deleted_in_batches_and_nothing_else_goes(store):
-    for i in range(1005):  # more than one DeleteObjects request holds (1000 keys)
-        store.put_bytes(f"tenants/team-s/many/{i:04d}", b"x")
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(16) as pool:  # more than one DeleteObjects request holds (1000 keys), put 16 at a time
+        list(pool.map(lambda i: store.put_bytes(f"tenants/team-s/many/{i:04d}", b"x"), range(1005)))
     store.put_bytes("tenants/team-s/kept", b"k")
     assert sorted(store.list_keys("tenants/team-s/many/"))[-1] == "tenants/team-s/many/1004"
     assert store.delete_prefix("tenants/team-s/many/") == 1005
