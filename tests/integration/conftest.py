@@ -89,7 +89,7 @@ def jobs_ahead(request, stack) -> dict:
 
 # the longest jobs (Gemma) start with the session's shared classification model, so that they are done
 # when their modules come, late in ORDER; every other job starts in the order its module runs
-FIRST = ("classification_training", "chinese_training", "headline_training")
+FIRST = ("classification_training", "chinese_training", "headline_training", "chinese_generation_training")
 
 
 def _submission_rank(wanted: tuple) -> tuple:

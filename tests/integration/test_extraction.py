@@ -25,7 +25,7 @@ def relation_training(request):
     return client, client.submit_job(spec)
 
 
-@ahead()
+@ahead(tests=("test_fields_endpoint_returns_every_field_with_offsets",))
 def fields_training(request):
     client = tenant_client(request, "team-extraction")
     ds = client.upload_dataset("bbc-quotes", "extraction", {"data": to_jsonl(load_bbc_quote_fields())}, seed=42)
@@ -90,6 +90,7 @@ def test_relation_endpoint_answers_entity_pairs(ext_client, relation_job):
     undeploy(ext_client, dep)
 
 
+@pytest.mark.full  # a second extraction job (key fields; relations run in CI): `make test-full`
 def test_fields_endpoint_returns_every_field_with_offsets(ext_client, fields_job):
     report = fields_job["report"]
     assert report["primary_metric"] == "f1" and {"f1", "precision", "recall"} <= set(report["metrics"])

@@ -30,7 +30,8 @@ def _zh_records() -> list[dict]:
     return rows
 
 
-@ahead()
+@ahead(tests=("test_summaries_are_reported_beside_the_untuned_model_and_lead_n",
+              "test_summarization_endpoint_takes_generation_parameters"))
 def headline_training(request):
     client = tenant_client(request, "team-writers")
     ds = client.upload_dataset("bbc-headlines", "summarization", {"data": to_jsonl(bbc_headlines(limit_per_class=4))},
@@ -57,8 +58,8 @@ def chinese_generation_training(request):
 
 
 @pytest.fixture(scope="module")
-def gen_client(jobs_ahead):
-    return jobs_ahead["headline_training"][0]
+def gen_client(request):
+    return tenant_client(request, "team-writers")
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,9 @@ def headline_job(jobs_ahead):
     return finished(jobs_ahead, "headline_training")[1]
 
 
+# the longest job of the session (Gemma, generating for the untuned and the tuned model) and a Gemma
+# endpoint: `make test-full` (CI trains Gemma on Chinese classification in test_chinese)
+@pytest.mark.full
 def test_summaries_are_reported_beside_the_untuned_model_and_lead_n(headline_job):
     report = headline_job["report"]
     assert report["primary_metric"] == "rougeL" and report["baseline"] == "untuned_base_model"
@@ -79,6 +83,7 @@ def test_summaries_are_reported_beside_the_untuned_model_and_lead_n(headline_job
     assert examples and all(isinstance(e["generated"], str) and e["reference"] for e in examples)
 
 
+@pytest.mark.full
 def test_summarization_endpoint_takes_generation_parameters(gen_client, headline_job):
     dep = gen_client.deploy(headline_job["model_id"], "headlines", min_replicas=1, max_replicas=1)
     dep = poll(lambda: (d := gen_client.get_deployment(dep["id"]))["status"] != "deploying" and d, 300, "deployment")

@@ -4,9 +4,15 @@ cross-entropy; the report carries micro- and macro-F1 beside the baseline."""
 
 from __future__ import annotations
 
+import pytest
+
 from doctune.data import to_jsonl
 
 from .conftest import ahead, finished, tenant_client, tiny_job
+
+
+# multi-label classification, a variant of the classification job CI trains: `make test-full`
+pytestmark = pytest.mark.full
 
 
 @ahead()

@@ -6,11 +6,16 @@ toy's own request and answer shape and documents them."""
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from doctune.data import to_jsonl
 from tests.toy_task import reviews
 
 from .conftest import ahead, finished, poll, tenant_client
+
+
+# the toy plugin also trains with LoRA in the unit session (test_toy_plugin): `make test-full`
+pytestmark = pytest.mark.full
 
 
 @ahead()
