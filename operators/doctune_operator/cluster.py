@@ -126,13 +126,25 @@ def apply_key(tenant: str, api_key: str, api_url: str) -> None:
     _create(core().create_namespaced_secret, tenant, key_secret(tenant, api_key, api_url))
 
 
-def apply_ray_cluster(tenant: str, image: str, ray_version: str, token: str, shape: dict[str, Any]) -> None:
+RAY_TOKEN_SECRET = "doctune-ray-token"
+
+
+def head_address(tenant: str) -> str:
+    """The Jobs API of the tenant's RayCluster ``doctune``: KubeRay's head Service ``<name>-head-svc``."""
+    return f"http://doctune-head-svc.{tenant}.svc:8265"
+
+
+def apply_ray_cluster(tenant: str, image: str, ray_version: str, token: str, shape: dict[str, Any]) -> str:
+    """Create the tenant's Ray token Secret and RayCluster; returns the token the Secret holds (the one
+    made first, when a retry or a resume offers a new one)."""
     token_secret = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                    "metadata": {"name": "doctune-ray-token", "namespace": tenant},
+                    "metadata": {"name": RAY_TOKEN_SECRET, "namespace": tenant},
                     "data": {"token": base64.b64encode(token.encode()).decode()}}
     _create(core().create_namespaced_secret, tenant, token_secret)
     _create(custom().create_namespaced_custom_object, "ray.io", "v1", tenant, "rayclusters",
             ray_cluster(tenant, image, ray_version, shape))
+    secret = core().read_namespaced_secret(RAY_TOKEN_SECRET, tenant)
+    return base64.b64decode(secret.data["token"]).decode()
 
 
 def read_key(namespace_name: str) -> tuple[str, str] | None:

@@ -56,10 +56,8 @@ def tenant_created(name: str, spec: dict, body: dict, patch: kopf.Patch, **_: An
     if quota:
         with kopf_errors("setting the tenant's quota"):
             api.admin_client().request("PUT", f"/v1/tenants/{name}/quota", json=quota)
-    shape = spec.get("ray_cluster") or {}
-    if shape.get("enabled"):
-        cluster.apply_ray_cluster(name, os.environ.get("DOCTUNE_RAY_IMAGE", "rayproject/ray:2.60.0-py311"),
-                                  os.environ.get("DOCTUNE_RAY_VERSION", "2.60.0"), secrets.token_urlsafe(32), shape)
+    if (spec.get("ray_cluster") or {}).get("enabled"):
+        apply_ray_cluster(name, spec["ray_cluster"])
     patch.status.update({"state": "Ready", "namespace": name,
                          "conditions": [api.condition("Ready", True, "Ready", f"namespace {name} and its API key are ready")]})
 
@@ -76,12 +74,30 @@ def _tenant_key(name: str, display_name: str | None) -> str:
             return admin.request("POST", "/v1/keys", json={"tenant": name, "role": "member"})["api_key"]
 
 
+def apply_ray_cluster(name: str, shape: dict[str, Any]) -> None:
+    """With ``rayCluster.enabled``: the tenant's RayCluster, registered with the API so that the tenant's
+    jobs and sweeps run there. Without it: unregistered (new work goes to the shared cluster); the
+    RayCluster itself is left for its jobs to finish."""
+    admin = api.admin_client()
+    if not shape.get("enabled"):
+        ignore_ended(lambda: admin.remove_ray_cluster(name))
+        return
+    token = cluster.apply_ray_cluster(name, os.environ.get("DOCTUNE_RAY_IMAGE", "rayproject/ray:2.60.0-py311"),
+                                      os.environ.get("DOCTUNE_RAY_VERSION", "2.60.0"), secrets.token_urlsafe(32), shape)
+    with kopf_errors(f"registering tenant {name}'s Ray cluster"):
+        admin.set_ray_cluster(name, cluster.head_address(name), token)
+
+
 @kopf.on.update(GROUP, VERSION, "tenants", field="spec")
-def tenant_updated(name: str, spec: dict, **_: Any) -> None:
-    quota = {k: v for k, v in api.snake(dict(spec)).items() if k in QUOTA_FIELDS}
+def tenant_updated(name: str, spec: dict, old: dict, **_: Any) -> None:
+    snake = api.snake(dict(spec))
+    quota = {k: v for k, v in snake.items() if k in QUOTA_FIELDS}
     if quota:
         with kopf_errors("setting the tenant's quota"):
             api.admin_client().request("PUT", f"/v1/tenants/{name}/quota", json=quota)
+    was = api.snake(dict(old or {})).get("ray_cluster") or {}  # with field="spec", old is the old spec
+    if snake.get("ray_cluster") or was.get("enabled"):
+        apply_ray_cluster(name, snake.get("ray_cluster") or {})
 
 
 @kopf.on.delete(GROUP, VERSION, "tenants")
@@ -89,6 +105,7 @@ def tenant_deleted(name: str, **_: Any) -> None:
     """Revoke the tenant's keys and delete its namespace (its resources go with it); the API keeps the
     tenant's record, models and history."""
     admin = api.admin_client()
+    ignore_ended(lambda: admin.remove_ray_cluster(name))  # its new work would have nowhere to run
     with kopf_errors(f"revoking tenant {name}'s keys"):
         for key in admin.list_keys():
             if key.get("tenant") == name and not key.get("revoked_at"):

@@ -266,6 +266,15 @@ class DoctuneClient:
         """Change the given quota fields (and weight) of a tenant; None means unlimited (admin)."""
         return self.request("PUT", f"/v1/tenants/{tenant}/quota", json=quota)
 
+    def set_ray_cluster(self, tenant: str, address: str, token: str) -> dict[str, Any]:
+        """Register (or replace) the tenant's dedicated Ray cluster: its Jobs API address and the Ray
+        token its head takes (admin). Returns the tenant, showing the address, never the token."""
+        return self.request("PUT", f"/v1/tenants/{tenant}/ray-cluster", json={"address": address, "token": token})
+
+    def remove_ray_cluster(self, tenant: str) -> dict[str, Any]:
+        """The tenant's new work goes to the shared cluster again (admin)."""
+        return self.request("DELETE", f"/v1/tenants/{tenant}/ray-cluster")
+
     def cluster_resources(self) -> dict[str, Any]:
         return self.request("GET", "/v1/cluster")
 

@@ -26,6 +26,7 @@ __all__ = [
     "LoraSpec",
     "PromotionSpec",
     "QuotaSpec",
+    "RayClusterSpec",
     "ResourcesSpec",
     "SearchDimension",
     "SweepSpec",
@@ -354,6 +355,36 @@ class QuotaSpec(_Spec):
     max_trials: int | None = Field(None, ge=1, le=10_000, description="Trials one sweep may run; a larger grid (or num_samples) is refused when submitted.")
     max_queued_jobs: int | None = Field(None, ge=0, le=100_000, description="Jobs waiting in the queue at once; a submission past it is a 429.")
     max_keys: int | None = Field(None, ge=0, le=10_000, description="Unrevoked API keys the tenant may hold; a new key past it is a 429.")
+
+
+class RayClusterSpec(_Spec):
+    """A tenant's dedicated Ray cluster: where its head's Jobs API answers, and the Ray auth token
+    that head takes. The tenant's jobs and sweeps then run there; deployments stay on the shared
+    cluster's Serve."""
+
+    address: str = Field(..., min_length=8, max_length=300, description=(
+        "The head's Jobs API (dashboard) URL, http(s), e.g. http://doctune-head-svc.legal-team.svc:8265 "
+        "(a KubeRay RayCluster's head Service, port 8265)."))
+    token: str = Field(..., min_length=16, max_length=512, description=(
+        "The Ray auth token the cluster's head takes (RAY_AUTH_TOKEN); stored, never shown again."))
+
+    @field_validator("address")
+    @classmethod
+    def _http_address(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError(f"address must be the head's http(s) dashboard URL, e.g. "
+                             f"http://doctune-head-svc.<namespace>.svc:8265; got {v!r}")
+        return v.strip().rstrip("/")
+
+    @field_validator("token")
+    @classmethod
+    def _token_chars(cls, v: str) -> str:
+        if not v.isprintable() or any(c.isspace() for c in v):
+            raise ValueError("token must be printable with no spaces (the value of RAY_AUTH_TOKEN)")
+        return v
 
 
 def parse_job_spec(data: Any) -> JobSpec:

@@ -204,3 +204,21 @@ def test_a_bad_spec_ends_failed_with_the_reason(kubectl, tenant):
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
     assert "learning_rate" in ready["message"] and "jobId" not in status
+
+
+def test_a_tenant_with_its_own_ray_cluster_gets_it_registered_with_the_api(admin, kubectl):
+    """The operator makes the tenant's RayCluster and its Ray token, and registers the head Service
+    with the API: the tenant's jobs and sweeps now go there; the token is never shown."""
+    custom, core = kubectl
+    name = "team-kube-ray"
+    custom.create_cluster_custom_object(GROUP, VERSION, "tenants", cr("Tenant", name, {
+        "displayName": "Team Kube Ray", "rayCluster": {"enabled": True, "maxWorkers": 2}}, namespace=None))
+    shown = poll(lambda: (admin.request("GET", f"/v1/tenants/{name}").get("ray_cluster") if any(
+        t["id"] == name for t in admin.list_tenants()) else None), 120, "the tenant's Ray cluster to be registered")
+    assert shown["address"] == f"http://doctune-head-svc.{name}.svc:8265"
+    token = base64.b64decode(core.read_namespaced_secret("doctune-ray-token", name).data["token"]).decode()
+    assert custom.get_namespaced_custom_object("ray.io", "v1", name, "rayclusters", "doctune")["spec"]["headGroupSpec"]
+    assert token and token not in str(admin.request("GET", f"/v1/tenants/{name}"))
+    custom.delete_cluster_custom_object(GROUP, VERSION, "tenants", name)
+    poll(lambda: admin.request("GET", f"/v1/tenants/{name}")["ray_cluster"] is None, 120,
+         "the deleted Tenant's Ray cluster to be unregistered")

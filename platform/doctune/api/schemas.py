@@ -71,11 +71,20 @@ class Quota(BaseModel):
     max_keys: int | None = Field(None, description="Unrevoked API keys; null: unlimited.")
 
 
+class RayClusterOut(BaseModel):
+    """A tenant's dedicated Ray cluster; its token is never shown."""
+
+    address: str = Field(description="The head's Jobs API URL; the tenant's jobs and sweeps are submitted there.")
+    registered_at: Timestamp | None = None
+
+
 class TenantOut(BaseModel):
     id: str
     display_name: str | None
     quota: Quota
     created_at: Timestamp | None = None
+    ray_cluster: RayClusterOut | None = Field(None, description="The tenant's dedicated Ray cluster, if it has one "
+                                              "(GET of one tenant); null: its work runs on the shared cluster.")
 
 
 class TenantCreated(BaseModel):

@@ -1,5 +1,5 @@
-"""`doctune tenants`: tenants, their quotas and usage (creating tenants and setting
-quotas needs the platform admin's key)."""
+"""`doctune tenants`: tenants, their quotas, their dedicated Ray clusters and usage (creating
+tenants, setting quotas and Ray clusters needs the platform admin's key)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def tenants_create(name: str, display_name: Optional[str] = None, api_key: ApiKe
 
 @app.command("show")
 def tenants_show(tenant: str, api_key: ApiKey = None) -> None:
-    """A tenant's quotas."""
+    """A tenant's quotas and its dedicated Ray cluster's address, if it has one."""
     show(connect(api_key).request("GET", f"/v1/tenants/{tenant}"))
 
 
@@ -58,6 +58,29 @@ def tenants_quota(
             "max_trials": max_trials,
             "max_queued_jobs": max_queued_jobs, "max_keys": max_keys}
     show(connect(api_key).request("PUT", f"/v1/tenants/{tenant}/quota", json={k: v for k, v in body.items() if v is not None}))
+
+
+ray_cluster = typer.Typer(help="A tenant's dedicated Ray cluster: its jobs and sweeps run there (admin).",
+                          no_args_is_help=True)
+app.add_typer(ray_cluster, name="ray-cluster")
+
+
+@ray_cluster.command("set")
+def ray_cluster_set(
+    tenant: str,
+    address: str = typer.Option(..., help="The head's Jobs API URL, e.g. http://doctune-head-svc.TENANT.svc:8265."),
+    token: str = typer.Option(..., envvar="DOCTUNE_TENANT_RAY_TOKEN", prompt=True, hide_input=True,
+                              help="The Ray token the head takes (asked for when not given)."),
+    api_key: ApiKey = None,
+) -> None:
+    """Register or replace the tenant's cluster; running jobs stay where they were submitted."""
+    show(connect(api_key).set_ray_cluster(tenant, address, token))
+
+
+@ray_cluster.command("remove")
+def ray_cluster_remove(tenant: str, api_key: ApiKey = None) -> None:
+    """Send the tenant's new work to the shared cluster again."""
+    show(connect(api_key).remove_ray_cluster(tenant))
 
 
 @app.command("usage")

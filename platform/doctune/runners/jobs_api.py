@@ -1,6 +1,11 @@
 """The Ray Jobs API adapter of the Runner port: any Ray head with token auth, the embedded
 one (``doctune up``) or a KubeRay cluster's head Service. The only module that imports
-``ray.job_submission``."""
+``ray.job_submission``.
+
+Without ``address`` it is the platform's shared cluster (``DOCTUNE_RAY_DASHBOARD_URL`` and the
+platform's Ray token); with ``address`` and ``token`` it is a tenant's dedicated cluster, whose
+head takes only that tenant's token. Such a cluster's processes do not have the platform's
+environment, so every driver submitted there is given it (where the other components are)."""
 
 from __future__ import annotations
 
@@ -19,21 +24,32 @@ _STATES = {"PENDING": AttemptState.PENDING, "RUNNING": AttemptState.RUNNING, "SU
            "FAILED": AttemptState.FAILED, "STOPPED": AttemptState.STOPPED}
 
 
+_NO_CLUSTER = "no Ray cluster configured: run `doctune up` or set DOCTUNE_RAY_DASHBOARD_URL"
+
+
 class RayJobsRunner:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, address: str = "", token: str = "") -> None:
         self.settings = settings
+        self.dedicated = bool(address)
+        self.address = (address or settings.ray_dashboard_url).rstrip("/")
+        self._token = token
         self._client = None
+
+    def token(self) -> str:
+        """The Ray auth token this cluster's head takes: a dedicated cluster's own, else the platform's."""
+        return self._token if self.dedicated else self.settings.ray_token()
 
     # ---------------------------------------------------------------- the Jobs API
     def client(self):
         from ray.job_submission import JobSubmissionClient
 
-        if not self.settings.ray_dashboard_url:
-            raise DoctuneError("no Ray cluster configured: run `doctune up` or set DOCTUNE_RAY_DASHBOARD_URL",
-                               "unavailable")
+        if not self.address:
+            raise DoctuneError(_NO_CLUSTER, "unavailable")
         if self._client is None:
             os.environ.update(self.settings.ray_env())
-            self._client = JobSubmissionClient(self.settings.ray_dashboard_url)
+            # a header of our own: Ray then sends it instead of the process's (the platform's) token
+            headers = {"Authorization": f"Bearer {self._token}"} if self.dedicated else None
+            self._client = JobSubmissionClient(self.address, headers=headers)
         return self._client
 
     def submit(self, module: str, args: list[str], *, submission_id: str | None = None) -> str:
@@ -41,6 +57,8 @@ class RayJobsRunner:
 
         # the job's own credentials: Ray processes find none in their environment (config.ray_process_env)
         env = {**({"DOCTUNE_HOME": self.settings.home} if self.settings.home else {}), **self.settings.job_env()}
+        if self.dedicated:  # its head was not started with the platform's environment
+            env = {**self.settings.ray_process_env(), **env}
         entrypoint = " ".join([shlex.quote(sys.executable), "-m", module, *map(shlex.quote, args)])
         return self.client().submit_job(entrypoint=entrypoint, submission_id=submission_id,
                                         runtime_env={"env_vars": env})
@@ -96,10 +114,8 @@ class RayJobsRunner:
     def _dashboard(self, path: str) -> Any:
         import httpx
 
-        if not self.settings.ray_dashboard_url:
-            raise DoctuneError("no Ray cluster configured: run `doctune up` or set DOCTUNE_RAY_DASHBOARD_URL",
-                               "unavailable")
-        r = httpx.get(f"{self.settings.ray_dashboard_url}{path}",
-                      headers={"Authorization": f"Bearer {self.settings.ray_token()}"}, timeout=15)
+        if not self.address:
+            raise DoctuneError(_NO_CLUSTER, "unavailable")
+        r = httpx.get(f"{self.address}{path}", headers={"Authorization": f"Bearer {self.token()}"}, timeout=15)
         r.raise_for_status()
         return r.json()

@@ -1,4 +1,4 @@
-"""The handles every service needs: settings, the stores, and the runner.
+"""The handles every service needs: settings, the stores, and the runners.
 
 One :class:`Platform` per process (API server, job driver, CLI in-process
 calls); built lazily so importing doctune costs nothing.
@@ -7,25 +7,62 @@ calls); built lazily so importing doctune costs nothing.
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Callable
 
 from doctune.config import Settings
-from doctune.runners import Runner, runner_for
+from doctune.runners import RayJobsRunner, Runner, runner_for
+from doctune.store.db import RayCluster
 from doctune.store.keys import Principal
 from doctune.store.stores import Stores
 
 __all__ = ["Platform", "Principal"]
 
+# builds the runner of a tenant's dedicated cluster from its address and token
+ClusterRunner = Callable[[str, str], Runner]
+
 
 class Platform(Stores):
-    """The stores plus the runner that hands work to the cluster; the API server also sets
-    ``dispatcher`` so that submissions wake it."""
+    """The stores plus the runners that hand work to a cluster: ``runner``, the shared cluster's
+    (deployments, resources, and every tenant without a cluster of its own), and
+    :meth:`runner_on` a tenant's dedicated cluster. The API server also sets ``dispatcher`` so
+    that submissions wake it. ``cluster_runner``: how a dedicated cluster's runner is built
+    (default: :class:`RayJobsRunner` on its address and token)."""
 
-    def __init__(self, settings: Settings | None = None, runner: Runner | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, runner: Runner | None = None,
+                 cluster_runner: ClusterRunner | None = None) -> None:
         super().__init__(settings)
         if runner is not None:
             self.runner = runner
         self.dispatcher = None
+        self._cluster_runner = cluster_runner or (lambda address, token: RayJobsRunner(
+            self.settings, address=address, token=token))
+        self._cluster_runners: dict[str, Runner] = {}
 
     @cached_property
     def runner(self) -> Runner:  # type: ignore[override]  # set in __init__ when given
         return runner_for(self.settings)
+
+    def cluster_for(self, tenant_id: str) -> str | None:
+        """The id of the tenant's dedicated Ray cluster, or None: its work goes to the shared one."""
+        from sqlalchemy import select
+
+        with self.db.session() as s:
+            return s.execute(select(RayCluster.id).where(RayCluster.tenant_id == tenant_id,
+                                                         RayCluster.retired_at.is_(None))).scalars().first()
+
+    def runner_on(self, cluster_id: str | None) -> Runner:
+        """The runner of a recorded cluster (a job's or sweep's ``ray_cluster_id``), retired or not;
+        None: the shared cluster's."""
+        if cluster_id is None:
+            return self.runner
+        if cluster_id not in self._cluster_runners:
+            with self.db.session() as s:
+                row = s.get(RayCluster, cluster_id)
+            if row is None:
+                return self.runner
+            self._cluster_runners[cluster_id] = self._cluster_runner(row.address, row.token)
+        return self._cluster_runners[cluster_id]
+
+    def runner_for(self, tenant_id: str) -> Runner:
+        """Where the tenant's jobs and sweeps go now: its dedicated cluster, else the shared one."""
+        return self.runner_on(self.cluster_for(tenant_id))

@@ -277,7 +277,7 @@ def reconcile_job(p: Platform, job: Job, *, grace_s: float | None = None) -> Job
         return _reconcile_unsubmitted(p, job, p.settings.reconcile_grace_s if grace_s is None else grace_s)
     sid = job.ray_submission_id
     try:
-        run = p.runner.status(sid)
+        run = p.runner_on(job.ray_cluster_id).status(sid)
     except Exception:
         return job  # the cluster does not answer (its head may be restarting): decide nothing now
     with p.db.session() as s:  # re-read: the driver may have just written the real outcome
@@ -362,7 +362,7 @@ def _reconcile_unsubmitted(p: Platform, job: Job, grace_s: float) -> Job:
     planned = next((e.data.get("submission_id") for e in events if e.kind == "submit" and e.id > claim.id), None)
     if planned:
         try:
-            run = p.runner.status(planned)
+            run = p.runner_on(job.ray_cluster_id).status(planned)
         except Exception:
             return job
         if run.state != AttemptState.UNKNOWN:
@@ -439,7 +439,7 @@ def cancel_job(p: Platform, caller: Principal, job_id: str) -> Job:
         raise DoctuneError(f"job {job_id} {job.status} before the cancel arrived; nothing was cancelled", "conflict")
     if job.ray_submission_id and was_active:
         try:
-            p.runner.stop(job.ray_submission_id)
+            p.runner_on(job.ray_cluster_id).stop(job.ray_submission_id)
         except Exception as exc:  # the driver stops itself at its next progress report
             log.warning("job %s is cancelled, but stopping its driver failed: %s", job_id, exc)
     return job
@@ -468,7 +468,7 @@ def job_logs(p: Platform, caller: Principal, job_id: str) -> str:
     if not job.ray_submission_id:
         return ""
     try:
-        return p.runner.logs(job.ray_submission_id)
+        return p.runner_on(job.ray_cluster_id).logs(job.ray_submission_id)
     except DoctuneError:
         raise
     except Exception as exc:

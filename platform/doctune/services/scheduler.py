@@ -198,9 +198,11 @@ def submit_claimed(p: Platform, job: Job) -> None:
 
     first_run = job.attempt == 1 and not job.resume_from
     planned = job.id if first_run else f"{job.id}-a{job.attempt}-{uuid.uuid4().hex[:6]}"
-    add_event(p, job.id, "submit", {"submission_id": planned, "attempt": job.attempt})
+    cluster = p.cluster_for(job.tenant_id)  # the tenant's own cluster, or None: the shared one
+    add_event(p, job.id, "submit", {"submission_id": planned, "attempt": job.attempt, "ray_cluster_id": cluster})
+    update_job(p, job.id, ray_cluster_id=cluster)  # before the cluster is asked, as the submission id is
     try:
-        sid = p.runner.submit("ray_jobs.finetune", ["--job-id", job.id], submission_id=planned)
+        sid = p.runner_on(cluster).submit("ray_jobs.finetune", ["--job-id", job.id], submission_id=planned)
     except Exception as exc:
         update_job(p, job.id, status=JobState.FAILED,
                    error={"code": "unavailable", "message": f"the cluster refused the job: {exc}"[:2000]})

@@ -75,7 +75,8 @@ def submit_sweep(p: Platform, caller: Principal, sweep: SweepSpec) -> Sweep:
     job = trial_spec(sweep, first)
     check_language(p, job, check_spec(p, caller, job))  # dataset, base model, task, language: as for a job
     check_metric(get_task(job.task), sweep_metric(sweep), "metric")
-    row = Sweep(id=new_id("sweep"), tenant_id=sweep.tenant, task=job.task, spec=sweep.model_dump(mode="json"))
+    row = Sweep(id=new_id("sweep"), tenant_id=sweep.tenant, task=job.task, spec=sweep.model_dump(mode="json"),
+                ray_cluster_id=p.cluster_for(sweep.tenant))  # its driver (and so its trials) runs there
     with p.db.session() as s:
         take_quota_lock(s)  # count and insert under the lock: racing submits cannot both pass the quota
         tenant = s.get(Tenant, sweep.tenant)
@@ -83,7 +84,7 @@ def submit_sweep(p: Platform, caller: Principal, sweep: SweepSpec) -> Sweep:
         check_sweep_concurrency(s, tenant)
         s.add(row)
     try:
-        sid = p.runner.submit("ray_jobs.sweep", ["--sweep-id", row.id], submission_id=row.id)
+        sid = p.runner_on(row.ray_cluster_id).submit("ray_jobs.sweep", ["--sweep-id", row.id], submission_id=row.id)
     except Exception as exc:
         update_sweep(p, row.id, status=SweepState.FAILED,
                      error={"code": "unavailable", "message": f"the cluster refused the sweep: {exc}"[:2000]})
@@ -137,7 +138,7 @@ def cancel_sweep(p: Platform, caller: Principal, sweep_id: str) -> Sweep:
             update_job(p, job.id, status=JobState.CANCELLED, reason=f"its sweep was cancelled by {caller.key_id}")
     if row.ray_submission_id:
         try:
-            p.runner.stop(row.ray_submission_id)
+            p.runner_on(row.ray_cluster_id).stop(row.ray_submission_id)
         except Exception as exc:  # its trials stop themselves; the driver starts no new one
             log.warning("sweep %s is cancelled, but stopping its driver failed: %s", sweep_id, exc)
     return row
@@ -293,14 +294,15 @@ def reconcile_sweep(p: Platform, row: Sweep, grace_s: float) -> Sweep:
     if not sid:
         if seconds_since(row.created_at) < grace_s:
             return row
+        runner = p.runner_on(row.ray_cluster_id)
         try:
-            known = p.runner.status(row.id).state != AttemptState.UNKNOWN
-            sid = row.id if known else p.runner.submit("ray_jobs.sweep", ["--sweep-id", row.id], submission_id=row.id)
+            known = runner.status(row.id).state != AttemptState.UNKNOWN
+            sid = row.id if known else runner.submit("ray_jobs.sweep", ["--sweep-id", row.id], submission_id=row.id)
         except Exception:
             return row  # the cluster does not answer: next round
         return update_sweep(p, row.id, ray_submission_id=sid)
     try:
-        run = p.runner.status(sid)
+        run = p.runner_on(row.ray_cluster_id).status(sid)
     except Exception:
         return row
     with p.db.session() as s:

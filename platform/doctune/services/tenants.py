@@ -259,10 +259,13 @@ def set_quota(p: Platform, caller: Principal, tenant_id: str, changes: dict) -> 
 
 
 def describe_tenant(p: Platform, caller: Principal, tenant_id: str) -> dict:
+    """The tenant with its quota and its dedicated Ray cluster's address (never its token)."""
+    from doctune.services.ray_clusters import cluster_view
+
     t = get_tenant(p, tenant_id)
     if t is None or not visible(caller, tenant_id):
         raise DoctuneError(f"tenant {tenant_id!r} not found", "not_found", field="tenant")
-    return tenant_view(t)
+    return {**tenant_view(t), "ray_cluster": cluster_view(p, tenant_id)}
 
 
 def storage_refusal(p: Platform, tenant: str, adding: int, what: str) -> DoctuneError | None:

@@ -1,4 +1,5 @@
-"""Metadata: tenants, API keys, datasets, jobs, sweeps, models, deployments and their revisions.
+"""Metadata: tenants (and their dedicated Ray clusters), API keys, datasets, jobs, sweeps, models,
+deployments and their revisions.
 
 SQLite under ``$DOCTUNE_HOME`` by default, PostgreSQL via ``DOCTUNE_DATABASE_URL``.
 The schema is owned by Alembic (``doctune/store/migrations``); :meth:`Database.migrate`
@@ -48,6 +49,22 @@ class Tenant(Base):
     max_trials: Mapped[int | None] = mapped_column(Integer, default=16)  # trials one sweep may run
     max_queued_jobs: Mapped[int | None] = mapped_column(Integer, default=100, server_default="100")
     max_keys: Mapped[int | None] = mapped_column(Integer, default=50, server_default="50")  # live (unrevoked) keys
+
+
+class RayCluster(Base):
+    """A tenant's dedicated Ray cluster: the Jobs API address of its head and its Ray auth token.
+    The tenant's jobs and sweeps are submitted there (``doctune.services.Platform.runner_for``).
+    A replaced or removed cluster is retired, not deleted: the jobs submitted to it keep its address
+    and token until they end. The token is stored as the platform's other secrets are
+    (``platform_secrets``), readable by the services only; no API answer contains it."""
+
+    __tablename__ = "ray_clusters"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    address: Mapped[str] = mapped_column(String(300))  # e.g. http://doctune-head-svc.<tenant>.svc:8265
+    token: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # replaced or removed
 
 
 class DispatchLock(Base):
@@ -138,6 +155,8 @@ class Job(Base):
     control: Mapped[str | None] = mapped_column(String(16))  # "pause" while a pause is requested
     resume_from: Mapped[str | None] = mapped_column(Text)  # checkpoint path (bucket/key) the next run starts from
     ray_submission_id: Mapped[str | None] = mapped_column(String(128))
+    # the tenant's cluster the current driver was submitted to; None: the shared cluster
+    ray_cluster_id: Mapped[str | None] = mapped_column(ForeignKey("ray_clusters.id"))
     progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -177,6 +196,7 @@ class Sweep(Base):
     status: Mapped[str] = mapped_column(String(16), default=SweepState.QUEUED, index=True)
     best_job_id: Mapped[str | None] = mapped_column(String(64))
     ray_submission_id: Mapped[str | None] = mapped_column(String(128))
+    ray_cluster_id: Mapped[str | None] = mapped_column(ForeignKey("ray_clusters.id"))  # None: the shared cluster
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,4 +1,5 @@
-"""``/v1/tenants``: create tenants and set their quotas (admin), list and read them."""
+"""``/v1/tenants``: create tenants, set their quotas and their dedicated Ray clusters (admin), list and
+read them."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ from fastapi import APIRouter, Depends
 
 from doctune.api.deps import AdminCaller, CurrentCaller, CurrentPlatform, Paging, SpecBody
 from doctune.api.schemas import Page, TenantCreated, TenantOut
+from doctune.services import ray_clusters as clusters_svc
 from doctune.services import tenants as tenants_svc
-from doctune.spec import QuotaSpec, TenantSpec
+from doctune.spec import QuotaSpec, RayClusterSpec, TenantSpec
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
 
 # the admin check (AdminCaller) comes before the body in each signature: a non-admin gets 403, not field errors
 TenantBody = Annotated[TenantSpec, Depends(SpecBody(TenantSpec, claims_tenant=False))]
 QuotaBody = Annotated[QuotaSpec, Depends(SpecBody(QuotaSpec, claims_tenant=False))]
+RayClusterBody = Annotated[RayClusterSpec, Depends(SpecBody(RayClusterSpec, claims_tenant=False))]
 
 
 @router.post("", status_code=201, response_model=TenantCreated)
@@ -41,3 +44,19 @@ def get_tenant(tenant_id: str, who: CurrentCaller, p: CurrentPlatform) -> Tenant
 def set_quota(tenant_id: str, who: AdminCaller, spec: QuotaBody, p: CurrentPlatform) -> TenantOut:
     """Change only the fields given; null means unlimited."""
     return TenantOut.model_validate(tenants_svc.set_quota(p, who, tenant_id, spec.model_dump(exclude_unset=True)))
+
+
+
+@router.put("/{tenant_id}/ray-cluster", response_model=TenantOut)
+def set_ray_cluster(tenant_id: str, who: AdminCaller, spec: RayClusterBody, p: CurrentPlatform) -> TenantOut:
+    """Register (or replace) the tenant's dedicated Ray cluster: its new jobs and sweeps run there; jobs
+    already running stay where they are. The token is stored and never shown."""
+    clusters_svc.set_ray_cluster(p, who, tenant_id, spec)
+    return TenantOut.model_validate(tenants_svc.describe_tenant(p, who, tenant_id))
+
+
+@router.delete("/{tenant_id}/ray-cluster", response_model=TenantOut)
+def remove_ray_cluster(tenant_id: str, who: AdminCaller, p: CurrentPlatform) -> TenantOut:
+    """The tenant's new work goes to the shared cluster again; running jobs finish where they are."""
+    clusters_svc.remove_ray_cluster(p, who, tenant_id)
+    return TenantOut.model_validate(tenants_svc.describe_tenant(p, who, tenant_id))
