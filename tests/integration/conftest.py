@@ -173,7 +173,12 @@ def admin(stack):
 
 @pytest.fixture(scope="session")
 def tenant_a(admin):
-    return admin.create_tenant("team-a")["api_key"]
+    """team-a, the tenant most modules share: 4 concurrent jobs instead of the default 2, so that a job a
+    test submits while it watches (the browser's tiny job) waits for cluster room, not behind every
+    team-a job started ahead."""
+    key = admin.create_tenant("team-a")["api_key"]
+    admin.request("PUT", "/v1/tenants/team-a/quota", json={"max_concurrent_jobs": 4})
+    return key
 
 
 @pytest.fixture(scope="session")
