@@ -248,10 +248,12 @@ def test_deploy_then_query_the_playground_in_chinese_too(member, client_a, reque
         member.screenshot("flow-playground-zh")
 
 
-def _deployment_running(models: ModelsPage) -> bool:
-    """The Models page's deployments table, refreshed as a user would (Refresh), shows it running."""
+def _deployment_running(models: ModelsPage, name: str = "console-bbc") -> bool:
+    """The Models page's deployments table, refreshed as a user would (Refresh), shows this deployment's
+    row running (not any row: the session's other endpoint of the same model may be running already)."""
     models.click("refresh")
-    return "running" in models.text("deployments")
+    row = models.el("deployments").locator("tr").filter(has_text=name)
+    return row.count() > 0 and "running" in row.first.inner_text()
 
 
 def _trained_classification_job(request) -> dict:

@@ -245,7 +245,8 @@ def test_tasks_lists_every_plugin_with_its_metrics(world):
 SPEC_BODIES = {("post", "/v1/jobs"): "JobSpec", ("post", "/v1/jobs/plan"): "JobSpec", ("post", "/v1/sweeps"): "SweepSpec",
                ("post", "/v1/deployments"): "DeploymentSpec", ("post", "/v1/promotions"): "PromotionSpec",
                ("post", "/v1/tenants"): "TenantSpec", ("put", "/v1/tenants/{tenant_id}/quota"): "QuotaSpec",
-               ("post", "/v1/keys"): "KeyCreate", ("post", "/v1/deployments/{deployment_id}/rollback"): "RollbackRequest"}
+               ("post", "/v1/keys"): "KeyCreate", ("post", "/v1/deployments/{deployment_id}/rollback"): "RollbackRequest",
+               ("put", "/v1/tenants/{tenant_id}/ray-cluster"): "RayClusterSpec"}
 
 
 def test_the_document_shows_typed_bodies_and_every_response(world):

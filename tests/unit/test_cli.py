@@ -38,7 +38,7 @@ CLI = REPO / "platform" / "doctune" / "cli"
 RUNNER = CliRunner()
 
 GROUPS = {
-    "tenants": {"list", "show", "create", "quota", "usage"},
+    "tenants": {"list", "show", "create", "quota", "usage", "ray-cluster"},
     "keys": {"list", "show", "create", "rotate", "revoke"},
     "datasets": {"list", "show", "upload", "delete"},
     "jobs": {"list", "show", "get", "plan", "submit", "token", "logs", "pause", "resume", "cancel", "events", "report",
