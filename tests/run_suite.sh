@@ -8,7 +8,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-COMMON=(-p no:cacheprovider -ra --durations=25)
+COMMON=(-p no:cacheprovider -ra --tb=short --durations=25)
 
 for arg in "$@"; do
   case "$arg" in
@@ -21,12 +21,19 @@ unit_log=$(mktemp -t doctune-unit-XXXXXX.log)
 start=$(date +%s)
 "$PY" -m pytest "${COMMON[@]}" "$@" tests/unit tests/chart >"$unit_log" 2>&1 &
 unit_pid=$!
-"$PY" -m pytest "${COMMON[@]}" "$@" tests/integration
-integration_rc=$?
+integration_log=$(mktemp -t doctune-integration-XXXXXX.log)
+"$PY" -m pytest "${COMMON[@]}" "$@" tests/integration 2>&1 | tee "$integration_log"
+integration_rc=${PIPESTATUS[0]}
 wait $unit_pid
 unit_rc=$?
 echo; echo "==================== unit tests (ran beside the integration tests) ===================="
-cat "$unit_log"; rm -f "$unit_log"
+cat "$unit_log"
+# CI keeps only the head and tail of a long log: both sessions' one-line summaries of what failed, last
+for log in "$integration_log" "$unit_log"; do
+  echo; echo "---- $(basename "$log" | cut -d- -f2) session: what failed ----"
+  sed -n '/short test summary info/,$p' "$log" | grep -E "^(FAILED|ERROR)" | cut -c1-400 || true
+done
+rm -f "$unit_log" "$integration_log"
 echo "unit: exit $unit_rc; integration: exit $integration_rc; $(( $(date +%s) - start )) s in all"
 for rc in $unit_rc $integration_rc; do
   [ $rc -eq 5 ] && { echo "pytest collected no tests: failing"; exit 1; }

@@ -168,6 +168,12 @@ class LocalStack:
                 # Ray Train's preemption watcher (one more actor process per run) watches for spot
                 # nodes being reclaimed; the embedded stack is one machine with none
                 "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0"),
+                # Serve's controller kills a proxy not ready within 5 s (three tries): on one busy
+                # machine, where training holds every core, a proxy's start (a Python process
+                # importing Serve) takes longer, and the deploy then failed with "ProxyActor
+                # killed by ray.kill" (seen in CI). A cluster's nodes keep Serve's defaults.
+                "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": os.environ.get("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60"),
+                "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": os.environ.get("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "60"),
             }
         )
         return env
@@ -237,12 +243,23 @@ class LocalStack:
             if self._clear_stale(name):
                 echo(f"removed stale pid file for {name} (process no longer running)")
         console_started = self._start_console(s)  # it loads Gradio while the rest starts
-        self._up_weed(s, echo)
-        self._up_ray(s, echo)
-        self._up_db(s, echo)
-        self._up_api(s, echo)
+        try:
+            self._up_weed(s, echo)
+            self._up_ray(s, echo)
+            self._up_db(s, echo)
+            self._up_api(s, echo)
+        except BaseException:  # a port in use, a server that never came up: no console left behind
+            if console_started:
+                self._stop("console")
+            raise
         self._console_ready(s, console_started, echo)
         return s
+
+    def _stop(self, name: str) -> None:
+        pid = _read_pid(self.run_dir / f"{name}.pid")
+        if pid and _pid_alive(pid):
+            _terminate([pid], grace_s=5, group=True)
+        (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
 
     def _up_weed(self, s: Settings, echo) -> None:
         from doctune.store.objects import ObjectStore
@@ -424,10 +441,10 @@ class LocalStack:
     def down(self, echo: Callable[[str], None] = print) -> None:
         for name in ("console", "api", "weed"):
             pid = _read_pid(self.run_dir / f"{name}.pid")
-            if pid and _pid_alive(pid):
-                _terminate([pid], grace_s=5, group=True)
+            was_running = bool(pid and _pid_alive(pid))
+            self._stop(name)
+            if was_running:
                 echo(f"{name:7} stopped")
-            (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
         if self._ray_pids():
             self._kill_ray()
             echo("ray     stopped")

@@ -173,6 +173,32 @@ def admin(stack):
     return DoctuneClient(stack.api_url, stack.admin_key)
 
 
+# deployments the whole session shares (the classification endpoint): kept when the module that
+# deployed them ends
+SHARED_DEPLOYMENTS: set[str] = set()
+LIVE = ("deploying", "running")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def endpoints_go_with_their_module(request, stack):
+    """Undeploy the endpoints a module left running (a failed test skips its own cleanup): each holds
+    logical CPUs of the session's 2, and a later module's job then waited for room until it timed out
+    (a quota test's job waited 900 s behind a failed multiplexing test's endpoints)."""
+    admin = request.getfixturevalue("admin")
+    before = {d["id"] for d in admin.list_deployments()}
+    yield
+    try:
+        left = [d for d in admin.list_deployments() if d["status"] in LIVE
+                and d["id"] not in before and d["id"] not in SHARED_DEPLOYMENTS]
+    except Exception:  # the fault tests stop what the stack runs: nothing to tidy
+        return
+    for d in left:
+        admin.delete_deployment(d["id"])
+    for d in left:
+        poll(lambda: admin.get_deployment(d["id"])["status"] not in (*LIVE, "deleting"), 300, f"undeploy {d['name']}",
+             interval=2)
+
+
 @pytest.fixture(scope="session")
 def tenant_a(admin):
     """team-a, the tenant most modules share: 4 concurrent jobs instead of the default 2, so that a job a
@@ -270,8 +296,10 @@ def classification_endpoint(client_a, classification_job):
     model_id = classification_job["model_id"]
     running = [d for d in client_a.list_deployments(state="running") if d["model_id"] == model_id]
     if running:
+        SHARED_DEPLOYMENTS.add(running[0]["id"])
         return running[0]
     dep = client_a.deploy(model_id, "bbc", min_replicas=1, max_replicas=1, num_cpus=0.25)
+    SHARED_DEPLOYMENTS.add(dep["id"])
     dep = poll(lambda: (d := client_a.get_deployment(dep["id"]))["status"] != "deploying" and d, 600, "the deployment",
                interval=2)
     assert dep["status"] == "running", dep["message"]

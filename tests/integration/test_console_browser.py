@@ -252,8 +252,10 @@ def _deployment_running(models: ModelsPage, name: str = "console-bbc") -> bool:
     """The Models page's deployments table, refreshed as a user would (Refresh), shows this deployment's
     row running (not any row: the session's other endpoint of the same model may be running already)."""
     models.click("refresh")
-    row = models.el("deployments").locator("tr").filter(has_text=name)
-    return row.count() > 0 and "running" in row.first.inner_text()
+    # the grid's rows (role=row): Gradio's Dataframe shows its rows as a grid and keeps a hidden, empty
+    # <table> beside it, whose <tr> a `tr` locator found instead (this test then waited out its 600 s)
+    rows = models.el("deployments").locator("[role=row]").filter(has_text=name)
+    return any("running" in rows.nth(i).inner_text().split() for i in range(rows.count()))
 
 
 def _trained_classification_job(request) -> dict:

@@ -48,6 +48,7 @@ def test_port_in_use_and_stale_pid_get_clear_messages(tmp_path):
     assert f"s3={Ports(base).s3}" in out.stderr and "DOCTUNE_PORT_BASE" in out.stderr
     assert "Traceback" not in out.stderr
     assert not (home / "run" / "weed.pid").exists()
+    assert not (home / "run" / "console.pid").exists()  # the console it started first went with it
 
 
 def _bind_s3_port_of_a_free_range(blocker: socket.socket) -> int:

@@ -59,6 +59,21 @@ def test_priority_then_age_within_a_tenant_and_head_of_line():
     assert plan.waiting["small"] == "behind an earlier job of the same tenant"
 
 
+def test_the_fair_next_job_holds_the_room_it_waits_for_and_small_jobs_do_not_starve_it():
+    # a's big job is next by fair share (a runs nothing); b's small jobs would take each CPU that comes free
+    tenants_ = {"a": TenantState(), "b": TenantState(running_jobs=1, running_cpus=1)}
+    queued = [q("big", "a", cpus=2, age=0), q("small", "b", cpus=0.5, age=1)]
+    plan = plan_dispatch(tenants_, queued, Demand(cpus=1), reachable=Demand(cpus=2))
+    assert plan.start == []
+    assert "held for it" in plan.waiting["big"] and "behind job big" in plan.waiting["small"]
+    # without knowing the room reachable (or with a job that would not fit even then) the small job goes past
+    assert plan_dispatch(tenants_, queued, Demand(cpus=1)).start == ["small"]
+    assert plan_dispatch(tenants_, [q("huge", "a", cpus=8), q("small", "b", cpus=0.5, age=1)], Demand(cpus=1),
+                         reachable=Demand(cpus=2)).start == ["small"]
+    # once the room is free, the big job starts first
+    assert plan_dispatch(tenants_, queued, Demand(cpus=2), reachable=Demand(cpus=2)).start == ["big"]
+
+
 def test_gpu_jobs_need_gpus():
     plan = plan_dispatch({}, [QueuedJob("g", "a", Demand(1, 1))], Demand(cpus=8, gpus=0))
     assert plan.start == [] and "GPU" in plan.waiting["g"]

@@ -80,44 +80,69 @@ class Plan:
     waiting: dict[str, str] = field(default_factory=dict)  # job id -> why it waits
 
 
-def plan_dispatch(tenants: dict[str, TenantState], queued: list[QueuedJob], free: Demand) -> Plan:
-    """Decide which queued jobs start now. Pure: mutates only its own copies."""
+def plan_dispatch(tenants: dict[str, TenantState], queued: list[QueuedJob], free: Demand,
+                  reachable: Demand | None = None) -> Plan:
+    """Decide which queued jobs start now. Pure: mutates only its own copies.
+
+    Tenants take turns by weighted fair share. With ``reachable`` given (the room there will be once
+    the running jobs end: what is free plus what they hold), the job next by fair share that waits
+    only for room holds that room: no job after it starts (without this, a stream of small jobs took
+    every CPU that came free and a big job starved behind them). A job that would not fit even then
+    (the cluster is too small, or endpoints hold the rest) holds nothing; the others go past it."""
     state = {k: TenantState(**vars(v)) for k, v in tenants.items()}
     queues: dict[str, list[QueuedJob]] = {}
     for job in sorted(queued, key=lambda j: (-j.priority, j.created_at, j.id)):
         queues.setdefault(job.tenant, []).append(job)
-    cpus, gpus = free.cpus, free.gpus
+    room = [free.cpus, free.gpus]
     plan = Plan()
-    while True:
-        candidates = []
-        for tenant, q in queues.items():
-            if not q:
-                continue
-            head = q[0]
-            ts = state.setdefault(tenant, TenantState())
-            why = ts.allows(head.demand)
-            if why is None and (head.demand.cpus > cpus + 1e-9 or head.demand.gpus > gpus + 1e-9):
-                why = f"waiting for cluster room ({head.demand.cpus:g} CPU, {head.demand.gpus:g} GPU needed)"
-            if why is None:
-                candidates.append((ts.share(), -head.priority, head.created_at, head.id, tenant))
-            else:
-                plan.waiting[head.id] = f"tenant {tenant} {why}" if why.startswith(("at", "CPU", "GPU")) else why
-        if not candidates:
-            break
-        *_, tenant = min(candidates)
-        job = queues[tenant].pop(0)
+    while (job := _next_fair_job(queues, state, room, reachable, plan)) is not None:
         plan.waiting.pop(job.id, None)
-        ts = state[tenant]
+        ts = state[job.tenant]
         ts.running_jobs += 1
         ts.running_cpus += job.demand.cpus
         ts.running_gpus += job.demand.gpus
-        cpus -= job.demand.cpus
-        gpus -= job.demand.gpus
+        room[0] -= job.demand.cpus
+        room[1] -= job.demand.gpus
         plan.start.append(job.id)
     for q in queues.values():
         for job in q[1:]:
             plan.waiting.setdefault(job.id, "behind an earlier job of the same tenant")
     return plan
+
+
+def _next_fair_job(queues: dict[str, list[QueuedJob]], state: dict[str, TenantState], room: list[float],
+                   reachable: Demand | None, plan: Plan) -> QueuedJob | None:
+    """Pop the job to start next, or None: nothing fits, or the fair-next job holds the room it waits for."""
+    candidates = []
+    for tenant, q in queues.items():
+        if not q:
+            continue
+        head, ts = q[0], state.setdefault(tenant, TenantState())
+        why = ts.allows(head.demand)
+        if why is not None:
+            plan.waiting[head.id] = f"tenant {tenant} {why}"
+            continue
+        fits = head.demand.cpus <= room[0] + 1e-9 and head.demand.gpus <= room[1] + 1e-9
+        if not fits:
+            plan.waiting[head.id] = f"waiting for cluster room ({head.demand.cpus:g} CPU, {head.demand.gpus:g} GPU needed)"
+            if reachable is None or not _fits(head.demand, reachable):
+                continue  # it holds nothing: others go past it
+        candidates.append((ts.share(), -head.priority, head.created_at, head.id, tenant, fits))
+    if not candidates:
+        return None
+    *_, tenant, fits = min(candidates)
+    if not fits:
+        held = queues[tenant][0].id
+        plan.waiting[held] += "; next by fair share, so the room it needs is held for it"
+        for *_, job_id, _, others_fit in candidates:
+            if others_fit:
+                plan.waiting[job_id] = f"behind job {held}, next by fair share, for which the cluster room is held"
+        return None
+    return queues[tenant].pop(0)
+
+
+def _fits(d: Demand, room: Demand) -> bool:
+    return d.cpus <= room.cpus + 1e-9 and d.gpus <= room.gpus + 1e-9
 
 
 def job_demand(spec: dict[str, Any]) -> Demand:
@@ -158,11 +183,14 @@ def claim_jobs(p: Platform, cluster_free: Demand) -> list[Job]:
         if not queued:
             return []
         unplaced = [job_demand(j.spec) for j in active if not holds_workers(j)]
+        placed = [job_demand(j.spec) for j in active if holds_workers(j)]
         free = Demand(cluster_free.cpus - sum(d.cpus for d in unplaced), cluster_free.gpus - sum(d.gpus for d in unplaced))
+        # once every active job ends, their resources are free again (an endpoint's are not)
+        reachable = Demand(cluster_free.cpus + sum(d.cpus for d in placed), cluster_free.gpus + sum(d.gpus for d in placed))
         plan = plan_dispatch(
             tenant_states(tenants, active),
             [QueuedJob(j.id, j.tenant_id, job_demand(j.spec), j.priority, j.created_at) for j in queued],
-            free,
+            free, reachable,
         )
         by_id = {j.id: j for j in queued}
         claimed = []
