@@ -13,6 +13,10 @@ from doctune.tasks.extraction import load_bbc_quote_fields, load_bbc_relations
 
 from .conftest import ahead, example_job, finished, poll, tenant_client, tiny_job
 
+# `make test-full` only: a relation-extraction job and endpoint (the plugin trains, exports and serves in tests/unit/test_extraction.py)
+# (left out of `make test`, which CI runs, to keep it within 20 minutes)
+pytestmark = pytest.mark.full
+
 
 @ahead()
 def relation_training(request):

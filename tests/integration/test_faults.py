@@ -121,6 +121,7 @@ def test_the_api_killed_while_two_jobs_train_loses_neither(local, stack, tenant,
     assert_no_quota_leaked(client)
 
 
+@pytest.mark.full  # 40 steps checkpointing every 2 while S3 is down 20 s: `make test-full` (CI keeps to 20 minutes)
 def test_the_s3_server_down_for_20s_during_checkpoint_uploads_costs_a_pause_not_the_job(local, tenant, store):
     client, dataset = tenant
     job = client.submit_job(small_job(dataset["id"], "s3-outage", max_steps=40, checkpoint_interval=2))

@@ -12,6 +12,10 @@ from doctune.tasks.ner import load_wnut16
 
 from .conftest import ahead, example_job, finished, poll, tenant_client
 
+# `make test-full` only: a NER job and endpoint (the plugin trains, exports and serves in tests/unit/test_ner.py)
+# (left out of `make test`, which CI runs, to keep it within 20 minutes)
+pytestmark = pytest.mark.full
+
 
 @ahead()
 def ner_training(request):

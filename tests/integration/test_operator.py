@@ -160,6 +160,7 @@ def get(custom, plural: str, name: str) -> dict:
         raise
 
 
+@pytest.mark.full  # a sweep of Ray Tune trials through its resource: `make test-full` (CI keeps to 20 minutes)
 def test_a_sweep_ends_with_its_leaderboard_in_status(kubectl, tenant):
     custom, _ = kubectl
     client, dataset = tenant

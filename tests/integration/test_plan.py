@@ -4,6 +4,8 @@ predicts time from that measured throughput."""
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import subprocess
 from pathlib import Path
@@ -11,6 +13,10 @@ from pathlib import Path
 import yaml
 
 from .conftest import ahead, finished, tiny_job
+
+# `make test-full` only: a full fine-tuning job measured against its plan (the plan's arithmetic: tests/unit/test_plan.py)
+# (left out of `make test`, which CI runs, to keep it within 20 minutes)
+pytestmark = pytest.mark.full
 
 BIN = Path(os.environ.get("VIRTUAL_ENV", Path(__file__).resolve().parents[2] / ".venv")) / "bin"
 

@@ -12,6 +12,10 @@ from doctune.tasks.retrieval import bbc_headline_pairs
 
 from .conftest import ahead, example_job, finished, poll, tenant_client
 
+# `make test-full` only: a retrieval job and endpoint (the plugin trains, exports and serves in tests/unit/test_retrieval.py)
+# (left out of `make test`, which CI runs, to keep it within 20 minutes)
+pytestmark = pytest.mark.full
+
 
 @pytest.fixture(scope="module")
 def pairs():

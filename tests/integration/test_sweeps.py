@@ -22,6 +22,10 @@ from doctune.services import Platform
 
 from .conftest import ahead, poll, tenant_client, tiny_job
 
+# `make test-full` only: the sweep (3 trials), champion/challenger promotions, autoscaling under load and multiplexing
+# (left out of `make test`, which CI runs, to keep it within 20 minutes)
+pytestmark = pytest.mark.full
+
 LRS = [1e-6, 2e-3, 4e-3]  # a learning rate too small to move the untrained head, and two that train
 
 
