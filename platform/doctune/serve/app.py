@@ -63,7 +63,15 @@ class EndpointReplica:
             own.append(self.batch_size)
         for metric in own:
             metric.set_default_tags(dict(tags))  # a copy each: Serve adds its own tags to the dict it is given
-        self.replicas.set(1)  # kept referenced: the gauge is reported while the replica lives
+        self.replicas.set(1)
+
+    def check_health(self) -> None:
+        """Serve calls this every ``health_check_period_s`` (10 s). The replica gauge is set again here:
+        Ray evicts a gauge value that was not set again within two metric-export intervals, and a
+        replica that had answered requests read 0 replicas on the deployments page."""
+        gauge = getattr(self, "replicas", None)  # a health check never fails on metrics
+        if gauge is not None:
+            gauge.set(1)
 
     def _open_stores(self, door: str = "endpoint") -> None:
         """The replica's stores, its key checker and rate limits (no service layer runs in a replica).
