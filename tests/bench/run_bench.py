@@ -268,7 +268,7 @@ def main() -> None:
 
         results.setdefault("documents", {}).update({"ocr": ocr_bench(), "throughput": throughput_bench(),
                                                     "ocr_date": results["date"]})
-        previous.write_text(json.dumps(results, indent=2))
+        previous.write_text(json.dumps(results, indent=2, ensure_ascii=False))
     if not set(parts) & {"loop", "tasks", "serving", "documents_f1"}:
         return write_report(results) if "demo" not in parts else _demo_part(results)
     home = Path(tempfile.mkdtemp(prefix="doctune-bench-"))
@@ -298,7 +298,7 @@ def main() -> None:
                 "cores": {k: {f: statistics.median(x[f] for x in v) for f in ("trainer_cores", "other_cores")}
                           for k, v in shares.items()},
             }
-            previous.write_text(json.dumps(results, indent=2))  # kept if a later part fails
+            previous.write_text(json.dumps(results, indent=2, ensure_ascii=False))  # kept if a later part fails
         if "tasks" in parts:
             fresh = task_bench(client)
             kept = [t for t in results.get("tasks", []) if t["task"] not in {f["task"] for f in fresh}]
@@ -445,7 +445,7 @@ def write_report(r: dict) -> None:
         lines += document_lines(r["documents"])
     out = REPO / "docs" / "benchmarks.md"
     out.write_text("\n".join(lines))
-    (REPO / "docs" / "benchmarks.json").write_text(json.dumps(r, indent=2))
+    (REPO / "docs" / "benchmarks.json").write_text(json.dumps(r, indent=2, ensure_ascii=False))
     print(f"wrote {out}")
 
 
