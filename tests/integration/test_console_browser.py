@@ -239,9 +239,11 @@ def test_deploy_then_query_the_playground_in_chinese_too(member, client_a, reque
         poll(lambda: _deployment_running(models), 600, "the deployment to show running (pressing Refresh)", interval=3)
         member.screenshot("flow-deployed")
         member.open_tab("playground")
-        for text in ("Parliament votes on the budget tonight.", ZH_NEWS):
+        for text, word in (("Parliament votes on the budget tonight.", "Parliament"), (ZH_NEWS, "足")):
             playground.classify("console-bbc", text)
-            # this input's answer, not the previous one's: wait until the labels stop showing Gradio's progress
+            # this input's answer, not the previous one's (whose labels still show while this one runs): its
+            # word attributions name this input's words, character by character in Chinese
+            member.expect(playground.el("highlighted")).to_contain_text(word, timeout=120_000)
             member.expect(playground.el("labels")).not_to_contain_text("processing", timeout=120_000)
             member.expect(playground.el("labels")).to_contain_text(re.compile("|".join(BBC_LABELS)), timeout=120_000)
             assert mojibake(member.page.locator("body").inner_text()) == []
