@@ -208,7 +208,8 @@ def test_submit_a_tiny_job_and_watch_its_state_and_loss_curve(member, client_a, 
         dataset = request.getfixturevalue("bbc_dataset")
         before = {j["id"] for j in client_a.list_jobs()}
         new_job.c.open_tab("new_job")
-        new_job.submit_tiny("classification", dataset["name"], max_steps=4)
+        # enough steps for the loss curve to get several points (its job copies progress every 2 s)
+        new_job.submit_tiny("classification", dataset["name"], max_steps=24)
         job = _poll_new_job(client_a, before)
         member.open_tab("jobs")
         jobs.show(job["id"])

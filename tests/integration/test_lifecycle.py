@@ -12,6 +12,9 @@ from doctune.store.objects import ObjectStore
 from .conftest import QUEUED_S, ahead, in_background, outcome, own_client, poll, tiny_job
 
 END = ("succeeded", "failed", "cancelled")
+# long enough to be still training when the pause lands: the API sees a step up to 2 s after the worker
+# took it, and on an idle machine a 30-step job had finished before its pause arrived
+PAUSED_JOB_STEPS = 200
 
 
 def _events(client, job_id):
@@ -22,7 +25,7 @@ def _events(client, job_id):
 def pause_resume(request):
     """Started with the session's other jobs; paused and resumed in the background when it gets there."""
     stack, client_a = request.getfixturevalue("stack"), request.getfixturevalue("client_a")
-    job = client_a.submit_job(tiny_job(request.getfixturevalue("bbc_dataset")["id"], max_steps=30,
+    job = client_a.submit_job(tiny_job(request.getfixturevalue("bbc_dataset")["id"], max_steps=PAUSED_JOB_STEPS,
                                        checkpoint_interval=100, eval_interval=100))
     return client_a, in_background(pause_then_resume, own_client(stack, client_a), job)
 
@@ -43,12 +46,12 @@ def pause_then_resume(client_a, job):
     paused = poll(lambda: (j := client_a.get_job(job["id"]))["status"] in ("paused", *END) and j, 300, "the pause")
     assert paused["status"] == "paused", paused["error"]
     at = paused["progress"]["paused_at"]
-    assert 4 <= at < 30 and paused["resume_from"]
+    assert 4 <= at < PAUSED_JOB_STEPS and paused["resume_from"]
 
     client_a.request("POST", f"/v1/jobs/{job['id']}/resume")
     done = poll(lambda: (j := client_a.get_job(job["id"]))["status"] in END and j, 600, "the resumed job")
     assert done["status"] == "succeeded", done["error"]
-    assert done["metrics"]["step"] == 30 and done["metrics"]["resumed_from_step"] == at
+    assert done["metrics"]["step"] == PAUSED_JOB_STEPS and done["metrics"]["resumed_from_step"] == at
     statuses = [e["status"] for e in _events(client_a, job["id"]) if e["kind"] == "status"]
     assert statuses == ["queued", "starting", "running", "paused", "queued", "starting", "running", "succeeded"]
 

@@ -39,7 +39,9 @@ def latest_checkpoint(p: Platform, prefix: str, world: int) -> str | None:
 
 def record_progress_events(p: Platform, job_id: str, prev: dict[str, Any], state: dict[str, Any]) -> None:
     """Turn what changed between two progress snapshots into job events."""
-    if state.get("step") != prev.get("step") and state.get("phase") == "training":
+    # a step the pump sees for the first time, also once training has ended (a short job may train all its
+    # steps between two copies: its loss curve then still gets its last point)
+    if state.get("step") != prev.get("step") and isinstance(state.get("loss"), (int, float)):
         fields = ("step", "total_steps", "epoch", "loss", "lr", "tokens_seen", "steps_per_s", "eta_s")
         add_event(p, job_id, "progress", {k: state.get(k) for k in fields})
     for entry in (state.get("history") or [])[len(prev.get("history") or []):]:
