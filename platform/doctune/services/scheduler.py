@@ -93,7 +93,7 @@ def plan_dispatch(tenants: dict[str, TenantState], queued: list[QueuedJob], free
     queues: dict[str, list[QueuedJob]] = {}
     for job in sorted(queued, key=lambda j: (-j.priority, j.created_at, j.id)):
         queues.setdefault(job.tenant, []).append(job)
-    room = [free.cpus, free.gpus]
+    room = free
     plan = Plan()
     while (job := _next_fair_job(queues, state, room, reachable, plan)) is not None:
         plan.waiting.pop(job.id, None)
@@ -101,8 +101,7 @@ def plan_dispatch(tenants: dict[str, TenantState], queued: list[QueuedJob], free
         ts.running_jobs += 1
         ts.running_cpus += job.demand.cpus
         ts.running_gpus += job.demand.gpus
-        room[0] -= job.demand.cpus
-        room[1] -= job.demand.gpus
+        room = Demand(room.cpus - job.demand.cpus, room.gpus - job.demand.gpus)
         plan.start.append(job.id)
     for q in queues.values():
         for job in q[1:]:
@@ -110,7 +109,7 @@ def plan_dispatch(tenants: dict[str, TenantState], queued: list[QueuedJob], free
     return plan
 
 
-def _next_fair_job(queues: dict[str, list[QueuedJob]], state: dict[str, TenantState], room: list[float],
+def _next_fair_job(queues: dict[str, list[QueuedJob]], state: dict[str, TenantState], room: Demand,
                    reachable: Demand | None, plan: Plan) -> QueuedJob | None:
     """Pop the job to start next, or None: nothing fits, or the fair-next job holds the room it waits for."""
     candidates = []
@@ -122,7 +121,7 @@ def _next_fair_job(queues: dict[str, list[QueuedJob]], state: dict[str, TenantSt
         if why is not None:
             plan.waiting[head.id] = f"tenant {tenant} {why}"
             continue
-        fits = head.demand.cpus <= room[0] + 1e-9 and head.demand.gpus <= room[1] + 1e-9
+        fits = _fits(head.demand, room)
         if not fits:
             plan.waiting[head.id] = f"waiting for cluster room ({head.demand.cpus:g} CPU, {head.demand.gpus:g} GPU needed)"
             if reachable is None or not _fits(head.demand, reachable):
@@ -182,8 +181,9 @@ def claim_jobs(p: Platform, cluster_free: Demand) -> list[Job]:
         queued = list(s.execute(select(Job).where(Job.status == JobState.QUEUED)).scalars())
         if not queued:
             return []
-        unplaced = [job_demand(j.spec) for j in active if not holds_workers(j)]
-        placed = [job_demand(j.spec) for j in active if holds_workers(j)]
+        placed, unplaced = [], []
+        for j in active:
+            (placed if holds_workers(j) else unplaced).append(job_demand(j.spec))
         free = Demand(cluster_free.cpus - sum(d.cpus for d in unplaced), cluster_free.gpus - sum(d.gpus for d in unplaced))
         # once every active job ends, their resources are free again (an endpoint's are not)
         reachable = Demand(cluster_free.cpus + sum(d.cpus for d in placed), cluster_free.gpus + sum(d.gpus for d in placed))
