@@ -25,6 +25,9 @@ def test_zero3_offload():
     assert cfg["scheduler"]["params"]["warmup_num_steps"] >= 1
 
 
-def test_gpu_uses_bf16():
+def test_gpu_uses_bf16_and_torch_adamw_so_no_node_compiles_an_optimizer():
+    """DeepSpeed's FusedAdam is compiled with nvcc at a GPU worker's first step (and DeepSpeed 0.19
+    fails to parse an H200's "9.0a" architecture while doing so: seen on a lent GPU)."""
     spec = parse_job_spec(BASE)
-    assert build_deepspeed_config(spec, 8, 10, on_gpu=True)["bf16"] == {"enabled": True}
+    cfg = build_deepspeed_config(spec, 8, 10, on_gpu=True)
+    assert cfg["bf16"] == {"enabled": True} and cfg["optimizer"]["params"]["torch_adam"] is True

@@ -28,8 +28,10 @@ def build_deepspeed_config(spec: JobSpec, world_size: int, total_steps: int, *, 
                 "betas": [0.9, 0.999],
                 "eps": 1e-8,
                 "weight_decay": spec.weight_decay,
-                # On the CPU DeepSpeed's fused kernels don't exist; torch's AdamW needs no op build.
-                "torch_adam": not on_gpu,
+                # torch's AdamW (its foreach CUDA kernels on a GPU) needs no op build: DeepSpeed's
+                # FusedAdam would be compiled with nvcc on every node at the first step, and
+                # the CPU has no fused kernels at all
+                "torch_adam": True,
             },
         },
         "scheduler": {
@@ -48,8 +50,8 @@ def build_deepspeed_config(spec: JobSpec, world_size: int, total_steps: int, *, 
     }
     if on_gpu:
         cfg["bf16"] = {"enabled": True}
-    if ds.offload_optimizer and not on_gpu:
-        # CPU offload on a CPU-only host: DeepSpeedCPUAdam (built once into TORCH_EXTENSIONS_DIR).
+    if ds.offload_optimizer:
+        # CPU offload: DeepSpeedCPUAdam (built once into TORCH_EXTENSIONS_DIR).
         cfg["optimizer"]["params"].pop("torch_adam")
     return cfg
 
