@@ -189,6 +189,16 @@ class MetricComparison(BaseModel):
     fine_tuned: float | None
 
 
+class BestBaseline(BaseModel):
+    name: str = Field(description="The best baseline on the test split: the step-0 one (e.g. untrained_head) "
+                                  "or a model-free reference (e.g. tfidf_logreg, gazetteer, lead_3).")
+    metric: str = Field(description="The task's primary metric, on which the baselines were compared.")
+    value: float = Field(description="That baseline's test value of the metric.")
+    fine_tuned: float | None = Field(description="The fine-tuned model's test value of the metric.")
+    margin: float | None = Field(description="fine_tuned - value: positive when fine-tuning beat the best baseline "
+                                             "(for a lower-is-better metric such as loss, negative).")
+
+
 class JobReport(BaseModel):
     split: str
     examples: int | None
@@ -196,6 +206,9 @@ class JobReport(BaseModel):
     primary_metric: str | None
     metrics: dict[str, MetricComparison]
     references: list[str]
+    best_baseline: BestBaseline | None = Field(
+        None, description="The best of the baseline and the references on the primary metric, and the "
+                          "fine-tuned model's margin over it.")
 
 
 class JobOut(BaseModel):

@@ -245,9 +245,16 @@ def _progress_postfix(pr: dict[str, Any]) -> dict[str, str]:
     return post
 
 
+def best_baseline_line(best: dict[str, Any]) -> str:
+    """The report's ``best_baseline`` as one line: ``best cheap baseline: tfidf_logreg macro_f1 0.912; fine-tuned +0.041``."""
+    margin = "" if best.get("margin") is None else f"; fine-tuned {best['margin']:+.3f}"
+    return f"best cheap baseline: {best['name']} {best['metric']} {best['value']:.3f}{margin}"
+
+
 def report_job(client: DoctuneClient, job: dict[str, Any]) -> None:
-    """Print a job's test metrics beside the baseline's (and model-free references), then
-    its headline metric under the label its task plugin gives it (``GET /v1/tasks``)."""
+    """Print a job's test metrics beside the baseline's (and model-free references), the best cheap
+    baseline with the fine-tuned margin over it, then its headline metric under the label its task
+    plugin gives it (``GET /v1/tasks``)."""
     if job["status"] != JobState.SUCCEEDED:
         err = job.get("error") or {}
         typer.secho(f"job {job['id']} {job['status']}: {err.get('message', '')}", fg="red", err=True)
@@ -262,6 +269,9 @@ def report_job(client: DoctuneClient, job: dict[str, Any]) -> None:
         base = "-" if row["baseline"] is None else f"{row['baseline']:.3f}"
         extra = "".join("-".rjust(10) + "   " if row.get(r) is None else f"{row[r]:>10.3f}   " for r in refs)
         typer.echo(f"  {name:<28} {base:>12}   {extra}{row['fine_tuned']:.3f}")
+    best = report.get("best_baseline")
+    if best:
+        typer.echo(best_baseline_line(best))
     info = task_info(client, job.get("task"))
     primary = report.get("primary_metric") or info.get("primary_metric")
     if primary and primary in m.get("test", {}):

@@ -144,7 +144,33 @@ def job_report(job: Job) -> dict[str, Any] | None:
         "metrics": {k: {"baseline": base.get(k), "fine_tuned": tuned[k], **{n: r[k] for n, r in references.items() if k in r}}
                     for k in names},
         "references": sorted(references),
+        "best_baseline": best_baseline(m["baseline"].get("kind", "untrained_head"), base, references, tuned,
+                                       m.get("primary_metric")),
     }
+
+
+def best_baseline(kind: str, base: dict[str, Any], references: dict[str, dict[str, Any]], tuned: dict[str, Any],
+                  metric: str | None) -> dict[str, Any] | None:
+    """The best of the step-0 baseline (named ``kind``) and the model-free references on the test
+    ``metric``: ``{"name", "metric", "value", "fine_tuned", "margin"}``, ``margin = fine_tuned - value``.
+
+    Lower wins for a "min" metric (:func:`doctune.tasks.metric_mode`: loss, perplexity), where a negative
+    margin means the fine-tuned model is better; every task's primary metric is higher-is-better today.
+    None when the metric is unknown or no baseline has a value for it.
+    """
+    from doctune.tasks import metric_mode
+
+    if metric is None:
+        return None
+    candidates = {name: r[metric] for name, r in {kind: base, **references}.items()
+                  if isinstance(r.get(metric), (int, float))}
+    if not candidates:
+        return None
+    pick = min if metric_mode(metric) == "min" else max
+    name = pick(candidates, key=candidates.__getitem__)
+    fine_tuned = tuned.get(metric) if isinstance(tuned.get(metric), (int, float)) else None
+    return {"name": name, "metric": metric, "value": candidates[name], "fine_tuned": fine_tuned,
+            "margin": None if fine_tuned is None else fine_tuned - candidates[name]}
 
 
 def submit_job(p: Platform, caller: Principal, spec: JobSpec) -> Job:

@@ -29,6 +29,18 @@ def register_missing_heads() -> None:
     AutoModelForTokenClassification.register(Gemma3TextConfig, Gemma3TextForTokenClassification, exist_ok=True)
 
 
+def reads_both_ways(base_path: str) -> dict[str, Any]:
+    """Config overrides that let a decoder attend to the right-hand context too: Gemma 3 can
+    drop its causal mask (as its embedding variant, EmbeddingGemma, does). Token classification
+    needs this: a causal model tags each token before it has read what follows (what it is worth
+    on MSRA NER: docs/benchmarks.md). Empty for
+    encoders, which already read both ways, and for decoders without the switch."""
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(base_path)
+    return {"use_bidirectional_attention": True} if hasattr(config, "use_bidirectional_attention") else {}
+
+
 def build_labelled_model(auto_class: str, base_path: str, labels: list[str], pretrained: bool, **config: Any) -> Any:
     """The base model with a fresh ``len(labels)``-way head; ``pretrained=False`` builds the
     architecture only (the plan does so on the meta device)."""

@@ -272,8 +272,8 @@ class WorkerRun:
             "dev": self.evaluator.run("dev"),
             "test": self.evaluator.run("test"),
         }
-        references = getattr(self.plugin, "reference_baselines", None)  # model-free baselines, e.g. lead-N
-        if references is not None:
+        references = getattr(self.plugin, "reference_baselines", None)  # model-free baselines, e.g. TF-IDF + LR
+        if references is not None and self.rank == 0:  # model-free: one rank computes them, for the report
             baseline["references"] = references(self.data.splits, self.data.info)
         self.state.baseline = baseline
         self.reporter.send(baseline=baseline)

@@ -128,6 +128,10 @@ def header(job: dict[str, Any]) -> str:
         parts.append(f"error: {job['error'].get('message', job['error'])}")
     if job.get("model_id"):
         parts.append(f"model: `{job['model_id']}`")
+    best = (job.get("report") or {}).get("best_baseline")
+    if best and best.get("margin") is not None:
+        parts.append(f"best cheap baseline: {best['name']} {best['metric']} {best['value']:.3f}; "
+                     f"fine-tuned {best['margin']:+.3f}")
     return "\n\n".join(parts)
 
 

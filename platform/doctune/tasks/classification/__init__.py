@@ -27,6 +27,7 @@ from doctune.errors import DoctuneError
 from doctune.tasks._hf import build_labelled_model, load_labelled_model
 from doctune.tasks._records import check_fields
 from doctune.tasks.classification import schemas
+from doctune.tasks.classification.baseline import tfidf_logreg
 
 THRESHOLD = 0.5  # multi-label: a label is predicted when its sigmoid reaches this
 
@@ -112,6 +113,10 @@ class ClassificationTask:
         if "labels" in record:  # multi-label: stratify on the first label (or on having none)
             return record["labels"][0] if record["labels"] else "(none)"
         return record["label"]
+
+    def reference_baselines(self, splits: dict[str, list[dict[str, Any]]], info: dict[str, Any]) -> dict[str, Any]:
+        """tfidf_logreg: TF-IDF n-grams + logistic regression fitted on train (see classification.baseline)."""
+        return {"tfidf_logreg": tfidf_logreg(splits, info, self.metrics)}
 
     # -- model ----------------------------------------------------------
     def build_model(self, base_path: str, info: dict[str, Any], pretrained: bool = True) -> Any:

