@@ -54,14 +54,19 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+TARGET_MODULES_HELP = (
+    "Names (suffixes) of the linear layers that get {what}, e.g. [query, value] for BERT, [q_proj, v_proj] "
+    "for decoders, or [all-linear] for every linear layer but the head. Null (the default) follows the base "
+    "model: its attention projections (query/key/value/dense on BERT-like encoders, q/k/v/o_proj on decoders).")
+
+
 class LoraSpec(_Spec):
     r: int = Field(8, ge=1, le=256, description="LoRA rank: the inner dimension of the low-rank update. Typical 4..64.")
     alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator; the update is scaled by alpha / r. Typical 2*r.")
     dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input, in [0, 1).")
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["query", "key", "value", "dense"],
-        min_length=1,
-        description="Names (suffixes) of the linear layers that get LoRA adapters, e.g. query/value for BERT, q_proj/v_proj for decoders.",
+    target_modules: list[str] | None = Field(
+        None, min_length=1,
+        description=TARGET_MODULES_HELP.format(what="LoRA adapters"),
     )
 
 
@@ -70,9 +75,8 @@ class AdaLoraSpec(_Spec):
     target_r: int = Field(4, ge=1, le=256, description="Average rank left after pruning.")
     alpha: float = Field(16.0, gt=0, description="Scaling numerator, as in LoRA.")
     dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapter input, in [0, 1).")
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["query", "key", "value", "dense"], min_length=1,
-        description="Names (suffixes) of the linear layers that get adapters.",
+    target_modules: list[str] | None = Field(
+        None, min_length=1, description=TARGET_MODULES_HELP.format(what="adapters"),
     )
 
     @model_validator(mode="after")

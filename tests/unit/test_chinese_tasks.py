@@ -77,3 +77,52 @@ def test_gemma_token_classifier_starts_from_the_pretrained_backbone():
     with safe_open(f"{base}/model.safetensors", "pt") as f:
         name = next(k for k in f.keys() if k.endswith("layers.0.self_attn.q_proj.weight"))
         assert torch.equal(model.model.layers[0].self_attn.q_proj.weight, f.get_tensor(name))
+
+
+def _lora_targets(model) -> set[str]:
+    return {n.split(".lora_A.")[0].split(".")[-1] for n, _ in model.named_parameters() if ".lora_A." in n}
+
+
+def test_lora_targets_follow_the_base_model_when_the_spec_names_none(tiny_gemma):
+    """A spec that changes only base_model still trains: LoRA's default targets are the base
+    model's attention projections (q/k/v/o_proj on Gemma, query/key/value/dense on MiniLM)."""
+    path, _ = tiny_gemma
+    plugin = get_task("ner")
+    info = plugin.check_splits({s: RECORDS["ner"] for s in ("train", "dev", "test")})
+    gemma = parse_job_spec({"tenant": "t", "task": "ner", "dataset": {"id": "d"}, "max_steps": 1, "base_model": "gemma-3-270m"})
+    assert gemma.tuning.method == "lora" and gemma.tuning.lora.target_modules is None
+    model = apply_tuning(plugin.build_model(path, info, pretrained=False), gemma, plugin, 1)
+    assert _lora_targets(model) == {"q_proj", "k_proj", "v_proj", "o_proj"}
+
+    minilm = gemma.model_copy(update={"base_model": "all-minilm-l6-v2"})
+    model = apply_tuning(plugin.build_model(resolve_base_model("all-minilm-l6-v2"), info, pretrained=False), minilm,
+                         plugin, 1)
+    assert _lora_targets(model) == {"query", "key", "value", "dense"}
+
+
+def test_all_linear_adapts_the_feed_forward_layers_too_but_not_the_head(tiny_gemma):
+    path, _ = tiny_gemma
+    plugin = get_task("ner")
+    info = plugin.check_splits({s: RECORDS["ner"] for s in ("train", "dev", "test")})
+    spec = parse_job_spec({"tenant": "t", "task": "ner", "dataset": {"id": "d"}, "max_steps": 1, "base_model": "gemma-3-270m",
+                           "tuning": {"method": "lora", "lora": {"target_modules": ["all-linear"]}}})
+    model = apply_tuning(plugin.build_model(path, info, pretrained=False), spec, plugin, 1)
+    assert _lora_targets(model) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert any("modules_to_save" in n and "score" in n for n, p in model.named_parameters() if p.requires_grad)
+
+
+def test_gemma_ner_reads_the_words_after_each_token(tiny_gemma):
+    """Token classification on a decoder drops the causal mask: the first character's tag
+    scores change when only the last character changes."""
+    import torch
+
+    path, tokenizer = tiny_gemma
+    plugin = get_task("ner")
+    info = plugin.check_splits({s: RECORDS["ner"] for s in ("train", "dev", "test")})
+    torch.manual_seed(0)
+    model = plugin.build_model(path, info, pretrained=False).eval()
+    assert model.config.use_bidirectional_attention
+    a, b = (tokenizer(t, return_tensors="pt") for t in ("李彦宏在北京", "李彦宏在南京"))
+    with torch.inference_mode():
+        first_a, first_b = model(**a).logits[0, 1], model(**b).logits[0, 1]
+    assert not torch.allclose(first_a, first_b)

@@ -15,6 +15,14 @@ from typing import Any
 from doctune.spec import JobSpec
 
 PEFT_METHODS = ("lora", "adalora", "prefix", "ia3")
+ALL_LINEAR = "all-linear"  # target_modules: [all-linear] adapts every linear layer but the heads
+# The attention projections, by architecture family: the first group a model has all of is
+# LoRA's default target (BERT-like encoders name theirs query/key/value/dense, decoders q/k/v/o_proj).
+ATTENTION_PROJECTIONS = (
+    ("q_proj", "k_proj", "v_proj", "o_proj"),
+    ("query", "key", "value", "dense"),
+    ("c_attn", "c_proj"),
+)
 _LAYER = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
 
 
@@ -45,13 +53,14 @@ def apply_tuning(model: Any, spec: JobSpec, plugin: Any, total_steps: int | None
     task_type = peft.TaskType[plugin.peft_task_type] if plugin.peft_task_type else None  # None: a plain PeftModel
     if t.method == "lora":
         cfg = peft.LoraConfig(task_type=task_type, r=t.lora.r, lora_alpha=t.lora.alpha, lora_dropout=t.lora.dropout,
-                              target_modules=t.lora.target_modules, modules_to_save=heads)
+                              target_modules=adapter_targets(model, t.lora.target_modules, heads), modules_to_save=heads)
     elif t.method == "adalora":
         steps = max(total_steps or 100, 10)
         a = t.adalora
         # rank budget: keep init_r for the first 10 % of steps, prune until 70 %, then fine-tune the final ranks
         cfg = peft.AdaLoraConfig(task_type=task_type, init_r=a.init_r, target_r=a.target_r, lora_alpha=a.alpha,
-                                 lora_dropout=a.dropout, target_modules=a.target_modules, modules_to_save=heads,
+                                 lora_dropout=a.dropout, target_modules=adapter_targets(model, a.target_modules, heads),
+                                 modules_to_save=heads,
                                  total_step=steps, tinit=steps // 10, tfinal=int(steps * 0.3), deltaT=1)
     elif t.method == "prefix":
         cfg = peft.PrefixTuningConfig(task_type=task_type, num_virtual_tokens=t.prefix.num_virtual_tokens,
@@ -64,9 +73,28 @@ def apply_tuning(model: Any, spec: JobSpec, plugin: Any, total_steps: int | None
     except ValueError as exc:  # e.g. target modules that this architecture does not have
         from doctune.errors import DoctuneError
 
-        linears = sorted({n.split(".")[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"})
+        linears = sorted(linear_layer_names(model))
         raise DoctuneError(f"tuning.{t.method}: {exc}. This model's linear layers are named: {', '.join(linears)}",
                            "invalid_spec", field=f"tuning.{t.method}.target_modules") from None
+
+
+def linear_layer_names(model: Any) -> set[str]:
+    """The last name part of every linear layer (``query``, ``q_proj``, ``dense``...)."""
+    return {n.split(".")[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"}
+
+
+def adapter_targets(model: Any, asked: list[str] | None, heads: list[str]) -> list[str]:
+    """What LoRA/AdaLoRA adapt: the spec's ``target_modules``; ``[all-linear]`` for every linear
+    layer but the task head and the LM head (which are trained in full or not at all); null for
+    the base model's attention projections (so that a spec that changes only ``base_model``
+    still works), or every linear layer where none is recognised."""
+    if asked and asked != [ALL_LINEAR]:
+        return asked
+    present = linear_layer_names(model)
+    for group in ATTENTION_PROJECTIONS:
+        if not asked and set(group) <= present:
+            return list(group)
+    return sorted(present - set(heads) - {"lm_head"})
 
 
 def freeze_all_but_top(model: Any, n: int, heads: list[str]) -> Any:
