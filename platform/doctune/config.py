@@ -32,6 +32,9 @@ class Settings:
     s3_access_key: str = ""
     s3_secret_key: str = ""
     s3_region: str = "us-east-1"
+    # the embedded SeaweedFS master (host:port; `doctune up` sets it): where tenant-scoped S3 keys are
+    # added (doctune.store.tenant_keys); "" = the object store is MinIO, whose admin API adds them
+    weed_master: str = ""
     bucket: str = "doctune"
     ray_dashboard_url: str = ""
     ray_gcs_address: str = ""
@@ -104,6 +107,16 @@ class Settings:
         wanted = {"database_url", "s3_access_key", "s3_secret_key"}
         return {f"DOCTUNE_{name.upper()}": getattr(self, name) for name in sorted(wanted) if getattr(self, name)}
 
+    def tenant_job_env(self, access_key: str, secret_key: str) -> dict[str, str]:
+        """The credentials of one job on a tenant's dedicated Ray cluster (whose token the tenant holds,
+        so it can read them): the tenant's own object-store key (doctune.store.tenant_keys), never the
+        root key. The database URL is still among them: the job driver records progress, results and
+        the model in the database itself (docs/security.md, *Out of scope*)."""
+        env = {"DOCTUNE_S3_ACCESS_KEY": access_key, "DOCTUNE_S3_SECRET_KEY": secret_key}
+        if self.database_url:
+            env["DOCTUNE_DATABASE_URL"] = self.database_url
+        return env
+
     def ray_token(self) -> str:
         if os.environ.get("RAY_AUTH_TOKEN"):
             return os.environ["RAY_AUTH_TOKEN"]
@@ -125,7 +138,8 @@ class Settings:
 
 # credentials that no Ray process finds in its environment unless its job was given them; the
 # API key variables too, in case the shell that ran `doctune up` had them exported
-CREDENTIAL_FIELDS = ("admin_key", "database_url", "s3_access_key", "s3_secret_key")
+# (and the SeaweedFS master, through which S3 identities are added)
+CREDENTIAL_FIELDS = ("admin_key", "database_url", "s3_access_key", "s3_secret_key", "weed_master")
 CREDENTIAL_VARS = frozenset({f"DOCTUNE_{f.upper()}" for f in CREDENTIAL_FIELDS} | {"DOCTUNE_API_KEY"})
 CREDENTIALS_FROM_ENV = "DOCTUNE_CREDENTIALS_FROM_ENV"
 

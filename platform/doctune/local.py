@@ -227,6 +227,7 @@ class LocalStack:
         s.s3_secret_key = s.s3_secret_key or secrets.token_urlsafe(30)
         s.key_secret = s.key_secret or secrets.token_hex(32)  # keys the API keys' HMACs (doctune.store.keys)
         s.s3_endpoint = f"http://127.0.0.1:{self.ports.s3}"
+        s.weed_master = f"127.0.0.1:{self.ports.weed_master}"  # where tenant S3 keys are added
         s.ray_dashboard_url = f"http://127.0.0.1:{self.ports.dashboard}"
         s.ray_gcs_address = f"127.0.0.1:{self.ports.gcs}"
         s.api_url = f"http://127.0.0.1:{self.ports.api}"

@@ -5,13 +5,17 @@ one (``doctune up``) or a KubeRay cluster's head Service. The only module that i
 Without ``address`` it is the platform's shared cluster (``DOCTUNE_RAY_DASHBOARD_URL`` and the
 platform's Ray token); with ``address`` and ``token`` it is a tenant's dedicated cluster, whose
 head takes only that tenant's token. Such a cluster's processes do not have the platform's
-environment, so every driver submitted there is given it (where the other components are)."""
+environment, so every driver submitted there is given it (where the other components are), and,
+since the tenant can read what a job there was given (``ray job list`` shows its runtime_env), only
+the credentials ``credentials`` returns: the tenant's own object-store key, never the root key
+(:meth:`doctune.config.Settings.tenant_job_env`). Without ``credentials`` a dedicated cluster's
+runner submits nothing."""
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from doctune.config import Settings
 from doctune.errors import DoctuneError
@@ -28,9 +32,11 @@ _NO_CLUSTER = "no Ray cluster configured: run `doctune up` or set DOCTUNE_RAY_DA
 
 
 class RayJobsRunner:
-    def __init__(self, settings: Settings, *, address: str = "", token: str = "") -> None:
+    def __init__(self, settings: Settings, *, address: str = "", token: str = "",
+                 credentials: Callable[[], dict[str, str]] | None = None) -> None:
         self.settings = settings
         self.dedicated = bool(address)
+        self._credentials = credentials
         self.address = (address or settings.ray_dashboard_url).rstrip("/")
         self._token = token
         self._client = None
@@ -56,9 +62,14 @@ class RayJobsRunner:
         import shlex
 
         # the job's own credentials: Ray processes find none in their environment (config.ray_process_env)
-        env = {**({"DOCTUNE_HOME": self.settings.home} if self.settings.home else {}), **self.settings.job_env()}
-        if self.dedicated:  # its head was not started with the platform's environment
-            env = {**self.settings.ray_process_env(), **env}
+        home = {"DOCTUNE_HOME": self.settings.home} if self.settings.home else {}
+        if self.dedicated:  # its head was not started with the platform's environment, and its tenant reads this
+            if self._credentials is None:
+                raise DoctuneError(f"the Ray cluster at {self.address} is a tenant's: it gets only that tenant's "
+                                   "credentials, and none were given to its runner", "internal")
+            env = {**self.settings.ray_process_env(), **home, **self._credentials()}
+        else:
+            env = {**home, **self.settings.job_env()}
         entrypoint = " ".join([shlex.quote(sys.executable), "-m", module, *map(shlex.quote, args)])
         return self.client().submit_job(entrypoint=entrypoint, submission_id=submission_id,
                                         runtime_env={"env_vars": env})

@@ -14,6 +14,7 @@ from doctune.runners import RayJobsRunner, Runner, runner_for
 from doctune.store.db import RayCluster
 from doctune.store.keys import Principal
 from doctune.store.stores import Stores
+from doctune.store.tenant_keys import tenant_keys
 
 __all__ = ["Platform", "Principal"]
 
@@ -26,7 +27,8 @@ class Platform(Stores):
     (deployments, resources, and every tenant without a cluster of its own), and
     :meth:`runner_on` a tenant's dedicated cluster. The API server also sets ``dispatcher`` so
     that submissions wake it. ``cluster_runner``: how a dedicated cluster's runner is built
-    (default: :class:`RayJobsRunner` on its address and token)."""
+    (default: :class:`RayJobsRunner` on its address and token, giving jobs only the tenant's
+    credentials, :meth:`tenant_job_env`)."""
 
     def __init__(self, settings: Settings | None = None, runner: Runner | None = None,
                  cluster_runner: ClusterRunner | None = None) -> None:
@@ -34,9 +36,9 @@ class Platform(Stores):
         if runner is not None:
             self.runner = runner
         self.dispatcher = None
-        self._cluster_runner = cluster_runner or (lambda address, token: RayJobsRunner(
-            self.settings, address=address, token=token))
+        self._cluster_runner = cluster_runner
         self._cluster_runners: dict[str, Runner] = {}
+        self._tenant_env: dict[str, dict[str, str]] = {}
 
     @cached_property
     def runner(self) -> Runner:  # type: ignore[override]  # set in __init__ when given
@@ -60,8 +62,22 @@ class Platform(Stores):
                 row = s.get(RayCluster, cluster_id)
             if row is None:
                 return self.runner
-            self._cluster_runners[cluster_id] = self._cluster_runner(row.address, row.token)
+            if self._cluster_runner is not None:
+                self._cluster_runners[cluster_id] = self._cluster_runner(row.address, row.token)
+            else:
+                tenant = row.tenant_id
+                self._cluster_runners[cluster_id] = RayJobsRunner(
+                    self.settings, address=row.address, token=row.token,
+                    credentials=lambda: self.tenant_job_env(tenant))
         return self._cluster_runners[cluster_id]
+
+    def tenant_job_env(self, tenant_id: str) -> dict[str, str]:
+        """What a job on the tenant's dedicated cluster is given: the tenant's object-store key
+        (issued on the store once per process), never the root key."""
+        if tenant_id not in self._tenant_env:
+            key = tenant_keys(self.settings).issue(tenant_id)
+            self._tenant_env[tenant_id] = self.settings.tenant_job_env(key.access_key, key.secret_key)
+        return self._tenant_env[tenant_id]
 
     def runner_for(self, tenant_id: str) -> Runner:
         """Where the tenant's jobs and sweeps go now: its dedicated cluster, else the shared one."""

@@ -267,6 +267,15 @@ def retrying_s3_filesystem(**kwargs):
             def __reduce__(self):
                 return _rebuild_s3_filesystem, (self._doctune_kwargs,)
 
+            def create_dir(self, path, *, recursive=True):
+                try:
+                    return super().create_dir(path, recursive=recursive)
+                except OSError as exc:
+                    # a recursive create first asks whether the bucket exists (HeadBucket), which a
+                    # tenant-scoped key (doctune.store.tenant_keys) may not; S3 needs no folders first
+                    if "HeadBucket" not in str(exc):
+                        raise
+
         _RetryingS3FileSystem = RetryingS3FileSystem
     return _RetryingS3FileSystem(**kwargs)
 
