@@ -246,7 +246,12 @@ SPEC_BODIES = {("post", "/v1/jobs"): "JobSpec", ("post", "/v1/jobs/plan"): "JobS
                ("post", "/v1/deployments"): "DeploymentSpec", ("post", "/v1/promotions"): "PromotionSpec",
                ("post", "/v1/tenants"): "TenantSpec", ("put", "/v1/tenants/{tenant_id}/quota"): "QuotaSpec",
                ("post", "/v1/keys"): "KeyCreate", ("post", "/v1/deployments/{deployment_id}/rollback"): "RollbackRequest",
-               ("put", "/v1/tenants/{tenant_id}/ray-cluster"): "RayClusterSpec"}
+               ("put", "/v1/tenants/{tenant_id}/ray-cluster"): "RayClusterSpec",
+               # what a job's driver on a tenant's dedicated cluster records (doctune.drivers.ledger.ApiLedger)
+               **{("post", f"/v1/jobs/{{job_id}}/attempt/{end}"): model for end, model in (
+                   ("running", "AttemptRunning"), ("progress", "AttemptProgress"), ("failed", "AttemptFailed"),
+                   ("requeued", "AttemptRequeued"), ("paused", "AttemptPaused"), ("export-check", "ExportCheck"),
+                   ("succeeded", "AttemptSucceeded"))}}
 
 
 def test_the_document_shows_typed_bodies_and_every_response(world):

@@ -1,8 +1,9 @@
 """A job the platform submits to a tenant's dedicated Ray cluster (whose token the tenant holds, and so
 can read every job's runtime_env there) carries the tenant's own object-store key and never the root
-key or the admin key; that key, issued on the real embedded S3 server (SeaweedFS ``weed``), reads,
-writes, lists and deletes under ``tenants/<tenant>/`` only. The shared cluster's jobs keep the
-platform's keys (only the platform holds its token)."""
+key, the admin key or the database URL (its driver records its attempt through the API with a token
+for that attempt: tests/unit/test_job_ledger.py); that key, issued on the real embedded S3 server
+(SeaweedFS ``weed``), reads, writes, lists and deletes under ``tenants/<tenant>/`` only. The shared
+cluster's jobs keep the platform's keys (only the platform holds its token)."""
 
 from __future__ import annotations
 
@@ -25,12 +26,15 @@ from doctune.runners import RayJobsRunner
 from doctune.services import Platform, tenants
 from doctune.services.ray_clusters import set_ray_cluster
 from doctune.spec import RayClusterSpec, TenantSpec
+from doctune.store.db import Job
+from doctune.store.job_tokens import read_job_token
 from doctune.store.objects import ObjectStore
 from doctune.store.tenant_keys import WeedTenantKeys, scoped_key
 
 ROOT_ACCESS, ROOT_SECRET = "rootkey", "root-secret-0123456789"
 ADDR_A = "http://doctune-head-svc.team-a.svc:8265"
 TOKEN_A = "tenant-a-token-0123456789abcdef"
+API_URL = "http://doctune-api.doctune.svc:8000"
 
 
 @pytest.fixture(scope="module")
@@ -89,13 +93,17 @@ class RecordingJobsApi:
 def platform_with_cluster(weed, tmp_path):
     """A platform on the real S3 server; team-a has a dedicated cluster, team-b has not."""
     settings = Settings(**{**weed.__dict__, "home": str(tmp_path), "database_url": f"sqlite:///{tmp_path / 'd.db'}",
-                           "admin_key": "dtk_admin_secret", "ray_dashboard_url": "http://127.0.0.1:8265"})
+                           "admin_key": "dtk_admin_secret", "ray_dashboard_url": "http://127.0.0.1:8265",
+                           "api_url": API_URL})
     p = Platform(settings)
     p.db.migrate()
     admin = tenants.authenticate(p, tenants.create_admin_key(p))
     for name in ("team-a", "team-b"):
         tenants.create_tenant(p, admin, TenantSpec(name=name))
     set_ray_cluster(p, admin, "team-a", RayClusterSpec(address=ADDR_A, token=TOKEN_A))
+    with p.db.session() as s:
+        s.add(Job(id="job-1", tenant_id="team-a", task="classification", spec={}, status="starting"))
+        s.add(Job(id="job-b", tenant_id="team-b", task="classification", spec={}, status="starting"))
     yield p
     p.db.dispose()
 
@@ -130,12 +138,35 @@ def test_the_shared_clusters_jobs_keep_the_platforms_keys(platform_with_cluster)
     assert env["DOCTUNE_S3_ACCESS_KEY"] == ROOT_ACCESS and "DOCTUNE_DATABASE_URL" in env
 
 
-@pytest.mark.xfail(strict=True, reason="left to do: the job driver records progress, results and its model in the "
-                                       "database itself; it must report through the API with a per-job token first "
-                                       "(docs/security.md, Out of scope)")
 def test_a_job_on_a_tenants_cluster_carries_no_database_url(platform_with_cluster):
-    env = _submit(platform_with_cluster.runner_for("team-a"))
-    assert "DOCTUNE_DATABASE_URL" not in env
+    """Its driver records the attempt through the API instead, with a token for this attempt only."""
+    p = platform_with_cluster
+    env = _submit(p.runner_for("team-a"))
+    assert "DOCTUNE_DATABASE_URL" not in env and p.settings.database_url not in "\n".join(env.values())
+    assert env["DOCTUNE_JOB_LEDGER"] == "api" and env["DOCTUNE_API_URL"] == API_URL
+    token = read_job_token(env["DOCTUNE_JOB_TOKEN"])
+    assert (token.job_id, token.attempt, token.submission_id) == ("job-1", 1, "job-1-a1")
+
+
+def test_a_tenants_cluster_gets_no_job_of_another_tenant_and_no_sweep_driver(platform_with_cluster):
+    """No token is made for another tenant's job; a sweep's driver (which still records its trials in the
+    database) is refused there, saying why, rather than given the database URL."""
+    runner = platform_with_cluster.runner_for("team-a")
+    runner._client = RecordingJobsApi()
+    with pytest.raises(DoctuneError, match="not tenant team-a's"):
+        runner.submit("ray_jobs.finetune", ["--job-id", "job-b"], submission_id="job-b")
+    with pytest.raises(DoctuneError, match="a sweep cannot run there yet"):
+        runner.submit("ray_jobs.sweep", ["--sweep-id", "sweep-1"], submission_id="sweep-1")
+    assert runner._client.submitted == []
+
+
+def test_a_job_on_a_tenants_cluster_needs_an_api_it_can_report_to(platform_with_cluster):
+    p = platform_with_cluster
+    p.settings.api_url = ""
+    runner = p.runner_for("team-a")
+    runner._client = RecordingJobsApi()
+    with pytest.raises(DoctuneError, match="DOCTUNE_API_URL"):
+        runner.submit("ray_jobs.finetune", ["--job-id", "job-1"], submission_id="job-1")
 
 
 def test_a_tenants_cluster_runner_without_credentials_submits_nothing(weed):

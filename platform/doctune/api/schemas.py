@@ -458,3 +458,84 @@ class EndpointMetricsOut(BaseModel):
     latency_p95_s: float | None
     mean_batch_size: float | None = Field(description="Inputs per model call (dynamic batching).")
     replicas: int = Field(description="Live replicas reporting.")
+
+
+# ------------------------------------------------------------------ a job's attempt, as its driver records it
+class AttemptOut(BaseModel):
+    """One attempt of a job, for its driver on a tenant's dedicated cluster (which has no database)."""
+
+    job_id: str
+    tenant: str
+    status: JobState
+    attempt: int = Field(description="Which attempt of the job this is (1 = the first run).")
+    resume_from: str | None = Field(description="The checkpoint (bucket/key) the attempt starts from, if any.")
+    spec: dict[str, Any] = Field(description="The job's JobSpec.")
+    metrics: dict[str, Any] = Field(description="What earlier attempts recorded (their usage).")
+    dataset_uri: str | None
+    dataset_info: dict[str, Any]
+
+
+class AttemptRunning(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(max_length=2000, description="Why the job is running now (recorded with its status change).")
+
+
+class AttemptProgress(BaseModel):
+    """A progress snapshot of rank 0, and the one copied before it: what changed becomes job events."""
+
+    model_config = ConfigDict(extra="forbid")
+    prev: dict[str, Any] = Field(description="The snapshot copied before (empty for the first).")
+    state: dict[str, Any] = Field(description="The snapshot now.")
+
+
+class AttemptControl(BaseModel):
+    stop: Literal["cancel", "pause"] | None = Field(description="Whether the attempt should stop: its job (or "
+                                                                "sweep) was cancelled, or a pause was requested.")
+
+
+class AttemptFailed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    error: dict[str, Any]
+    reason: str = Field(max_length=4000)
+    metrics: dict[str, Any] | None = None
+    progress: dict[str, Any] | None = None
+
+
+class AttemptRequeued(BaseModel):
+    """The attempt failed with retries left: the job is queued again as its next attempt."""
+
+    model_config = ConfigDict(extra="forbid")
+    resume_from: str | None = Field(max_length=2000,
+                                    description="The job's own checkpoint the next attempt starts from.")
+    usage: dict[str, Any]
+    error: dict[str, Any]
+    reason: str = Field(max_length=4000)
+
+
+class AttemptPaused(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    resume_from: str | None = Field(max_length=2000, description="The job's own checkpoint it resumes from.")
+    usage: dict[str, Any]
+    progress: dict[str, Any]
+    reason: str = Field(max_length=4000)
+
+
+class ExportCheck(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_id: str = Field(max_length=64, description="The model id the driver exported under (model-<12 hex>).")
+
+
+class ExportCheckOut(BaseModel):
+    refusal: ErrorDetail | None = Field(description="Why the export is not kept (its files were removed), or null.")
+
+
+class AttemptSucceeded(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_id: str = Field(max_length=64)
+    metrics: dict[str, Any] = Field(description="The job's final metrics (test, dev, baseline, usage, ...).")
+    final: dict[str, Any] = Field(description="The final evaluation: its test, dev and baseline go to the model.")
+    progress: dict[str, Any]
+
+
+class AttemptRecorded(BaseModel):
+    recorded: bool = Field(description="False when the job had ended meanwhile (say, cancelled): nothing changed.")

@@ -4,7 +4,9 @@
 ``TorchTrainer`` (:mod:`doctune.train.trainer`), copies rank 0's progress into the job
 record while it trains (:class:`ProgressPump`), and ends the attempt as succeeded (the
 exported model registered through :func:`doctune.services.registry.register_model`),
-paused, re-queued as the next attempt (from its last checkpoint), or failed.
+paused, re-queued as the next attempt (from its last checkpoint), or failed. It records all
+of that through the attempt's ledger (:mod:`doctune.drivers.ledger`): the metadata database on
+the shared cluster, the API with a job token on a tenant's dedicated cluster.
 """
 
 from __future__ import annotations
@@ -13,20 +15,21 @@ import threading
 import time
 from typing import Any
 
+from doctune.drivers.ledger import AttemptLedger, DatabaseLedger, ledger_for
 from doctune.errors import DoctuneError
 from doctune.services import Platform
-from doctune.services.jobs import add_event, set_job_status, update_job
-from doctune.services.registry import export_refusal, model_prefix, register_model
+from doctune.services.attempts import record_progress_events, without_final
+from doctune.services.registry import model_prefix
 from doctune.spec import JobSpec
-from doctune.states import JobState, SweepState
-from doctune.store.db import Dataset, Job, Sweep, new_id
+from doctune.states import JobState
+from doctune.store.db import new_id
 from doctune.tasks import get_task, metric_label
 from doctune.train.checkpoints import newest_complete_checkpoint
 from doctune.train.progress import progress_actor
 from doctune.train.trainer import build_trainer, checkpoint_prefix
 from doctune.train.tuning import merges_on_export
 
-__all__ = ["ProgressPump", "run_from_entrypoint", "run_job"]
+__all__ = ["ProgressPump", "record_progress_events", "run_from_entrypoint", "run_job", "without_final"]
 
 PUMP_EVERY_S = 2.0
 
@@ -37,33 +40,15 @@ def latest_checkpoint(p: Platform, prefix: str, world: int) -> str | None:
     return f"{p.settings.bucket}/{key}" if key else None
 
 
-def record_progress_events(p: Platform, job_id: str, prev: dict[str, Any], state: dict[str, Any]) -> None:
-    """Turn what changed between two progress snapshots into job events."""
-    # a step the pump sees for the first time, also once training has ended (a short job may train all its
-    # steps between two copies: its loss curve then still gets its last point)
-    if state.get("step") != prev.get("step") and isinstance(state.get("loss"), (int, float)):
-        fields = ("step", "total_steps", "epoch", "loss", "lr", "tokens_seen", "steps_per_s", "eta_s")
-        add_event(p, job_id, "progress", {k: state.get(k) for k in fields})
-    for entry in (state.get("history") or [])[len(prev.get("history") or []):]:
-        add_event(p, job_id, "eval", entry)
-    if state.get("last_checkpoint_step") not in (None, prev.get("last_checkpoint_step")):
-        add_event(p, job_id, "checkpoint", {"step": state["last_checkpoint_step"]})
-    if state.get("resumed_from_step") and state.get("resumed_from_step") != prev.get("resumed_from_step"):
-        add_event(p, job_id, "resumed", {"step": state["resumed_from_step"]},
-                  reason="Ray Train restarted the workers; resumed from the last checkpoint")
-
-
-def without_final(state: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in state.items() if k != "final"}
-
-
 class ProgressPump:
     """A thread that copies the progress actor's state into the job record (and its changes
     into job events) every PUMP_EVERY_S, and passes a pause request, or the job's cancel, on to
-    rank 0, which stops at its next progress report."""
+    rank 0, which stops at its next progress report. ``ledger``: where it records (default: the
+    database of ``p``)."""
 
-    def __init__(self, p: Platform, job_id: str, progress: Any) -> None:
+    def __init__(self, p: Platform, job_id: str, progress: Any, ledger: AttemptLedger | None = None) -> None:
         self.p, self.job_id, self.progress = p, job_id, progress
+        self.ledger = ledger or DatabaseLedger(p, job_id)
         self._stop = threading.Event()
         self._seen, self._prev, self._stop_sent = -1, {}, False
         self.thread = threading.Thread(target=self._run, name="doctune-progress", daemon=True)
@@ -93,8 +78,7 @@ class ProgressPump:
 
         version, state = ray.get(self.progress.get.remote(), timeout=10)
         if version != self._seen:
-            update_job(self.p, self.job_id, progress=without_final(state))
-            record_progress_events(self.p, self.job_id, self._prev, state)
+            self.ledger.record_progress(self._prev, state)
             self._seen, self._prev = version, state
         if not self._stop_sent:
             kind = self._stop_wanted()
@@ -105,25 +89,15 @@ class ProgressPump:
     def _stop_wanted(self) -> str | None:
         """"cancel" when the job (or the sweep it is a trial of) was cancelled, "pause" when a pause
         was requested, else None."""
-        with self.p.db.session() as s:
-            job = s.get(Job, self.job_id)
-            sweep = s.get(Sweep, job.sweep_id) if job.sweep_id else None
-        if sweep is not None and sweep.status == SweepState.CANCELLED and job.status not in JobState.terminal():
-            job = update_job(self.p, self.job_id, status=JobState.CANCELLED, reason="its sweep was cancelled")
-        if job.status == JobState.CANCELLED:
-            return "cancel"
-        return "pause" if job.control == "pause" else None
+        return self.ledger.stop_wanted()
 
 
 class _Attempt:
-    """One attempt of a job: its record, spec and dataset, and the usage it adds."""
+    """One attempt of a job: its record (with its dataset's), spec, ledger, and the usage it adds."""
 
-    def __init__(self, p: Platform, job_id: str) -> None:
-        with p.db.session() as s:
-            self.job = s.get(Job, job_id)
-            if self.job is None:
-                raise DoctuneError(f"job {job_id!r} not found", "not_found")
-            self.dataset = s.get(Dataset, self.job.spec["dataset"]["id"])
+    def __init__(self, p: Platform, job_id: str, ledger: AttemptLedger | None = None) -> None:
+        self.ledger = ledger or DatabaseLedger(p, job_id)
+        self.job = self.ledger.load()
         if self.job.status in JobState.terminal():
             raise DoctuneError(f"job {job_id} is already {self.job.status}", "conflict")
         self.p, self.id, self.spec = p, job_id, JobSpec.model_validate(self.job.spec)
@@ -141,7 +115,7 @@ class _Attempt:
 
     def trainer(self, progress: Any, callbacks: list[Any] | None) -> Any:
         return build_trainer(self.spec, job_id=self.id, attempt=self.job.attempt, resume_from=self.job.resume_from,
-                             dataset_uri=self.dataset.uri, dataset_info=self.dataset.info,
+                             dataset_uri=self.job.dataset_uri, dataset_info=self.job.dataset_info,
                              export_prefix=model_prefix(self.spec.tenant, self.model_id), progress=progress,
                              objects=self.p.objects, callbacks=callbacks)
 
@@ -152,15 +126,14 @@ def run_job(job_id: str, p: Platform | None = None, callbacks: list[Any] | None 
     import ray
 
     p = p or Platform()
-    attempt = _Attempt(p, job_id)
+    attempt = _Attempt(p, job_id, ledger_for(p, job_id))
     job = attempt.job
     resumed = f" (attempt {job.attempt}, from {job.resume_from})" if job.resume_from else f" (attempt {job.attempt})"
-    update_job(p, job_id, status=JobState.RUNNING, progress={"phase": "scheduling"},
-               reason="the job's Ray driver started" + resumed)
+    attempt.ledger.mark_running("the job's Ray driver started" + resumed)
     if not ray.is_initialized():
         ray.init(log_to_driver=True)
     progress = progress_actor()
-    pump = ProgressPump(p, job_id, progress).start()
+    pump = ProgressPump(p, job_id, progress, attempt.ledger).start()
     try:
         result = attempt.trainer(progress, callbacks).fit()
         _, last = ray.get(progress.get.remote(), timeout=30)
@@ -182,22 +155,22 @@ def _failed(attempt: _Attempt, exc: Exception) -> dict[str, Any]:
     message = str(getattr(exc, "message", None) or exc)[-4000:]
     error = {"code": "training_failed", "message": message, "attempt": job.attempt}
     if job.attempt > spec.retries:
-        update_job(p, job.id, status=JobState.FAILED, error=error,
-                   reason=f"training failed on attempt {job.attempt} of {spec.retries + 1}")
+        attempt.ledger.record_failed(error=error,
+                                     reason=f"training failed on attempt {job.attempt} of {spec.retries + 1}")
         raise exc
-    ckpt = latest_checkpoint(p, checkpoint_prefix(spec, job.id, job.attempt), spec.num_workers) or job.resume_from
-    update_job(p, job.id, status=JobState.QUEUED, attempt=job.attempt + 1, resume_from=ckpt, ray_submission_id=None,
-               metrics={"usage": attempt.usage(0)}, error=error,
-               reason=f"attempt {job.attempt} failed; retrying as attempt {job.attempt + 1} "
-                      + (f"from checkpoint {ckpt}" if ckpt else "from the start (no checkpoint yet)"))
+    ckpt = latest_checkpoint(p, checkpoint_prefix(spec, job.job_id, job.attempt), spec.num_workers) or job.resume_from
+    attempt.ledger.record_requeued(
+        attempt=job.attempt, resume_from=ckpt, usage=attempt.usage(0), error=error,
+        reason=f"attempt {job.attempt} failed; retrying as attempt {job.attempt + 1} "
+               + (f"from checkpoint {ckpt}" if ckpt else "from the start (no checkpoint yet)"))
     return {"requeued": True, "attempt": job.attempt + 1}
 
 
 def _paused(attempt: _Attempt, result: Any, last: dict[str, Any]) -> dict[str, Any]:
     path = result.checkpoint.path if result.checkpoint else attempt.job.resume_from
-    update_job(attempt.p, attempt.id, status=JobState.PAUSED, control=None, resume_from=path, ray_submission_id=None,
-               metrics={"usage": attempt.usage(last.get("tokens_seen", 0))}, progress=without_final(last),
-               reason=f"paused at step {last['paused_at']}; checkpoint {path}")
+    attempt.ledger.record_paused(resume_from=path, usage=attempt.usage(last.get("tokens_seen", 0)),
+                                 progress=without_final(last),
+                                 reason=f"paused at step {last['paused_at']}; checkpoint {path}")
     return {"paused_at": last["paused_at"], "checkpoint": path}
 
 
@@ -209,21 +182,16 @@ def _succeeded(attempt: _Attempt, result: Any, last: dict[str, Any]) -> dict[str
     totals["trained_tokens"] = final.get("tokens_seen", 0)  # counted across resumes by the loop itself
     metrics = {**final, "usage": totals, "checkpoint_path": result.checkpoint.path if result.checkpoint else None,
                "primary_metric": get_task(spec.task).primary_metric, "task": spec.task}
-    refusal = export_refusal(p, spec.tenant, attempt.model_id)
+    refusal = attempt.ledger.export_refusal(spec.tenant, attempt.model_id)
     if refusal is not None:
         error = {"code": refusal.code, "message": refusal.message, "field": refusal.field}
-        update_job(p, attempt.id, status=JobState.FAILED, error=error, metrics={"usage": totals},
-                   progress=without_final(last), reason=refusal.message)
+        attempt.ledger.record_failed(error=error, metrics={"usage": totals}, progress=without_final(last),
+                                     reason=refusal.message)
         return {**metrics, "refused": error}
-    with p.db.session() as s:
-        job = s.get(Job, attempt.id)
-        won = set_job_status(s, job, JobState.SUCCEEDED, allowed_from=(JobState.RUNNING,), metrics=metrics,
-                             model_id=attempt.model_id, progress=without_final(last),
-                             reason=f"trained and registered model {attempt.model_id}")
-        if won is not None:
-            register_model(p, model_id=attempt.model_id, job_id=attempt.id, spec=spec, merged=merges_on_export(spec),
-                           labels=attempt.dataset.info.get("labels"), metrics=final, session=s)
-    if won is None:  # cancelled (or ended otherwise) while it finished: keep nothing of its export
+    won = attempt.ledger.record_succeeded(model_id=attempt.model_id, spec=spec, metrics=metrics, final=final,
+                                          progress=without_final(last), merged=merges_on_export(spec),
+                                          labels=attempt.job.dataset_info.get("labels"))
+    if not won:  # cancelled (or ended otherwise) while it finished: keep nothing of its export
         p.objects.delete_prefix(model_prefix(spec.tenant, attempt.model_id) + "/")
         return {"cancelled_at": final.get("step", last.get("step"))}
     return metrics

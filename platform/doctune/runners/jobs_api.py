@@ -7,9 +7,10 @@ platform's Ray token); with ``address`` and ``token`` it is a tenant's dedicated
 head takes only that tenant's token. Such a cluster's processes do not have the platform's
 environment, so every driver submitted there is given it (where the other components are), and,
 since the tenant can read what a job there was given (``ray job list`` shows its runtime_env), only
-the credentials ``credentials`` returns: the tenant's own object-store key, never the root key
-(:meth:`doctune.config.Settings.tenant_job_env`). Without ``credentials`` a dedicated cluster's
-runner submits nothing."""
+the credentials ``credentials`` returns for that submission (its module, arguments and submission
+id): the tenant's own object-store key, never the root key nor the database URL, and for a job's
+driver a token for that one attempt (:meth:`doctune.config.Settings.tenant_job_env`). Without
+``credentials`` a dedicated cluster's runner submits nothing."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ _NO_CLUSTER = "no Ray cluster configured: run `doctune up` or set DOCTUNE_RAY_DA
 
 class RayJobsRunner:
     def __init__(self, settings: Settings, *, address: str = "", token: str = "",
-                 credentials: Callable[[], dict[str, str]] | None = None) -> None:
+                 credentials: Callable[[str, list[str], str | None], dict[str, str]] | None = None) -> None:
         self.settings = settings
         self.dedicated = bool(address)
         self._credentials = credentials
@@ -67,7 +68,7 @@ class RayJobsRunner:
             if self._credentials is None:
                 raise DoctuneError(f"the Ray cluster at {self.address} is a tenant's: it gets only that tenant's "
                                    "credentials, and none were given to its runner", "internal")
-            env = {**self.settings.ray_process_env(), **home, **self._credentials()}
+            env = {**self.settings.ray_process_env(), **home, **self._credentials(module, args, submission_id)}
         else:
             env = {**home, **self.settings.job_env()}
         entrypoint = " ".join([shlex.quote(sys.executable), "-m", module, *map(shlex.quote, args)])

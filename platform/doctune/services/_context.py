@@ -10,9 +10,11 @@ from functools import cached_property
 from typing import Callable
 
 from doctune.config import Settings
+from doctune.errors import DoctuneError
 from doctune.runners import RayJobsRunner, Runner, runner_for
-from doctune.store.db import RayCluster
-from doctune.store.keys import Principal
+from doctune.store.db import Job, RayCluster
+from doctune.store.job_tokens import mint_job_token
+from doctune.store.keys import Principal, server_secret
 from doctune.store.stores import Stores
 from doctune.store.tenant_keys import tenant_keys
 
@@ -28,7 +30,7 @@ class Platform(Stores):
     :meth:`runner_on` a tenant's dedicated cluster. The API server also sets ``dispatcher`` so
     that submissions wake it. ``cluster_runner``: how a dedicated cluster's runner is built
     (default: :class:`RayJobsRunner` on its address and token, giving jobs only the tenant's
-    credentials, :meth:`tenant_job_env`)."""
+    credentials and a job token, :meth:`tenant_job_env`)."""
 
     def __init__(self, settings: Settings | None = None, runner: Runner | None = None,
                  cluster_runner: ClusterRunner | None = None) -> None:
@@ -39,6 +41,7 @@ class Platform(Stores):
         self._cluster_runner = cluster_runner
         self._cluster_runners: dict[str, Runner] = {}
         self._tenant_env: dict[str, dict[str, str]] = {}
+        self._tenant_key: dict[str, tuple[str, str]] = {}
 
     @cached_property
     def runner(self) -> Runner:  # type: ignore[override]  # set in __init__ when given
@@ -68,16 +71,40 @@ class Platform(Stores):
                 tenant = row.tenant_id
                 self._cluster_runners[cluster_id] = RayJobsRunner(
                     self.settings, address=row.address, token=row.token,
-                    credentials=lambda: self.tenant_job_env(tenant))
+                    credentials=lambda module, args, sid: self.tenant_job_env(tenant, module, args, sid))
         return self._cluster_runners[cluster_id]
 
-    def tenant_job_env(self, tenant_id: str) -> dict[str, str]:
-        """What a job on the tenant's dedicated cluster is given: the tenant's object-store key
-        (issued on the store once per process), never the root key."""
+    def tenant_job_env(self, tenant_id: str, module: str = "ray_jobs.finetune", args: list[str] | None = None,
+                       submission_id: str | None = None) -> dict[str, str]:
+        """What a driver submitted to the tenant's dedicated cluster is given: the tenant's object-store
+        key (issued on the store once per process), never the root key nor the database URL; a job's
+        driver (``ray_jobs.finetune --job-id J``) also a token for J's current attempt and this
+        submission (:mod:`doctune.store.job_tokens`), with which it records the attempt through the API.
+        A sweep's driver still needs the database (it records its trials itself): it is refused."""
         if tenant_id not in self._tenant_env:
             key = tenant_keys(self.settings).issue(tenant_id)
+            self._tenant_key[tenant_id] = (key.access_key, key.secret_key)
             self._tenant_env[tenant_id] = self.settings.tenant_job_env(key.access_key, key.secret_key)
-        return self._tenant_env[tenant_id]
+        args = list(args or [])
+        if module == "ray_jobs.sweep":
+            raise DoctuneError(f"tenant {tenant_id} has a dedicated Ray cluster, and a sweep cannot run there yet: its "
+                               "driver records its trials in the metadata database, which no job on a tenant's cluster "
+                               "is given. Run the trials as separate jobs (POST /v1/jobs), or ask the platform admin "
+                               "to remove the dedicated cluster for the sweep", "conflict", field="tenant")
+        if module != "ray_jobs.finetune" or "--job-id" not in args:
+            return self._tenant_env[tenant_id]
+        if not self.settings.api_url:
+            raise DoctuneError("a job on a tenant's dedicated cluster reports through the doctune API, and none is "
+                               "configured: set DOCTUNE_API_URL to an address that cluster reaches", "unavailable")
+        job_id = args[args.index("--job-id") + 1]
+        with self.db.session() as s:
+            job = s.get(Job, job_id)
+        if job is None or job.tenant_id != tenant_id:
+            raise DoctuneError(f"job {job_id!r} is not tenant {tenant_id}'s: nothing is submitted to its cluster",
+                               "forbidden", field="job_id")
+        token = mint_job_token(server_secret(self.db, self.settings.key_secret), tenant_id, job_id, job.attempt,
+                               submission_id or job_id)
+        return self.settings.tenant_job_env(*self._tenant_key[tenant_id], job_token=token)
 
     def runner_for(self, tenant_id: str) -> Runner:
         """Where the tenant's jobs and sweeps go now: its dedicated cluster, else the shared one."""
