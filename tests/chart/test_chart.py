@@ -106,9 +106,10 @@ def test_service_ports_agree_with_container_ports(values):
         for port in svc["spec"]["ports"]:
             target = port["targetPort"]
             assert target in ports or target in ports.values(), f"Service {svc['metadata']['name']} port {port}"
-    # the URLs handed to the other components name the API Service's port
+    # the URLs handed to the other components name the API Service's port, by a name that also
+    # resolves from a tenant's namespace (its dedicated Ray cluster's jobs report to the API)
     api_svc = next(s for s in _kind(docs, "Service") if s["metadata"]["name"] == "doctune-api")
-    api_url = f"http://doctune-api:{api_svc['spec']['ports'][0]['port']}"
+    api_url = f"http://doctune-api.doctune.svc:{api_svc['spec']['ports'][0]['port']}"  # helm's release namespace here
     for where, tpl in templates.items():
         for c in containers(tpl):
             for env in c.get("env", []):

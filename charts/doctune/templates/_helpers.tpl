@@ -139,7 +139,7 @@ helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
 - name: DOCTUNE_SERVE_URL
   value: {{ printf "http://%s:8000" (include "doctune.rayHeadService" .) | quote }}
 - name: DOCTUNE_API_URL
-  value: {{ printf "http://%s:%d" (include "doctune.apiName" .) (int .Values.api.service.port) | quote }}
+  value: {{ printf "http://%s.%s.svc:%d" (include "doctune.apiName" .) .Release.Namespace (int .Values.api.service.port) | quote }}
 - name: DOCTUNE_RUNNER
   value: {{ .Values.runner | quote }}
 {{- end -}}
