@@ -443,6 +443,9 @@ def write_report(r: dict) -> None:
         from tests.bench.documents import report_lines as document_lines
 
         lines += document_lines(r["documents"])
+    from tests.bench.quality import report_lines as quality_lines
+
+    lines += quality_lines()  # recorded lever runs (tests/bench/levers.py), rendered with their plots
     lines += gpu_path_lines()
     out = REPO / "docs" / "benchmarks.md"
     out.write_text("\n".join(lines))

@@ -275,3 +275,23 @@ def test_serving_splits_chinese_into_characters_like_chinese_ner_data():
     from doctune.tasks.ner import WORD
 
     assert WORD.findall("马化腾 founded Tencent, 在深圳") == ["马", "化", "腾", "founded", "Tencent,", "在", "深", "圳"]
+
+
+def test_decoding_picks_the_best_valid_bio_sequence_not_each_positions_argmax():
+    """Argmax can tag 'O I-PER O' (an entity with no beginning: seqeval then guesses its span);
+    Viterbi over the valid transitions tags 'B-PER I-PER O'."""
+    import torch
+
+    from doctune.tasks._tagging import allowed_transitions, bio_labels, valid_word_tags, viterbi_tags
+
+    labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    probs = torch.tensor([[0.6, 0.1, 0.3, 0.0, 0.0], [0.1, 0.1, 0.8, 0.0, 0.0], [0.9, 0.05, 0.05, 0.0, 0.0]])
+    assert probs.argmax(-1).tolist() == [0, 2, 0]
+    assert viterbi_tags(probs.clamp_min(1e-12).log(), allowed_transitions(labels)) == [1, 2, 0]
+    # I-LOC never follows B-PER, whatever the scores
+    clash = torch.tensor([[0.0, 1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.1, 0.0, 0.9]]).clamp_min(1e-12).log()
+    assert [labels[i] for i in viterbi_tags(clash, allowed_transitions(labels))] in (["B-PER", "I-PER"], ["B-PER", "B-LOC"])
+    # serving reads each word at its first sub-token: word 0 has two sub-tokens, special tokens are None
+    words, tags, scores = valid_word_tags([None, 0, 0, 1, 2, None], torch.cat([probs[:1], probs[:1], probs[:1], probs[1:], probs[:1]]), labels)
+    assert words == [0, 1, 2] and tags == ["B-PER", "I-PER", "O"] and abs(scores[0] - 0.1) < 1e-6
+    assert bio_labels(5) == ["O", "B-0", "I-0", "B-1", "I-1"]

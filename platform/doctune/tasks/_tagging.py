@@ -44,6 +44,63 @@ def word_tags(word_ids: list[int | None], best_p: Any, best_id: Any, labels: lis
     return words, [labels[int(best_id[first[w]])] for w in words], [float(best_p[first[w]]) for w in words]
 
 
+def allowed_transitions(labels: list[str]) -> Any:
+    """``allowed[i, j]``: whether tag ``j`` may follow tag ``i`` in BIO (``I-x`` only after ``B-x`` or
+    ``I-x``); the last row is the start of a sentence (no ``I-`` first)."""
+    import torch
+
+    allowed = torch.ones(len(labels) + 1, len(labels), dtype=torch.bool)
+    for j, tag in enumerate(labels):
+        if tag.startswith("I-"):
+            allowed[:, j] = False
+            for i, prev in enumerate(labels):
+                allowed[i, j] = prev[2:] == tag[2:] and prev[0] in "BI"
+    return allowed
+
+
+def viterbi_tags(log_probs: Any, allowed: Any) -> list[int]:
+    """The most probable tag sequence (per-position ``log_probs``, shape words x tags) that is valid
+    BIO: Viterbi decoding with the transitions ``allowed`` (:func:`allowed_transitions`) and no other
+    transition cost. Argmax can tag ``O I-PER I-PER``; this picks the best valid sequence instead."""
+    import torch
+
+    if len(log_probs) == 0:
+        return []
+    forbid = torch.where(allowed, 0.0, float("-inf"))
+    score = log_probs[0] + forbid[-1]
+    back = []
+    for row in log_probs[1:]:
+        total = score[:, None] + forbid[:-1]  # previous tag x next tag
+        best, arg = total.max(0)
+        back.append(arg)
+        score = best + row
+    path = [int(score.argmax())]
+    for arg in reversed(back):
+        path.append(int(arg[path[-1]]))
+    return path[::-1]
+
+
+def valid_word_tags(word_ids: list[int | None], probs: Any, labels: list[str]) -> tuple[list[int], list[str], list[float]]:
+    """Serving: like :func:`word_tags`, but the words' tags are the best valid BIO sequence
+    (:func:`viterbi_tags` over the first sub-tokens' probabilities, shape tokens x tags); each
+    score is the probability of the tag chosen."""
+    first: dict[int, int] = {}
+    for pos, w in enumerate(word_ids):
+        if w is not None and w not in first:
+            first[w] = pos
+    words = sorted(first)
+    rows = probs[[first[w] for w in words]] if words else probs[:0]
+    path = viterbi_tags(rows.clamp_min(1e-12).log(), allowed_transitions(labels))
+    return words, [labels[i] for i in path], [float(rows[k, i]) for k, i in enumerate(path)]
+
+
+def bio_labels(count: int) -> list[str]:
+    """Stand-in BIO labels for a head of ``count`` outputs laid out as the ner plugin lays them out
+    (``O``, then ``B-t``, ``I-t`` per type): enough to tell which transitions are valid when only
+    the model's outputs are at hand."""
+    return ["O"] + [f"{p}-{t}" for t in range((count - 1) // 2) for p in "BI"]
+
+
 def tag_types(labels: list[str]) -> list[str]:
     """The entity (or field) types of BIO ``labels``, in label order."""
     return [l[2:] for l in labels if l.startswith("B-")]
@@ -63,15 +120,18 @@ def collate_tags(batch: list[dict[str, Any]], tokenizer: Any) -> dict[str, Any]:
     feats["labels"] = torch.tensor(labels, dtype=torch.long)
     return {k: v.long() for k, v in feats.items()}
 
-def tag_predictions(outputs: Any, batch: dict[str, Any]) -> tuple[list[Any], list[Any]]:
-    """(predicted, gold) label ids of each sequence, at its labelled positions only."""
-    pred = outputs.logits.argmax(-1).cpu()
+def tag_predictions(outputs: Any, batch: dict[str, Any], labels: list[str] | None = None) -> tuple[list[Any], list[Any]]:
+    """(predicted, gold) label ids of each sequence, at its labelled positions only: the best valid
+    BIO sequence (:func:`viterbi_tags`) when ``labels`` are given, else each position's argmax."""
+    logits = outputs.logits.float().cpu()
     gold = batch["labels"].cpu()
     keep = gold != IGNORE
-    return (
-        [p[k].tolist() for p, k in zip(pred, keep)],
-        [g[k].tolist() for g, k in zip(gold, keep)],
-    )
+    if labels is None:
+        predicted = [p[k].tolist() for p, k in zip(logits.argmax(-1), keep)]
+    else:
+        allowed = allowed_transitions(labels)
+        predicted = [viterbi_tags(p[k].log_softmax(-1), allowed) for p, k in zip(logits, keep)]
+    return predicted, [g[k].tolist() for g, k in zip(gold, keep)]
 
 def tag_metrics(predicted: list[Any], gold: list[Any], labels: list[str]) -> dict[str, Any]:
     """Span-level (seqeval) precision, recall, F1, macro F1 and accuracy, and each type's scores

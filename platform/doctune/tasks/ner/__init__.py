@@ -15,6 +15,9 @@ Each word is split into sub-word tokens by the model's tokenizer; the first
 sub-token of a word carries the word's tag and the others are ignored by the loss
 and the metrics. Metrics are entity-level (seqeval): an entity counts as found
 only if its type and exact span are right.
+Predicted tags are each sentence's best valid BIO sequence (Viterbi over
+the words' tag probabilities: ``I-x`` only after ``B-x`` or ``I-x``), in evaluation
+and in serving alike.
 
 Serving takes ``{"inputs": ["raw text", ...]}`` (or ``{"text": "..."}``); the text
 is split into words on whitespace, each Chinese character being a word of its own (as
@@ -32,7 +35,8 @@ from typing import Any
 from doctune.errors import DoctuneError
 from doctune.tasks._hf import build_labelled_model, load_labelled_model, reads_both_ways
 from doctune.tasks._records import HAN, check_fields
-from doctune.tasks._tagging import IGNORE, collate_tags, spans, tag_metrics, tag_predictions, word_tags
+from doctune.tasks._tagging import (IGNORE, bio_labels, collate_tags, spans, tag_metrics, tag_predictions,
+                                    valid_word_tags)
 from doctune.tasks.ner import schemas
 from doctune.tasks.ner.conll import read_conll
 from doctune.tasks.ner.gazetteer import gazetteer_baseline
@@ -187,7 +191,8 @@ class NerTask:
         return collate_tags(batch, tokenizer)
 
     def predictions(self, outputs: Any, batch: dict[str, Any]) -> tuple[list[Any], list[Any]]:
-        return tag_predictions(outputs, batch)
+        """Each sentence's best valid BIO sequence (Viterbi), as serving decodes it."""
+        return tag_predictions(outputs, batch, bio_labels(outputs.logits.shape[-1]))
 
     def metrics(self, predicted: list[Any], gold: list[Any], info: dict[str, Any]) -> dict[str, Any]:
         return tag_metrics(predicted, gold, info["labels"])
@@ -225,7 +230,7 @@ class NerTask:
         with torch.inference_mode():
             probs = model(**feats).logits.softmax(-1).cpu()
         for row, i in enumerate(todo):
-            seen, tags, scores = word_tags(enc.word_ids(row), *probs[row].max(-1), labels)
+            seen, tags, scores = valid_word_tags(enc.word_ids(row), probs[row], labels)
             text = inputs[i]
             for kind, a, b in spans(tags):
                 start, end = words[i][seen[a]][1], words[i][seen[b - 1]][2]
