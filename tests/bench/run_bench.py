@@ -434,6 +434,8 @@ def write_report(r: dict) -> None:
             "| model | accuracy | macro-F1 |",
             "| --- | --- | --- |",
             f"| base MiniLM, untrained head | {d['baseline']['accuracy']:.3f} | {d['baseline']['macro_f1']:.3f} |",
+            *[f"| {name.replace('_', ' ')} (cheap baseline, same split) | {m['accuracy']:.3f} | {m['macro_f1']:.3f} |"
+              for name, m in d.get("references", {}).items()],
             f"| fine-tuned (LoRA r=8, ZeRO-2, 2 workers) | {d['test']['accuracy']:.3f} | {d['test']['macro_f1']:.3f} |",
             "",
             f"Goal macro-F1 ≥ 0.95: {'met' if d['test']['macro_f1'] >= 0.95 else 'not met'}.",

@@ -54,8 +54,8 @@ def demo(
     report_job(client, job)
     if job["status"] != JobState.SUCCEEDED:
         raise typer.Exit(1)
-    typer.echo("baseline: the base model with a freshly initialised (untrained) classification head, "
-               "evaluated on the same test split")
+    typer.echo("baseline: the base model with a freshly initialised (untrained) classification head; "
+               "tfidf_logreg: TF-IDF word 1-2-grams + logistic regression fitted on train; both on the same test split")
     with _phase(timings, "deploy"):
         url = _deploy(client, job["model_id"])
     test = _test_examples(records)
@@ -64,8 +64,10 @@ def demo(
     _show_predictions(test, predictions)
     typer.echo("phase timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
     timing_file = Path(s.home) / "demo-timings.json"
+    references = {name: r["test"] for name, r in (job["metrics"]["baseline"].get("references") or {}).items()}
     timing_file.write_text(json.dumps({"timings_s": timings, "test": job["metrics"]["test"],
-                                       "baseline": job["metrics"]["baseline"]["test"]}, indent=2))
+                                       "baseline": job["metrics"]["baseline"]["test"], "references": references},
+                                      indent=2))
     _try_it_yourself(url, key, Path(s.home) / "credentials" / f"{tenant}.key", test, console_url(s))
 
 
