@@ -70,6 +70,12 @@ def _wire(console: Console, usage, table, refresh, pick, cancel, pause, resume, 
                 gr.update(choices=[(f"{j['id']} · {j['status']}", j["id"]) for j in jobs]))
 
     @action
+    def list_rows(request: gr.Request):
+        """The usage and the jobs table, without touching the picker (a live view's tick refreshes
+        them, so the row of the job being watched never shows a state its header has left)."""
+        return list_jobs(request)[:2]
+
+    @action
     def show_job(job_id: str | None, request: gr.Request):
         if not job_id:
             return [gr.update()] * (len(outs) - 1) + [gr.Timer(active=False)]
@@ -87,7 +93,8 @@ def _wire(console: Console, usage, table, refresh, pick, cancel, pause, resume, 
     console.on_sign_in(list_jobs, [usage, table, pick])
     refresh.click(list_jobs, None, [usage, table, pick], api_name="list_jobs")
     pick.change(show_job, [pick], outs, api_name="show_job")
-    timer.tick(show_job, [pick], outs, api_visibility="private")
+    timer.tick(show_job, [pick], outs, api_visibility="private").then(list_rows, None, [usage, table],
+                                                                    api_visibility="private")
     for button, verb in ((cancel, "cancel"), (pause, "pause"), (resume, "resume")):
         button.click(change(verb), [pick], [usage, table, pick, *outs], api_name=f"{verb}_job")
 
