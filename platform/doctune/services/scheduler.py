@@ -9,20 +9,32 @@ tenant's later small ones.
 
 :func:`claim_jobs` applies the policy inside one transaction that first takes
 the dispatch lock row, so concurrent dispatchers (API replicas, threads) can
-never start more than a quota allows, on SQLite or PostgreSQL.
+never start more than a quota allows, on SQLite or PostgreSQL. It reads only what
+the decision needs, as columns, not ORM rows: the tenants' quotas, the active jobs, and
+the first :data:`HEAD_DEPTH` queued jobs of each tenant (its queue heads, over the index
+``ix_jobs_queue``; deeper only for a tenant that starts them all), so a tick costs
+O(tenants + active jobs), whatever the queue's length. Each job's demand is parsed from
+its spec once per process (:func:`demands`), and ``queue_reason`` is written only for
+heads whose reason changed.
 :func:`dispatch_once` claims, then hands the claimed jobs to the cluster through the
 platform's runner; the API server runs it every second (:class:`Dispatcher`).
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
+import weakref
+from collections import deque
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Integer, Select, bindparam, case, select, true, update
+from sqlalchemy.orm import Session
 
 from doctune.errors import DoctuneError
 from doctune.services import Platform
@@ -33,6 +45,8 @@ from doctune.store.db import DispatchLock, Job, JobEvent, Sweep, Tenant, now
 log = logging.getLogger("doctune.scheduler")
 ACTIVE = JobState.active()
 GPU_WEIGHT = 8.0  # a GPU counts as this many CPUs when comparing shares
+HEAD_DEPTH = 2  # queued jobs read per tenant each tick; deeper only when a tenant starts them all
+BEHIND = "behind an earlier job of the same tenant"
 
 
 @dataclass(frozen=True)
@@ -78,66 +92,83 @@ class QueuedJob:
 class Plan:
     start: list[str] = field(default_factory=list)
     waiting: dict[str, str] = field(default_factory=dict)  # job id -> why it waits
+    cut: str | None = None  # the truncated tenant whose unknown next job stopped the plan: read more of its queue
 
 
 def plan_dispatch(tenants: dict[str, TenantState], queued: list[QueuedJob], free: Demand,
-                  reachable: Demand | None = None) -> Plan:
+                  reachable: Demand | None = None, truncated: Collection[str] = ()) -> Plan:
     """Decide which queued jobs start now. Pure: mutates only its own copies.
 
     Tenants take turns by weighted fair share. With ``reachable`` given (the room there will be once
     the running jobs end: what is free plus what they hold), the job next by fair share that waits
     only for room holds that room: no job after it starts (without this, a stream of small jobs took
     every CPU that came free and a big job starved behind them). A job that would not fit even then
-    (the cluster is too small, or endpoints hold the rest) holds nothing; the others go past it."""
+    (the cluster is too small, or endpoints hold the rest) holds nothing; the others go past it.
+
+    ``truncated`` names the tenants of which ``queued`` holds only the first jobs (their queue heads).
+    Once such a tenant has started all of them, its next job is unknown, so the plan stops there with
+    ``cut`` naming it: what it started so far is what the plan over the whole queue starts first.
+
+    The tenants' heads wait in a heap by (share, -priority, age): each start costs O(log tenants)."""
     state = {k: TenantState(**vars(v)) for k, v in tenants.items()}
-    queues: dict[str, list[QueuedJob]] = {}
+    queues: dict[str, deque[QueuedJob]] = {}
     for job in sorted(queued, key=lambda j: (-j.priority, j.created_at, j.id)):
-        queues.setdefault(job.tenant, []).append(job)
-    room = free
-    plan = Plan()
-    while (job := _next_fair_job(queues, state, room, reachable, plan)) is not None:
-        plan.waiting.pop(job.id, None)
-        ts = state[job.tenant]
+        queues.setdefault(job.tenant, deque()).append(job)
+    heads = [c for tenant in queues if (c := _candidate(tenant, queues, state)) is not None]
+    heapq.heapify(heads)
+    plan, room, held = Plan(), free, None
+    while heads:
+        tenant = heapq.heappop(heads)[-1]
+        job = queues[tenant][0]
+        if not _fits(job.demand, room):
+            if reachable is not None and _fits(job.demand, reachable):
+                held = job  # the fair-next job waits only for room: it holds it, nothing after it starts
+                break
+            continue  # it would not fit even then (and room only shrinks): it holds nothing
+        queues[tenant].popleft()
+        ts = state[tenant]
         ts.running_jobs += 1
         ts.running_cpus += job.demand.cpus
         ts.running_gpus += job.demand.gpus
         room = Demand(room.cpus - job.demand.cpus, room.gpus - job.demand.gpus)
         plan.start.append(job.id)
-    for q in queues.values():
-        for job in q[1:]:
-            plan.waiting.setdefault(job.id, "behind an earlier job of the same tenant")
+        if not queues[tenant] and tenant in truncated:
+            plan.cut = tenant
+            break
+        if (c := _candidate(tenant, queues, state)) is not None:
+            heapq.heappush(heads, c)
+    _explain(plan, queues, state, room, held)
     return plan
 
 
-def _next_fair_job(queues: dict[str, list[QueuedJob]], state: dict[str, TenantState], room: Demand,
-                   reachable: Demand | None, plan: Plan) -> QueuedJob | None:
-    """Pop the job to start next, or None: nothing fits, or the fair-next job holds the room it waits for."""
-    candidates = []
+def _candidate(tenant: str, queues: dict[str, deque[QueuedJob]], state: dict[str, TenantState]) -> tuple | None:
+    """``tenant``'s head as a heap entry ordered by fair share, then priority, then age; None when its
+    queue is empty or its quota does not allow its head (neither changes until the tenant starts a job)."""
+    if not queues[tenant]:
+        return None
+    head, ts = queues[tenant][0], state.setdefault(tenant, TenantState())
+    if ts.allows(head.demand) is not None:
+        return None
+    return ts.share(), -head.priority, head.created_at, head.id, tenant
+
+
+def _explain(plan: Plan, queues: dict[str, deque[QueuedJob]], state: dict[str, TenantState], room: Demand,
+             held: QueuedJob | None) -> None:
+    """Why each job that does not start waits, as things stand once the plan is made."""
     for tenant, q in queues.items():
         if not q:
             continue
-        head, ts = q[0], state.setdefault(tenant, TenantState())
-        why = ts.allows(head.demand)
-        if why is not None:
+        head = q[0]
+        if (why := state[tenant].allows(head.demand)) is not None:
             plan.waiting[head.id] = f"tenant {tenant} {why}"
-            continue
-        fits = _fits(head.demand, room)
-        if not fits:
+        elif not _fits(head.demand, room):
             plan.waiting[head.id] = f"waiting for cluster room ({head.demand.cpus:g} CPU, {head.demand.gpus:g} GPU needed)"
-            if reachable is None or not _fits(head.demand, reachable):
-                continue  # it holds nothing: others go past it
-        candidates.append((ts.share(), -head.priority, head.created_at, head.id, tenant, fits))
-    if not candidates:
-        return None
-    *_, tenant, fits = min(candidates)
-    if not fits:
-        held = queues[tenant][0].id
-        plan.waiting[held] += "; next by fair share, so the room it needs is held for it"
-        for *_, job_id, _, others_fit in candidates:
-            if others_fit:
-                plan.waiting[job_id] = f"behind job {held}, next by fair share, for which the cluster room is held"
-        return None
-    return queues[tenant].pop(0)
+        elif held is not None:
+            plan.waiting[head.id] = f"behind job {held.id}, next by fair share, for which the cluster room is held"
+        for job in islice(q, 1, None):
+            plan.waiting[job.id] = BEHIND
+    if held is not None:
+        plan.waiting[held.id] += "; next by fair share, so the room it needs is held for it"
 
 
 def _fits(d: Demand, room: Demand) -> bool:
@@ -176,36 +207,154 @@ def claim_jobs(p: Platform, cluster_free: Demand) -> list[Job]:
     their resources yet (:func:`holds_workers`) will take them, so their demand is taken off it here."""
     with p.db.session() as s:
         s.execute(update(DispatchLock).where(DispatchLock.id == 1).values(at=now()))  # the lock
-        tenants = list(s.execute(select(Tenant)).scalars())
-        active = list(s.execute(select(Job).where(Job.status.in_(ACTIVE))).scalars())
-        queued = list(s.execute(select(Job).where(Job.status == JobState.QUEUED)).scalars())
-        if not queued:
-            return []
-        placed, unplaced = [], []
-        for j in active:
-            (placed if holds_workers(j) else unplaced).append(job_demand(j.spec))
-        free = Demand(cluster_free.cpus - sum(d.cpus for d in unplaced), cluster_free.gpus - sum(d.gpus for d in unplaced))
+        states, placed, unplaced = running_work(s)
+        free = Demand(cluster_free.cpus - unplaced.cpus, cluster_free.gpus - unplaced.gpus)
         # once every active job ends, their resources are free again (an endpoint's are not)
-        reachable = Demand(cluster_free.cpus + sum(d.cpus for d in placed), cluster_free.gpus + sum(d.gpus for d in placed))
-        plan = plan_dispatch(
-            tenant_states(tenants, active),
-            [QueuedJob(j.id, j.tenant_id, job_demand(j.spec), j.priority, j.created_at) for j in queued],
-            free, reachable,
-        )
-        by_id = {j.id: j for j in queued}
-        claimed = []
-        for job_id in plan.start:
-            job = by_id[job_id]
-            # compare-and-set: a job cancelled or paused since it was read is not started
-            if set_job_status(s, job, JobState.STARTING, reason="dispatched: quota and cluster room allow it",
-                              allowed_from=(JobState.QUEUED,),
-                              progress={**(job.progress or {}), "worker_pids": {}}) is not None:  # earlier workers are gone
-                claimed.append(job)
-        for job_id, why in plan.waiting.items():
-            prog = dict(by_id[job_id].progress or {})
-            if prog.get("queue_reason") != why:
-                by_id[job_id].progress = {**prog, "phase": "queued", "queue_reason": why}
+        reachable = Demand(cluster_free.cpus + placed.cpus, cluster_free.gpus + placed.gpus)
+        plan, reasons = _plan_over_heads(s, states, free, reachable)
+        claimed = _claim(s, plan.start)
+        if not _write_reasons(s, reasons, plan.waiting) and not plan.start:
+            s.rollback()  # nothing decided (a backlog's usual tick): release the lock without a durable write
     return claimed
+
+
+# Core columns, not ORM entities: a tick reads thousands of rows, and ORM rows cost several times more
+_JOBS, _TENANTS = Job.__table__.c, Tenant.__table__.c
+# whether an active job's workers hold their resources (holds_workers), decided by the database
+_PLACED = case((_JOBS.progress["worker_pids"].as_string().like('{"%'), 1), else_=0)  # a non-empty object
+_ACTIVE_JOBS = select(_JOBS.id, _JOBS.tenant_id, _PLACED).where(_JOBS.status.in_(ACTIVE))
+_TENANT_QUOTAS = select(_TENANTS.id, _TENANTS.weight, _TENANTS.max_concurrent_jobs, _TENANTS.max_cpus,
+                        _TENANTS.max_gpus)
+# job id -> demand, per database: a job's spec never changes, so the dispatcher parses each one once (a spec is
+# ~1 KB of JSON: parsing thousands of them each tick, in Python or in SQL, was most of a tick's time)
+_DEMANDS: weakref.WeakKeyDictionary[Any, dict[str, Demand]] = weakref.WeakKeyDictionary()
+DEMANDS_KEPT = 50_000  # past this many the cache starts over: ended jobs are never asked for again
+
+
+def demands(s: Session, job_ids: list[str]) -> dict[str, Demand]:
+    """Each job's demand (:func:`job_demand`); specs are read only for jobs this process has not seen."""
+    cache = _DEMANDS.setdefault(s.get_bind(), {})
+    out = {i: d for i in job_ids if (d := cache.get(i)) is not None}
+    missing = [i for i in job_ids if i not in out]
+    if len(cache) + len(missing) > DEMANDS_KEPT:
+        cache.clear()
+    for some in _chunks(missing):
+        for job_id, spec in s.connection().execute(select(_JOBS.id, _JOBS.spec).where(_JOBS.id.in_(some))):
+            out[job_id] = cache[job_id] = job_demand(spec)
+    return out
+
+
+def _chunks(ids: list[str], n: int = 5000) -> Iterator[list[str]]:
+    """``ids`` in lists of at most ``n``: a statement's parameters stay well under SQLite's limit."""
+    return (ids[at:at + n] for at in range(0, len(ids), n))
+
+
+def running_work(s: Session) -> tuple[dict[str, TenantState], Demand, Demand]:
+    """Each tenant's quotas and running work, and the demand of the active jobs whose workers hold
+    their resources (placed) and of those whose workers do not yet (unplaced)."""
+    c = s.connection()
+    states = {tid: TenantState(weight=w, max_jobs=mj, max_cpus=mc, max_gpus=mg)
+              for tid, w, mj, mc, mg in c.execute(_TENANT_QUOTAS)}
+    active = c.execute(_ACTIVE_JOBS).all()
+    demand = demands(s, [job_id for job_id, _, _ in active])
+    held = {0: [0.0, 0.0], 1: [0.0, 0.0]}
+    for job_id, tenant, placed in active:
+        if (d := demand.get(job_id)) is None:
+            continue  # deleted since it was read (PostgreSQL reads each statement's own snapshot)
+        ts = states.setdefault(tenant, TenantState())
+        ts.running_jobs += 1
+        ts.running_cpus += d.cpus
+        ts.running_gpus += d.gpus
+        held[placed][0] += d.cpus
+        held[placed][1] += d.gpus
+    return states, Demand(*held[1]), Demand(*held[0])
+
+
+_HEAD_COLS = (_JOBS.id, _JOBS.tenant_id, _JOBS.priority, _JOBS.created_at, _JOBS.progress["queue_reason"].as_string())
+_QUEUED = _JOBS.status == JobState.QUEUED
+_DEPTH = bindparam("depth", type_=Integer)
+
+
+def _heads_query(dialect: str) -> Select:
+    """Per tenant the first ``:depth`` queued jobs in the queue's order, each a range read of ix_jobs_queue."""
+    if dialect == "postgresql":  # a LATERAL join: per tenant, an index range with a LIMIT
+        heads = select(*_HEAD_COLS).where(_QUEUED, _JOBS.tenant_id == _TENANTS.id) \
+            .order_by(_JOBS.priority.desc(), _JOBS.created_at, _JOBS.id).limit(_DEPTH).lateral()
+        return select(heads).select_from(Tenant.__table__).join(heads, true())
+    # SQLite has no LATERAL; it runs this correlated IN once per tenant, then looks each id up
+    j = Job.__table__.alias("head")
+    first = select(j.c.id).where(j.c.status == JobState.QUEUED, j.c.tenant_id == _TENANTS.id) \
+        .order_by(j.c.priority.desc(), j.c.created_at, j.c.id).limit(_DEPTH).correlate(Tenant.__table__)
+    return select(*_HEAD_COLS).select_from(Tenant.__table__).join(Job.__table__, _JOBS.id.in_(first))
+
+
+_HEADS = {"postgresql": _heads_query("postgresql"), "sqlite": _heads_query("sqlite")}
+_TENANT_QUEUE = select(*_HEAD_COLS).where(_QUEUED, _JOBS.tenant_id == bindparam("tenant")) \
+    .order_by(_JOBS.priority.desc(), _JOBS.created_at, _JOBS.id).limit(_DEPTH)
+
+
+def queue_heads(s: Session, depth: int, tenant: str | None = None) -> tuple[list[QueuedJob], dict[str, str | None]]:
+    """The first ``depth`` queued jobs of each tenant (or of ``tenant``) in the queue's order, and each
+    one's current ``queue_reason``: per tenant one range read of ix_jobs_queue, whatever the queue's length."""
+    c = s.connection()
+    if tenant is None:
+        rows = c.execute(_HEADS.get(c.dialect.name, _HEADS["sqlite"]), {"depth": depth}).all()
+    else:
+        rows = c.execute(_TENANT_QUEUE, {"depth": depth, "tenant": tenant}).all()
+    demand = demands(s, [row[0] for row in rows])
+    heads = [QueuedJob(job_id, owner, demand[job_id], priority, created_at)
+             for job_id, owner, priority, created_at, _ in rows if job_id in demand]  # not deleted meanwhile
+    return heads, {row[0]: row[-1] for row in rows}
+
+
+def _plan_over_heads(s: Session, states: dict[str, TenantState], free: Demand,
+                     reachable: Demand) -> tuple[Plan, dict[str, str | None]]:
+    """The plan over each tenant's queue heads. When a tenant starts all of its heads (``Plan.cut``),
+    read 8 times deeper into its queue and plan again: the plan is the one over the whole queue."""
+    heads, reasons = queue_heads(s, HEAD_DEPTH)
+    queues: dict[str, list[QueuedJob]] = {}
+    for job in heads:
+        queues.setdefault(job.tenant, []).append(job)
+    depth = dict.fromkeys(queues, HEAD_DEPTH)
+    while True:
+        truncated = {t for t, q in queues.items() if len(q) >= depth[t]}
+        plan = plan_dispatch(states, [j for q in queues.values() for j in q], free, reachable, truncated)
+        if plan.cut is None:
+            return plan, reasons
+        depth[plan.cut] *= 8
+        queues[plan.cut], more = queue_heads(s, depth[plan.cut], plan.cut)
+        reasons.update(more)
+
+
+def _claim(s: Session, start: list[str]) -> list[Job]:
+    jobs = {j.id: j for j in s.execute(select(Job).where(Job.id.in_(start))).scalars()} if start else {}
+    claimed = []
+    for job_id in start:
+        job = jobs[job_id]
+        # compare-and-set: a job cancelled or paused since it was read is not started
+        if set_job_status(s, job, JobState.STARTING, reason="dispatched: quota and cluster room allow it",
+                          allowed_from=(JobState.QUEUED,),
+                          progress={**(job.progress or {}), "worker_pids": {}}) is not None:  # earlier workers are gone
+            claimed.append(job)
+    return claimed
+
+
+def _write_reasons(s: Session, current: dict[str, str | None], waiting: dict[str, str]) -> bool:
+    """Write ``queue_reason`` (and phase 'queued') into the progress of each waiting job whose reason
+    changed; whether any had."""
+    changed = {job_id: why for job_id, why in waiting.items() if current.get(job_id) != why}
+    if not changed:
+        return False
+    # by id alone: with "AND status = 'queued'" SQLite would walk every queued job's index entry instead
+    rows = [(job_id, prog) for some in _chunks(list(changed)) for job_id, status, prog in s.connection().execute(
+        select(_JOBS.id, _JOBS.status, _JOBS.progress).where(_JOBS.id.in_(some))) if status == JobState.QUEUED]
+    if rows:  # one statement, many rows; a job claimed or cancelled since it was read is left alone
+        s.connection().execute(
+            Job.__table__.update().where(_JOBS.id == bindparam("job_id"), _QUEUED)
+            .values(progress=bindparam("new_progress")),
+            [{"job_id": job_id, "new_progress": {**(prog or {}), "phase": "queued", "queue_reason": changed[job_id]}}
+             for job_id, prog in rows])
+    return bool(rows)
 
 
 def cluster_free(p: Platform) -> Demand:
