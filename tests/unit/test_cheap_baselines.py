@@ -155,3 +155,15 @@ def test_no_best_baseline_without_a_value_of_the_metric():
     assert best_baseline("untrained_head", {"f1": 0.1}, {}, {"f1": 0.5}, None) is None
     only_head = best_baseline("untrained_head", {"f1": 0.1}, {}, {"f1": 0.5}, "f1")
     assert only_head["name"] == "untrained_head" and only_head["margin"] == pytest.approx(0.4)
+
+
+def test_gazetteer_drops_entries_that_mostly_match_non_entities_in_train():
+    """中 is a LOC (China) once, but 中 inside other words is no entity: kept, it would tag every
+    one of them and sink the baseline's precision (MSRA: 0.20 with such entries, 0.79 without)."""
+    from doctune.tasks.ner.gazetteer import build_gazetteer, keep_precise_entries
+
+    train = [{"tokens": list("中美会谈"), "tags": ["B-LOC", "B-LOC", "O", "O"]},
+             {"tokens": list("中间"), "tags": ["O", "O"]}, {"tokens": list("中午"), "tags": ["O", "O"]},
+             {"tokens": list("美国"), "tags": ["B-LOC", "I-LOC"]}]
+    kept = keep_precise_entries(build_gazetteer(train), train)
+    assert ("中",) not in kept and kept[("美",)] == "LOC" and kept[("美", "国")] == "LOC"
