@@ -23,6 +23,10 @@
 Not part of `make test`: timings are measured here, never asserted. BENCH_PARTS
 (default loop,tasks,serving,demo,explain,documents) and BENCH_TASK_NAMES (default: all) rerun a part; the
 other parts' last results are kept from docs/benchmarks.json.
+
+6. Quality against the cheap baselines (``tests/bench/quality.py``): the lever runs recorded in
+   docs/quality_runs.jsonl by ``python -m tests.bench.levers ...`` (10-30 minutes each, so run one
+   by one) and the GPU runs in docs/device/; ``BENCH_PARTS=quality`` only renders the page again.
 """
 
 from __future__ import annotations

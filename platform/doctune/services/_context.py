@@ -87,10 +87,7 @@ class Platform(Stores):
             self._tenant_env[tenant_id] = self.settings.tenant_job_env(key.access_key, key.secret_key)
         args = list(args or [])
         if module == "ray_jobs.sweep":
-            raise DoctuneError(f"tenant {tenant_id} has a dedicated Ray cluster, and a sweep cannot run there yet: its "
-                               "driver records its trials in the metadata database, which no job on a tenant's cluster "
-                               "is given. Run the trials as separate jobs (POST /v1/jobs), or ask the platform admin "
-                               "to remove the dedicated cluster for the sweep", "conflict", field="tenant")
+            raise sweep_on_dedicated_cluster(tenant_id)
         if module != "ray_jobs.finetune" or "--job-id" not in args:
             return self._tenant_env[tenant_id]
         if not self.settings.api_url:
@@ -109,3 +106,11 @@ class Platform(Stores):
     def runner_for(self, tenant_id: str) -> Runner:
         """Where the tenant's jobs and sweeps go now: its dedicated cluster, else the shared one."""
         return self.runner_on(self.cluster_for(tenant_id))
+
+
+def sweep_on_dedicated_cluster(tenant_id: str) -> DoctuneError:
+    """Why a sweep of a tenant with a dedicated Ray cluster is refused (409), before anything is recorded."""
+    return DoctuneError(f"tenant {tenant_id} has a dedicated Ray cluster, and a sweep cannot run there yet: its "
+                        "driver records its trials in the metadata database, which no job on a tenant's cluster "
+                        "is given. Run the trials as separate jobs (POST /v1/jobs), or ask the platform admin "
+                        "to remove the dedicated cluster for the sweep", "conflict", field="tenant")

@@ -67,6 +67,10 @@ def submit_sweep(p: Platform, caller: Principal, sweep: SweepSpec) -> Sweep:
     tenant = get_tenant(p, sweep.tenant)
     if tenant is None:
         raise DoctuneError(f"tenant {sweep.tenant!r} does not exist; create it first", "not_found", field="tenant")
+    if p.cluster_for(sweep.tenant) is not None:
+        from doctune.services._context import sweep_on_dedicated_cluster
+
+        raise sweep_on_dedicated_cluster(sweep.tenant)
     check_trial_quota(sweep, tenant.max_trials)  # up front: before the dataset is read
     with p.db.session() as s:
         check_sweep_concurrency(s, tenant)  # again under the lock below, where it decides
