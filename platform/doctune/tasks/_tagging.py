@@ -33,15 +33,20 @@ def spans(tags: list[str]) -> list[tuple[str, int, int]]:
     return [tuple(s) for s in out]  # type: ignore[misc]
 
 
-def word_tags(word_ids: list[int | None], best_p: Any, best_id: Any, labels: list[str]) -> tuple[list[int], list[str], list[float]]:
-    """Serving: each word's tag and score, read at its first sub-token. Words past truncation, or
-    with no sub-token at all (e.g. a lone control character), are left out of the lists."""
-    first: dict[int, int] = {}  # word index -> position of its first sub-token
+def first_subtokens(word_ids: list[int | None]) -> dict[int, int]:
+    """Word index -> position of its first sub-token, in word order. Words past truncation, or with
+    no sub-token at all (e.g. a lone control character), are not in it."""
+    first: dict[int, int] = {}
     for pos, w in enumerate(word_ids):
         if w is not None and w not in first:
             first[w] = pos
-    words = sorted(first)
-    return words, [labels[int(best_id[first[w]])] for w in words], [float(best_p[first[w]]) for w in words]
+    return dict(sorted(first.items()))
+
+
+def word_tags(word_ids: list[int | None], best_p: Any, best_id: Any, labels: list[str]) -> tuple[list[int], list[str], list[float]]:
+    """Serving: each word's tag and score, read at its first sub-token (:func:`first_subtokens`)."""
+    first = first_subtokens(word_ids)
+    return list(first), [labels[int(best_id[p])] for p in first.values()], [float(best_p[p]) for p in first.values()]
 
 
 def allowed_transitions(labels: list[str]) -> Any:
@@ -84,12 +89,9 @@ def valid_word_tags(word_ids: list[int | None], probs: Any, labels: list[str]) -
     """Serving: like :func:`word_tags`, but the words' tags are the best valid BIO sequence
     (:func:`viterbi_tags` over the first sub-tokens' probabilities, shape tokens x tags); each
     score is the probability of the tag chosen."""
-    first: dict[int, int] = {}
-    for pos, w in enumerate(word_ids):
-        if w is not None and w not in first:
-            first[w] = pos
-    words = sorted(first)
-    rows = probs[[first[w] for w in words]] if words else probs[:0]
+    first = first_subtokens(word_ids)
+    words = list(first)
+    rows = probs[list(first.values())] if words else probs[:0]
     path = viterbi_tags(rows.clamp_min(1e-12).log(), allowed_transitions(labels))
     return words, [labels[i] for i in path], [float(rows[k, i]) for k, i in enumerate(path)]
 
