@@ -171,3 +171,31 @@ def test_a_sweep_of_a_tenant_with_a_dedicated_cluster_is_refused_with_409_and_no
     with p.db.session() as s:
         assert s.query(Sweep).count() == 0
     assert all(c.submitted == [] for c in clusters.values()) and shared.submitted == []
+
+
+class BusyCluster(FakeCluster):
+    """A cluster whose every CPU is in use."""
+
+    def resources(self):
+        from doctune.runners.base import ClusterResources
+
+        return ClusterResources(cpus=4, gpus=0, memory_bytes=8e9, cpus_used=4)
+
+
+@pytest.mark.parametrize("busy", ["shared", "dedicated"])
+def test_each_cluster_is_planned_against_its_own_free_resources(world, busy):
+    """A full shared cluster does not hold back a tenant with its own cluster, and a full dedicated
+    cluster does not hold back everyone else: each queue waits only for its own cluster."""
+    p, admin, shared, clusters, _ = world
+    if busy == "shared":
+        p.runner = BusyCluster()
+    else:
+        clusters[ADDR_A] = BusyCluster()
+    set_ray_cluster(p, admin, "team-a", RayClusterSpec(address=ADDR_A, token=TOKEN_A))
+    with p.db.session() as s:
+        s.add(Job(id="job-a1", tenant_id="team-a", task="classification", spec=dict(SPEC)))
+        s.add(Job(id="job-b1", tenant_id="team-b", task="classification", spec={**SPEC, "tenant": "team-b"}))
+    started = dispatch_once(p)
+    assert started == (["job-a1"] if busy == "shared" else ["job-b1"])
+    waiting = _job(p, "job-b1" if busy == "shared" else "job-a1")
+    assert waiting.status == JobState.QUEUED and "cluster" in (waiting.progress or {}).get("queue_reason", "")

@@ -200,18 +200,34 @@ def holds_workers(job: Job) -> bool:
     return bool((job.progress or {}).get("worker_pids"))
 
 
-def claim_jobs(p: Platform, cluster_free: Demand) -> list[Job]:
-    """Mark the jobs the policy starts as 'starting', under the dispatch lock.
+@dataclass(frozen=True)
+class TenantPool:
+    """The tenants whose work one Ray cluster runs: a dedicated cluster's own tenants, or (``shared``)
+    every tenant except those with a dedicated cluster. Each pool is planned against its own
+    cluster's free resources, so one cluster's load never holds back another's queue."""
 
-    ``cluster_free`` is what the cluster reports free; active jobs whose workers do not hold
+    tenants: frozenset[str] = frozenset()
+    shared: bool = True
+
+    def __contains__(self, tenant: object) -> bool:
+        return (tenant not in self.tenants) if self.shared else (tenant in self.tenants)
+
+
+EVERY_TENANT = TenantPool()
+
+
+def claim_jobs(p: Platform, cluster_free: Demand, pool: TenantPool = EVERY_TENANT) -> list[Job]:
+    """Mark the jobs of ``pool``'s tenants that the policy starts as 'starting', under the dispatch lock.
+
+    ``cluster_free`` is what the pool's cluster reports free; active jobs whose workers do not hold
     their resources yet (:func:`holds_workers`) will take them, so their demand is taken off it here."""
     with p.db.session() as s:
         s.execute(update(DispatchLock).where(DispatchLock.id == 1).values(at=now()))  # the lock
-        states, placed, unplaced = running_work(s)
+        states, placed, unplaced = running_work(s, pool)
         free = Demand(cluster_free.cpus - unplaced.cpus, cluster_free.gpus - unplaced.gpus)
         # once every active job ends, their resources are free again (an endpoint's are not)
         reachable = Demand(cluster_free.cpus + placed.cpus, cluster_free.gpus + placed.gpus)
-        plan, reasons = _plan_over_heads(s, states, free, reachable)
+        plan, reasons = _plan_over_heads(s, states, free, reachable, pool)
         claimed = _claim(s, plan.start)
         if not _write_reasons(s, reasons, plan.waiting) and not plan.start:
             s.rollback()  # nothing decided (a backlog's usual tick): release the lock without a durable write
@@ -249,9 +265,9 @@ def _chunks(ids: list[str], n: int = 5000) -> Iterator[list[str]]:
     return (ids[at:at + n] for at in range(0, len(ids), n))
 
 
-def running_work(s: Session) -> tuple[dict[str, TenantState], Demand, Demand]:
-    """Each tenant's quotas and running work, and the demand of the active jobs whose workers hold
-    their resources (placed) and of those whose workers do not yet (unplaced)."""
+def running_work(s: Session, pool: TenantPool = EVERY_TENANT) -> tuple[dict[str, TenantState], Demand, Demand]:
+    """Each tenant's quotas and running work, and the demand of ``pool``'s active jobs whose workers
+    hold their resources (placed) and of those whose workers do not yet (unplaced)."""
     c = s.connection()
     states = {tid: TenantState(weight=w, max_jobs=mj, max_cpus=mc, max_gpus=mg)
               for tid, w, mj, mc, mg in c.execute(_TENANT_QUOTAS)}
@@ -259,8 +275,8 @@ def running_work(s: Session) -> tuple[dict[str, TenantState], Demand, Demand]:
     demand = demands(s, [job_id for job_id, _, _ in active])
     held = {0: [0.0, 0.0], 1: [0.0, 0.0]}
     for job_id, tenant, placed in active:
-        if (d := demand.get(job_id)) is None:
-            continue  # deleted since it was read (PostgreSQL reads each statement's own snapshot)
+        if (d := demand.get(job_id)) is None or tenant not in pool:
+            continue  # deleted since it was read (PostgreSQL reads each statement's own snapshot), or elsewhere
         ts = states.setdefault(tenant, TenantState())
         ts.running_jobs += 1
         ts.running_cpus += d.cpus
@@ -307,14 +323,16 @@ def queue_heads(s: Session, depth: int, tenant: str | None = None) -> tuple[list
     return heads, {row[0]: row[-1] for row in rows}
 
 
-def _plan_over_heads(s: Session, states: dict[str, TenantState], free: Demand,
-                     reachable: Demand) -> tuple[Plan, dict[str, str | None]]:
-    """The plan over each tenant's queue heads. When a tenant starts all of its heads (``Plan.cut``),
-    read 8 times deeper into its queue and plan again: the plan is the one over the whole queue."""
+def _plan_over_heads(s: Session, states: dict[str, TenantState], free: Demand, reachable: Demand,
+                     pool: TenantPool = EVERY_TENANT) -> tuple[Plan, dict[str, str | None]]:
+    """The plan over the queue heads of each tenant in ``pool``. When a tenant starts all of its heads
+    (``Plan.cut``), read 8 times deeper into its queue and plan again: the plan is the one over the whole queue."""
     heads, reasons = queue_heads(s, HEAD_DEPTH)
     queues: dict[str, list[QueuedJob]] = {}
     for job in heads:
-        queues.setdefault(job.tenant, []).append(job)
+        if job.tenant in pool:
+            queues.setdefault(job.tenant, []).append(job)
+    reasons = {job.id: reasons[job.id] for q in queues.values() for job in q}
     depth = dict.fromkeys(queues, HEAD_DEPTH)
     while True:
         truncated = {t for t, q in queues.items() if len(q) >= depth[t]}
@@ -357,12 +375,6 @@ def _write_reasons(s: Session, current: dict[str, str | None], waiting: dict[str
     return bool(rows)
 
 
-def cluster_free(p: Platform) -> Demand:
-    """Free logical CPUs/GPUs as the cluster reports them."""
-    res = p.runner.resources()
-    return Demand(res.cpus_free, res.gpus_free)
-
-
 def submit_claimed(p: Platform, job: Job) -> None:
     """Hand a claimed job's driver to the cluster; a refusal fails the job with the reason.
 
@@ -387,19 +399,38 @@ def submit_claimed(p: Platform, job: Job) -> None:
     update_job(p, job.id, ray_submission_id=sid)
 
 
+def cluster_pools(p: Platform) -> dict[str | None, TenantPool]:
+    """The tenant pool of each Ray cluster: None the shared one, else a dedicated cluster's id."""
+    from doctune.store.db import RayCluster
+
+    with p.db.session() as s:
+        rows = s.execute(select(RayCluster.id, RayCluster.tenant_id).where(RayCluster.retired_at.is_(None))).all()
+    dedicated: dict[str, set[str]] = {}
+    for cluster_id, tenant in rows:
+        dedicated.setdefault(cluster_id, set()).add(tenant)
+    pools: dict[str | None, TenantPool] = {None: TenantPool(frozenset(t for _, t in rows), shared=True)}
+    pools.update({cid: TenantPool(frozenset(ts), shared=False) for cid, ts in dedicated.items()})
+    return pools
+
+
 def dispatch_once(p: Platform) -> list[str]:
+    """One dispatch tick: for each Ray cluster, start what its tenants' quotas and its free resources allow."""
     with p.db.session() as s:  # nothing queued: leave Ray's dashboard (and the CPU) alone
         if s.execute(select(Job.id).where(Job.status == JobState.QUEUED).limit(1)).first() is None:
             return []
-    try:
-        free = cluster_free(p)
-    except Exception as exc:
-        log.warning("cannot read the cluster's free resources, not dispatching: %s", exc)
-        return []
-    claimed = claim_jobs(p, free)
-    for job in claimed:
-        submit_claimed(p, job)
-    return [j.id for j in claimed]
+    started: list[str] = []
+    for cluster_id, pool in cluster_pools(p).items():
+        try:
+            res = p.runner_on(cluster_id).resources()
+        except Exception as exc:
+            log.warning("cannot read the free resources of %s, not dispatching there: %s",
+                        cluster_id or "the shared cluster", exc)
+            continue
+        claimed = claim_jobs(p, Demand(res.cpus_free, res.gpus_free), pool)
+        for job in claimed:
+            submit_claimed(p, job)
+        started += [j.id for j in claimed]
+    return started
 
 
 class Dispatcher:
