@@ -143,6 +143,9 @@ class EarlyStoppingSpec(_Spec):
     mode: Literal["max", "min"] = Field("max", description="'max' if larger is better (f1, accuracy), 'min' for loss.")
     patience: int = Field(3, ge=1, le=1000, description="Stop after this many evaluations without improvement.")
     min_delta: float = Field(0.0, ge=0.0, description="An improvement smaller than this does not count.")
+    target: float | None = Field(
+        None, description="Stop as soon as the dev metric reaches this value (at least it for mode 'max', at most "
+        "it for 'min'): time to a good-enough model rather than to the best one. Omit to stop on patience only.")
 
 
 class ResourcesSpec(_Spec):

@@ -97,3 +97,20 @@ def test_a_missing_metric_is_an_error_not_a_silent_no_stop():
     stopper = EarlyStopper(EarlyStoppingSpec(metric="macro_f1"))
     with pytest.raises(KeyError):
         stopper.observe({"loss": 0.3})
+
+
+@pytest.mark.parametrize(("mode", "values", "expected"), [
+    ("max", [0.80, 0.93, 0.97, 0.99], 3),  # stops on the first evaluation at or above 0.97
+    ("min", [0.9, 0.5, 0.2, 0.1], 3),      # stops on the first loss at or below 0.2
+])
+def test_a_target_stops_the_run_as_soon_as_the_dev_metric_reaches_it(mode, values, expected):
+    target = 0.97 if mode == "max" else 0.2
+    stopper = EarlyStopper(EarlyStoppingSpec(metric="m", mode=mode, patience=100, target=target))
+    assert _stops_at(stopper, values, "m") == expected
+    assert "reached its target" in str(stopper.reason) and stopper.reason.to_dict()["target"] == target
+
+
+def test_without_reaching_its_target_patience_still_stops_the_run():
+    stopper = EarlyStopper(EarlyStoppingSpec(metric="f1", mode="max", patience=2, target=0.99))
+    assert _stops_at(stopper, [0.5, 0.6, 0.55, 0.58], "f1") == 4
+    assert "did not rise above" in str(stopper.reason) and stopper.reason.target is None

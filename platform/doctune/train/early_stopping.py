@@ -30,11 +30,15 @@ class EarlyStopReason:
     patience: int
     min_delta: float
     step: int | None = None
+    target: float | None = None
 
     def __str__(self) -> str:
+        at = f" (stopped at step {self.step})" if self.step is not None else ""
+        if self.target is not None:
+            reached = "at least" if self.mode == "max" else "at most"
+            return f"dev {self.metric} reached its target: {self.last:.6g}, {reached} {self.target:g}{at}"
         direction = "rise above" if self.mode == "max" else "fall below"
         margin = f" by more than {self.min_delta:g}" if self.min_delta else ""
-        at = f" (stopped at step {self.step})" if self.step is not None else ""
         return (f"dev {self.metric} did not {direction} its best {self.best:.6g}{margin} for "
                 f"{self.patience} evaluation{'s' if self.patience != 1 else ''} in a row; "
                 f"last {self.last:.6g}{at}")
@@ -75,8 +79,15 @@ class EarlyStopper:
             return True
         return value > self.best + rule.min_delta if rule.mode == "max" else value < self.best - rule.min_delta
 
+    def reaches_target(self, value: float) -> bool:
+        rule = self.rule
+        if rule is None or rule.target is None:
+            return False
+        return value >= rule.target if rule.mode == "max" else value <= rule.target
+
     def observe(self, dev: Mapping[str, Any], step: int | None = None) -> bool:
-        """Take one dev evaluation's metrics; True when the run should stop now."""
+        """Take one dev evaluation's metrics; True when the run should stop now: the metric
+        reached the rule's ``target``, or did not improve for ``patience`` evaluations."""
         rule = self.rule
         if rule is None:
             return False
@@ -85,8 +96,10 @@ class EarlyStopper:
             self.best, self.bad_evals = value, 0
         else:
             self.bad_evals += 1
-        if self.bad_evals >= rule.patience:
+        target_met = self.reaches_target(value)
+        if target_met or self.bad_evals >= rule.patience:
             self.reason = EarlyStopReason(metric=rule.metric, mode=rule.mode, best=self.best, last=value,
-                                          patience=rule.patience, min_delta=rule.min_delta, step=step)
+                                          patience=rule.patience, min_delta=rule.min_delta, step=step,
+                                          target=rule.target if target_met else None)
             return True
         return False
