@@ -68,6 +68,8 @@ def plan_lines(plan: dict[str, Any]) -> list[str]:
     ]
     est = plan["expected_time"]
     lines.append(f"time        about {est['total_s'] / 60:.1f} min ({est['basis']})" if est else "time        unknown")
+    if target := plan.get("expected_time_to_target"):
+        lines.append(f"to target   about {target['total_s'] / 60:.1f} min ({target['basis']})")
     lines += [f"warning     {w}" for w in plan["warnings"]]
     lines.append("fits        yes" if plan["fits"] else "fits        NO")
     return lines

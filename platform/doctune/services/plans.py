@@ -76,6 +76,60 @@ def measured_throughput(p: Platform, spec: JobSpec) -> dict[str, Any] | None:
     }
 
 
+def reached_at(history: list[dict[str, Any]], metric: str, target: float, mode: str) -> int | None:
+    """The step of the first dev evaluation in ``history`` at or past ``target`` (None: never)."""
+    for point in history:
+        value = point.get(metric)
+        if value is not None and (value >= target if mode == "max" else value <= target):
+            return point["step"]
+    return None
+
+
+def target_fraction(p: Platform, spec: JobSpec) -> dict[str, Any] | None:
+    """How far into the newest finished jobs on the same dataset, task, base model and method their dev
+    metric first reached ``spec.early_stopping.target``: the median fraction of their steps (a job that
+    never reached it counts as 1.0, the whole run). None without a target or such jobs."""
+    rule = spec.early_stopping
+    if rule is None or rule.target is None:
+        return None
+    with p.db.session() as s:
+        rows = s.scalars(select(Job).where(Job.status == JobState.SUCCEEDED, Job.tenant_id == spec.tenant)
+                         .order_by(Job.finished_at.desc()).limit(200)).all()
+    fractions, reached = [], 0
+    for job in rows:
+        js, metrics = job.spec or {}, job.metrics or {}
+        if ((js.get("dataset") or {}).get("id"), js.get("task"), js.get("base_model"),
+                (js.get("tuning") or {}).get("method")) != (spec.dataset.id, spec.task, spec.base_model,
+                                                            spec.tuning.method):
+            continue
+        total = metrics.get("total_steps") or metrics.get("step")
+        step = reached_at(metrics.get("history") or [], rule.metric, rule.target, rule.mode)
+        if not total:
+            continue
+        reached += step is not None
+        fractions.append(min(1.0, step / total) if step is not None else 1.0)
+        if len(fractions) >= HISTORY:
+            break
+    if not fractions:
+        return None
+    return {"fraction": statistics.median(fractions), "jobs": len(fractions), "reached": reached}
+
+
+def time_to_target(p: Platform, spec: JobSpec, time_est: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The expected time until the dev metric reaches the spec's early-stopping target, from the
+    expected time to the last step and how far into earlier runs on this dataset the target was met."""
+    found = target_fraction(p, spec) if time_est is not None else None
+    if found is None:
+        return None
+    rule = spec.early_stopping
+    return {
+        "total_s": round(time_est["fixed_s"] + (time_est["train_s"] + time_est["eval_s"]) * found["fraction"]),
+        "fraction_of_steps": round(found["fraction"], 3),
+        "basis": f"dev {rule.metric} reached {rule.target:g} in {found['reached']} of the {found['jobs']} newest "
+                 f"finished job(s) of this tenant on this dataset with the same base model and method (median point)",
+    }
+
+
 def plan_job(p: Platform, caller: Principal, spec: JobSpec) -> dict[str, Any]:
     """The plan of ``spec``. Of a tenant's own base model it reads only config.json and the
     tokenizer (into a scratch folder deleted before it returns), never the weights."""
@@ -148,6 +202,7 @@ def plan_job(p: Platform, caller: Principal, spec: JobSpec) -> dict[str, Any]:
         "steps": {"per_epoch": per_epoch, "total": total_steps, "evaluations": evals,
                   "examples_per_step": spec.micro_batch_size * spec.gradient_accumulation_steps * spec.num_workers},
         "expected_time": time_est,
+        "expected_time_to_target": time_to_target(p, spec, time_est),
         "fits": not any(w.startswith("will not fit") for w in warnings),
         "warnings": warnings,
     }

@@ -127,6 +127,8 @@ def plan_markdown(plan: dict[str, Any]) -> str:
         ("steps", f"{st['total']} ({st['per_epoch']} per epoch), {st['evaluations']} evaluations"),
         ("expected time", f"about {est['total_s'] / 60:.1f} min ({est.get('basis', '')})" if est else
          "unknown until a comparable job has run"),
+        *([("expected time to target", f"about {target['total_s'] / 60:.1f} min ({target['basis']})")]
+          if (target := plan.get("expected_time_to_target")) else []),
         ("fits the quota", "yes" if plan["fits"] else "**no**"),
     ]
     text = "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
