@@ -220,7 +220,8 @@ def sweep_deleted(namespace: str, status: dict, **_: Any) -> None:
 @kopf.on.update(GROUP, VERSION, "modeldeployments", field="spec")
 def deployment_applied(name: str, namespace: str, spec: dict, patch: kopf.Patch, **_: Any) -> None:
     """Deploy the model at endpoint ``spec.name`` (default: the resource's name); with ``spec.promotion``
-    (``sweepId``, ``metric``, ``force``) only when the challenger beats the model served there now."""
+    (``sweepId``, ``metric``, ``force``) only when the challenger beats the model served there now.
+    ``spec.retrain`` (the endpoint's retrain policy) is passed through either way."""
     client = namespace_client(namespace, patch)
     body = api.snake(dict(spec))
     endpoint = body.pop("name", None) or name
@@ -230,9 +231,14 @@ def deployment_applied(name: str, namespace: str, spec: dict, patch: kopf.Patch,
         patch.status.update(api.deployment_status(dep))
         return
     model_id = body.pop("model_id", None)
+    retrain = body.pop("retrain", None)  # the endpoint's, whatever the promotion decides: set on its own below
     result = submit("promoting the model", lambda: client.promote(
         endpoint, model_id=None if promotion.get("sweep_id") else model_id, sweep_id=promotion.get("sweep_id"),
         force=bool(promotion.get("force")), metric=promotion.get("metric"), **body), patch)
+    if result.get("deployment"):
+        dep_id = result["deployment"]["id"]
+        result["deployment"] = submit("setting the retrain policy",
+                                      lambda: client.set_retrain_policy(dep_id, retrain), patch)
     status = api.deployment_status(result["deployment"]) if result.get("deployment") else {"state": "Pending"}
     status["promotion"] = {"decision": result.get("decision"), "summary": str(result.get("summary") or "")[:1000]}
     patch.status.update(status)

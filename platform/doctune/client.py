@@ -21,6 +21,12 @@ CREATE_ROUTES = frozenset({"/v1/jobs", "/v1/sweeps", "/v1/datasets", "/v1/deploy
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
+def _is_append(route: str) -> bool:
+    """``/v1/datasets/{id}/versions``: an append creates a dataset version, so it carries a key too."""
+    parts = route.split("/")
+    return len(parts) == 5 and parts[:3] == ["", "v1", "datasets"] and parts[4] == "versions" and bool(parts[3])
+
+
 class _CountingReader(io.BytesIO):
     """Bytes that report each chunk httpx reads from them while streaming the upload."""
 
@@ -51,7 +57,8 @@ class DoctuneClient:
         error. A retried create therefore never makes a second job, sweep, dataset, deployment or key."""
         method = method.upper()
         headers = dict(kw.pop("headers", None) or {})
-        if method == "POST" and path.split("?")[0].rstrip("/") in CREATE_ROUTES:
+        route = path.split("?")[0].rstrip("/")
+        if method == "POST" and (route in CREATE_ROUTES or _is_append(route)):
             headers.setdefault("Idempotency-Key", str(uuid.uuid4()))
         if method in IDEMPOTENT_METHODS or "Idempotency-Key" in headers:
             return self._request_with_retries(method, path, headers=headers, **kw)
@@ -126,9 +133,11 @@ class DoctuneClient:
         return self.request("DELETE", f"/v1/datasets/{dataset_id}")
 
     def upload_dataset(self, name: str, task: str, files: dict[str, bytes | Path], tenant: str | None = None,
-                       progress: Callable[[int], None] | None = None, **form: Any) -> dict[str, Any]:
+                       progress: Callable[[int], None] | None = None, redact_pii: bool = False,
+                       **form: Any) -> dict[str, Any]:
         """Upload JSONL files (a Path ending in ``.csv`` goes as CSV; or ``documents``, an archive, with ``labels``); ``progress(n)`` is called as each
-        chunk of n bytes is sent."""
+        chunk of n bytes is sent. ``redact_pii``: personal data is replaced by typed placeholders before it is
+        stored (counts in the answer's ``info.pii_redaction``)."""
         blobs = {}
         for k, v in files.items():
             raw = v.read_bytes() if isinstance(v, Path) else v
@@ -141,9 +150,49 @@ class DoctuneClient:
         data = {"name": name, "task": task, **{k: str(v) for k, v in form.items()}}
         if tenant:
             data["tenant"] = tenant
-        # documents are extracted (OCR included) before the API answers: minutes for many scans
-        timeout = httpx.Timeout(120.0, read=3600.0) if "documents" in files else self.http.timeout
+        if redact_pii:
+            data["redact_pii"] = "true"
+        # documents are extracted (OCR included), and personal data looked for, before the API answers:
+        # minutes for many scans or a large dataset
+        timeout = httpx.Timeout(120.0, read=3600.0) if "documents" in files or redact_pii else self.http.timeout
         return self.request("POST", "/v1/datasets", data=data, files=blobs, timeout=timeout)
+
+    def append_dataset(self, dataset: str, data: bytes | Path,
+                       progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """Append new records (JSONL, or a Path ending in ``.csv``) to a dataset (its id or name) as its next
+        version. Returns {"dataset", "version", "retrain"}: the new version's counts and label drift, and what
+        each endpoint's retrain policy decided."""
+        raw = data.read_bytes() if isinstance(data, Path) else data
+        csv = isinstance(data, Path) and data.suffix.lower() == ".csv"
+        body = _CountingReader(raw, progress) if progress else raw
+        blob = ("data.csv" if csv else "data.jsonl", body, "text/csv" if csv else "application/jsonl")
+        return self.request("POST", f"/v1/datasets/{dataset}/versions", files={"data": blob})
+
+    def dataset_versions(self, dataset: str) -> list[dict[str, Any]]:
+        """Every version of a dataset (its id or name), oldest first."""
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self.request("GET", f"/v1/datasets/{dataset}/versions",
+                                params={"after": items[-1]["version"] if items else 0, "limit": 1000})
+            items += page
+            if len(page) < 1000:
+                return items
+
+    def set_retrain_policy(self, deployment_id: str, policy: dict[str, Any] | None) -> dict[str, Any]:
+        """Set (``policy``: RetrainPolicySpec fields) or, with None, remove a deployment's retrain policy."""
+        if policy is None:
+            return self.request("DELETE", f"/v1/deployments/{deployment_id}/retrain-policy")
+        return self.request("PUT", f"/v1/deployments/{deployment_id}/retrain-policy", json=policy)
+
+    def retrain_events(self, deployment_id: str, after: int = 0) -> list[dict[str, Any]]:
+        """The decisions of a deployment's retrain policy with ids above ``after``, oldest first."""
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self.request("GET", f"/v1/deployments/{deployment_id}/retrain-events",
+                                params={"after": items[-1]["id"] if items else after, "limit": 1000})
+            items += page
+            if len(page) < 1000:
+                return items
 
     def upload_base_model(self, name: str, folder: Path, tenant: str | None = None,
                           progress: Callable[[int], None] | None = None) -> dict[str, Any]:
@@ -265,6 +314,10 @@ class DoctuneClient:
     def set_quota(self, tenant: str, **quota: Any) -> dict[str, Any]:
         """Change the given quota fields (and weight) of a tenant; None means unlimited (admin)."""
         return self.request("PUT", f"/v1/tenants/{tenant}/quota", json=quota)
+
+    def set_tenant_settings(self, tenant: str, **settings: Any) -> dict[str, Any]:
+        """Admin: change a tenant's settings (``redact_pii=True``); the others keep their values."""
+        return self.request("PUT", f"/v1/tenants/{tenant}/settings", json=settings)
 
     def set_ray_cluster(self, tenant: str, address: str, token: str) -> dict[str, Any]:
         """Register (or replace) the tenant's dedicated Ray cluster: its Jobs API address and the Ray

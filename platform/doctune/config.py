@@ -86,6 +86,14 @@ class Settings:
     # sweep and deployment with the cluster, and how long a claim or a deploy may go unrecorded first
     reconcile_interval_s: float = 15.0
     reconcile_grace_s: float = 60.0
+    # experiment tracking (docs/tracking.md): every job and sweep on the shared cluster also logs to this
+    # MLflow tracking store ("" = none; e.g. http://mlflow:5000, sqlite:////srv/mlflow.db). The runner gives
+    # it to each job it submits, like the stores' credentials (it may carry one, and it holds every
+    # tenant's runs), so a tenant's dedicated cluster never learns it
+    mlflow_uri: str = ""
+    # where new MLflow experiments keep artifacts (the exported models); "" = the tracking server's
+    # default, or a folder ``mlartifacts`` beside a ``sqlite:///`` store's file
+    mlflow_artifact_uri: str = ""
 
     def ray_env(self) -> dict[str, str]:
         """Environment a Ray client needs to talk to our token-protected head."""
@@ -103,8 +111,9 @@ class Settings:
 
     def job_env(self) -> dict[str, str]:
         """The credentials the runner passes to one job it submits (its Ray runtime_env), which its
-        workers and Serve replicas inherit: the metadata store and the object store. Never the admin key."""
-        wanted = {"database_url", "s3_access_key", "s3_secret_key"}
+        workers and Serve replicas inherit: the metadata store, the object store and the MLflow
+        tracking store (when one is set). Never the admin key."""
+        wanted = {"database_url", "s3_access_key", "s3_secret_key", "mlflow_uri"}
         return {f"DOCTUNE_{name.upper()}": getattr(self, name) for name in sorted(wanted) if getattr(self, name)}
 
     def tenant_job_env(self, access_key: str, secret_key: str, job_token: str = "") -> dict[str, str]:
@@ -140,8 +149,9 @@ class Settings:
 
 # credentials that no Ray process finds in its environment unless its job was given them; the
 # API key variables too, in case the shell that ran `doctune up` had them exported
-# (and the SeaweedFS master, through which S3 identities are added)
-CREDENTIAL_FIELDS = ("admin_key", "database_url", "s3_access_key", "s3_secret_key", "weed_master")
+# (and the SeaweedFS master, through which S3 identities are added, and the MLflow tracking store, which
+# holds every tenant's runs)
+CREDENTIAL_FIELDS = ("admin_key", "database_url", "s3_access_key", "s3_secret_key", "weed_master", "mlflow_uri")
 CREDENTIAL_VARS = frozenset({f"DOCTUNE_{f.upper()}" for f in CREDENTIAL_FIELDS} | {"DOCTUNE_API_KEY"})
 CREDENTIALS_FROM_ENV = "DOCTUNE_CREDENTIALS_FROM_ENV"
 # how a job's driver records its attempt (doctune.drivers.ledger): unset = in the database (the shared

@@ -28,8 +28,10 @@ __all__ = [
     "QuotaSpec",
     "RayClusterSpec",
     "ResourcesSpec",
+    "RetrainPolicySpec",
     "SearchDimension",
     "SweepSpec",
+    "TenantSettingsSpec",
     "TenantSpec",
     "TuningSpec",
     "load_job_spec",
@@ -161,6 +163,24 @@ class ResourcesSpec(_Spec):
 
 class DatasetRef(_Spec):
     id: str = Field(..., min_length=1, max_length=64, description="Id of a dataset uploaded to the tenant (see `doctune datasets upload`).")
+    version: int | None = Field(
+        None, ge=1, le=1_000_000,
+        description="The dataset version to train and evaluate on (1 is the upload, each `doctune datasets append` "
+        "adds one; see `doctune datasets versions`). Default: the newest when the job is submitted; the job "
+        "records the version it used.")
+    compare_version: int | None = Field(
+        None, ge=1, le=1_000_000,
+        description="Also measure the test metrics on this earlier version's test split (reported as the job's "
+        "test_by_version), so that the model can be compared with one tested on that version: an append never "
+        "moves a record to another split, so that split is the first records of this one's. A retrain sets it "
+        "to the served model's version.")
+
+    @model_validator(mode="after")
+    def _compare_earlier(self) -> "DatasetRef":
+        if self.compare_version is not None and self.version is not None and self.compare_version > self.version:
+            raise ValueError(f"compare_version ({self.compare_version}) must be at most version ({self.version}): "
+                             "it names an earlier version whose test split the job also measures")
+        return self
 
 
 class JobSpec(_Spec):
@@ -219,6 +239,58 @@ class JobSpec(_Spec):
         return self
 
 
+class RetrainPolicySpec(_Spec):
+    """When an endpoint's model is trained again on its dataset's newest version. The retrain job is the
+    served model's own job spec on that version; its model replaces the served one only if its test metric
+    is better on the served model's test split (champion/challenger). Set at least one trigger."""
+
+    min_new_records: int | None = Field(
+        None, ge=1, le=100_000_000,
+        description="Retrain once the dataset holds at least this many records more than the version the served "
+        "model was trained on (checked at each append).")
+    min_growth_percent: float | None = Field(
+        None, gt=0, le=100_000,
+        description="Retrain once the dataset has grown by at least this percent since the version the served "
+        "model was trained on, e.g. 20 (checked at each append).")
+    max_label_drift: float | None = Field(
+        None, gt=0, lt=1,
+        description="Retrain once the label distribution (the task's stratify key: the label for classification) "
+        "of the newest version is farther than this from that of the served model's version, in total variation "
+        "distance (0: the same distribution, 1: disjoint), e.g. 0.1 (checked at each append).")
+    schedule: str | None = Field(
+        None, max_length=100,
+        description="A cron expression (five fields, UTC), e.g. '0 3 * * 1' for Mondays at 03:00: retrain then "
+        "if the dataset has a version newer than the served model's (checked by the API server every few seconds).")
+    metric: str | None = Field(
+        None, description="Test metric the retrained and the served model are compared on (default: the task's "
+        "primary metric); higher is better except for loss and perplexity.")
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from croniter import croniter
+
+        v = " ".join(v.split())
+        try:
+            valid = len(v.split()) == 5 and croniter.is_valid(v)
+        except Exception:  # croniter raises more than its own error for some malformed input
+            valid = False
+        if not valid:
+            raise ValueError(f"schedule must be a cron expression of five fields (minute hour day-of-month month "
+                             f"day-of-week, UTC), e.g. '0 3 * * 1' for Mondays at 03:00; got {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _some_trigger(self) -> "RetrainPolicySpec":
+        if all(getattr(self, k) is None for k in ("min_new_records", "min_growth_percent", "max_label_drift",
+                                                   "schedule")):
+            raise ValueError("set at least one trigger: min_new_records, min_growth_percent, max_label_drift or "
+                             "schedule (to stop retraining, remove the policy)")
+        return self
+
+
 class DeploymentSpec(_Spec):
     """Serve a registered model behind an autoscaled, authenticated HTTP endpoint."""
 
@@ -261,6 +333,11 @@ class DeploymentSpec(_Spec):
         "retrieval), and not with quantize: int8. The shared application's own settings (its replicas, adapters per "
         "replica and per tenant) are the platform's; this deployment's replica settings apply to its router.",
     )
+    retrain: RetrainPolicySpec | None = Field(
+        None,
+        description="Retrain the served model on its dataset's newest version when the dataset grows or drifts "
+        "enough, or on a schedule, and serve the retrained model only if it is better (see docs/lifecycle.md). "
+        "Omit for none.")
 
     @model_validator(mode="before")
     @classmethod
@@ -362,6 +439,15 @@ class QuotaSpec(_Spec):
     max_trials: int | None = Field(None, ge=1, le=10_000, description="Trials one sweep may run; a larger grid (or num_samples) is refused when submitted.")
     max_queued_jobs: int | None = Field(None, ge=0, le=100_000, description="Jobs waiting in the queue at once; a submission past it is a 429.")
     max_keys: int | None = Field(None, ge=0, le=10_000, description="Unrevoked API keys the tenant may hold; a new key past it is a 429.")
+
+
+class TenantSettingsSpec(_Spec):
+    """A tenant's settings (admin). A field left out keeps its current value."""
+
+    redact_pii: bool | None = Field(
+        None, description="Replace personal data (emails, phone, card, IBAN and national ID numbers, person names "
+        "after a title) with typed placeholders such as <EMAIL> in every dataset the tenant uploads, before it is "
+        "stored; an upload's own redact_pii cannot turn it off (docs/security.md, PII redaction).")
 
 
 class RayClusterSpec(_Spec):

@@ -160,6 +160,8 @@ def stack(tmp_path_factory):
     os.environ["DOCTUNE_TASK_PLUGINS"] = "tests.toy_task"
     # the platform's settings of shared multiplexed applications: one small replica on 2 CPUs
     os.environ.update({"DOCTUNE_SHARED_MAX_REPLICAS": "1", "DOCTUNE_SHARED_NUM_CPUS": "0.25"})
+    # every job and sweep of the session also logs to a real MLflow tracking store (docs/tracking.md)
+    os.environ["DOCTUNE_MLFLOW_URI"] = f"sqlite:///{home / 'mlflow.db'}"
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     local = LocalStack(home=home, base=find_free_port_base(), num_cpus=2)
     settings = local.up(echo=lambda _: None)

@@ -1,7 +1,7 @@
 """A tenant's documents become a served, fine-tuned model: a tiny real job runs on
-Ray + DeepSpeed, checkpoints land under the tenant's prefix in the S3 server, the
-exported model loads with plain transformers, beats the untrained baseline, and
-the Serve endpoint answers only the owner's key."""
+Ray + DeepSpeed, checkpoints and TensorBoard logs land under the tenant's prefix in the S3
+server, the job is an MLflow run, the exported model loads with plain transformers, beats the
+untrained baseline, and the Serve endpoint answers only the owner's key."""
 
 from __future__ import annotations
 
@@ -41,6 +41,48 @@ def test_checkpoints_are_in_the_tenants_prefix(stack, finished_job):
     keys = list(ObjectStore(stack).list_keys(f"tenants/team-a/jobs/{finished_job['id']}/checkpoints/"))
     assert any("checkpoint" in k and k.endswith("_optim_states.pt") for k in keys), keys[:20]
     assert any(k.endswith("doctune_state.json") for k in keys)
+
+
+def test_the_job_wrote_tensorboard_logs_that_only_its_tenant_reads(stack, finished_job, client_a, client_b, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from doctune.cli.jobs import download_tensorboard
+
+    job_id = finished_job["id"]
+    keys = list(ObjectStore(stack).list_keys(f"tenants/team-a/jobs/{job_id}/tensorboard/"))
+    assert len(keys) == 1 and "events.out.tfevents" in keys[0], keys  # one attempt, one event file
+    with pytest.raises(DoctuneError) as refused:
+        client_b.request("GET", f"/v1/jobs/{job_id}/tensorboard")
+    assert refused.value.code == "not_found"
+    [folder] = download_tensorboard(client_a, [job_id], tmp_path)
+    acc = EventAccumulator(str(tmp_path / folder))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/learning_rate", "throughput/tokens_per_s", "throughput/steps_per_s",
+            "memory/rank0_rss_mb", "memory/peak_train_mb", "baseline/test/macro_f1"} <= tags, tags
+    assert [e.step for e in acc.Scalars("dev/macro_f1")] == [10, 20]
+    assert [e.step for e in acc.Scalars("train/loss")][-1] == 20
+    [test] = acc.Scalars("test/macro_f1")
+    assert test.step == 20 and test.value == pytest.approx(finished_job["metrics"]["test"]["macro_f1"], abs=1e-6)
+
+
+def test_the_job_is_an_mlflow_run_with_its_settings_metrics_and_model(stack, finished_job):
+    import mlflow
+
+    mlflow.set_tracking_uri(stack.mlflow_uri)
+    job_id = finished_job["id"]
+    runs = mlflow.search_runs(experiment_names=["doctune/team-a"], filter_string=f"tags.`doctune.job_id` = '{job_id}'")
+    assert len(runs) == 1
+    run = runs.iloc[0]
+    assert run["status"] == "FINISHED" and run["run_id"] == finished_job["metrics"]["mlflow"]["run_id"]
+    assert run["params.learning_rate"] == "0.002" and run["params.tuning.method"] == "lora"
+    assert run["params.deepspeed.zero_stage"] == "2" and run["params.max_steps"] == "20"
+    test = finished_job["metrics"]["test"]["macro_f1"]
+    assert run["metrics.test/macro_f1"] == pytest.approx(test) and "metrics.baseline/test/macro_f1" in run
+    client = mlflow.MlflowClient(stack.mlflow_uri)
+    assert [m.step for m in client.get_metric_history(run["run_id"], "dev/macro_f1")] == [10, 20]
+    model = {f.path for f in client.list_artifacts(run["run_id"], "model")}
+    assert "model/config.json" in model, model
 
 
 def test_exported_model_loads_with_plain_transformers(stack, finished_job, client_a, tmp_path):

@@ -247,11 +247,16 @@ SPEC_BODIES = {("post", "/v1/jobs"): "JobSpec", ("post", "/v1/jobs/plan"): "JobS
                ("post", "/v1/tenants"): "TenantSpec", ("put", "/v1/tenants/{tenant_id}/quota"): "QuotaSpec",
                ("post", "/v1/keys"): "KeyCreate", ("post", "/v1/deployments/{deployment_id}/rollback"): "RollbackRequest",
                ("put", "/v1/tenants/{tenant_id}/ray-cluster"): "RayClusterSpec",
+               ("put", "/v1/tenants/{tenant_id}/settings"): "TenantSettingsSpec",
+               ("put", "/v1/deployments/{deployment_id}/retrain-policy"): "RetrainPolicySpec",
                # what a job's driver on a tenant's dedicated cluster records (doctune.drivers.ledger.ApiLedger)
                **{("post", f"/v1/jobs/{{job_id}}/attempt/{end}"): model for end, model in (
                    ("running", "AttemptRunning"), ("progress", "AttemptProgress"), ("failed", "AttemptFailed"),
                    ("requeued", "AttemptRequeued"), ("paused", "AttemptPaused"), ("export-check", "ExportCheck"),
                    ("succeeded", "AttemptSucceeded"))}}
+
+
+MULTIPART_BODIES = ("/v1/datasets", "/v1/datasets/{dataset_id}/versions")  # an upload, an append: files
 
 
 def test_the_document_shows_typed_bodies_and_every_response(world):
@@ -267,8 +272,10 @@ def test_the_document_shows_typed_bodies_and_every_response(world):
             body = op.get("requestBody", {}).get("content", {})
             if (method, path) in SPEC_BODIES:
                 assert body["application/json"]["schema"] == {"$ref": f"#/components/schemas/{SPEC_BODIES[method, path]}"}
-            elif method in ("post", "put") and path != "/v1/datasets" and "{" in path:
+            elif method in ("post", "put") and path not in MULTIPART_BODIES and "{" in path:
                 assert not body, (method, path)  # an action on an id: no body
+            elif method == "post" and path in MULTIPART_BODIES:
+                assert "multipart/form-data" in body, (method, path)  # files
     assert "learning_rate" in schemas["JobSpec"]["properties"] and "DatasetRef" in schemas
     assert "tenant" not in schemas["JobSpec"]["required"]  # it defaults to the caller's tenant
     assert schemas["Page_JobOut_"]["properties"]["next_cursor"]

@@ -38,14 +38,14 @@ CLI = REPO / "platform" / "doctune" / "cli"
 RUNNER = CliRunner()
 
 GROUPS = {
-    "tenants": {"list", "show", "create", "quota", "usage", "ray-cluster"},
+    "tenants": {"list", "show", "create", "quota", "settings", "usage", "ray-cluster"},
     "keys": {"list", "show", "create", "rotate", "revoke"},
-    "datasets": {"list", "show", "upload", "delete"},
+    "datasets": {"list", "show", "upload", "append", "versions", "delete"},
     "jobs": {"list", "show", "get", "plan", "submit", "token", "logs", "pause", "resume", "cancel", "events", "report",
-             "delete-checkpoints"},
+             "delete-checkpoints", "tensorboard"},
     "sweeps": {"list", "show", "submit", "leaderboard", "cancel"},
     "models": {"list", "get", "show", "download", "delete", "prepare", "upload", "base"},
-    "deployments": {"list", "show", "create", "delete", "revisions", "rollback"},
+    "deployments": {"list", "show", "create", "delete", "revisions", "rollback", "retrain-policy", "retrain-events"},
     "tasks": {"list"},
 }
 TOP_LEVEL = {"up", "down", "status", "demo", "deploy", "undeploy", "promote", "rollback", "revisions", *GROUPS}

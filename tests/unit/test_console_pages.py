@@ -1,6 +1,7 @@
 """What the datasets and jobs pages make of the API's answers, without a server: a file's preview (CSV
 and JSONL, Chinese intact), the class balance a task reported, a job's header with why it waits, its
-loss and dev curves from its events, and its report with per-class metrics and confusion matrix."""
+loss and dev curves from its events, where its TensorBoard logs and MLflow run are, and its report with
+per-class metrics and confusion matrix."""
 
 from __future__ import annotations
 
@@ -65,3 +66,11 @@ def test_the_report_puts_baseline_beside_fine_tuned_with_per_class_and_confusion
     assert list(confusion.columns) == ["gold \\ predicted", "体育", "财经"]
     assert confusion.values.tolist() == [["体育", 4, 0], ["财经", 1, 2]]
     assert "step 40/40 (100%)" in jobs.header(JOB) and "m_1" in jobs.header(JOB)
+
+
+def test_the_job_view_says_how_to_see_its_tensorboard_logs_and_names_its_mlflow_run():
+    text = jobs.tracking(JOB)
+    assert "`doctune jobs tensorboard job_1`" in text and "MLflow" not in text
+    logged = {**JOB, "metrics": {**JOB["metrics"], "mlflow": {"run_id": "r123", "experiment": "doctune/team-a"}}}
+    assert "run `r123` in experiment `doctune/team-a`" in jobs.tracking(logged)
+    assert jobs.tracking({**JOB, "status": "queued"}) == ""  # nothing is logged before the job starts

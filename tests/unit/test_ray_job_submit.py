@@ -184,16 +184,18 @@ def test_ray_processes_get_no_credential_and_the_platforms_python(tmp_path, monk
     monkeypatch.setenv("DOCTUNE_API_KEY", "dtk_someones_key")
     s = Settings(home=str(tmp_path), database_url="postgresql+psycopg://u:pw@db/doctune", s3_access_key="root",
                  s3_secret_key="root-secret", admin_key="dtk_admin_secret", api_url="http://127.0.0.1:1",
-                 s3_endpoint="http://127.0.0.1:2")
+                 s3_endpoint="http://127.0.0.1:2", mlflow_uri="postgresql+psycopg://ml:pw@db/mlflow")
     env = LocalStack(home=tmp_path, base=30000)._ray_env(s)
     assert not {"DOCTUNE_ADMIN_KEY", "DOCTUNE_API_KEY", "DOCTUNE_DATABASE_URL", "DOCTUNE_S3_SECRET_KEY",
-                "DOCTUNE_S3_ACCESS_KEY"} & set(env)
+                "DOCTUNE_S3_ACCESS_KEY", "DOCTUNE_MLFLOW_URI"} & set(env)
     assert not any(secret in value for value in env.values() for secret in ("root-secret", "dtk_admin_secret", "pw@"))
     assert env["DOCTUNE_API_URL"] == "http://127.0.0.1:1" and env["DOCTUNE_CREDENTIALS_FROM_ENV"] == "1"
     assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
     # what the runner gives each job it submits: the stores' credentials, never the admin key
     assert s.job_env() == {"DOCTUNE_DATABASE_URL": s.database_url, "DOCTUNE_S3_ACCESS_KEY": "root",
-                           "DOCTUNE_S3_SECRET_KEY": "root-secret"}
+                           "DOCTUNE_S3_SECRET_KEY": "root-secret", "DOCTUNE_MLFLOW_URI": s.mlflow_uri}
+    # a tenant's dedicated cluster (its token is the tenant's) never learns the platform's MLflow store
+    assert "DOCTUNE_MLFLOW_URI" not in {**s.ray_process_env(), **s.tenant_job_env("ak", "sk", "dta_token")}
 
 
 def test_a_ray_process_reads_no_credential_from_the_stack_file(tmp_path, monkeypatch):

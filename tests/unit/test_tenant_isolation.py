@@ -30,7 +30,7 @@ def world(database_url, tmp_path):
     _, key_a = tenants.create_tenant(p, admin, TenantSpec(name="team-a"))
     _, key_b = tenants.create_tenant(p, admin, TenantSpec(name="team-b"))
     ids = {"dataset_id": "ds-a", "job_id": "job-a", "model_id": "model-a", "deployment_id": "dep-a", "sweep_id": "sweep-a",
-           "key_id": key_a.split("_")[1], "tenant_id": "team-a"}
+           "key_id": key_a.split("_")[1], "tenant_id": "team-a", "version": "1"}
     with p.db.session() as s:
         s.add(Dataset(id="ds-a", tenant_id="team-a", name="a", task="classification", uri="s3://doctune/tenants/team-a/datasets/ds-a", info={"labels": ["x", "y"]}))
         s.add(Sweep(id="sweep-a", tenant_id="team-a", task="classification", status="succeeded",

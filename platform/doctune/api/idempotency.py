@@ -1,7 +1,7 @@
 """``Idempotency-Key`` on the create routes: a repeated request gets the first one's answer.
 
 :class:`IdempotencyMiddleware` is a plain ASGI middleware. For a ``POST`` to one of
-:data:`CREATE_ROUTES` that carries the header, it reads the body, authenticates the caller (a
+:data:`CREATE_ROUTES` (or an append of a dataset version) that carries the header, it reads the body, authenticates the caller (a
 request with a bad key passes through to get its 401), hashes the request (method, path, query,
 body; a multipart boundary counts as one fixed token, since a retrying client draws a new one) and
 claims the key through :mod:`doctune.services.idempotency`. A first request then runs and its
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 import anyio
@@ -25,6 +26,12 @@ from doctune.services import tenants as tenants_svc
 
 CREATE_ROUTES = frozenset({"/v1/jobs", "/v1/sweeps", "/v1/datasets", "/v1/deployments", "/v1/keys", "/v1/tenants"})
 HEADER = b"idempotency-key"
+APPEND_ROUTE = re.compile(r"/v1/datasets/[^/]+/versions")  # an append creates a dataset version
+
+
+def is_create_route(path: str) -> bool:
+    path = path.rstrip("/")
+    return path in CREATE_ROUTES or APPEND_ROUTE.fullmatch(path) is not None
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -59,7 +66,7 @@ class IdempotencyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         key = _header(scope, HEADER) if scope["type"] == "http" else None
-        if key is None or scope["method"] != "POST" or scope["path"].rstrip("/") not in CREATE_ROUTES:
+        if key is None or scope["method"] != "POST" or not is_create_route(scope["path"]):
             return await self.app(scope, receive, send)
         body = await self._read_body(receive)
         if body is None:

@@ -71,6 +71,11 @@ class Quota(BaseModel):
     max_keys: int | None = Field(None, description="Unrevoked API keys; null: unlimited.")
 
 
+class TenantSettings(BaseModel):
+    redact_pii: bool = Field(False, description="Personal data is replaced by typed placeholders (<EMAIL>, <PHONE>, "
+                             "...) in every dataset the tenant uploads, before it is stored.")
+
+
 class RayClusterOut(BaseModel):
     """A tenant's dedicated Ray cluster; its token is never shown."""
 
@@ -82,6 +87,7 @@ class TenantOut(BaseModel):
     id: str
     display_name: str | None
     quota: Quota
+    settings: TenantSettings = Field(default_factory=TenantSettings, description="The tenant's settings (admin sets them).")
     created_at: Timestamp | None = None
     ray_cluster: RayClusterOut | None = Field(None, description="The tenant's dedicated Ray cluster, if it has one "
                                               "(GET of one tenant); null: its work runs on the shared cluster.")
@@ -149,13 +155,65 @@ class DatasetOut(BaseModel):
     name: str
     task: str
     uri: str
-    info: dict[str, Any] = Field(description="Split sizes, labels, bytes and how it was split.")
+    info: dict[str, Any] = Field(description="Split sizes, labels, bytes and how it was split, as of its newest version.")
+    version: int = Field(1, description="Its newest version: 1 is the upload, each append adds one "
+                                        "(GET /v1/datasets/{id}/versions).")
     created_at: Timestamp | None
 
     @classmethod
     def of(cls, ds) -> "DatasetOut":
         return cls(id=ds.id, tenant=ds.tenant_id, name=ds.name, task=ds.task, uri=ds.uri, info=ds.info or {},
-                   created_at=ds.created_at)
+                   version=ds.version or 1, created_at=ds.created_at)
+
+
+class DatasetVersionOut(BaseModel):
+    """One version of a dataset: its counts, label distribution and drift from the version before."""
+
+    dataset_id: str
+    version: int
+    sizes: dict[str, int] = Field(description="Records per split in this version (every version up to it).")
+    added: dict[str, int] = Field(description="Records this version added to each split (version 1: all).")
+    duplicates: int = Field(description="Added records identical to stored ones; each went to the split holding it.")
+    records: int = Field(description="Records in this version, all splits.")
+    drift: dict[str, Any] | None = Field(
+        description="From the version before: records added, percent growth, tvd (total variation distance of the "
+                    "label distributions, 0..1), new_labels, added_tvd (the added records alone). Null for version 1.")
+    info: dict[str, Any] = Field(description="Everything recorded for this version (labels, distribution, ...).")
+    created_at: Timestamp | None
+
+    @classmethod
+    def of(cls, row) -> "DatasetVersionOut":
+        info = row.info or {}
+        sizes = {k: int(v) for k, v in (info.get("sizes") or {}).items() if isinstance(v, int)}
+        return cls(dataset_id=row.dataset_id, version=row.version, sizes=sizes,
+                   added={k: int(v) for k, v in (info.get("added") or sizes).items() if isinstance(v, int)},
+                   duplicates=int(info.get("duplicates") or 0), records=int(info.get("records") or sum(sizes.values())),
+                   drift=info.get("drift"), info=info, created_at=row.created_at)
+
+
+class RetrainEventOut(BaseModel):
+    """One decision of a deployment's retrain policy."""
+
+    id: int
+    deployment_id: str
+    at: Timestamp | None
+    decision: Literal["triggered", "skipped", "promoted", "refused", "failed"]
+    trigger: str | None = Field(description="growth, drift or schedule; null for a retrain job's outcome.")
+    reason: str
+    job_id: str | None = Field(description="The retrain job, once there is one.")
+    data: dict[str, Any] = Field(description="dataset_id, version, served_version, growth, drift, metric, and the "
+                                             "champion's and challenger's model_id and test metric.")
+
+    @classmethod
+    def of(cls, e) -> "RetrainEventOut":
+        return cls(id=e.id, deployment_id=e.deployment_id, at=e.at, decision=e.decision, trigger=e.trigger,
+                   reason=e.reason, job_id=e.job_id, data=e.data or {})
+
+
+class DatasetAppended(BaseModel):
+    dataset: DatasetOut
+    version: DatasetVersionOut
+    retrain: list[RetrainEventOut] = Field(description="What each endpoint's retrain policy decided on this append.")
 
 
 class ModelOut(BaseModel):
@@ -288,6 +346,15 @@ class JobLogs(BaseModel):
     offset: int = Field(description="Pass as `?offset=` for what is logged after this.")
 
 
+class TensorBoardFileOut(BaseModel):
+    """One of a job's TensorBoard event files (one per attempt)."""
+
+    path: str = Field(description="The file's name within the job's TensorBoard folder.")
+    bytes: int
+    url: str = Field(description="Presigned download URL.")
+    expires_s: int = Field(description="Seconds the URL stays valid.")
+
+
 class PlanOut(BaseModel):
     """The pre-flight plan; nothing ran. The nested parts are open for new measurements."""
 
@@ -373,13 +440,17 @@ class DeploymentOut(BaseModel):
     quantization: dict[str, Any] | None = Field(
         description="int8 only, once measured: metric, fp32, int8, change, examples, seconds.")
     revision: int = Field(description="The current revision (see /revisions).")
+    retrain: dict[str, Any] | None = Field(None, description="Its retrain policy (the spec's retrain); null: none.")
+    retrain_job_id: str | None = Field(None, description="The retrain job under way, if any (see /retrain-events).")
     created_at: Timestamp | None
 
     @classmethod
     def of(cls, d, serve_url: str) -> "DeploymentOut":
         return cls(id=d.id, tenant=d.tenant_id, name=d.name, model_id=d.model_id, status=d.status, route=d.route,
                    url=f"{serve_url}{d.route}/predict", message=d.message, spec=d.spec,
-                   quantization=(d.info or {}).get("quantization"), revision=d.revision, created_at=d.created_at)
+                   quantization=(d.info or {}).get("quantization"), revision=d.revision,
+                   retrain=(d.spec or {}).get("retrain"),
+                   retrain_job_id=((d.retrain_state or {}).get("pending") or {}).get("job_id"), created_at=d.created_at)
 
 
 class RevisionOut(BaseModel):
@@ -414,6 +485,9 @@ class ChallengerOut(ChampionOut):
 
 class PromotionOut(BaseModel):
     decision: Literal["deployed", "unchanged", "promoted", "forced", "kept"]
+    test_split: dict[str, Any] | None = Field(
+        None, description="When the two models were trained on different versions of their dataset: the version "
+                          "whose test split both test values were measured on (dataset_id, version).")
     metric: str
     champion: ChampionOut | None = Field(description="The model served before; null when nothing was.")
     challenger: ChallengerOut

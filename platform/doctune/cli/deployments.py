@@ -1,5 +1,5 @@
 """`doctune deployments`: endpoints on Ray Serve (list, show, create, delete,
-revisions, rollback), and the top-level `deploy`, `undeploy`, `promote`,
+revisions, rollback, retrain-policy, retrain-events), and the top-level `deploy`, `undeploy`, `promote`,
 `rollback` and `revisions`, which are the same commands under their short names.
 
 Commands that change an endpoint wait until the cluster has settled it and exit 1
@@ -129,6 +129,48 @@ def deployments_list(
 def deployments_show(deployment_id: str, api_key: ApiKey = None) -> None:
     """A deployment's model, status, URL, settings and current revision."""
     show(connect(api_key).get_deployment(deployment_id))
+
+
+RETRAIN_EVENT_COLUMNS = ("id", "at", "decision", "trigger", "job_id", "data.version", "data.growth.records",
+                         "data.drift", "data.champion.test", "data.challenger.test", "reason")
+
+
+@app.command("retrain-policy")
+def retrain_policy(
+    deployment_id: str,
+    min_new_records: Optional[int] = typer.Option(None, help="Retrain once the dataset holds this many records more "
+                                                             "than the served model's version."),
+    min_growth_percent: Optional[float] = typer.Option(None, help="Retrain once the dataset has grown this percent."),
+    max_label_drift: Optional[float] = typer.Option(None, help="Retrain once the label distribution drifts more than "
+                                                               "this (total variation distance, 0..1)."),
+    schedule: Optional[str] = typer.Option(None, help="Retrain on this cron schedule (UTC), e.g. '0 3 * * 1', when "
+                                                      "there is a newer version."),
+    metric: Optional[str] = typer.Option(None, help="Test metric to compare on (default: the task's primary metric)."),
+    off: bool = typer.Option(False, "--off", help="Remove the policy."),
+    api_key: ApiKey = None,
+) -> None:
+    """Show, set or remove (--off) an endpoint's retrain policy: its model is trained again on the dataset's
+    newest version when a trigger fires, and served only if it beats the served model on its test split."""
+    client = connect(api_key)
+    policy = {k: v for k, v in {"min_new_records": min_new_records, "min_growth_percent": min_growth_percent,
+                                "max_label_drift": max_label_drift, "schedule": schedule, "metric": metric}.items()
+              if v is not None}
+    if off and policy:
+        raise DoctuneError("--off removes the policy; give it alone", "invalid_request", field="off")
+    if off:
+        dep = client.set_retrain_policy(deployment_id, None)
+    elif policy:
+        dep = client.set_retrain_policy(deployment_id, policy)
+    else:
+        dep = client.get_deployment(deployment_id)
+    show({"deployment_id": dep["id"], "retrain": dep.get("retrain"), "retrain_job_id": dep.get("retrain_job_id")})
+
+
+@app.command("retrain-events")
+def retrain_events(deployment_id: str, api_key: ApiKey = None) -> None:
+    """Every decision of an endpoint's retrain policy, oldest first (triggered, skipped, promoted, refused,
+    failed), with the growth, drift and both test metrics; `-o table` for a table."""
+    show(connect(api_key).retrain_events(deployment_id), RETRAIN_EVENT_COLUMNS)
 
 
 app.command("create")(deploy)

@@ -1,4 +1,5 @@
-"""`doctune jobs`: plan, submit, follow, list, pause, resume and cancel fine-tuning jobs.
+"""`doctune jobs`: plan, submit, follow, list, pause, resume and cancel fine-tuning jobs, and look at
+their TensorBoard logs (`jobs tensorboard`).
 
 Also the helpers other commands follow a job with: :func:`read_spec` (a YAML spec
 file), :func:`watch_job` (a progress bar until the job ends) and :func:`report_job`
@@ -21,7 +22,7 @@ from doctune.errors import DoctuneError
 from doctune.spec import read_spec_mapping
 from doctune.states import JobState
 
-__all__ = ["app", "read_spec", "report_job", "watch_job"]
+__all__ = ["app", "download_tensorboard", "read_spec", "report_job", "serve_tensorboard", "watch_job"]
 
 app = typer.Typer(help="Submit, follow and cancel fine-tuning jobs.", no_args_is_help=True)
 
@@ -209,6 +210,120 @@ def jobs_cancel(job_id: str, api_key: ApiKey = None) -> None:
 def jobs_delete_checkpoints(job_id: str, api_key: ApiKey = None) -> None:
     """Delete an ended job's checkpoints (its metrics and model stay); frees storage quota."""
     show(connect(api_key).delete_checkpoints(job_id))
+
+
+@app.command("tensorboard")
+def jobs_tensorboard(
+    job_ids: list[str] = typer.Argument(..., metavar="JOB...", help="Job ids: one TensorBoard run each."),
+    logdir: Optional[Path] = typer.Option(None, "--logdir", help="Download into this folder (default: a new "
+                                                                 "temporary folder)."),
+    serve: bool = typer.Option(True, "--serve/--no-serve", help="Serve the logs with TensorBoard on 127.0.0.1 "
+                                                                "until Ctrl-C (--no-serve: download only)."),
+    port: int = typer.Option(0, "--port", min=0, max=65535, help="TensorBoard's port (0: a free one)."),
+    api_key: ApiKey = None,
+) -> None:
+    """Download jobs' TensorBoard logs (train loss, learning rate, dev metrics, throughput, memory), one folder
+    per job, and serve them with TensorBoard on 127.0.0.1, printing its URL."""
+    import tempfile
+
+    client = connect(api_key)
+    out = logdir or Path(tempfile.mkdtemp(prefix="doctune-tensorboard-"))
+    runs = download_tensorboard(client, job_ids, out)
+    typer.echo(f"downloaded {sum(runs.values())} event files of {len(runs)} job(s) into {out}", err=True)
+    if not serve:
+        typer.echo(str(out))
+        return
+    proc, url = serve_tensorboard(out, port)
+    typer.echo(f"TensorBoard at {url} (Ctrl-C stops it)")
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_tensorboard(proc)
+
+
+def run_folder(job: dict[str, Any]) -> str:
+    """A job's folder (its TensorBoard run name): ``<name>-<id>``, or the id of a job without a name."""
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", (job.get("spec") or {}).get("name") or "").strip("-.")[:80]
+    return f"{name}-{job['id']}" if name else job["id"]
+
+
+def download_tensorboard(client: DoctuneClient, job_ids: list[str], out: Path) -> dict[str, int]:
+    """Each job's TensorBoard files (``GET /v1/jobs/{id}/tensorboard``: presigned URLs) into a folder of
+    ``out`` per job (:func:`run_folder`); {folder: files}. A job with none yet is said on stderr."""
+    import httpx
+
+    runs: dict[str, int] = {}
+    for job_id in dict.fromkeys(job_ids):
+        job = client.get_job(job_id)
+        files = client.request("GET", f"/v1/jobs/{job_id}/tensorboard")
+        folder = out / run_folder(job)
+        folder.mkdir(parents=True, exist_ok=True)
+        if not files:
+            typer.secho(f"job {job_id} ({job['status']}) has no TensorBoard files yet: its driver writes them at "
+                        "each evaluation and checkpoint", fg="yellow", err=True)
+        for f in files:
+            if not f["path"] or "/" in f["path"] or "\\" in f["path"] or f["path"].startswith("."):
+                raise DoctuneError(f"job {job_id}'s TensorBoard file {f['path']!r} is not a plain file name; nothing "
+                                   "was written for it", "invalid_request", field="path")
+            target = folder / f["path"]
+            with httpx.stream("GET", f["url"], timeout=120) as r, open(target, "wb") as fh:
+                if r.status_code >= 400:
+                    raise DoctuneError(f"downloading {f['path']} of job {job_id} failed: HTTP {r.status_code}; "
+                                       "presigned URLs are short-lived, so run the command again", "unavailable")
+                for chunk in r.iter_bytes():
+                    fh.write(chunk)
+        runs[folder.name] = len(files)
+    return runs
+
+
+def serve_tensorboard(logdir: Path, port: int = 0, start_s: float = 120.0) -> tuple[Any, str]:
+    """Start TensorBoard (this Python's ``tensorboard`` package) on 127.0.0.1 over ``logdir``; (its process,
+    its URL) once it answers. Its output goes to ``logdir/tensorboard.log``."""
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+
+    if not port:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/"
+    log = logdir / "tensorboard.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host",
+                                 "127.0.0.1", "--port", str(port), "--reload_interval", "5"],
+                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + start_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DoctuneError(f"TensorBoard exited at start: {log.read_text(errors='replace')[-1500:]}", "unavailable")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    stop_tensorboard(proc)
+    raise DoctuneError(f"TensorBoard did not answer at {url} within {start_s:.0f} s; its log: {log}", "unavailable")
+
+
+def stop_tensorboard(proc: Any) -> None:
+    """Stop a TensorBoard that :func:`serve_tensorboard` started."""
+    import subprocess
+
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 # ------------------------------------------------------------------- following a job

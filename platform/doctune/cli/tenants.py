@@ -1,5 +1,5 @@
-"""`doctune tenants`: tenants, their quotas, their dedicated Ray clusters and usage (creating
-tenants, setting quotas and Ray clusters needs the platform admin's key)."""
+"""`doctune tenants`: tenants, their quotas, settings, dedicated Ray clusters and usage (creating
+tenants, setting quotas, settings and Ray clusters needs the platform admin's key)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ app = typer.Typer(help="Tenants, their quotas and usage.", no_args_is_help=True)
 
 TENANT_COLUMNS = ("id", "display_name", "quota.weight", "quota.max_concurrent_jobs", "quota.max_cpus", "quota.max_gpus",
                   "quota.max_storage_bytes", "quota.max_deployments", "quota.max_trials", "quota.max_queued_jobs",
-                  "quota.max_keys")
+                  "quota.max_keys", "settings.redact_pii")
 USAGE_COLUMNS = ("tenant", "jobs", "trained_tokens", "worker_cpu_seconds", "worker_gpu_seconds", "storage_bytes")
 
 
@@ -58,6 +58,24 @@ def tenants_quota(
             "max_trials": max_trials,
             "max_queued_jobs": max_queued_jobs, "max_keys": max_keys}
     show(connect(api_key).request("PUT", f"/v1/tenants/{tenant}/quota", json={k: v for k, v in body.items() if v is not None}))
+
+
+@app.command("settings")
+def tenants_settings(
+    tenant: str,
+    redact_pii: Optional[bool] = typer.Option(
+        None, "--redact-pii/--no-redact-pii",
+        help="Replace personal data (emails, phone, card, IBAN and national ID numbers, person names after a title) "
+             "with typed placeholders in every dataset the tenant uploads from now on, before it is stored; an "
+             "upload cannot turn it off. Datasets stored before stay as they are."),
+    api_key: ApiKey = None,
+) -> None:
+    """Set a tenant's settings (admin). Only the options given change; with none, shows them."""
+    client = connect(api_key)
+    if redact_pii is None:
+        show(client.request("GET", f"/v1/tenants/{tenant}")["settings"])
+        return
+    show(client.set_tenant_settings(tenant, redact_pii=redact_pii))
 
 
 ray_cluster = typer.Typer(help="A tenant's dedicated Ray cluster: its jobs and sweeps run there (admin).",

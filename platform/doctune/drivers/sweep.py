@@ -7,7 +7,8 @@ DeepSpeed and peft path — whose dev evaluations flow to Tune through Ray Train
 ``TuneReportCallback``. At most ``min(max_concurrent_trials, the tenant's job
 quota)`` trials run at once, and a trial starts only when the tenant's quota
 allows it. At the end the winner (best dev metric, ties to the lower cost) is
-recorded on the sweep.
+recorded on the sweep. When the platform has an MLflow store, the sweep is an MLflow run and its
+trials' runs nest under it (:class:`doctune.drivers.tracking.SweepRun`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from typing import Any
 
 from doctune.drivers.job import run_job
+from doctune.drivers.tracking import SweepRun
 from doctune.errors import DoctuneError
 from doctune.services import Platform, Principal
 from doctune.services.jobs import check_spec, update_job
@@ -69,7 +71,7 @@ def _run_trial(config: dict[str, Any]) -> None:
             if _sweep_ended(p, sweep_id):
                 return
             time.sleep(QUOTA_POLL_S)
-    run_job(job.id, p, callbacks=[TuneReportCallback()])
+    run_job(job.id, p, callbacks=[TuneReportCallback()], parent_run_id=config.get("mlflow_parent_run_id"))
 
 
 def _sweep_ended(p: Platform, sweep_id: str) -> bool:
@@ -78,11 +80,6 @@ def _sweep_ended(p: Platform, sweep_id: str) -> bool:
 
 
 def run_sweep(sweep_id: str, p: Platform | None = None) -> dict[str, Any]:
-    import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search import BasicVariantGenerator
-
     p = p or Platform()
     with p.db.session() as s:
         row = s.get(Sweep, sweep_id)
@@ -95,6 +92,29 @@ def run_sweep(sweep_id: str, p: Platform | None = None) -> dict[str, Any]:
     metric = sweep_metric(spec)
     concurrent = min(spec.max_concurrent_trials, quota or spec.max_concurrent_trials)
     update_sweep(p, sweep_id, status=SweepState.RUNNING)
+    tracking = (SweepRun(p.settings.mlflow_uri, p.settings.mlflow_artifact_uri, sweep_id=sweep_id,
+                         spec=spec.model_dump(mode="json")) if p.settings.mlflow_uri else None)
+    try:
+        result = _tune(p, sweep_id, spec, metric, concurrent, tracking.parent_run_id() if tracking else None)
+    except BaseException:
+        if tracking is not None:
+            tracking.finish("KILLED" if _sweep_ended(p, sweep_id) else "FAILED", None, metric)
+        raise
+    if tracking is not None:
+        status = "KILLED" if result.get("cancelled") else "FINISHED" if result["winner"] else "FAILED"
+        tracking.finish(status, result["winner"], metric)
+    return result
+
+
+def _tune(p: Platform, sweep_id: str, spec: SweepSpec, metric: str, concurrent: int,
+          parent_run_id: str | None) -> dict[str, Any]:
+    """Run the trials with Ray Tune (each trial's MLflow run nested under ``parent_run_id``), then rank
+    them and record the winner on the sweep."""
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import BasicVariantGenerator
+
     # a trial cancelled (or failed) before its first evaluation ends with no dev metric: Tune must
     # not fail the whole sweep for it; the leaderboard simply does not rank it
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
@@ -108,7 +128,7 @@ def run_sweep(sweep_id: str, p: Platform | None = None) -> dict[str, Any]:
     fs = p.objects.pyarrow_fs()
     tuner = tune.Tuner(
         tune.with_resources(_run_trial, {"CPU": 0.01}),  # the trial's driver; its Ray Train workers hold the CPUs
-        param_space={"sweep_id": sweep_id, "overrides": _search_space(spec)},
+        param_space={"sweep_id": sweep_id, "overrides": _search_space(spec), "mlflow_parent_run_id": parent_run_id},
         tune_config=tune.TuneConfig(metric=f"dev_{metric}", mode=spec.mode, scheduler=scheduler,
                                     search_alg=BasicVariantGenerator(random_state=spec.seed, max_concurrent=concurrent),
                                     num_samples=1 if spec.algorithm == "grid" else spec.num_samples,

@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from doctune.errors import DoctuneError
 from doctune.services import Platform
+from doctune.services.dataset_versions import DatasetView, dataset_view
 from doctune.services.jobs import ACTIVE, add_event, set_job_status, update_job
 from doctune.services.registry import register_model
 from doctune.states import JobState, SweepState
@@ -34,14 +35,18 @@ __all__ = ["attempt_view", "check_checkpoint", "check_model_id", "check_requeue"
 
 
 # ------------------------------------------------------------------ the operations
-def load_attempt(p: Platform, job_id: str) -> tuple[Job, Dataset | None]:
-    """The job's record and its dataset's; 404 for a job that does not exist."""
+def load_attempt(p: Platform, job_id: str) -> tuple[Job, DatasetView | None]:
+    """The job's record and its dataset as of the version it trains on (its info, and the files of each
+    version up to it); 404 for a job that does not exist."""
     with p.db.session() as s:
         job = s.get(Job, job_id)
         if job is None:
             raise DoctuneError(f"job {job_id!r} not found", "not_found")
         dataset = s.get(Dataset, job.spec["dataset"]["id"])
-    return job, dataset
+    if dataset is None:
+        return job, None
+    ref = job.spec["dataset"]
+    return job, dataset_view(p, dataset, ref.get("version") or 1, ref.get("compare_version"))
 
 
 def mark_running(p: Platform, job_id: str, reason: str) -> None:
@@ -153,7 +158,7 @@ def job_for_token(p: Platform, token: str | None, job_id: str) -> Job:
     return job
 
 
-def attempt_view(job: Job, dataset: Dataset | None) -> dict[str, Any]:
+def attempt_view(job: Job, dataset: DatasetView | None) -> dict[str, Any]:
     """What a driver needs of its attempt."""
     return {"job_id": job.id, "tenant": job.tenant_id, "status": job.status, "attempt": job.attempt,
             "resume_from": job.resume_from, "spec": job.spec, "metrics": job.metrics or {},

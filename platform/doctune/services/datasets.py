@@ -14,12 +14,13 @@ from sqlalchemy import select
 from doctune.data import parse_jsonl, split_records, to_jsonl, validate_splits
 from doctune.errors import DoctuneError
 from doctune.services import Platform, Principal
+from doctune.services.redaction import redact_upload
 from doctune.services.tasks import known_task
 from doctune.services.tenants import (DEFAULT_PAGE_SIZE, RowPage, check_tenant_access, delete_with_files, get_owned,
                                       list_owned, storage_refusal)
 from doctune.spec import _slug
 from doctune.states import JobState, SweepState
-from doctune.store.db import Dataset, Job, Sweep, new_id, take_quota_lock
+from doctune.store.db import Dataset, DatasetVersion, Job, Sweep, new_id, take_quota_lock
 from doctune.store.objects import tenant_key
 from doctune.tasks import get_task
 
@@ -36,9 +37,11 @@ def upload_dataset(
     test_fraction: float = 0.1,
     seed: int = 42,
     formats: dict[str, str] | None = None,
+    redact_pii: bool = False,
 ) -> Dataset:
     """Store a dataset. ``files`` is ``{"data": ...}`` (split here) or ``{"train", "dev", "test"}``;
-    ``formats`` gives each file's format, ``jsonl`` (the default) or ``csv``."""
+    ``formats`` gives each file's format, ``jsonl`` (the default) or ``csv``. ``redact_pii`` (or the
+    tenant's setting) replaces personal data before anything is stored (``doctune.services.redaction``)."""
     check_tenant_access(caller, tenant, write=True)
     try:
         _slug(name, "name")
@@ -46,7 +49,8 @@ def upload_dataset(
         raise DoctuneError(f"dataset {exc}", "invalid_request", field="name") from None
     get_task(task)
     splits, split_how = _parse_files(p, files, task, dev_fraction, test_fraction, seed, formats or {})
-    info = validate_splits(splits, task)
+    splits, redaction = redact_upload(p, tenant, task, splits, redact_pii)
+    info = validate_splits(splits, task) | redaction
     _check_label_count(p, info.get("labels") or ())
     info["split"] = split_how
 
@@ -68,12 +72,23 @@ def _store_dataset(p: Platform, tenant: str, name: str, task: str, blobs: dict[s
                 raise refusal
             for split, blob in blobs.items():
                 p.objects.put_bytes(f"{prefix}/{split}.jsonl", blob)
-            row = Dataset(id=dataset_id, tenant_id=tenant, name=name, task=task, uri=p.objects.uri(prefix), info=info)
+            row = Dataset(id=dataset_id, tenant_id=tenant, name=name, task=task, uri=p.objects.uri(prefix), info=info,
+                          version=1)
             s.add(row)
+            s.flush()  # the dataset first: its version 1 refers to it
+            s.add(DatasetVersion(dataset_id=dataset_id, version=1, info=first_version_info(row)))
     except Exception:
         p.objects.delete_prefix(prefix + "/")
         raise
     return row
+
+
+def first_version_info(dataset: Dataset) -> dict[str, Any]:
+    """Version 1 of a dataset (its upload): its info, its own files' prefix and its counts
+    (``doctune.services.dataset_versions`` adds the next versions)."""
+    sizes = dict((dataset.info or {}).get("sizes") or {})
+    return {**(dataset.info or {}), "version": 1, "uri": dataset.uri, "added": sizes, "duplicates": 0,
+            "records": sum(v for v in sizes.values() if isinstance(v, int))}
 
 
 def _parse_files(p: Platform, files: dict[str, bytes], task: str, dev_fraction: float, test_fraction: float,

@@ -28,7 +28,8 @@ from doctune.services.tasks import known_task
 from doctune.services.tenants import DEFAULT_PAGE_SIZE, RowPage, check_tenant_access, get_owned, list_owned
 from doctune.spec import DeploymentSpec, PromotionSpec
 from doctune.states import DeploymentState, SweepState
-from doctune.store.db import Deployment, DeploymentRevision, Job, Model, Tenant, new_id, take_quota_lock
+from doctune.store.db import (DatasetVersion, Deployment, DeploymentRevision, Job, Model, Tenant, new_id,
+                              take_quota_lock)
 from doctune.tasks import check_can_serve, get_task, metric_mode
 
 
@@ -54,6 +55,10 @@ def record_deployment(p: Platform, caller: Principal, spec: DeploymentSpec, *, r
     if model.tenant_id != spec.tenant:
         raise DoctuneError(f"model {spec.model_id!r} not found", "not_found", field="model_id")
     check_can_serve(get_task(model.task), multiplex=spec.multiplex, quantize=spec.quantize, merged=model.merged)
+    if spec.retrain is not None and spec.retrain.metric is not None:
+        from doctune.tasks import check_metric
+
+        check_metric(get_task(model.task), spec.retrain.metric, "retrain.metric")
     route = f"/{spec.tenant}/{spec.name}"
     try:
         with p.db.session() as s:
@@ -308,12 +313,12 @@ def plan_promotion(p: Platform, caller: Principal, spec: PromotionSpec) -> dict[
     if live:
         champion = {"model_id": dep.model_id, "test": _test_value(champ_model, champ_job, metric)}
         if champion["model_id"] != model.id:
-            refusal = _incomparable(job, champ_job, challenger, champion, metric, field)
+            refusal = _incomparable(p, job, champ_job, challenger, champion, metric, field)
             if refusal is not None and not spec.force:
                 raise refusal
     decision = decide(champion, challenger, metric, spec.force, comparable=refusal is None)
     result: dict[str, Any] = {"decision": decision, "metric": metric, "champion": champion, "challenger": challenger,
-                              "endpoint": spec.endpoint}
+                              "endpoint": spec.endpoint, "test_split": challenger.pop("test_split", None)}
     result["summary"] = promotion_summary(result)
     if decision in ("deployed", "promoted", "forced"):
         if live:
@@ -336,6 +341,8 @@ def promote(p: Platform, caller: Principal, spec: PromotionSpec) -> dict[str, An
     target, expected = plan.pop("deploy", None), plan.pop("expected_revision")
     if target is not None:
         record = {k: plan[k] for k in ("decision", "metric", "champion", "challenger")} | {"force": spec.force}
+        if plan.get("test_split"):
+            record["test_split"] = plan["test_split"]
         plan["deployment"] = deploy_model(p, caller, target, reason=plan["summary"], decision=record,
                                           expected_revision=expected)
     return plan
@@ -365,8 +372,9 @@ def plan_rollback(p: Platform, caller: Principal, deployment_id: str, revision: 
     if target is None:
         raise DoctuneError(f"deployment {dep.id} has no revision {revision}; its revisions are 1..{dep.revision} "
                            f"(see `doctune revisions {dep.id}`)", "not_found", field="revision")
-    spec = DeploymentSpec.model_validate({**_known_fields(target.spec), "tenant": dep.tenant_id, "name": dep.name,
-                                          "model_id": target.model_id})
+    # the retrain policy is the endpoint's, not the revision's: a rollback keeps the current one
+    spec = DeploymentSpec.model_validate({**_known_fields(target.spec), "retrain": (dep.spec or {}).get("retrain"),
+                                          "tenant": dep.tenant_id, "name": dep.name, "model_id": target.model_id})
     return spec, f"rollback to revision {target.revision}"
 
 
@@ -439,10 +447,34 @@ def _dataset_of(job: Job | None) -> str | None:
     return dataset.get("id") if isinstance(dataset, dict) else None
 
 
-def _incomparable(job: Job | None, champ_job: Job | None, challenger: dict[str, Any], champion: dict[str, Any],
-                  metric: str, field: str) -> DoctuneError | None:
+def _version_of(job: Job | None) -> int:
+    """The dataset version a job trained and was tested on (jobs from before versions: 1, the only one)."""
+    dataset = ((job.spec if job else None) or {}).get("dataset")
+    return int((dataset.get("version") if isinstance(dataset, dict) else None) or 1)
+
+
+def _test_on_version(job: Job | None, version: int, metric: str) -> float | None:
+    """The job's test ``metric`` on an earlier version's test split (``dataset.compare_version``), if measured."""
+    value = (((job.metrics if job else None) or {}).get("test_by_version") or {}).get(str(version), {}).get(metric)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _same_test_split(p: Platform, dataset_id: str, a: int, b: int) -> bool:
+    """Whether two versions of a dataset have one test split: an append only adds records at the end of a
+    split, so two versions whose test splits are as long hold the same test records."""
+    with p.db.session() as s:
+        rows = s.execute(select(DatasetVersion.info).where(DatasetVersion.dataset_id == dataset_id,
+                                                           DatasetVersion.version.in_((a, b)))).scalars().all()
+    sizes = {((info or {}).get("sizes") or {}).get("test") for info in rows}
+    return len(rows) == 2 and len(sizes) == 1
+
+
+def _incomparable(p: Platform, job: Job | None, champ_job: Job | None, challenger: dict[str, Any],
+                  champion: dict[str, Any], metric: str, field: str) -> DoctuneError | None:
     """Why the two test metrics cannot be compared (measured on different test splits, or missing), or None.
-    A dataset's train/dev/test split is fixed when it is uploaded, so one dataset id is one test split."""
+    A dataset version's split never changes, and a later version's test split starts with an earlier one's:
+    two models tested on different versions are compared on the earlier version's test split when one of
+    them measured it (``dataset.compare_version``); ``test`` of both sides is then that measurement."""
     new_ds, old_ds = _dataset_of(job), _dataset_of(champ_job)
     if new_ds is None or new_ds != old_ds:
         return DoctuneError(
@@ -450,6 +482,21 @@ def _incomparable(job: Job | None, champ_job: Job | None, challenger: dict[str, 
             f"on dataset {old_ds or 'unknown'}: their test metrics are not comparable. Train the challenger on "
             f"{old_ds or 'the same dataset'}, or set force to promote it anyway",
             "conflict", field=field, tenant_error=True)
+    v_new, v_old = _version_of(job), _version_of(champ_job)
+    shared = v_old
+    if v_new != v_old and not _same_test_split(p, new_ds, v_new, v_old):  # else: one split, compared as it is
+        if (value := _test_on_version(job, v_old, metric)) is not None:
+            challenger["test"] = value  # the challenger measured the champion's test split too
+        elif (value := _test_on_version(champ_job, v_new, metric)) is not None:
+            champion["test"], shared = value, v_new
+        else:
+            return DoctuneError(
+                f"model {challenger['model_id']} was tested on version {v_new} of dataset {new_ds}, the endpoint's "
+                f"model {champion['model_id']} on version {v_old}: their test splits differ. Train the challenger with "
+                f"dataset.compare_version: {min(v_new, v_old)} (a retrain policy does), or set force to promote it anyway",
+                "conflict", field=field, tenant_error=True)
+    if v_new != v_old:
+        challenger["test_split"] = {"dataset_id": new_ds, "version": shared}
     for who, side in (("challenger", challenger), ("endpoint's model", champion)):
         if side["test"] is None:
             return DoctuneError(

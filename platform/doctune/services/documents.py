@@ -24,6 +24,7 @@ from doctune.documents import Document, DocumentError, Limits, extract_many, nor
 from doctune.errors import DoctuneError
 from doctune.services import Platform, Principal
 from doctune.services.datasets import _check_label_count, _store_dataset
+from doctune.services.redaction import redact_upload
 from doctune.services.tenants import check_tenant_access
 from doctune.spec import _slug
 from doctune.store.db import Dataset
@@ -38,9 +39,10 @@ _TOKEN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\s\u3400-\u9fff\uf900-\ufaf
 
 def upload_documents(p: Platform, caller: Principal, *, tenant: str, name: str, task: str, archive: bytes,
                      labels: bytes, skip_bad: bool = False, dev_fraction: float = 0.1, test_fraction: float = 0.1,
-                     seed: int = 42, limits: Limits | None = None) -> Dataset:
+                     seed: int = 42, limits: Limits | None = None, redact_pii: bool = False) -> Dataset:
     """Extract the archive's documents, join them with the labels and store the dataset; DoctuneError
-    (with a per-file ``errors`` list) when any file or record is bad and ``skip_bad`` is false."""
+    (with a per-file ``errors`` list) when any file or record is bad and ``skip_bad`` is false.
+    ``redact_pii`` (or the tenant's setting): personal data replaced first (``doctune.services.redaction``)."""
     check_tenant_access(caller, tenant, write=True)
     try:
         _slug(name, "name")
@@ -66,7 +68,8 @@ def upload_documents(p: Platform, caller: Principal, *, tenant: str, name: str, 
                            "invalid_dataset", field="labels")
     _check_label_count(p, {get_task(task).stratify_key(r) for r in records})
     splits = split_records(records, task, dev=dev_fraction, test=test_fraction, seed=seed)
-    info = validate_splits(splits, task)
+    splits, redaction = redact_upload(p, tenant, task, splits, redact_pii, documents_report=report)
+    info = validate_splits(splits, task) | redaction
     _check_label_count(p, info.get("labels") or ())
     info["split"] = {"method": "stratified", "seed": seed, "dev": dev_fraction, "test": test_fraction}
     info["documents"] = report

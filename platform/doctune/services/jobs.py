@@ -40,6 +40,11 @@ def check_spec(p: Platform, caller: Principal, spec: JobSpec) -> Dataset:
     ds = get_dataset(p, caller, spec.dataset.id)
     if ds.tenant_id != spec.tenant:
         raise DoctuneError(f"dataset {spec.dataset.id!r} not found", "not_found", field="dataset.id")
+    for field, version in (("version", spec.dataset.version), ("compare_version", spec.dataset.compare_version)):
+        if version is not None and version > (ds.version or 1):
+            raise DoctuneError(f"dataset {ds.id} has versions 1..{ds.version or 1}; dataset.{field} {version} does "
+                               f"not exist (see `doctune datasets versions {ds.id}`)", "not_found",
+                               field=f"dataset.{field}")
     if ds.task != spec.task:
         raise DoctuneError(
             f"dataset {ds.id} was uploaded for task {ds.task!r}, but the job's task is {spec.task!r}; "
@@ -99,8 +104,9 @@ def create_job_record(p: Platform, caller: Principal, spec: JobSpec, priority: i
         check_tenant_access(caller, spec.tenant, write=True)
         with p.db.session() as s:
             check_queued_jobs_quota(s, spec.tenant, lock=False)
-    check_language(p, spec, check_spec(p, caller, spec))
-    job = Job(id=new_id("job"), tenant_id=spec.tenant, task=spec.task, spec=spec.model_dump(mode="json"),
+    ds = check_spec(p, caller, spec)
+    check_language(p, spec, ds)
+    job = Job(id=new_id("job"), tenant_id=spec.tenant, task=spec.task, spec=pin_dataset_version(spec, ds),
               priority=priority)
     with p.db.session() as s:
         if queue_quota:
@@ -109,6 +115,15 @@ def create_job_record(p: Platform, caller: Principal, spec: JobSpec, priority: i
         s.flush()
         s.add(JobEvent(job_id=job.id, kind="status", status=JobState.QUEUED, reason=f"submitted by {caller.key_id}"))
     return job
+
+
+def pin_dataset_version(spec: JobSpec, ds: Dataset) -> dict[str, Any]:
+    """The spec as stored: its dataset version set (the newest when none is named), so the job records the
+    version it trains on, and a later append does not change what it reads."""
+    data = spec.model_dump(mode="json")
+    if data["dataset"].get("version") is None:
+        data["dataset"]["version"] = ds.version or 1
+    return data
 
 
 def check_queued_jobs_quota(s: Session, tenant_id: str, *, lock: bool = True) -> None:
@@ -499,3 +514,16 @@ def job_logs(p: Platform, caller: Principal, job_id: str) -> str:
         raise
     except Exception as exc:
         raise DoctuneError(f"could not read the job's log from the cluster: {exc}", "unavailable") from None
+
+
+def tensorboard_files(p: Platform, caller: Principal, job_id: str, expires_s: int = 900) -> list[dict[str, Any]]:
+    """The job's TensorBoard event files (one per attempt, written by its driver: doctune.drivers.tracking),
+    each with a presigned download URL good for ``expires_s``; the caller's own job only (another tenant's
+    is a 404, as for any of its ids). Empty until the job's first evaluation or checkpoint."""
+    from doctune.train.trainer import tensorboard_prefix
+
+    job = get_job(p, caller, job_id, sync=False)
+    prefix = tensorboard_prefix(job.tenant_id, job.id) + "/"
+    return [{"path": key[len(prefix):], "bytes": size, "url": p.objects.presign_download(key, expires_s),
+             "expires_s": expires_s}
+            for key, size in p.objects.list_objects(prefix) if not key.endswith("/")]

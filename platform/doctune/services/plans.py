@@ -15,11 +15,12 @@ from typing import Any
 from sqlalchemy import select
 
 from doctune.services import Platform, Principal
-from doctune.services.datasets import read_split
+from doctune.services.dataset_versions import dataset_view
 from doctune.services.jobs import check_spec
 from doctune.services.tenants import get_tenant
 from doctune.spec import JobSpec
 from doctune.states import JobState
+from doctune.store.dataset_files import read_split
 from doctune.store.db import Job
 from doctune.tasks import get_task, task_texts
 from doctune.train.plan import MB, count_tokens, estimate_memory, load_tokenizer, model_shape
@@ -137,9 +138,10 @@ def plan_job(p: Platform, caller: Principal, spec: JobSpec) -> dict[str, Any]:
 
     ds = check_spec(p, caller, spec)
     plugin = get_task(spec.task)
-    info = ds.info or {}
+    view = dataset_view(p, ds, spec.dataset.version)  # the version the job would train on
+    info = view.info
     on_gpu = spec.resources_per_worker.gpu > 0
-    splits = {name: read_split(p, ds, name) for name in ("train", "dev", "test")}
+    splits = {name: read_split(p.objects, info["parts"], name) for name in ("train", "dev", "test")}
     with planning_files(spec.base_model, p.objects) as base:
         shape = model_shape(spec, plugin, base, info, on_gpu=on_gpu)
         # a scratch copy is loaded uncached: its folder is gone once the plan answers

@@ -8,6 +8,8 @@ left, else fails with the reason (:func:`doctune.services.jobs.reconcile_job`); 
 driver is gone fails, and its unfinished trials with it (:func:`doctune.services.sweeps.reconcile_sweeps`);
 an endpoint whose Serve application vanished is deployed again, and one stuck in ``deploying``
 or ``deleting`` is settled from what Serve runs (:func:`doctune.services.deployments.reconcile_deployments`).
+It also runs the deployments' retrain policies: a retrain job that ended has its model promoted (or
+refused), and a schedule that came due fires (:func:`doctune.services.retrain.run_retrains`).
 
 The API server runs it at start and every ``reconcile_interval_s`` (settings) in a
 :class:`Reconciler` thread, so a restart of the API, of the Ray head, or a driver that died
@@ -22,6 +24,7 @@ import threading
 from doctune.services import Platform
 from doctune.services import deployments as deployments_svc
 from doctune.services import jobs as jobs_svc
+from doctune.services import retrain as retrain_svc
 from doctune.services import sweeps as sweeps_svc
 
 __all__ = ["Reconciler", "reconcile_all"]
@@ -36,7 +39,8 @@ def reconcile_all(p: Platform, grace_s: float | None = None) -> dict[str, int]:
     out: dict[str, int] = {}
     for kind, fn in (("jobs", lambda: jobs_svc.reconcile_with_ray(p, grace_s)),
                      ("sweeps", lambda: sweeps_svc.reconcile_sweeps(p, grace_s)),
-                     ("deployments", lambda: len(deployments_svc.reconcile_deployments(p)))):
+                     ("deployments", lambda: len(deployments_svc.reconcile_deployments(p))),
+                     ("retrains", lambda: retrain_svc.run_retrains(p))):
         try:
             out[kind] = fn()
         except Exception as exc:  # e.g. Ray's dashboard is restarting: the next pass tries again

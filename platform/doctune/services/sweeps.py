@@ -77,9 +77,13 @@ def submit_sweep(p: Platform, caller: Principal, sweep: SweepSpec) -> Sweep:
     _check_base_models(p, caller, sweep)
     first = {path: (d.values[0] if d.type == "choice" else d.low) for path, d in sweep.search_space.items()}
     job = trial_spec(sweep, first)
-    check_language(p, job, check_spec(p, caller, job))  # dataset, base model, task, language: as for a job
+    ds = check_spec(p, caller, job)
+    check_language(p, job, ds)  # dataset, base model, task, language: as for a job
     check_metric(get_task(job.task), sweep_metric(sweep), "metric")
-    row = Sweep(id=new_id("sweep"), tenant_id=sweep.tenant, task=job.task, spec=sweep.model_dump(mode="json"),
+    stored = sweep.model_dump(mode="json")
+    if isinstance(stored["job"].get("dataset"), dict) and stored["job"]["dataset"].get("version") is None:
+        stored["job"]["dataset"]["version"] = ds.version or 1  # every trial trains on the same version
+    row = Sweep(id=new_id("sweep"), tenant_id=sweep.tenant, task=job.task, spec=stored,
                 ray_cluster_id=p.cluster_for(sweep.tenant))  # its driver (and so its trials) runs there
     with p.db.session() as s:
         take_quota_lock(s)  # count and insert under the lock: racing submits cannot both pass the quota

@@ -229,10 +229,12 @@ def delete_with_files(p: Platform, table, row_id: str, uri: str, what: str) -> N
 
 QUOTA_FIELDS = ("weight", "max_concurrent_jobs", "max_cpus", "max_gpus", "max_storage_bytes", "max_deployments",
                 "max_trials", "max_queued_jobs", "max_keys")
+SETTINGS_FIELDS = ("redact_pii",)
 
 
 def tenant_view(t: Tenant) -> dict:
     return {"id": t.id, "display_name": t.display_name, "quota": {f: getattr(t, f) for f in QUOTA_FIELDS},
+            "settings": {f: bool(getattr(t, f)) for f in SETTINGS_FIELDS},
             "created_at": t.created_at.isoformat() if t.created_at else None}
 
 
@@ -254,6 +256,21 @@ def set_quota(p: Platform, caller: Principal, tenant_id: str, changes: dict) -> 
         for k, v in changes.items():
             if k == "weight" and v is None:
                 raise DoctuneError("weight cannot be unlimited; give a number > 0", "invalid_spec", field="weight")
+            setattr(t, k, v)
+        return tenant_view(t)
+
+
+def set_settings(p: Platform, caller: Principal, tenant_id: str, changes: dict) -> dict:
+    """Admin only: a tenant's settings (``redact_pii``); ``changes`` holds only the fields to change."""
+    if not caller.is_admin:
+        raise DoctuneError("only a platform admin can change a tenant's settings", "forbidden")
+    with p.db.session() as s:
+        t = s.get(Tenant, tenant_id)
+        if t is None:
+            raise DoctuneError(f"tenant {tenant_id!r} not found", "not_found", field="tenant")
+        for k, v in changes.items():
+            if v is None:
+                raise DoctuneError(f"{k} is true or false; leave it out to keep its value", "invalid_spec", field=k)
             setattr(t, k, v)
         return tenant_view(t)
 

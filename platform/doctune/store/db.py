@@ -1,5 +1,5 @@
-"""Metadata: tenants (and their dedicated Ray clusters), API keys, datasets, jobs, sweeps, models,
-deployments and their revisions.
+"""Metadata: tenants (and their dedicated Ray clusters), API keys, datasets and their versions, jobs,
+sweeps, models, deployments, their revisions and their retrain decisions.
 
 SQLite under ``$DOCTUNE_HOME`` by default, PostgreSQL via ``DOCTUNE_DATABASE_URL``.
 The schema is owned by Alembic (``doctune/store/migrations``); :meth:`Database.migrate`
@@ -49,6 +49,8 @@ class Tenant(Base):
     max_trials: Mapped[int | None] = mapped_column(Integer, default=16)  # trials one sweep may run
     max_queued_jobs: Mapped[int | None] = mapped_column(Integer, default=100, server_default="100")
     max_keys: Mapped[int | None] = mapped_column(Integer, default=50, server_default="50")  # live (unrevoked) keys
+    # settings: redact_pii replaces personal data in every dataset the tenant uploads (doctune.services.redaction)
+    redact_pii: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
 class RayCluster(Base):
@@ -139,6 +141,22 @@ class Dataset(Base):
     name: Mapped[str] = mapped_column(String(200))
     task: Mapped[str] = mapped_column(String(32))
     uri: Mapped[str] = mapped_column(Text)  # object-store prefix holding train/dev/test.jsonl
+    info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # as of its newest version
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # its newest DatasetVersion
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class DatasetVersion(Base):
+    """One version of a dataset: version 1 is the upload, each append adds the next. A version's records
+    are those of every version up to it, split by split, in order (its files hold only what it added,
+    under ``info["uri"]``); its ``info`` has the dataset's info as of it, its counts (``sizes``, ``added``),
+    its label distribution and the drift from the version before (``doctune.services.dataset_versions``)."""
+
+    __tablename__ = "dataset_versions"
+    __table_args__ = (UniqueConstraint("dataset_id", "version", name="uq_dataset_versions_version"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
@@ -250,6 +268,9 @@ class Deployment(Base):
     revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # its newest DeploymentRevision
     # the driver (a Ray submission) doing the current deploy or undeploy; the reconciler asks about it
     ray_submission_id: Mapped[str | None] = mapped_column(String(128))
+    # its retrain policy's bookkeeping (the policy itself is spec["retrain"]): the retrain job under way,
+    # when the schedule last fired (doctune.services.retrain)
+    retrain_state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
 
@@ -267,6 +288,22 @@ class DeploymentRevision(Base):
     reason: Mapped[str] = mapped_column(Text)
     decision: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # a promotion's decision and both test metrics
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class RetrainEvent(Base):
+    """One decision of a deployment's retrain policy: triggered (a job submitted), skipped, promoted,
+    refused (the challenger was not better) or failed (its job did not succeed), with the numbers
+    that decided it (growth, drift, both test metrics) in ``data``. Paged by id."""
+
+    __tablename__ = "retrain_events"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    decision: Mapped[str] = mapped_column(String(16))
+    trigger: Mapped[str | None] = mapped_column(String(16))  # growth, drift, schedule; None for a job's outcome
+    reason: Mapped[str] = mapped_column(Text)
+    job_id: Mapped[str | None] = mapped_column(String(64))  # the retrain job, once there is one
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class Database:

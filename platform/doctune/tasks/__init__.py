@@ -148,6 +148,11 @@ class TaskPlugin(Protocol):
     #   baseline_kind: str: what the step-0 evaluation measures (default "untrained_head").
     #   reference_baselines(splits, info) -> {name: {"dev": metrics, "test": metrics}}: model-free
     #       baselines (e.g. lead-N sentences for summaries), reported beside the fine-tuned metrics.
+    #   redact_record(record, redactor) -> record: the validated record with personal data replaced
+    #       (dataset upload with redact_pii; ``redactor`` is a doctune.pii.Redactor: .text(str),
+    #       .value(field value), .tokens(words), .text_with_spans(text, spans)), for records whose text
+    #       is not only their ``text_fields`` (spans into the text, fields feeding a prompt). Without
+    #       it, each ``text_fields`` field is redacted: a string as text, a list of words word by word.
 
     def parse_request(self, body: Any) -> list[Any]:
         """Serving: validate a request body into the inputs :meth:`predict` takes."""

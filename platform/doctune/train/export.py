@@ -53,6 +53,11 @@ def export_trained_model(engine, *, rank: int, tokenizer, spec, info, store, pre
     import deepspeed
     import torch.distributed as dist
 
+    if spec.deepspeed.zero_stage == 3:
+        # the test and dev evaluations' forward passes can leave prefetched parameters in flight;
+        # gathering them and partitioning them again on exit then fails ("Cannot partition a param
+        # in flight", Gemma-3-270M full fine-tuning): wait for them and release every parameter first
+        engine.empty_partition_cache()
     gather = (
         deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=0)
         if spec.deepspeed.zero_stage == 3

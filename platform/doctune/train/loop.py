@@ -19,7 +19,6 @@ metrics.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from doctune.spec import EarlyStoppingSpec, JobSpec
+from doctune.store.dataset_files import read_split
 from doctune.train.checkpoints import restore_checkpoint, save_checkpoint
 from doctune.train.early_stopping import EarlyStopper
 from doctune.train.evaluation import Evaluator
@@ -125,9 +125,10 @@ def _set_environment(use_gpu: bool) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
-def _load_split(store, dataset_uri: str, split: str) -> list[dict[str, Any]]:
-    blob = store.get_bytes(f"{store.key_of(dataset_uri)}/{split}.jsonl")
-    return [json.loads(l) for l in blob.decode().splitlines() if l.strip()]
+def _load_split(store, dataset_uri: str, split: str, parts: list[str] | None = None) -> list[dict[str, Any]]:
+    """``split`` of the job's dataset version: each version's own files up to it, in order (``parts``,
+    from the dataset info; none: the dataset's files at ``dataset_uri`` alone)."""
+    return read_split(store, parts or [dataset_uri], split)
 
 
 def load_worker_data(config: dict[str, Any], spec: JobSpec, plugin: Any, store: Any, rank: int,
@@ -137,7 +138,7 @@ def load_worker_data(config: dict[str, Any], spec: JobSpec, plugin: Any, store: 
     from torch.utils.data import DataLoader, DistributedSampler
 
     info = config["dataset_info"]
-    splits = {s: _load_split(store, config["dataset_uri"], s) for s in ("train", "dev", "test")}
+    splits = {s: _load_split(store, config["dataset_uri"], s, info.get("parts")) for s in ("train", "dev", "test")}
 
     from transformers import AutoTokenizer
 
@@ -146,6 +147,8 @@ def load_worker_data(config: dict[str, Any], spec: JobSpec, plugin: Any, store: 
     base = resolve_base_model(spec.base_model)
     tokenizer = AutoTokenizer.from_pretrained(base)
     encoded = {s: plugin.encode(r, tokenizer, info, spec.max_seq_length) for s, r in splits.items()}
+    for version, n in (info.get("compare_test") or {}).items():  # an earlier version's test split: its first n
+        encoded[f"test@{version}"] = plugin.encode(splits["test"][:n], tokenizer, info, spec.max_seq_length)
     sampler = DistributedSampler(encoded["train"], num_replicas=world, rank=rank, shuffle=True, seed=spec.seed)
     loader = DataLoader(
         encoded["train"],
@@ -215,11 +218,13 @@ class WorkerRun:
     train_tokens: int = 0  # all ranks' tokens trained on in this attempt
     setup_s: float = 0.0
     train_s: float = 0.0
+    test_by_version: dict[str, Any] = field(default_factory=dict)  # version -> test metrics on its test split
 
     @classmethod
     def set_up(cls, config: dict[str, Any]) -> WorkerRun:
         """Seed, join the process group, load the data, build the engine and restore the
         newest checkpoint; tells the driver the run is starting."""
+        entered = time.time()  # before torch and DeepSpeed are imported: the timeline's worker_started
         use_gpu = config.get("use_gpu", False)
         _set_environment(use_gpu)
 
@@ -240,8 +245,10 @@ class WorkerRun:
         torch.set_num_threads(spec.resources_per_worker.threads or max(1, int(spec.resources_per_worker.cpu)))
         torch.manual_seed(spec.seed)
         reporter.register_worker()
+        reporter.mark("worker_started", entered)
 
         deepspeed.init_distributed("nccl" if use_gpu else "gloo")
+        reporter.mark("process_group_ready")
         memory_at_start = process_memory_mb()  # the runtime (torch, DeepSpeed, Ray) before any model or data
         plugin = get_task(spec.task)
         store = ObjectStore(load_settings())
@@ -255,6 +262,7 @@ class WorkerRun:
                  else TrainingState(stopper=EarlyStopper(spec.early_stopping)))
         resumed_from = engine.global_steps if saved is not None else 0
         evaluator = Evaluator(engine, data.encoded, plugin, data.tokenizer, data.info, spec.micro_batch_size * 2)
+        reporter.mark("model_loaded")  # data read and encoded, engine built, checkpoint restored
         reporter.send(phase="starting", total_steps=total_steps, resumed_from_step=resumed_from,
                       step=engine.global_steps, primary_metric=plugin.primary_metric)
         return cls(config=config, spec=spec, rank=rank, world=world, began=began, memory_at_start=memory_at_start,
@@ -286,6 +294,7 @@ class WorkerRun:
         self.epoch = micro_done // max(len(loader), 1)
         skip = micro_done % max(len(loader), 1)  # micro-batches of this epoch the checkpoint already trained on
         self.reporter.start_training(time.monotonic())
+        self.reporter.mark("training_started")  # after the baseline evaluation
         stop = engine.global_steps >= self.total_steps
         engine.train()
         self.setup_s = time.monotonic() - self.began - self.evaluator.seconds  # loading, building, restoring
@@ -338,9 +347,12 @@ class WorkerRun:
             self._pause(step)
             return _PAUSED
         self.reporter.step_done(now)
+        if step == self.resumed_from + 1:
+            self.reporter.mark("first_step")
         if talk:
             self.reporter.send_training(step=step, epoch=self.epoch, tokens_seen=self.state.tokens_seen,
-                                        lr=self.engine.get_lr()[0], total_steps=self.total_steps, now=now)
+                                        lr=self.engine.get_lr()[0], total_steps=self.total_steps, now=now,
+                                        memory_mb=process_memory_mb()["rss_mb"] if self.rank == 0 else None)
         metrics: dict[str, Any] = {"step": step, "epoch": self.epoch, **self.last_dev}
         evaluated = step % spec.eval_interval == 0 or step >= self.total_steps
         stop = evaluated and self._evaluate_dev(step, metrics)
@@ -406,6 +418,8 @@ class WorkerRun:
         self.reporter.send(phase="testing")
         test = self.evaluator.run("test")
         dev = self.evaluator.run("dev")
+        self.test_by_version = {name.split("@", 1)[1]: self.evaluator.run(name)  # in one order on every rank
+                                for name in sorted(self.data.encoded) if name.startswith("test@")}
         return test, dev
 
     def export(self) -> None:
@@ -432,4 +446,6 @@ class WorkerRun:
             "memory": memory,
             "timing": timing,
         }
+        if self.test_by_version:  # dataset.compare_version: the test metrics on that version's test split
+            final["test_by_version"] = self.test_by_version
         self.reporter.deliver({"final": final, "phase": "done", "step": self.engine.global_steps})

@@ -4,6 +4,10 @@
 sends it progress (step, loss, evaluations, the final result), the driver reads it and
 copies it into the job record, and the driver sets its stop flag to pause the run.
 
+The actor also keeps every training message (loss, learning rate, steps/s, tokens seen, rank 0's
+memory) until the driver takes them (``take_series``), for its experiment tracking
+(:mod:`doctune.drivers.tracking`): the state alone holds only the newest.
+
 :class:`ProgressReporter` is the workers' side, used by the worker loop
 (:mod:`doctune.train.loop`) on every rank: only rank 0 talks to the actor, at most every
 :data:`PROGRESS_EVERY_S` (so a step pays no round trip), with the loss and the rate/ETA
@@ -13,6 +17,7 @@ over the last :data:`RATE_WINDOW` steps, and polls the stop flag without blockin
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
 from typing import Any
 
@@ -20,6 +25,10 @@ __all__ = ["PROGRESS_EVERY_S", "RATE_WINDOW", "ProgressReporter", "progress_acto
 
 RATE_WINDOW = 20  # steps/s and the ETA are measured over this many steps: steady state, not warm-up
 PROGRESS_EVERY_S = 1.0  # rank 0 talks to the progress actor at most this often, not on every step
+# what the actor keeps of each training message for the driver's experiment tracking, and how many
+# messages at most (the driver takes them every couple of seconds: this is hours of headroom)
+SERIES_FIELDS = ("step", "loss", "lr", "steps_per_s", "tokens_seen", "memory_mb")
+SERIES_KEPT = 10_000
 
 
 def progress_actor() -> Any:
@@ -34,10 +43,20 @@ def progress_actor() -> Any:
             self.state: dict[str, Any] = {"worker_pids": {}}
             self.version = 0
             self.stop_requested: str | None = None  # "pause" or "cancel"
+            # every training message since the driver last took them (its experiment tracking
+            # plots each one: the state above keeps only the newest)
+            self.series: deque[dict[str, Any]] = deque(maxlen=SERIES_KEPT)
 
         def update(self, fields: dict[str, Any]) -> None:
             self.state.update(fields)
             self.version += 1
+            if fields.get("phase") == "training" and "loss" in fields:
+                self.series.append({k: fields.get(k) for k in SERIES_FIELDS})
+
+        def take_series(self) -> list[dict[str, Any]]:
+            """The training messages since the last call, oldest first (and forget them)."""
+            taken, self.series = list(self.series), deque(maxlen=SERIES_KEPT)
+            return taken
 
         def register_worker(self, rank: int, pid: int) -> None:
             self.state["worker_pids"] = {**self.state["worker_pids"], str(rank): pid}
@@ -72,6 +91,14 @@ class ProgressReporter:
         self._step_times: deque[float] = deque(maxlen=RATE_WINDOW + 1)
         self._losses: list[float] = []
         self._last_talk = 0.0
+        self._timeline: dict[str, float] = {}
+
+    def mark(self, milestone: str, at: float | None = None) -> None:
+        """Record when a start-up milestone was reached (wall-clock ``time.time()``, default now) in
+        the progress's ``timeline`` (rank 0 only): where a job's time to its first step goes."""
+        if self.lead:
+            self._timeline[milestone] = time.time() if at is None else at
+            self.send(timeline=dict(self._timeline))
 
     def register_worker(self) -> None:
         """Tell the driver this rank's process id (every rank)."""
@@ -122,8 +149,9 @@ class ProgressReporter:
         self._step_times.append(now)
 
     def send_training(self, *, step: int, epoch: int, tokens_seen: int, lr: float, total_steps: int,
-                      now: float) -> None:
-        """The training message: mean loss since the last one, learning rate, steps/s and ETA."""
+                      now: float, memory_mb: float | None = None) -> None:
+        """The training message: mean loss since the last one, learning rate, steps/s, ETA and
+        ``memory_mb``, rank 0's resident memory now."""
         times = self._step_times
         rate = (len(times) - 1) / max(times[-1] - times[0], 1e-6)
         self.send(
@@ -135,5 +163,6 @@ class ProgressReporter:
             lr=lr,
             steps_per_s=rate,
             eta_s=(total_steps - step) / rate if rate > 0 else None,
+            memory_mb=memory_mb,
         )
         self._losses, self._last_talk = [], now

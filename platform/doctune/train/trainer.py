@@ -1,7 +1,7 @@
 """Build the Ray Train ``TorchTrainer`` of one job attempt from its JobSpec.
 
 The run's storage is ``tenants/<tenant>/jobs/<job-id>/checkpoints/attempt-<n>/`` in the
-object store (through pyarrow's S3 filesystem); the worker loop is
+object store (its driver's TensorBoard files go beside it, in ``.../<job-id>/tensorboard/``) (through pyarrow's S3 filesystem); the worker loop is
 :func:`doctune.train.loop.train_loop_per_worker`, and everything it needs travels in its
 config, so the workers never read platform state beyond the dataset and the base model.
 """
@@ -13,7 +13,7 @@ from typing import Any
 from doctune.spec import JobSpec
 from doctune.store.objects import ObjectStore, tenant_key
 
-__all__ = ["attempt_dir", "build_trainer", "checkpoint_prefix"]
+__all__ = ["attempt_dir", "build_trainer", "checkpoint_prefix", "tensorboard_prefix"]
 
 
 def attempt_dir(attempt: int) -> str:
@@ -24,6 +24,11 @@ def checkpoint_prefix(spec: JobSpec, job_id: str, attempt: int | None = None) ->
     """Where a job's checkpoints live (one folder per attempt under it)."""
     parts = ("jobs", job_id, "checkpoints") + ((attempt_dir(attempt),) if attempt is not None else ())
     return tenant_key(spec.tenant, *parts)
+
+
+def tensorboard_prefix(tenant: str, job_id: str) -> str:
+    """Where a job's TensorBoard event files live (one per attempt; doctune.drivers.tracking writes them)."""
+    return tenant_key(tenant, "jobs", job_id, "tensorboard")
 
 
 def worker_resources(spec: JobSpec) -> dict[str, float]:

@@ -1,4 +1,5 @@
-"""``/v1/deployments``: serve a model behind an autoscaled endpoint; list, read, undeploy, revisions, rollback."""
+"""``/v1/deployments``: serve a model behind an autoscaled endpoint; list, read, undeploy, revisions, rollback;
+its retrain policy and that policy's decisions."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from doctune.api.deps import CurrentCaller, CurrentPlatform, Paging, SpecBody, TaskFilter
-from doctune.api.schemas import DeploymentOut, EndpointMetricsOut, Page, RevisionOut, RollbackRequest
+from doctune.api.schemas import (DeploymentOut, EndpointMetricsOut, Page, RetrainEventOut, RevisionOut,
+                                 RollbackRequest)
 from doctune.services import cluster as cluster_svc
 from doctune.services import deployments as deployments_svc
-from doctune.spec import DeploymentSpec
+from doctune.services import retrain as retrain_svc
+from doctune.spec import DeploymentSpec, RetrainPolicySpec
 from doctune.states import DeploymentState
 
 router = APIRouter(prefix="/v1/deployments", tags=["deployments"])
@@ -18,6 +21,7 @@ router = APIRouter(prefix="/v1/deployments", tags=["deployments"])
 DeploymentBody = Annotated[DeploymentSpec, Depends(SpecBody(DeploymentSpec))]
 RollbackBody = Annotated[RollbackRequest, Depends(SpecBody(RollbackRequest, claims_tenant=False,
                                                            code="invalid_request", required=False))]
+RetrainPolicyBody = Annotated[RetrainPolicySpec, Depends(SpecBody(RetrainPolicySpec, claims_tenant=False))]
 
 
 def visible_deployment(deployment_id: str, who: CurrentCaller, p: CurrentPlatform) -> Any:
@@ -71,6 +75,31 @@ def rollback(deployment: VisibleDeployment, body: RollbackBody, who: CurrentCall
     """Redeploy an earlier revision (default: the one before the current one) as a new revision.
     ``deployment`` comes before ``body``: another tenant's id is 404 before any field error."""
     return DeploymentOut.of(deployments_svc.rollback(p, who, deployment.id, body.revision), p.settings.serve_url)
+
+
+@router.put("/{deployment_id}/retrain-policy", response_model=DeploymentOut)
+def set_retrain_policy(deployment: VisibleDeployment, policy: RetrainPolicyBody, who: CurrentCaller,
+                       p: CurrentPlatform) -> DeploymentOut:
+    """Set the endpoint's retrain policy: retrain its model on its dataset's newest version when the dataset
+    grows or its labels drift enough (checked at each append), or on a cron schedule; the retrained model is
+    served only if its test metric beats the served one's (docs/lifecycle.md). No revision is added."""
+    return DeploymentOut.of(retrain_svc.set_policy(p, who, deployment.id, policy), p.settings.serve_url)
+
+
+@router.delete("/{deployment_id}/retrain-policy", response_model=DeploymentOut)
+def delete_retrain_policy(deployment: VisibleDeployment, who: CurrentCaller, p: CurrentPlatform) -> DeploymentOut:
+    """Remove the endpoint's retrain policy (a retrain job under way still finishes and is still compared)."""
+    return DeploymentOut.of(retrain_svc.set_policy(p, who, deployment.id, None), p.settings.serve_url)
+
+
+@router.get("/{deployment_id}/retrain-events", response_model=list[RetrainEventOut])
+def retrain_events(deployment: VisibleDeployment, who: CurrentCaller, p: CurrentPlatform,
+                   after: Annotated[int, Query(ge=0, description="Only events with ids above this (paging).")] = 0,
+                   limit: Annotated[int, Query(ge=1, le=retrain_svc.MAX_EVENTS_PAGE)] = 200,
+                   ) -> list[RetrainEventOut]:
+    """Every decision of the endpoint's retrain policy, oldest first: triggered, skipped, promoted, refused,
+    failed, each with its reason, the growth and drift that decided it and both models' test metric."""
+    return [RetrainEventOut.of(e) for e in retrain_svc.list_events(p, who, deployment.id, after=after, limit=limit)]
 
 
 @router.get("/{deployment_id}/metrics", response_model=EndpointMetricsOut)

@@ -1,4 +1,5 @@
-"""``/v1/jobs``: submit, plan, list, follow (events, logs), pause, resume and cancel fine-tuning jobs."""
+"""``/v1/jobs``: submit, plan, list, follow (events, logs, TensorBoard files), pause, resume and cancel
+fine-tuning jobs."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from fastapi import APIRouter, Depends, Header, Query
 
 from doctune.api.deps import CurrentCaller, CurrentPlatform, Paging, SpecBody, TaskFilter
 from doctune.api.schemas import (CheckpointsDeleted, DirectSubmission, JobEvent, JobEventsPage, JobLogs, JobOut, Page,
-                                 PlanOut, SubmissionTokenOut)
+                                 PlanOut, SubmissionTokenOut, TensorBoardFileOut)
 from doctune.services import jobs as jobs_svc
 from doctune.services import plans as plans_svc
 from doctune.services import submission_tokens as tokens_svc
@@ -93,6 +94,13 @@ def job_logs(job_id: str, who: CurrentCaller, p: CurrentPlatform,
     """The job driver's log from ``offset``."""
     text = jobs_svc.job_logs(p, who, job_id)
     return JobLogs(text=text[offset:], offset=len(text))
+
+
+@router.get("/{job_id}/tensorboard", response_model=list[TensorBoardFileOut])
+def job_tensorboard(job_id: str, who: CurrentCaller, p: CurrentPlatform) -> list[TensorBoardFileOut]:
+    """The job's TensorBoard event files (train loss, learning rate, dev metrics, throughput, memory), with
+    15-minute presigned download URLs; `doctune jobs tensorboard JOB` downloads and serves them."""
+    return [TensorBoardFileOut.model_validate(f) for f in jobs_svc.tensorboard_files(p, who, job_id)]
 
 
 @router.post("/{job_id}/pause", response_model=JobOut)

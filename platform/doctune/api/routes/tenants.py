@@ -1,5 +1,5 @@
-"""``/v1/tenants``: create tenants, set their quotas and their dedicated Ray clusters (admin), list and
-read them."""
+"""``/v1/tenants``: create tenants, set their quotas, settings and dedicated Ray clusters (admin), list
+and read them."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from doctune.api.deps import AdminCaller, CurrentCaller, CurrentPlatform, Paging
 from doctune.api.schemas import Page, TenantCreated, TenantOut
 from doctune.services import ray_clusters as clusters_svc
 from doctune.services import tenants as tenants_svc
-from doctune.spec import QuotaSpec, RayClusterSpec, TenantSpec
+from doctune.spec import QuotaSpec, RayClusterSpec, TenantSettingsSpec, TenantSpec
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
 
@@ -19,6 +19,7 @@ router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
 TenantBody = Annotated[TenantSpec, Depends(SpecBody(TenantSpec, claims_tenant=False))]
 QuotaBody = Annotated[QuotaSpec, Depends(SpecBody(QuotaSpec, claims_tenant=False))]
 RayClusterBody = Annotated[RayClusterSpec, Depends(SpecBody(RayClusterSpec, claims_tenant=False))]
+SettingsBody = Annotated[TenantSettingsSpec, Depends(SpecBody(TenantSettingsSpec, claims_tenant=False))]
 
 
 @router.post("", status_code=201, response_model=TenantCreated)
@@ -44,6 +45,13 @@ def get_tenant(tenant_id: str, who: CurrentCaller, p: CurrentPlatform) -> Tenant
 def set_quota(tenant_id: str, who: AdminCaller, spec: QuotaBody, p: CurrentPlatform) -> TenantOut:
     """Change only the fields given; null means unlimited."""
     return TenantOut.model_validate(tenants_svc.set_quota(p, who, tenant_id, spec.model_dump(exclude_unset=True)))
+
+
+@router.put("/{tenant_id}/settings", response_model=TenantOut)
+def set_settings(tenant_id: str, who: AdminCaller, spec: SettingsBody, p: CurrentPlatform) -> TenantOut:
+    """Change only the settings given: `redact_pii` replaces personal data in every dataset the tenant
+    uploads from now on (datasets stored before stay as they are)."""
+    return TenantOut.model_validate(tenants_svc.set_settings(p, who, tenant_id, spec.model_dump(exclude_unset=True)))
 
 
 

@@ -1,7 +1,9 @@
 """Jobs: the tenant's jobs with state, progress and why each waits; usage against each quota; and one
 job's live view (refreshed by a ``gr.Timer`` while it has not ended): train-loss and dev-metric curves
-from its events, the event timeline, the log tail, cancel/pause/resume, and once finished the report
-(baseline beside fine-tuned, per-class or per-type metrics, the confusion matrix for classification)."""
+from its events, the event timeline, the log tail, cancel/pause/resume, where its experiment tracking
+is (the `doctune jobs tensorboard` line that serves its TensorBoard logs on the user's machine, and its
+MLflow run), and once finished the report (baseline beside fine-tuned, per-class or per-type metrics,
+the confusion matrix for classification)."""
 
 from __future__ import annotations
 
@@ -39,7 +41,8 @@ def build(console: Console) -> None:
 
 
 def _build_view(console: Console) -> dict[str, Any]:
-    v: dict[str, Any] = {"header": console.add("jobs.header", gr.Markdown("", elem_id="jobs-header"))}
+    v: dict[str, Any] = {"header": console.add("jobs.header", gr.Markdown("", elem_id="jobs-header")),
+                         "tracking": console.add("jobs.tracking", gr.Markdown("", elem_id="jobs-tracking"))}
     with gr.Row():
         v["loss"] = console.add("jobs.loss", gr.LinePlot(pd.DataFrame({"step": [], "loss": []}), x="step", y="loss",
                                                          label="Train loss", elem_id="jobs-loss"))
@@ -60,7 +63,8 @@ def _build_view(console: Console) -> dict[str, Any]:
 
 
 def _wire(console: Console, usage, table, refresh, pick, cancel, pause, resume, view, timer) -> None:
-    outs = [view[k] for k in ("header", "loss", "dev", "report", "per_class", "confusion", "events", "logs")] + [timer]
+    outs = [view[k] for k in ("header", "tracking", "loss", "dev", "report", "per_class", "confusion", "events",
+                              "logs")] + [timer]
 
     @action
     def list_jobs(request: gr.Request):
@@ -105,7 +109,7 @@ def job_view(client: DoctuneClient, job_id: str) -> list[Any]:
     events = _events(client, job_id)
     logs = client.request("GET", f"/v1/jobs/{job_id}/logs")["text"][-LOG_TAIL_CHARS:]
     report, per_class, confusion = report_frames(job)
-    return [header(job), loss_frame(events), dev_frame(events), report, per_class, confusion,
+    return [header(job), tracking(job), loss_frame(events), dev_frame(events), report, per_class, confusion,
             events_frame(events), logs, gr.Timer(active=job["status"] not in ENDED)]
 
 
@@ -140,6 +144,20 @@ def header(job: dict[str, Any]) -> str:
         parts.append(f"best cheap baseline: {best['name']} {best['metric']} {best['value']:.3f}; "
                      f"fine-tuned {best['margin']:+.3f}")
     return "\n\n".join(parts)
+
+
+def tracking(job: dict[str, Any]) -> str:
+    """Where the job's experiment tracking is: the command that downloads its TensorBoard logs and serves
+    them on the user's own machine (the console cannot start a process there), and its MLflow run."""
+    if job["status"] == "queued":
+        return ""
+    lines = [f"**TensorBoard**: `doctune jobs tensorboard {job['id']}` downloads this job's logs (train loss, "
+             "learning rate, dev metrics, throughput, memory) and serves them on 127.0.0.1; name more job ids "
+             "to compare them."]
+    run = (job.get("metrics") or {}).get("mlflow")
+    if isinstance(run, dict) and run.get("run_id"):
+        lines.append(f"**MLflow**: run `{run['run_id']}` in experiment `{run.get('experiment', '')}`.")
+    return "\n\n".join(lines)
 
 
 def loss_frame(events: list[dict[str, Any]]) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """Models and deployments: the tenant's registered models with their metrics; deploy one with
 autoscaling and batching settings (the form is generated from :class:`doctune.spec.DeploymentSpec`'s
 fields and descriptions); each deployment's revisions, replicas and request metrics
-(``GET /v1/deployments/{id}/metrics``); rollback."""
+(``GET /v1/deployments/{id}/metrics``); rollback; a deployment's retrain policy (a small form) and its decisions."""
 
 from __future__ import annotations
 
@@ -13,12 +13,15 @@ import pandas as pd
 
 from doctune.console.context import Console, action
 from doctune.errors import DoctuneError
-from doctune.spec import DeploymentSpec
+from doctune.spec import DeploymentSpec, RetrainPolicySpec
 
 MODEL_COLUMNS = ["id", "task", "job_id", "metric", "test", "dev", "baseline", "merged", "created_at"]
 DEPLOYMENT_COLUMNS = ["id", "name", "model_id", "status", "revision", "url", "message"]
 REVISION_COLUMNS = ["revision", "current", "model_id", "reason", "decision", "created_at"]
-NAMED = ("tenant", "model_id", "name")  # the form's own inputs; every other DeploymentSpec field is generated
+NAMED = ("tenant", "model_id", "name", "retrain")  # the form's own inputs (retrain: the policy form below); every
+# other DeploymentSpec field is generated
+RETRAIN_FIELDS = ("min_new_records", "min_growth_percent", "max_label_drift", "schedule", "metric")
+RETRAIN_EVENT_COLUMNS = ["id", "at", "decision", "trigger", "job_id", "growth", "drift", "champion", "challenger", "reason"]
 
 
 def models_table(models: list[dict[str, Any]], primary: dict[str, str]) -> pd.DataFrame:
@@ -54,6 +57,27 @@ def spec_input(name: str, field: Any) -> Any:
     return gr.Number(value=field.default, precision=0 if kind is int else None, label=name, info=info, min_width=180)
 
 
+def retrain_events_table(events: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per decision of a retrain policy, with the growth, drift and both test metrics."""
+    def side(d: dict[str, Any] | None) -> str | None:
+        return f"{d.get('model_id')}: {d.get('test')}" if d else None
+
+    rows = [{"id": e["id"], "at": e.get("at"), "decision": e["decision"], "trigger": e.get("trigger"),
+             "job_id": e.get("job_id"), "growth": ((e.get("data") or {}).get("growth") or {}).get("records"),
+             "drift": (e.get("data") or {}).get("drift"), "champion": side((e.get("data") or {}).get("champion")),
+             "challenger": side((e.get("data") or {}).get("challenger")), "reason": e.get("reason")} for e in events]
+    return pd.DataFrame(rows, columns=RETRAIN_EVENT_COLUMNS)
+
+
+def retrain_policy_input(name: str) -> Any:
+    """A retrain-policy form input, labelled and described by RetrainPolicySpec's field."""
+    field = RetrainPolicySpec.model_fields[name]
+    if name in ("schedule", "metric"):
+        return gr.Textbox(label=name, info=field.description, placeholder="empty: none" if name == "schedule" else
+                          "empty: the task's primary metric")
+    return gr.Textbox(label=name, info=field.description, placeholder="empty: no such trigger")
+
+
 def metrics_markdown(m: dict[str, Any]) -> str:
     ms = lambda v: "—" if v is None else f"{1000 * v:.1f} ms"  # noqa: E731
     codes = ", ".join(f"{code}: {n}" for code, n in m["requests"].items()) or "none yet"
@@ -84,9 +108,61 @@ def build(console: Console) -> None:
         revision = console.add("models.rollback_revision", gr.Number(label="Revision to roll back to (empty: the previous)",
                                                                     precision=0, value=None))
         rollback = console.add("models.rollback", gr.Button("Roll back", variant="stop", elem_id="models-rollback"))
-    console.writes(deploy_box, deploy, rollback, revision)
+    with gr.Accordion("Retrain policy", open=False) as retrain_box:
+        with gr.Row():
+            policy = [console.add(f"models.retrain.{n}", retrain_policy_input(n)) for n in RETRAIN_FIELDS]
+        with gr.Row():
+            save = console.add("models.retrain_save", gr.Button("Save policy", variant="primary"))
+            remove = console.add("models.retrain_remove", gr.Button("Remove policy", variant="stop"))
+    events = console.add("models.retrain_events", gr.Dataframe(headers=RETRAIN_EVENT_COLUMNS, interactive=False,
+                                                              label="Retrain decisions"))
+    console.writes(deploy_box, deploy, rollback, revision, save, remove)
     _wire(console, refresh, (models, model, deployments, chosen), (name, settings, deploy), (metrics, revisions),
           (revision, rollback))
+    _wire_retrain(console, chosen, policy, (save, remove), events, retrain_box)
+
+
+def _wire_retrain(console: Console, chosen: Any, policy: list[Any], buttons: tuple, events: Any, box: Any) -> None:
+    """The chosen deployment's retrain policy (shown in the form, saved or removed) and its decisions."""
+    save, remove = buttons
+
+    def shown(client: Any, dep_id: str) -> list[Any]:
+        dep = client.get_deployment(dep_id)
+        current = dep.get("retrain") or {}
+        return [*("" if current.get(n) is None else str(current[n]) for n in RETRAIN_FIELDS),
+                retrain_events_table(client.retrain_events(dep_id))]
+
+    @action
+    def models_retrain_show(dep_id: str, request: gr.Request):
+        if not dep_id:
+            return [*([""] * len(RETRAIN_FIELDS)), retrain_events_table([])]
+        return shown(console.client(request), dep_id)
+
+    @action
+    def models_retrain_save(dep_id: str, min_new_records: str, min_growth_percent: str, max_label_drift: str,
+                            schedule: str, metric: str, request: gr.Request):
+        if not dep_id:
+            raise DoctuneError("Choose a deployment first.", "invalid_request", field="deployment")
+        values = (min_new_records, min_growth_percent, max_label_drift, schedule, metric)
+        body = {n: v.strip() for n, v in zip(RETRAIN_FIELDS, values) if isinstance(v, str) and v.strip()}
+        client = console.client(request)
+        client.set_retrain_policy(dep_id, body)  # the API converts and checks every field, naming a bad one
+        gr.Info("Retrain policy saved.")
+        return shown(client, dep_id)
+
+    @action
+    def models_retrain_remove(dep_id: str, request: gr.Request):
+        if not dep_id:
+            raise DoctuneError("Choose a deployment first.", "invalid_request", field="deployment")
+        client = console.client(request)
+        client.set_retrain_policy(dep_id, None)
+        gr.Info("Retrain policy removed.")
+        return shown(client, dep_id)
+
+    outputs = [*policy, events]
+    chosen.change(models_retrain_show, [chosen], outputs, api_name="models_retrain_show")
+    save.click(models_retrain_save, [chosen, *policy], outputs, api_name="models_retrain_save")
+    remove.click(models_retrain_remove, [chosen], outputs, api_name="models_retrain_remove")
 
 
 def _wire(console: Console, refresh: Any, lists: tuple, deploying: tuple, detail: tuple, rolling: tuple) -> None:

@@ -313,6 +313,17 @@ class ExtractionTask:
             out[name].sort(key=lambda s: s["start"])
         return out
 
+    def redact_record(self, record: dict[str, Any], redactor: Any) -> dict[str, Any]:
+        """The record with personal data in its text replaced (doctune.pii), its spans moved onto the
+        same words of the redacted text (a span over an e-mail address now covers ``<EMAIL>``)."""
+        if "fields" in record:
+            spans = [s for field_spans in record["fields"].values() for s in field_spans]
+            text, moved = redactor.text_with_spans(record["text"], spans)
+            rest = iter(moved)
+            return {**record, "text": text, "fields": {k: [next(rest) for _ in v] for k, v in record["fields"].items()}}
+        text, (head, tail) = redactor.text_with_spans(record["text"], [record["head"], record["tail"]])
+        return {**record, "text": text, "head": head, "tail": tail}
+
     def check_splits(self, splits: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         kind = _kind(splits["train"][0])
         for split, rows in splits.items():

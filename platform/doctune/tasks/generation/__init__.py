@@ -89,6 +89,12 @@ class GenerationTask(_causal.CausalTextTask):
                                "invalid_dataset", field="text")
         return {"fields": fields, "text": record["text"].strip()}
 
+    def redact_record(self, record: dict[str, Any], redactor: Any) -> dict[str, Any]:
+        """The record with personal data replaced (doctune.pii) in the document and in every field value
+        (the prompt is built from them); field names stay."""
+        return {**record, "fields": {k: redactor.value(v) for k, v in record["fields"].items()},
+                "text": redactor.text(record["text"])}
+
     def check_splits(self, splits: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         names = sorted({k for r in splits["train"] for k in r["fields"]})
         zh = sum(_causal.is_chinese(r["text"]) for r in splits["train"])
