@@ -524,10 +524,6 @@ def gpu_path_lines() -> list[str]:
     return lines
 
 
-if __name__ == "__main__":
-    main()
-
-
 def gpu_ttq_lines() -> list[str]:
     """Time to quality, serving batching and two NCCL ranks on a lent GPU (tests/device/run_ttq_gpu.sh)."""
     kept = REPO / "docs" / "device" / "ttq_gpu.json"
@@ -558,3 +554,7 @@ def gpu_ttq_lines() -> list[str]:
         f"**{sv['bf16']['ratio']:.1f}×** bf16 (goal ≥ 3: met). Two NCCL ranks on one GPU: refused by NCCL "
         "(\"Duplicate GPU detected\"); ZeRO-3 across 2 workers needs two GPUs (gloo on the same GPU works).",
     ]
+
+
+if __name__ == "__main__":
+    main()

