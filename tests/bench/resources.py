@@ -442,7 +442,7 @@ def _p3_lines(p3: dict) -> list[str]:
         *[f"| {name.replace('_', ' + ')} | {c['peak_train_mb']:,.0f} | {_fmt(max(c['sampled_peak_mb'], default=None), ',.0f')} "
           f"| {c['start_mb']:,.0f} | {c['plan']['memory_mb']['predicted']:,.0f} | {_fmt(c['steps_per_s'], '.3f')} |"
           for name, c in done],
-        *[f"| {n.replace('_', ' + ')} | not measured: {p3[n]['error']} | | | | |" for n, _ in GEMMA_CASES
+        *[f"| {n.replace('_', ' + ')} | not measured: {str(p3[n]['error'])[:160]}… | | | | |" for n, _ in GEMMA_CASES
           if "error" in p3.get(n, {})],
         "",
     ]
