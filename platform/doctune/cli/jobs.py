@@ -227,7 +227,10 @@ def jobs_tensorboard(
     import tempfile
 
     client = connect(api_key)
-    out = logdir or Path(tempfile.mkdtemp(prefix="doctune-tensorboard-"))
+    if logdir is None:  # under the user's own cache, not the shared /tmp where another user could read them
+        base = Path.home() / ".cache" / "doctune" / "tensorboard"
+        base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    out = logdir or Path(tempfile.mkdtemp(prefix="run-", dir=base))
     runs = download_tensorboard(client, job_ids, out)
     typer.echo(f"downloaded {sum(runs.values())} event files of {len(runs)} job(s) into {out}", err=True)
     if not serve:
