@@ -108,6 +108,17 @@ def _start_weed(home: Path, base: int):
             time.sleep(0.5)
 
 
+def in_process_clients(api):
+    """A CLI client factory whose clients call the FastAPI app ``api`` in this process."""
+    def in_process(api_url: str, api_key: str | None) -> DoctuneClient:
+        client = DoctuneClient(api_url, api_key)
+        client.http = TestClient(api, base_url=api_url, raise_server_exceptions=False,
+                                 headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
+        return client
+
+    return in_process
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, s3):
     """The API app on a Platform with tenants team-a and team-b; the CLI's clients talk to it in-process."""
@@ -120,13 +131,7 @@ def world(tmp_path_factory, s3):
     _, key_a = tenants.create_tenant(p, admin, TenantSpec(name="team-a"))
     _, key_b = tenants.create_tenant(p, admin, TenantSpec(name="team-b"))
 
-    def in_process(api_url: str, api_key: str | None) -> DoctuneClient:
-        client = DoctuneClient(api_url, api_key)
-        client.http = TestClient(api, base_url=api_url, raise_server_exceptions=False,
-                                 headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
-        return client
-
-    previous = session.set_client_factory(in_process)
+    previous = session.set_client_factory(in_process_clients(api))
     yield {"platform": p, "home": home, "admin": admin_key, "a": key_a, "b": key_b}
     session.set_client_factory(previous)
     p.db.dispose()

@@ -18,7 +18,6 @@ from typer.testing import CliRunner
 
 from doctune.api.app import create_app
 from doctune.cli import app, session
-from doctune.client import DoctuneClient
 from doctune.config import Settings
 from doctune.drivers.tracking import JobTracker, SweepRun, flatten_params
 from doctune.services import Platform, tenants
@@ -26,7 +25,7 @@ from doctune.spec import TenantSpec
 from doctune.store.db import Job
 from doctune.store.objects import ObjectStore
 from doctune.train.trainer import tensorboard_prefix
-from tests.unit.test_cli import s3  # noqa: F401  (a real SeaweedFS S3 server)
+from tests.unit.test_cli import in_process_clients, s3  # noqa: F401  (s3: a real SeaweedFS S3 server)
 
 SPEC = {"tenant": "team-a", "task": "classification", "name": "bbc lora", "base_model": "all-minilm-l6-v2",
         "learning_rate": 0.002, "tuning": {"method": "lora", "lora": {"r": 8, "target_modules": ["query", "value"]}},
@@ -224,13 +223,7 @@ def world(tmp_path, s3, store, monkeypatch):  # noqa: F811
                   status="running"))
     run_a_job(store, tmp_path, "job-api").finish("succeeded", {}, FINAL)
 
-    def in_process(api_url: str, api_key: str | None) -> DoctuneClient:
-        client = DoctuneClient(api_url, api_key)
-        client.http = TestClient(api, base_url=api_url, raise_server_exceptions=False,
-                                 headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
-        return client
-
-    previous = session.set_client_factory(in_process)
+    previous = session.set_client_factory(in_process_clients(api))
     for var in [v for v in os.environ if v.startswith("DOCTUNE_")]:
         monkeypatch.delenv(var)
     monkeypatch.setenv("DOCTUNE_HOME", str(tmp_path))

@@ -13,7 +13,7 @@ import base64
 import binascii
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, Iterable, TypeVar
+from typing import Any, Callable, Generic, Iterable, TypeVar
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -247,30 +247,33 @@ def list_tenants(p: Platform, caller: Principal, *, limit: int = DEFAULT_PAGE_SI
 
 def set_quota(p: Platform, caller: Principal, tenant_id: str, changes: dict) -> dict:
     """Admin only. ``changes`` holds only the fields to change (None = unlimited)."""
-    if not caller.is_admin:
-        raise DoctuneError("only a platform admin can set quotas", "forbidden")
-    with p.db.session() as s:
-        t = s.get(Tenant, tenant_id)
-        if t is None:
-            raise DoctuneError(f"tenant {tenant_id!r} not found", "not_found", field="tenant")
-        for k, v in changes.items():
-            if k == "weight" and v is None:
-                raise DoctuneError("weight cannot be unlimited; give a number > 0", "invalid_spec", field="weight")
-            setattr(t, k, v)
-        return tenant_view(t)
+    def refusal(field: str, value: Any) -> str | None:
+        return "weight cannot be unlimited; give a number > 0" if field == "weight" and value is None else None
+
+    return _update_tenant(p, caller, tenant_id, changes, "only a platform admin can set quotas", refusal)
 
 
 def set_settings(p: Platform, caller: Principal, tenant_id: str, changes: dict) -> dict:
     """Admin only: a tenant's settings (``redact_pii``); ``changes`` holds only the fields to change."""
+    def refusal(field: str, value: Any) -> str | None:
+        return f"{field} is true or false; leave it out to keep its value" if value is None else None
+
+    return _update_tenant(p, caller, tenant_id, changes, "only a platform admin can change a tenant's settings",
+                          refusal)
+
+
+def _update_tenant(p: Platform, caller: Principal, tenant_id: str, changes: dict, forbidden: str,
+                   refusal: Callable[[str, Any], str | None]) -> dict:
+    """Admin only (else ``forbidden``): set ``changes`` on the tenant; ``refusal`` says why a value cannot be set."""
     if not caller.is_admin:
-        raise DoctuneError("only a platform admin can change a tenant's settings", "forbidden")
+        raise DoctuneError(forbidden, "forbidden")
     with p.db.session() as s:
         t = s.get(Tenant, tenant_id)
         if t is None:
             raise DoctuneError(f"tenant {tenant_id!r} not found", "not_found", field="tenant")
         for k, v in changes.items():
-            if v is None:
-                raise DoctuneError(f"{k} is true or false; leave it out to keep its value", "invalid_spec", field=k)
+            if (why := refusal(k, v)) is not None:
+                raise DoctuneError(why, "invalid_spec", field=k)
             setattr(t, k, v)
         return tenant_view(t)
 
