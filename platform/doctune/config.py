@@ -116,16 +116,19 @@ class Settings:
         wanted = {"database_url", "s3_access_key", "s3_secret_key", "mlflow_uri"}
         return {f"DOCTUNE_{name.upper()}": getattr(self, name) for name in sorted(wanted) if getattr(self, name)}
 
-    def tenant_job_env(self, access_key: str, secret_key: str, job_token: str = "") -> dict[str, str]:
+    def tenant_job_env(self, access_key: str, secret_key: str, job_token: str = "",
+                       sweep_token: str = "") -> dict[str, str]:
         """The credentials of one job on a tenant's dedicated Ray cluster (whose token the tenant holds,
         so it can read them): the tenant's own object-store key (doctune.store.tenant_keys), never the
         root key, and never the database URL. A fine-tuning job's driver records its attempt through
         the API (``DOCTUNE_API_URL``, which :meth:`ray_process_env` names) with ``job_token``, valid for
-        that one attempt only (doctune.store.job_tokens); ``DOCTUNE_JOB_LEDGER=api`` tells it so."""
+        that one attempt only, and a sweep's driver its trials with ``sweep_token``, valid for that
+        sweep only (doctune.store.job_tokens); ``DOCTUNE_JOB_LEDGER=api`` tells either so."""
         env = {"DOCTUNE_S3_ACCESS_KEY": access_key, "DOCTUNE_S3_SECRET_KEY": secret_key}
-        if job_token:
-            env[JOB_LEDGER_VAR] = "api"
-            env[JOB_TOKEN_VAR] = job_token
+        for var, token in ((JOB_TOKEN_VAR, job_token), (SWEEP_TOKEN_VAR, sweep_token)):
+            if token:
+                env[JOB_LEDGER_VAR] = "api"
+                env[var] = token
         return env
 
     def ray_token(self) -> str:
@@ -154,10 +157,12 @@ class Settings:
 CREDENTIAL_FIELDS = ("admin_key", "database_url", "s3_access_key", "s3_secret_key", "weed_master", "mlflow_uri")
 CREDENTIAL_VARS = frozenset({f"DOCTUNE_{f.upper()}" for f in CREDENTIAL_FIELDS} | {"DOCTUNE_API_KEY"})
 CREDENTIALS_FROM_ENV = "DOCTUNE_CREDENTIALS_FROM_ENV"
-# how a job's driver records its attempt (doctune.drivers.ledger): unset = in the database (the shared
-# cluster), "api" = through the API at DOCTUNE_API_URL with the job token (a tenant's dedicated cluster)
+# how a job's driver records its attempt (doctune.drivers.ledger), and a sweep's driver its trials
+# (doctune.drivers.sweep_ledger): unset = in the database (the shared cluster), "api" = through the API at
+# DOCTUNE_API_URL with the job token, or the sweep token (a tenant's dedicated cluster)
 JOB_LEDGER_VAR = "DOCTUNE_JOB_LEDGER"
 JOB_TOKEN_VAR = "DOCTUNE_JOB_TOKEN"
+SWEEP_TOKEN_VAR = "DOCTUNE_SWEEP_TOKEN"
 
 
 def stack_file(home: Path | None = None) -> Path:

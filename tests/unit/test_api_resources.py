@@ -253,7 +253,10 @@ SPEC_BODIES = {("post", "/v1/jobs"): "JobSpec", ("post", "/v1/jobs/plan"): "JobS
                **{("post", f"/v1/jobs/{{job_id}}/attempt/{end}"): model for end, model in (
                    ("running", "AttemptRunning"), ("progress", "AttemptProgress"), ("failed", "AttemptFailed"),
                    ("requeued", "AttemptRequeued"), ("paused", "AttemptPaused"), ("export-check", "ExportCheck"),
-                   ("succeeded", "AttemptSucceeded"))}}
+                   ("succeeded", "AttemptSucceeded"))},
+               # what a sweep's driver there records (doctune.drivers.sweep_ledger.ApiSweepLedger)
+               ("post", "/v1/sweeps/{sweep_id}/driver/trials"): "TrialRequest",
+               ("post", "/v1/sweeps/{sweep_id}/driver/failed"): "SweepFailed"}
 
 
 MULTIPART_BODIES = ("/v1/datasets", "/v1/datasets/{dataset_id}/versions")  # an upload, an append: files

@@ -1,7 +1,8 @@
 """A tenant's dedicated Ray cluster: only an admin registers, replaces or removes it, bad input is a
 422 naming the field, no answer ever shows its token; the tenant's jobs and sweeps are submitted
 there (the shared cluster keeps everyone else's), and a job's status, log and cancel reach the
-cluster it was submitted to even after the tenant's cluster was replaced.
+cluster it was submitted to even after the tenant's cluster was replaced. (A sweep submitted through
+the API, whose driver there records through the API: tests/unit/test_sweep_ledger.py.)
 
 The clusters here are :class:`FakeCluster`, a test double of doctune's own Runner port, not of Ray;
 which runner a tenant gets is checked on the real :class:`RayJobsRunner` (its address and token)."""
@@ -155,22 +156,6 @@ def test_a_sweep_is_submitted_to_the_cluster_it_recorded(world):
         row = s.get(Sweep, "sweep-a")
     assert reconcile_sweep(p, row, grace_s=0).ray_submission_id == "sweep-a"
     assert [sid for _, _, sid in clusters[ADDR_A].submitted] == ["sweep-a"] and shared.submitted == []
-
-
-def test_a_sweep_of_a_tenant_with_a_dedicated_cluster_is_refused_with_409_and_nothing_recorded(world):
-    """Its driver would need the database, which no job on a tenant's cluster is given: refused up front."""
-    p, admin, shared, clusters, hdr = world
-    set_ray_cluster(p, admin, "team-a", RayClusterSpec(address=ADDR_A, token=TOKEN_A))
-    client = TestClient(create_app(p))
-    body = {"tenant": "team-a", "metric": "macro_f1", "job": {"task": "classification", "dataset": {"id": "ds-x"},
-                                                               "max_steps": 2},
-            "search_space": {"learning_rate": {"type": "choice", "values": [1e-4, 2e-4]}}}
-    answer = client.post("/v1/sweeps", headers=hdr["a"], json=body)
-    assert answer.status_code == 409, answer.text
-    assert "dedicated Ray cluster" in answer.json()["error"]["message"] and answer.json()["error"]["field"] == "tenant"
-    with p.db.session() as s:
-        assert s.query(Sweep).count() == 0
-    assert all(c.submitted == [] for c in clusters.values()) and shared.submitted == []
 
 
 class BusyCluster(FakeCluster):

@@ -1,7 +1,8 @@
 """A job the platform submits to a tenant's dedicated Ray cluster (whose token the tenant holds, and so
 can read every job's runtime_env there) carries the tenant's own object-store key and never the root
-key, the admin key or the database URL (its driver records its attempt through the API with a token
-for that attempt: tests/unit/test_job_ledger.py); that key, issued on the real embedded S3 server
+key, the admin key or the database URL (a job's driver records its attempt through the API with a
+token for that attempt: tests/unit/test_job_ledger.py; a sweep's driver its trials, with a token for
+that sweep: tests/unit/test_sweep_ledger.py); that key, issued on the real embedded S3 server
 (SeaweedFS ``weed``), reads, writes, lists and deletes under ``tenants/<tenant>/`` only. The shared
 cluster's jobs keep the platform's keys (only the platform holds its token)."""
 
@@ -26,8 +27,8 @@ from doctune.runners import RayJobsRunner
 from doctune.services import Platform, tenants
 from doctune.services.ray_clusters import set_ray_cluster
 from doctune.spec import RayClusterSpec, TenantSpec
-from doctune.store.db import Job
-from doctune.store.job_tokens import read_job_token
+from doctune.store.db import Job, Sweep
+from doctune.store.job_tokens import read_job_token, read_sweep_token
 from doctune.store.objects import ObjectStore
 from doctune.store.tenant_keys import WeedTenantKeys, scoped_key
 
@@ -148,15 +149,35 @@ def test_a_job_on_a_tenants_cluster_carries_no_database_url(platform_with_cluste
     assert (token.job_id, token.attempt, token.submission_id) == ("job-1", 1, "job-1-a1")
 
 
-def test_a_tenants_cluster_gets_no_job_of_another_tenant_and_no_sweep_driver(platform_with_cluster):
-    """No token is made for another tenant's job; a sweep's driver (which still records its trials in the
-    database) is refused there, saying why, rather than given the database URL."""
-    runner = platform_with_cluster.runner_for("team-a")
+def test_a_sweep_on_a_tenants_cluster_carries_a_sweep_token_and_no_database_url(platform_with_cluster):
+    """Its driver records the sweep and its trials through the API instead (tests/unit/test_sweep_ledger.py),
+    with a token for this sweep and this submission only."""
+    p = platform_with_cluster
+    with p.db.session() as s:
+        s.add(Sweep(id="sweep-1", tenant_id="team-a", task="classification", spec={}))
+    runner = p.runner_for("team-a")
+    runner._client = RecordingJobsApi()
+    runner.submit("ray_jobs.sweep", ["--sweep-id", "sweep-1"], submission_id="sweep-1")
+    env = runner._client.submitted[0]["runtime_env"]["env_vars"]
+    assert "DOCTUNE_DATABASE_URL" not in env and p.settings.database_url not in "\n".join(env.values())
+    assert ROOT_SECRET not in "\n".join(env.values()) and "DOCTUNE_JOB_TOKEN" not in env
+    assert env["DOCTUNE_JOB_LEDGER"] == "api" and env["DOCTUNE_API_URL"] == API_URL
+    token = read_sweep_token(env["DOCTUNE_SWEEP_TOKEN"])
+    assert (token.sweep_id, token.submission_id) == ("sweep-1", "sweep-1")
+
+
+def test_a_tenants_cluster_gets_no_job_or_sweep_of_another_tenant(platform_with_cluster):
+    """No token is made for another tenant's job or sweep (nor one that does not exist), and nothing is submitted."""
+    p = platform_with_cluster
+    with p.db.session() as s:
+        s.add(Sweep(id="sweep-b", tenant_id="team-b", task="classification", spec={}))
+    runner = p.runner_for("team-a")
     runner._client = RecordingJobsApi()
     with pytest.raises(DoctuneError, match="not tenant team-a's"):
         runner.submit("ray_jobs.finetune", ["--job-id", "job-b"], submission_id="job-b")
-    with pytest.raises(DoctuneError, match="a sweep cannot run there yet"):
-        runner.submit("ray_jobs.sweep", ["--sweep-id", "sweep-1"], submission_id="sweep-1")
+    for sweep_id in ("sweep-b", "sweep-nope"):
+        with pytest.raises(DoctuneError, match="not tenant team-a's"):
+            runner.submit("ray_jobs.sweep", ["--sweep-id", sweep_id], submission_id=sweep_id)
     assert runner._client.submitted == []
 
 

@@ -53,8 +53,8 @@ def _routes(app):
 
 
 # routes whose credential is a token, not an API key: the `ray job submit` door's submission token, and
-# the job token of a driver on a tenant's dedicated cluster (an API key there is no credential: 401)
-TOKEN_DOORS = ("/v1/jobs/direct", "/v1/jobs/{job_id}/attempt")
+# the job or sweep token of a driver on a tenant's dedicated cluster (an API key there is no credential: 401)
+TOKEN_DOORS = ("/v1/jobs/direct", "/v1/jobs/{job_id}/attempt", "/v1/sweeps/{sweep_id}/driver")
 
 
 def test_foreign_key_is_denied_on_every_route(world):

@@ -613,3 +613,51 @@ class AttemptSucceeded(BaseModel):
 
 class AttemptRecorded(BaseModel):
     recorded: bool = Field(description="False when the job had ended meanwhile (say, cancelled): nothing changed.")
+
+
+# ------------------------------------------------------------------ a sweep, as its driver records it
+class SweepDriverOut(BaseModel):
+    """A sweep, for its driver on a tenant's dedicated cluster (which has no database)."""
+
+    sweep_id: str
+    tenant: str
+    status: SweepState
+    spec: dict[str, Any] = Field(description="The SweepSpec as submitted.")
+    max_concurrent_jobs: int | None = Field(description="The tenant's concurrent-job quota: trials never run "
+                                                        "more at once.")
+
+
+class TrialRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    overrides: dict[str, Any] = Field(description="The trial's value of every field of the sweep's search space "
+                                                  "(dotted JobSpec paths), each within its range.")
+
+
+class TrialStarted(BaseModel):
+    job_id: str = Field(description="The trial's job, recorded 'starting'.")
+    job_token: str = Field(description="The job token the trial's attempt is recorded with "
+                                       "(/v1/jobs/{job_id}/attempt, X-Job-Token).")
+
+
+class SweepError(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str = Field(max_length=64, pattern=r"^[a-z_]+$", description="A stable code, e.g. sweep_failed.")
+    message: str = Field(max_length=4000, description="What went wrong.")
+
+
+class SweepFailed(BaseModel):
+    """The search itself failed (not one trial)."""
+
+    model_config = ConfigDict(extra="forbid")
+    error: SweepError
+
+
+class SweepRecorded(BaseModel):
+    recorded: bool = Field(description="True: the record changed as asked, or already was so.")
+
+
+class SweepOutcome(BaseModel):
+    sweep_id: str
+    winner: LeaderboardRow | None = Field(description="The best finished trial, now the sweep's best_job_id.")
+    trials: list[LeaderboardRow] = Field(description="Every trial, ranked by the sweep's dev metric.")
+    cancelled: bool = Field(description="True when the sweep had ended (cancelled) before its outcome: no winner.")

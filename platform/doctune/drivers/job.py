@@ -146,14 +146,16 @@ class _Attempt:
 
 
 def run_job(job_id: str, p: Platform | None = None, callbacks: list[Any] | None = None,
-            parent_run_id: str | None = None) -> dict[str, Any]:
+            parent_run_id: str | None = None, ledger: AttemptLedger | None = None) -> dict[str, Any]:
     """Run one attempt of a job; returns the final metrics, or what happened instead
     (``{"paused_at"...}``, ``{"requeued"...}``). ``callbacks``: Ray Train callbacks;
-    ``parent_run_id``: the MLflow run of the sweep this job is a trial of."""
+    ``parent_run_id``: the MLflow run of the sweep this job is a trial of; ``ledger``: where the
+    attempt is recorded (default: what this driver's environment says; a sweep's trial: what its sweep
+    said when it started the trial)."""
     import ray
 
     p = p or Platform()
-    attempt = _Attempt(p, job_id, ledger_for(p, job_id))
+    attempt = _Attempt(p, job_id, ledger or ledger_for(p, job_id))
     job = attempt.job
     resumed = f" (attempt {job.attempt}, from {job.resume_from})" if job.resume_from else f" (attempt {job.attempt})"
     attempt.ledger.mark_running("the job's Ray driver started" + resumed)

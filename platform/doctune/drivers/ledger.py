@@ -30,7 +30,7 @@ from doctune.services import Platform
 from doctune.services import attempts as attempts_svc
 from doctune.services.registry import export_refusal
 
-__all__ = ["ApiLedger", "AttemptLedger", "AttemptRecord", "DatabaseLedger", "ledger_for"]
+__all__ = ["ApiLedger", "AttemptLedger", "AttemptRecord", "DatabaseLedger", "call_api", "ledger_for"]
 
 
 @dataclass
@@ -46,6 +46,27 @@ class AttemptRecord:
     metrics: dict[str, Any] = field(default_factory=dict)
     dataset_uri: str | None = None
     dataset_info: dict[str, Any] = field(default_factory=dict)
+
+
+def call_api(http: Any, method: str, path: str, headers: dict[str, str], *, once: bool = False,
+             **kw: Any) -> dict[str, Any]:
+    """One call of a driver to the API: its JSON answer, or the DoctuneError the API answered. Sent again
+    while the API cannot be reached (5 tries, backing off); ``once``: a call that must not be made twice
+    is sent again only when it never reached the API (the connection failed)."""
+    import httpx
+
+    for attempt in range(5):
+        try:
+            r = http.request(method, path, headers=headers, **kw)
+            break
+        except httpx.TransportError as exc:
+            maybe_sent = not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+            if attempt == 4 or (once and maybe_sent):
+                raise DoctuneError(f"cannot reach the doctune API at {http.base_url}: {exc}", "unavailable") from None
+            time.sleep(2 ** attempt)
+    if r.status_code < 400:
+        return r.json()
+    raise error_from_response(r.status_code, r.text)
 
 
 class AttemptLedger(Protocol):
@@ -130,20 +151,7 @@ class ApiLedger:
         self.headers = {"X-Job-Token": token}
 
     def _call(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
-        import httpx
-
-        for attempt in range(5):
-            try:
-                r = self.http.request(method, f"/v1/jobs/{self.job_id}/attempt{path}", headers=self.headers, **kw)
-                break
-            except httpx.TransportError as exc:
-                if attempt == 4:
-                    raise DoctuneError(f"cannot reach the doctune API at {self.http.base_url}: {exc}",
-                                       "unavailable") from None
-                time.sleep(2 ** attempt)
-        if r.status_code < 400:
-            return r.json()
-        raise error_from_response(r.status_code, r.text)
+        return call_api(self.http, method, f"/v1/jobs/{self.job_id}/attempt{path}", self.headers, **kw)
 
     def _end(self, path: str, body: dict[str, Any]) -> bool:
         """Record an end of the attempt; False (nothing changed) when the attempt had already ended."""

@@ -7,7 +7,10 @@ DeepSpeed and peft path — whose dev evaluations flow to Tune through Ray Train
 ``TuneReportCallback``. At most ``min(max_concurrent_trials, the tenant's job
 quota)`` trials run at once, and a trial starts only when the tenant's quota
 allows it. At the end the winner (best dev metric, ties to the lower cost) is
-recorded on the sweep. When the platform has an MLflow store, the sweep is an MLflow run and its
+recorded on the sweep. All of that is recorded through the sweep's ledger
+(:mod:`doctune.drivers.sweep_ledger`): the metadata database on the shared cluster, the API with a
+sweep token on a tenant's dedicated cluster (each trial's attempt then with a job token of its own).
+When the platform has an MLflow store, the sweep is an MLflow run and its
 trials' runs nest under it (:class:`doctune.drivers.tracking.SweepRun`).
 """
 
@@ -18,15 +21,13 @@ import time
 from typing import Any
 
 from doctune.drivers.job import run_job
+from doctune.drivers.sweep_ledger import SweepLedger, TrialStart, sweep_ledger_for
 from doctune.drivers.tracking import SweepRun
 from doctune.errors import DoctuneError
-from doctune.services import Platform, Principal
-from doctune.services.jobs import check_spec, update_job
-from doctune.services.scheduler import insert_started
-from doctune.services.sweeps import rank, sweep_metric, trial_spec, trials, update_sweep, winner
+from doctune.services import Platform
+from doctune.services.sweeps import sweep_metric
 from doctune.spec import AshaSpec, SweepSpec
-from doctune.states import JobState, SweepState
-from doctune.store.db import Job, Sweep, Tenant, new_id
+from doctune.states import SweepState
 
 QUOTA_POLL_S = 2.0
 
@@ -49,56 +50,52 @@ def _run_trial(config: dict[str, Any]) -> None:
     """One Tune trial: wait for the tenant's quota, record the trial's job, train it."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    sweep_id, overrides = config["sweep_id"], config["overrides"]
     p = Platform()
-    with p.db.session() as s:
-        spec = SweepSpec.model_validate(s.get(Sweep, sweep_id).spec)
-    if _sweep_ended(p, sweep_id):
+    trial = _start_trial(sweep_ledger_for(p, config["sweep_id"]), config["overrides"])
+    if trial is None:
         return  # cancelled: start no more trials
-    job_spec = trial_spec(spec, overrides)
-    check_spec(p, Principal(key_id=f"sweep {sweep_id}", role="member", tenant_id=spec.tenant), job_spec)
-    job = Job(id=new_id("job"), tenant_id=spec.tenant, task=job_spec.task, spec=job_spec.model_dump(mode="json"),
-              sweep_id=sweep_id)
-    while True:  # wait while the tenant's other jobs hold its quota; Tune keeps this trial pending meanwhile
+    run_job(trial.job_id, p, callbacks=[TuneReportCallback()], parent_run_id=config.get("mlflow_parent_run_id"),
+            ledger=trial.ledger)
+
+
+def _start_trial(ledger: SweepLedger, overrides: dict[str, Any]) -> TrialStart | None:
+    """Record the trial's job once the tenant's quota allows it (Tune keeps this trial pending meanwhile,
+    while the tenant's other jobs hold its quota); None when the sweep ended first."""
+    if ledger.ended():
+        return None
+    while True:
         try:
-            insert_started(p, job, reason=f"trial of sweep {sweep_id}: {overrides}")
-            break
+            return ledger.start_trial(overrides)
         except DoctuneError as exc:
-            if exc.code == "conflict" and _sweep_ended(p, sweep_id):
-                return
+            if exc.code not in ("conflict", "forbidden", "quota_exceeded"):
+                raise
+            if ledger.ended():
+                return None
             if exc.code != "quota_exceeded":
                 raise
-            if _sweep_ended(p, sweep_id):
-                return
             time.sleep(QUOTA_POLL_S)
-    run_job(job.id, p, callbacks=[TuneReportCallback()], parent_run_id=config.get("mlflow_parent_run_id"))
 
 
-def _sweep_ended(p: Platform, sweep_id: str) -> bool:
-    with p.db.session() as s:
-        return s.get(Sweep, sweep_id).status in SweepState.terminal()
-
-
-def run_sweep(sweep_id: str, p: Platform | None = None) -> dict[str, Any]:
+def run_sweep(sweep_id: str, p: Platform | None = None, ledger: SweepLedger | None = None) -> dict[str, Any]:
+    """Run the sweep's trials and record its outcome through ``ledger`` (default: the one this driver's
+    environment says, :func:`doctune.drivers.sweep_ledger.sweep_ledger_for`)."""
     p = p or Platform()
-    with p.db.session() as s:
-        row = s.get(Sweep, sweep_id)
-        if row is None:
-            raise DoctuneError(f"sweep {sweep_id!r} not found", "not_found")
-        spec = SweepSpec.model_validate(row.spec)
-        quota = s.get(Tenant, spec.tenant).max_concurrent_jobs
-    if row.status in SweepState.terminal():
-        raise DoctuneError(f"sweep {sweep_id} is already {row.status}", "conflict")
+    ledger = ledger or sweep_ledger_for(p, sweep_id)
+    record = ledger.load()
+    if record.status in SweepState.terminal():
+        raise DoctuneError(f"sweep {sweep_id} is already {record.status}", "conflict")
+    spec = SweepSpec.model_validate(record.spec)
     metric = sweep_metric(spec)
+    quota = record.max_concurrent_jobs
     concurrent = min(spec.max_concurrent_trials, quota or spec.max_concurrent_trials)
-    update_sweep(p, sweep_id, status=SweepState.RUNNING)
+    ledger.mark_running()
     tracking = (SweepRun(p.settings.mlflow_uri, p.settings.mlflow_artifact_uri, sweep_id=sweep_id,
                          spec=spec.model_dump(mode="json")) if p.settings.mlflow_uri else None)
     try:
-        result = _tune(p, sweep_id, spec, metric, concurrent, tracking.parent_run_id() if tracking else None)
+        result = _tune(p, ledger, spec, metric, concurrent, tracking.parent_run_id() if tracking else None)
     except BaseException:
         if tracking is not None:
-            tracking.finish("KILLED" if _sweep_ended(p, sweep_id) else "FAILED", None, metric)
+            tracking.finish("KILLED" if ledger.ended() else "FAILED", None, metric)
         raise
     if tracking is not None:
         status = "KILLED" if result.get("cancelled") else "FINISHED" if result["winner"] else "FAILED"
@@ -106,7 +103,7 @@ def run_sweep(sweep_id: str, p: Platform | None = None) -> dict[str, Any]:
     return result
 
 
-def _tune(p: Platform, sweep_id: str, spec: SweepSpec, metric: str, concurrent: int,
+def _tune(p: Platform, ledger: SweepLedger, spec: SweepSpec, metric: str, concurrent: int,
           parent_run_id: str | None) -> dict[str, Any]:
     """Run the trials with Ray Tune (each trial's MLflow run nested under ``parent_run_id``), then rank
     them and record the winner on the sweep."""
@@ -125,6 +122,7 @@ def _tune(p: Platform, sweep_id: str, spec: SweepSpec, metric: str, concurrent: 
         asha = spec.asha or AshaSpec()
         scheduler = ASHAScheduler(time_attr="training_iteration", grace_period=asha.grace_period,
                                   reduction_factor=asha.reduction_factor)
+    sweep_id = ledger.sweep_id
     fs = p.objects.pyarrow_fs()
     tuner = tune.Tuner(
         tune.with_resources(_run_trial, {"CPU": 0.01}),  # the trial's driver; its Ray Train workers hold the CPUs
@@ -140,41 +138,13 @@ def _tune(p: Platform, sweep_id: str, spec: SweepSpec, metric: str, concurrent: 
     try:
         tuner.fit()
     except Exception as exc:
-        if _sweep_ended(p, sweep_id):
+        if ledger.ended():
             return {"sweep_id": sweep_id, "winner": None, "trials": [], "cancelled": True}
-        update_sweep(p, sweep_id, status=SweepState.FAILED, error={"code": "sweep_failed", "message": str(exc)[-2000:]})
+        ledger.record_failed({"code": "sweep_failed", "message": str(exc)[-2000:]})
         raise
     finally:
-        _settle_unfinished(p, sweep_id, spec)
-    ranked = rank(trials(p, sweep_id), metric, spec.mode, tuple(spec.search_space))
-    best = winner(ranked)
-    if _sweep_ended(p, sweep_id):  # cancelled while its trials ran
-        return {"sweep_id": sweep_id, "winner": None, "trials": ranked, "cancelled": True}
-    if best is None:
-        update_sweep(p, sweep_id, status=SweepState.FAILED,
-                     error={"code": "no_winner", "message": "no trial finished with a model; see the trials' errors"})
-        return {"sweep_id": sweep_id, "winner": None, "trials": ranked}
-    update_sweep(p, sweep_id, status=SweepState.SUCCEEDED, best_job_id=best["job_id"])
-    return {"sweep_id": sweep_id, "winner": best, "trials": ranked}
-
-
-def _settle_unfinished(p: Platform, sweep_id: str, spec: SweepSpec) -> None:
-    """Trials Tune stopped (ASHA) or lost never reach a final status through their driver."""
-    cancelled = _sweep_ended(p, sweep_id)
-    for job in trials(p, sweep_id):
-        if job.status in JobState.terminal():
-            continue
-        step = (job.progress or {}).get("step")
-        if cancelled:
-            update_job(p, job.id, status=JobState.CANCELLED, reason="its sweep was cancelled")
-        elif spec.algorithm == "asha":
-            update_job(p, job.id, status=JobState.CANCELLED,
-                       error={"code": "stopped_early", "message": f"ASHA stopped this trial at step {step}: its dev "
-                                                                  f"metric was below the best trials' at the same point"},
-                       reason="stopped early by ASHA")
-        else:
-            update_job(p, job.id, status=JobState.FAILED,
-                       error={"code": "training_failed", "message": f"the trial ended at step {step} without a result"})
+        ledger.settle_unfinished()  # trials Tune stopped (ASHA) or lost never reach a final status themselves
+    return ledger.record_outcome()
 
 
 def run_from_entrypoint(sweep_id: str) -> int:

@@ -12,8 +12,8 @@ from typing import Callable
 from doctune.config import Settings
 from doctune.errors import DoctuneError
 from doctune.runners import RayJobsRunner, Runner, runner_for
-from doctune.store.db import Job, RayCluster
-from doctune.store.job_tokens import mint_job_token
+from doctune.store.db import Job, RayCluster, Sweep
+from doctune.store.job_tokens import mint_job_token, mint_sweep_token
 from doctune.store.keys import Principal, server_secret
 from doctune.store.stores import Stores
 from doctune.store.tenant_keys import tenant_keys
@@ -29,8 +29,8 @@ class Platform(Stores):
     (deployments, resources, and every tenant without a cluster of its own), and
     :meth:`runner_on` a tenant's dedicated cluster. The API server also sets ``dispatcher`` so
     that submissions wake it. ``cluster_runner``: how a dedicated cluster's runner is built
-    (default: :class:`RayJobsRunner` on its address and token, giving jobs only the tenant's
-    credentials and a job token, :meth:`tenant_job_env`)."""
+    (default: :class:`RayJobsRunner` on its address and token, giving drivers only the tenant's
+    credentials and a job or sweep token, :meth:`tenant_job_env`)."""
 
     def __init__(self, settings: Settings | None = None, runner: Runner | None = None,
                  cluster_runner: ClusterRunner | None = None) -> None:
@@ -79,38 +79,48 @@ class Platform(Stores):
         """What a driver submitted to the tenant's dedicated cluster is given: the tenant's object-store
         key (issued on the store once per process), never the root key nor the database URL; a job's
         driver (``ray_jobs.finetune --job-id J``) also a token for J's current attempt and this
-        submission (:mod:`doctune.store.job_tokens`), with which it records the attempt through the API.
-        A sweep's driver still needs the database (it records its trials itself): it is refused."""
+        submission, a sweep's driver (``ray_jobs.sweep --sweep-id S``) a token for S and this submission
+        (:mod:`doctune.store.job_tokens`), with which it records its work through the API."""
         if tenant_id not in self._tenant_env:
             key = tenant_keys(self.settings).issue(tenant_id)
             self._tenant_key[tenant_id] = (key.access_key, key.secret_key)
             self._tenant_env[tenant_id] = self.settings.tenant_job_env(key.access_key, key.secret_key)
         args = list(args or [])
-        if module == "ray_jobs.sweep":
-            raise sweep_on_dedicated_cluster(tenant_id)
-        if module != "ray_jobs.finetune" or "--job-id" not in args:
+        if module == "ray_jobs.finetune" and "--job-id" in args:
+            job_id = args[args.index("--job-id") + 1]
+            token = {"job_token": self._job_token(tenant_id, job_id, submission_id or job_id)}
+        elif module == "ray_jobs.sweep" and "--sweep-id" in args:
+            sweep_id = args[args.index("--sweep-id") + 1]
+            token = {"sweep_token": self._sweep_token(tenant_id, sweep_id, submission_id or sweep_id)}
+        else:
             return self._tenant_env[tenant_id]
+        return self.settings.tenant_job_env(*self._tenant_key[tenant_id], **token)
+
+    def _check_api_url(self) -> None:
         if not self.settings.api_url:
-            raise DoctuneError("a job on a tenant's dedicated cluster reports through the doctune API, and none is "
-                               "configured: set DOCTUNE_API_URL to an address that cluster reaches", "unavailable")
-        job_id = args[args.index("--job-id") + 1]
+            raise DoctuneError("a driver on a tenant's dedicated cluster reports through the doctune API, and none "
+                               "is configured: set DOCTUNE_API_URL to an address that cluster reaches", "unavailable")
+
+    def _job_token(self, tenant_id: str, job_id: str, submission_id: str) -> str:
+        self._check_api_url()
         with self.db.session() as s:
             job = s.get(Job, job_id)
         if job is None or job.tenant_id != tenant_id:
             raise DoctuneError(f"job {job_id!r} is not tenant {tenant_id}'s: nothing is submitted to its cluster",
                                "forbidden", field="job_id")
-        token = mint_job_token(server_secret(self.db, self.settings.key_secret), tenant_id, job_id, job.attempt,
-                               submission_id or job_id)
-        return self.settings.tenant_job_env(*self._tenant_key[tenant_id], job_token=token)
+        return mint_job_token(server_secret(self.db, self.settings.key_secret), tenant_id, job_id, job.attempt,
+                              submission_id)
+
+    def _sweep_token(self, tenant_id: str, sweep_id: str, submission_id: str) -> str:
+        self._check_api_url()
+        with self.db.session() as s:
+            sweep = s.get(Sweep, sweep_id)
+        if sweep is None or sweep.tenant_id != tenant_id:
+            raise DoctuneError(f"sweep {sweep_id!r} is not tenant {tenant_id}'s: nothing is submitted to its cluster",
+                               "forbidden", field="sweep_id")
+        return mint_sweep_token(server_secret(self.db, self.settings.key_secret), tenant_id, sweep_id, submission_id)
 
     def runner_for(self, tenant_id: str) -> Runner:
         """Where the tenant's jobs and sweeps go now: its dedicated cluster, else the shared one."""
         return self.runner_on(self.cluster_for(tenant_id))
 
-
-def sweep_on_dedicated_cluster(tenant_id: str) -> DoctuneError:
-    """Why a sweep of a tenant with a dedicated Ray cluster is refused (409), before anything is recorded."""
-    return DoctuneError(f"tenant {tenant_id} has a dedicated Ray cluster, and a sweep cannot run there yet: its "
-                        "driver records its trials in the metadata database, which no job on a tenant's cluster "
-                        "is given. Run the trials as separate jobs (POST /v1/jobs), or ask the platform admin "
-                        "to remove the dedicated cluster for the sweep", "conflict", field="tenant")

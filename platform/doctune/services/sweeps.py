@@ -2,8 +2,9 @@
 
 ``submit_sweep`` checks the spec against stored state the way a job is checked
 (tenant, dataset, base model, language, the ranking metric), records the sweep and
-submits its driver (``python -m ray_jobs.sweep``) to the Ray Jobs API. The driver
-(:mod:`doctune.drivers.sweep`) runs the trials; this module ranks them.
+submits its driver (``python -m ray_jobs.sweep``) to the Ray Jobs API of the tenant's cluster
+(its dedicated one, else the shared one). The driver (:mod:`doctune.drivers.sweep`) runs the
+trials and records them through :mod:`doctune.services.sweep_ledger`; this module ranks them.
 
 Leaderboards rank trials (or, per tenant and task, every finished job) by their dev
 metric; the winner is the best by that metric, ties broken by lower cost (worker
@@ -67,10 +68,6 @@ def submit_sweep(p: Platform, caller: Principal, sweep: SweepSpec) -> Sweep:
     tenant = get_tenant(p, sweep.tenant)
     if tenant is None:
         raise DoctuneError(f"tenant {sweep.tenant!r} does not exist; create it first", "not_found", field="tenant")
-    if p.cluster_for(sweep.tenant) is not None:
-        from doctune.services._context import sweep_on_dedicated_cluster
-
-        raise sweep_on_dedicated_cluster(sweep.tenant)
     check_trial_quota(sweep, tenant.max_trials)  # up front: before the dataset is read
     with p.db.session() as s:
         check_sweep_concurrency(s, tenant)  # again under the lock below, where it decides
