@@ -14,9 +14,9 @@ markdown table; ``--render`` re-renders the last result with the current proxy-h
 2. Backends of that export, each built as a replica would build it, on one thread (what a
    replica uses: ``torch.set_num_threads(1)``; ONNX Runtime ``intra_op_num_threads=1``):
    ``torch fp32`` (the plugin's ``load_model``: what a replica serves), ``torch int8``
-   (``quantize: int8`` today: ``doctune.serve.quantize.quantize_int8``, torch dynamic
-   quantization of every Linear, per-tensor), ``torch int8 per-channel`` (the same with
-   ``per_channel_dynamic_qconfig``: a candidate), ``onnx fp32`` and ``onnx int8`` (ONNX Runtime:
+   (``quantize: int8``: ``doctune.serve.quantize.quantize_int8``, torch dynamic quantization of
+   every Linear with one scale per output channel), ``torch int8 per-tensor (before)`` (the same with
+   one scale per weight tensor, what ``quantize: int8`` did until 2026-12-01), ``onnx fp32`` and ``onnx int8`` (ONNX Runtime:
    the model exported with torch's ONNX exporter, as optimum's ``ORTModelForSequenceClassification``
    (export=True) would, and quantized with ``onnxruntime.quantization.quantize_dynamic`` set as
    optimum's ``ORTQuantizer`` with ``AutoQuantizationConfig.<isa>(is_static=False,
@@ -137,7 +137,7 @@ def load_backends(path: Path) -> tuple[dict[str, Any], Any, dict[str, Any], dict
     for name, build in (
         ("torch fp32", lambda: plugin.load_model(str(path))),
         ("torch int8", lambda: quantize_int8(plugin.load_model(str(path)), inplace=True)),
-        ("torch int8 per-channel", lambda: _torch_int8_per_channel(plugin.load_model(str(path)))),
+        (PER_TENSOR, lambda: _torch_int8_per_tensor(plugin.load_model(str(path)))),
         ("onnx fp32", lambda: to_onnx_runtime(plugin.load_model(str(path)), tokenizer, work / "fp32")),
         ("onnx int8", lambda: to_onnx_runtime(plugin.load_model(str(path)), tokenizer, work / "int8", int8=True)),
     ):
@@ -147,12 +147,14 @@ def load_backends(path: Path) -> tuple[dict[str, Any], Any, dict[str, Any], dict
     return models, tokenizer, meta, build_s
 
 
-def _torch_int8_per_channel(model: Any) -> Any:
-    """``quantize_int8`` with one scale per output channel of each weight instead of one per tensor."""
+PER_TENSOR = "torch int8 per-tensor (before)"
+
+
+def _torch_int8_per_tensor(model: Any) -> Any:
+    """``quantize_int8`` as it was before: one scale per weight tensor instead of one per output channel."""
     import torch
 
-    qd = torch.ao.quantization
-    return qd.quantize_dynamic(model, {torch.nn.Linear: qd.per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
+    return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
 # ------------------------------------------------------------------ ONNX Runtime, as optimum would set it up
@@ -520,14 +522,14 @@ def render(r: dict[str, Any]) -> str:
         "",
         "| measure | goal | figure | met |",
         "| --- | --- | --- | --- |",
-        row("`quantize: int8` today (torch dynamic, per-tensor): throughput ÷ fp32, batch 32", f"≥ {g_ratio}",
+        row("`quantize: int8` (torch dynamic, per-channel scales): throughput ÷ fp32, batch 32", f"≥ {g_ratio}",
             speed("torch int8"), ratios["torch int8"]["cpu"] >= g_ratio),
-        row("`quantize: int8` today: accuracy change", f"≤ {g_acc}", change("torch int8"),
+        row("`quantize: int8`: accuracy change", f"≤ {g_acc}", change("torch int8"),
             abs(acc["torch int8"]) <= g_acc),
-        row("torch int8 per-channel (a candidate): throughput ÷ fp32", f"≥ {g_ratio}", speed("torch int8 per-channel"),
-            ratios["torch int8 per-channel"]["cpu"] >= g_ratio),
-        row("torch int8 per-channel: accuracy change", f"≤ {g_acc}", change("torch int8 per-channel"),
-            abs(acc["torch int8 per-channel"]) <= g_acc),
+        row("before (per-tensor scales): throughput ÷ fp32", f"≥ {g_ratio}", speed(PER_TENSOR),
+            ratios[PER_TENSOR]["cpu"] >= g_ratio),
+        row("before (per-tensor scales): accuracy change", f"≤ {g_acc}", change(PER_TENSOR),
+            abs(acc[PER_TENSOR]) <= g_acc),
         row("ONNX Runtime fp32: throughput ÷ torch fp32", "> 1 (ONNX wins)", speed("onnx fp32"),
             ratios["onnx fp32"]["cpu"] > 1),
         row("ONNX Runtime fp32: accuracy change", f"≤ {g_acc}", change("onnx fp32"), abs(acc["onnx fp32"]) <= g_acc),

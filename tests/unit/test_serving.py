@@ -191,7 +191,10 @@ def test_int8_logits_are_close_to_fp32(minilm):
     with torch.no_grad():
         fp32, int8 = model(**batch).logits, q(**batch).logits
     assert not torch.equal(fp32, int8)  # it did quantize
-    assert torch.nn.functional.cosine_similarity(fp32, int8).min() > 0.8  # 0.94 measured (x86)
+    # per document: the cosine of a short logit vector is ill-conditioned (the worst of 20, norm 1.1 against a
+    # median 2.7, measured 0.79 per-channel and 0.94 per-tensor), so the mean, and the largest error of any logit
+    assert torch.nn.functional.cosine_similarity(fp32, int8).mean() > 0.95  # 0.972 measured (x86), both scales
+    assert (fp32 - int8).abs().max() < 1.0  # 0.58 measured per-channel (0.82 per-tensor)
     assert (fp32.argmax(-1) == int8.argmax(-1)).sum() >= 15  # of 20; 18 measured: near-ties of a random head flip
 
 
