@@ -150,6 +150,13 @@ class EarlyStoppingSpec(_Spec):
         "it for 'min'): time to a good-enough model rather than to the best one. Omit to stop on patience only.")
 
 
+class TrackingSpec(_Spec):
+    mlflow: bool = Field(
+        True, description="Also log the job to the platform's MLflow tracking store, when it has one "
+        "(DOCTUNE_MLFLOW_URI): its settings, metrics and exported model. false: TensorBoard files only, which every "
+        "job writes.")
+
+
 class ResourcesSpec(_Spec):
     cpu: float = Field(1.0, gt=0, le=256, description="Logical CPUs per training worker (fractions allowed).")
     gpu: float = Field(0.0, ge=0, le=16, description="GPUs per training worker; 0 trains on the CPU.")
@@ -212,6 +219,7 @@ class JobSpec(_Spec):
     weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="AdamW weight decay.")
     max_seq_length: int = Field(128, ge=8, le=8192, description="Tokens per document after truncation.")
     early_stopping: EarlyStoppingSpec | None = Field(None, description="Stop when a dev metric stops improving; omit to train to the end.")
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="Experiment tracking (docs/tracking.md).")
     eval_interval: int = Field(50, ge=1, description="Evaluate on the dev split every this many optimizer steps (and at the end).")
     checkpoint_interval: int = Field(50, ge=1, description="Save a checkpoint to the object store every this many optimizer steps.")
     num_workers: int = Field(2, ge=1, le=1024, description="Ray Train workers (data-parallel ranks).")

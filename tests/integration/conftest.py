@@ -160,7 +160,8 @@ def stack(tmp_path_factory):
     os.environ["DOCTUNE_TASK_PLUGINS"] = "tests.toy_task"
     # the platform's settings of shared multiplexed applications: one small replica on 2 CPUs
     os.environ.update({"DOCTUNE_SHARED_MAX_REPLICAS": "1", "DOCTUNE_SHARED_NUM_CPUS": "0.25"})
-    # every job and sweep of the session also logs to a real MLflow tracking store (docs/tracking.md)
+    # a real MLflow tracking store (docs/tracking.md) for the jobs that log to it: the shared classification
+    # job; the others opt out (NO_MLFLOW below)
     os.environ["DOCTUNE_MLFLOW_URI"] = f"sqlite:///{home / 'mlflow.db'}"
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     local = LocalStack(home=home, base=find_free_port_base(), num_cpus=2)
@@ -279,7 +280,7 @@ def classification_training(request):
     dataset = request.getfixturevalue("bbc_dataset")
     job = client.submit_job(example_job("bbc-classification.yaml", dataset["id"], max_steps=20, micro_batch_size=4,
                                         gradient_accumulation_steps=1, max_seq_length=64, learning_rate=2e-3,
-                                        eval_interval=10, checkpoint_interval=10))
+                                        eval_interval=10, checkpoint_interval=10, tracking={"mlflow": True}))
     assert job["status"] == "queued" and job["tenant"] == "team-a"
     return client, job
 
@@ -308,6 +309,11 @@ def classification_endpoint(client_a, classification_job):
     return dep
 
 
+# the session's jobs stay out of the MLflow store (the driver's MLflow import and model copy cost each job
+# seconds of the 2 cores); the shared classification job logs to it, and test_end_to_end checks its run
+NO_MLFLOW = {"tracking": {"mlflow": False}}
+
+
 def example_job(name: str, dataset_id: str, **overrides) -> dict:
     """A shipped example (``docs/examples/<name>``) run end to end on this session's small stack:
     its task, base model, tuning method and DeepSpeed stage, on the test's dataset, with tiny
@@ -317,7 +323,8 @@ def example_job(name: str, dataset_id: str, **overrides) -> dict:
     spec = yaml.safe_load((EXAMPLES / name).read_text())
     spec.pop("tenant")  # the test client's tenant
     spec.pop("epochs", None)
-    spec.update({"dataset": {"id": dataset_id}, "resources_per_worker": {"cpu": 0.5, "threads": 1}, **overrides})
+    spec.update({"dataset": {"id": dataset_id}, "resources_per_worker": {"cpu": 0.5, "threads": 1}, **NO_MLFLOW,
+                 **overrides})
     return spec
 
 
@@ -340,6 +347,7 @@ def tiny_job(dataset_id: str, **overrides) -> dict:
         "num_workers": 2,
         "resources_per_worker": {"cpu": 0.5, "threads": 1},
         "seed": 42,
+        **NO_MLFLOW,
     }
     spec.update(overrides)
     return spec

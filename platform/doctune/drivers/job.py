@@ -132,7 +132,7 @@ class _Attempt:
         try:
             return JobTracker(job_id=self.id, spec=self.spec.model_dump(mode="json"), store=self.p.objects,
                               prefix=tensorboard_prefix(self.spec.tenant, self.id), scratch=make_scratch("tracking-"),
-                              mlflow_uri=self.p.settings.mlflow_uri,
+                              mlflow_uri=self.p.settings.mlflow_uri if self.spec.tracking.mlflow else "",
                               mlflow_artifact_uri=self.p.settings.mlflow_artifact_uri, parent_run_id=parent_run_id)
         except Exception as exc:
             print(f"doctune: experiment tracking is off for this attempt: {exc}", file=sys.stderr, flush=True)

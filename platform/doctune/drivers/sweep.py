@@ -90,7 +90,7 @@ def run_sweep(sweep_id: str, p: Platform | None = None, ledger: SweepLedger | No
     concurrent = min(spec.max_concurrent_trials, quota or spec.max_concurrent_trials)
     ledger.mark_running()
     tracking = (SweepRun(p.settings.mlflow_uri, p.settings.mlflow_artifact_uri, sweep_id=sweep_id,
-                         spec=spec.model_dump(mode="json")) if p.settings.mlflow_uri else None)
+                         spec=spec.model_dump(mode="json")) if _logs_to_mlflow(p, spec) else None)
     try:
         result = _tune(p, ledger, spec, metric, concurrent, tracking.parent_run_id() if tracking else None)
     except BaseException:
@@ -101,6 +101,11 @@ def run_sweep(sweep_id: str, p: Platform | None = None, ledger: SweepLedger | No
         status = "KILLED" if result.get("cancelled") else "FINISHED" if result["winner"] else "FAILED"
         tracking.finish(status, result["winner"], metric)
     return result
+
+
+def _logs_to_mlflow(p: Platform, spec: SweepSpec) -> bool:
+    """Whether the sweep is an MLflow run: the platform has a store and the sweep's job does not opt out."""
+    return bool(p.settings.mlflow_uri) and (spec.job.get("tracking") or {}).get("mlflow", True) is not False
 
 
 def _tune(p: Platform, ledger: SweepLedger, spec: SweepSpec, metric: str, concurrent: int,
