@@ -68,6 +68,9 @@ def record_progress_events(p: Platform, job_id: str, prev: dict[str, Any], state
         add_event(p, job_id, "eval", entry)
     if state.get("last_checkpoint_step") not in (None, prev.get("last_checkpoint_step")):
         add_event(p, job_id, "checkpoint", {"step": state["last_checkpoint_step"]})
+    if state.get("early_stopped_at") is not None and prev.get("early_stopped_at") is None:
+        add_event(p, job_id, "early_stopped", {"step": state["early_stopped_at"]},
+                  reason=state.get("early_stop_reason") or "early stopping")
     if state.get("resumed_from_step") and state.get("resumed_from_step") != prev.get("resumed_from_step"):
         add_event(p, job_id, "resumed", {"step": state["resumed_from_step"]},
                   reason="Ray Train restarted the workers; resumed from the last checkpoint")

@@ -393,7 +393,7 @@ class WorkerRun:
         self.last_dev = {f"dev_{k}": v for k, v in numeric.items()}
         metrics.update(self.last_dev)
         if self.state.stopper.observe(dev, step):
-            self.reporter.send(early_stopped_at=step)
+            self.reporter.send(early_stopped_at=step, early_stop_reason=str(self.state.stopper.reason))
             return True
         return False
 
@@ -445,6 +445,8 @@ class WorkerRun:
             "total_steps": self.total_steps,
             "memory": memory,
             "timing": timing,
+            # the optimizer DeepSpeed built: DeepSpeedCPUAdam when the optimizer state is offloaded
+            "optimizer": type(getattr(self.engine, "basic_optimizer", None) or self.engine.optimizer).__name__,
         }
         if self.test_by_version:  # dataset.compare_version: the test metrics on that version's test split
             final["test_by_version"] = self.test_by_version
