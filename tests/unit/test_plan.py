@@ -43,7 +43,8 @@ def test_zero_stages_shard_what_they_promise():
 
 def test_lora_shrinks_gradients_and_optimizer_not_activations():
     lora = ModelShape(**{**SHAPE.__dict__, "params_trainable": 1_000_000})
-    full_m, lora_m = (estimate_memory(s, spec(), on_gpu=False) for s in (SHAPE, lora))
+    # ZeRO-0: no reduce bucket, whose size is capped (ZeRO-2's gradients are not proportional past the cap)
+    full_m, lora_m = (estimate_memory(s, spec(deepspeed={"zero_stage": 0}), on_gpu=False) for s in (SHAPE, lora))
     assert lora_m.optimizer_mb == pytest.approx(full_m.optimizer_mb / 100)
     assert lora_m.gradients_mb == pytest.approx(full_m.gradients_mb / 100)
     assert lora_m.activations_mb == full_m.activations_mb

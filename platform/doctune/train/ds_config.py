@@ -11,7 +11,7 @@ from doctune.spec import JobSpec
 def build_deepspeed_config(spec: JobSpec, world_size: int, total_steps: int, *, on_gpu: bool = False) -> dict[str, Any]:
     ds = spec.deepspeed
     warmup = max(1, int(spec.warmup_ratio * total_steps))  # DeepSpeed requires >= 1
-    zero: dict[str, Any] = {"stage": ds.zero_stage}
+    zero: dict[str, Any] = {"stage": ds.zero_stage, **zero_buckets(ds.zero_stage)}
     if ds.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": on_gpu}
     if ds.offload_params:
@@ -54,6 +54,25 @@ def build_deepspeed_config(spec: JobSpec, world_size: int, total_steps: int, *, 
         # CPU offload: DeepSpeedCPUAdam (built once into TORCH_EXTENSIONS_DIR).
         cfg["optimizer"]["params"].pop("torch_adam")
     return cfg
+
+
+# Elements per ZeRO buffer. DeepSpeed 0.19's defaults are sized for billion-parameter models on GPUs:
+# 5e8-element reduce and all-gather buckets (2 GB each in fp32), and under ZeRO-3 up to 1e9 gathered
+# parameters kept live (more than a whole Gemma-3-270M, so nothing was ever released: ZeRO-3 held 8.1 GB
+# per worker where ZeRO-0 held 6.6, docs/benchmarks.md "Resources"). 5e7 (200 MB) stays large per
+# collective for gloo on one host.
+BUCKET_ELEMENTS = 50_000_000
+
+
+def zero_buckets(stage: int) -> dict[str, Any]:
+    """The ZeRO buffer sizes for ``stage`` (none for stage 0)."""
+    if stage == 0:
+        return {}
+    buckets: dict[str, Any] = {"reduce_bucket_size": BUCKET_ELEMENTS}
+    if stage in (1, 2):
+        return buckets | {"allgather_bucket_size": BUCKET_ELEMENTS}
+    return buckets | {"stage3_prefetch_bucket_size": BUCKET_ELEMENTS // 2, "stage3_max_live_parameters": 2 * BUCKET_ELEMENTS,
+                      "stage3_max_reuse_distance": 2 * BUCKET_ELEMENTS, "sub_group_size": 2 * BUCKET_ELEMENTS}
 
 
 def zero3_context(ds_config: dict[str, Any]) -> Any:

@@ -21,6 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 from doctune.spec import JobSpec
+from doctune.train.ds_config import BUCKET_ELEMENTS
 
 MB = 1024 * 1024
 # Resident memory of a training worker before any model or data is loaded: Python,
@@ -32,7 +33,7 @@ RUNTIME_MB_GPU = 1500.0  # adds the CUDA context and NCCL buffers (not measured 
 # and autograd and the optimizer make short-lived temporaries. Measured on single-worker
 # CPU runs of MiniLM (full fine-tuning, ZeRO-0 and ZeRO-2): peak RSS / tensor sum = 1.21-1.24.
 ALLOCATOR_OVERHEAD = 1.25
-REDUCE_BUCKET = 500_000_000  # DeepSpeed's default reduce_bucket_size (elements)
+REDUCE_BUCKET = BUCKET_ELEMENTS  # the reduce_bucket_size doctune's DeepSpeed config sets (elements)
 
 
 @dataclass(frozen=True)
