@@ -9,6 +9,7 @@ writes progress, metrics and the final status back through :func:`update_job`.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -72,19 +73,41 @@ def check_spec(p: Platform, caller: Principal, spec: JobSpec) -> Dataset:
 UNKNOWN_TOKENS_REFUSE = 0.2  # share of a sample's tokens the base model's tokenizer cannot represent
 
 
-def check_language(p: Platform, spec: JobSpec, ds: Dataset) -> None:
-    """Refuse to train on text the base model cannot read (e.g. Chinese for the English
-    MiniLM, whose vocabulary maps most Chinese characters to [UNK])."""
+# (dataset id, its version, base model, task, max_seq_length) -> the unknown-token fraction of its first
+# 200 training records: a dataset's version never changes, and reading and tokenizing them was 72 ms of a
+# submission's 128 ms of API CPU (profiled while the API-load bench submitted jobs)
+UNKNOWN_TOKENS_SEEN: dict[tuple[Any, ...], float] = {}
+UNKNOWN_TOKENS_SEEN_MAX = 4096
+UNKNOWN_TOKENS_LOCK = threading.Lock()
+
+
+def unknown_token_fraction(p: Platform, spec: JobSpec, ds: Dataset) -> float:
+    """The share of the dataset's training tokens that the base model's tokenizer does not know."""
     from doctune.services.datasets import read_split
     from doctune.tasks import get_task, task_texts
     from doctune.base_models import resolve_base_model
     from doctune.train.plan import count_tokens, load_tokenizer
 
-    if spec.base_model.startswith("s3://"):
-        return  # a tenant's own model: its tokenizer is checked when the job loads it
+    key = (ds.id, ds.version, spec.base_model, spec.task, spec.max_seq_length)
+    cached = UNKNOWN_TOKENS_SEEN.get(key)
+    if cached is not None:
+        return cached
     tokenizer = load_tokenizer(resolve_base_model(spec.base_model))
     sample = task_texts(get_task(spec.task), read_split(p, ds, "train")[:200])
-    unknown = count_tokens(sample, tokenizer, spec.max_seq_length)["unknown_token_fraction"]
+    fraction = count_tokens(sample, tokenizer, spec.max_seq_length)["unknown_token_fraction"]
+    with UNKNOWN_TOKENS_LOCK:
+        if len(UNKNOWN_TOKENS_SEEN) >= UNKNOWN_TOKENS_SEEN_MAX:
+            UNKNOWN_TOKENS_SEEN.pop(next(iter(UNKNOWN_TOKENS_SEEN)), None)  # the oldest
+        UNKNOWN_TOKENS_SEEN[key] = fraction
+    return fraction
+
+
+def check_language(p: Platform, spec: JobSpec, ds: Dataset) -> None:
+    """Refuse to train on text the base model cannot read (e.g. Chinese for the English
+    MiniLM, whose vocabulary maps most Chinese characters to [UNK])."""
+    if spec.base_model.startswith("s3://"):
+        return  # a tenant's own model: its tokenizer is checked when the job loads it
+    unknown = unknown_token_fraction(p, spec, ds)
     if unknown > UNKNOWN_TOKENS_REFUSE:
         raise DoctuneError(
             f"{unknown:.0%} of the dataset's tokens are unknown to {spec.base_model}'s tokenizer: it cannot read this "

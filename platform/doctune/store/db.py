@@ -187,6 +187,8 @@ class Job(Base):
 
 # each tenant's queue in the dispatcher's order (priority, then age): the dispatcher reads only its heads
 Index("ix_jobs_queue", Job.status, Job.tenant_id, Job.priority.desc(), Job.created_at, Job.id)
+# each tenant's jobs in the listing's order (newest first, keyset-paged on created_at, id)
+Index("ix_jobs_tenant_listing", Job.tenant_id, Job.created_at.desc(), Job.id.desc())
 
 
 class SubmissionToken(Base):
