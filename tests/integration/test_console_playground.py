@@ -27,9 +27,9 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def console(stack):
-    from doctune.console.app import build_console
+    from doctune.console.app import build_console, queued
 
-    blocks = build_console(stack.api_url).queue()
+    blocks = queued(build_console(stack.api_url))
     port = _free_port()
     blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"

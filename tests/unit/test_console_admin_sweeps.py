@@ -46,7 +46,7 @@ def _serve_api(p: Platform) -> tuple[uvicorn.Server, str]:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, s3):  # noqa: F811
     """The API with tenants team-a and team-b, and the console in this process, on free ports."""
-    from doctune.console.app import build_console
+    from doctune.console.app import build_console, queued
 
     home = tmp_path_factory.mktemp("console")
     p = Platform(Settings(home=str(home), database_url=f"sqlite:///{home / 'doctune.db'}", **s3))
@@ -56,7 +56,7 @@ def world(tmp_path_factory, s3):  # noqa: F811
     _, key_a = tenants.create_tenant(p, admin, TenantSpec(name="team-a"))
     _, key_b = tenants.create_tenant(p, admin, TenantSpec(name="team-b"))
     server, api_url = _serve_api(p)
-    blocks = build_console(api_url).queue()
+    blocks = queued(build_console(api_url))
     port = _free_port()
     blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield {"platform": p, "api": api_url, "console": f"http://127.0.0.1:{port}/", "admin": admin_key, "a": key_a, "b": key_b}

@@ -22,7 +22,7 @@ from tests.e2e.console import console_client
 
 from doctune.api.app import create_app
 from doctune.config import Settings
-from doctune.console.app import build_console
+from doctune.console.app import build_console, queued
 from doctune.services import Platform, tenants
 from doctune.spec import TenantSpec
 from tests.unit.test_cli import s3  # noqa: F401  (the real S3 server fixture)
@@ -62,7 +62,7 @@ def stack(tmp_path_factory, s3):  # noqa: F811
     _, viewer = tenants.create_key(p, tenants.authenticate(p, member), "team-c", "viewer")
     server, thread = _serve_api(p)
     blocks = build_console(f"http://127.0.0.1:{server.config.port}")
-    blocks.queue().launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True)
+    queued(blocks).launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True)
     yield {"url": blocks.local_url, "blocks": blocks, "member": member, "viewer": viewer, "admin": admin_key, "home": home}
     blocks.close()
     server.should_exit = True

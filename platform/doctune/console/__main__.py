@@ -7,7 +7,7 @@ import os
 
 
 def main(argv: list[str] | None = None) -> None:
-    from doctune.console.app import build_console
+    from doctune.console.app import build_console, queued
 
     parser = argparse.ArgumentParser(prog="python -m doctune.console", description=__doc__)
     parser.add_argument("--api-url", required=True, help="The doctune API, e.g. http://127.0.0.1:28080")
@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    build_console(args.api_url).queue(default_concurrency_limit=8).launch(
+    queued(build_console(args.api_url)).launch(
         server_name=args.host, server_port=args.port, show_error=False, quiet=True, prevent_thread_lock=False)
 
 
