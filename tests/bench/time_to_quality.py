@@ -76,7 +76,11 @@ def levers() -> dict[str, dict]:
     """Each lever as a change to the example spec (``None`` removes a key)."""
     return {
         "default": {},
-        "no_target": {"early_stopping": {"metric": "macro_f1", "mode": "max", "patience": 3}},
+        "target_097": {"early_stopping": {"metric": "macro_f1", "mode": "max", "patience": 3, "target": 0.97}},
+        "target_097_seq_64": {"early_stopping": {"metric": "macro_f1", "mode": "max", "patience": 3, "target": 0.97},
+                              "max_seq_length": 64},
+        "target_097_eval_7": {"early_stopping": {"metric": "macro_f1", "mode": "max", "patience": 3, "target": 0.97},
+                              "eval_interval": 7},
         "seq_256": {"max_seq_length": 256},
         "seq_64": {"max_seq_length": 64},
         "full_ft": {"tuning": {"method": "full"}, "learning_rate": 1e-4},
@@ -118,7 +122,7 @@ def run_job(client, spec: dict, deadline_s: float = 3600) -> dict:
     metrics = job["metrics"]
     return {"wall_s": wall, "test_macro_f1": metrics["test"]["macro_f1"], "steps": metrics.get("step"),
             "timing": metrics.get("timing"), "early_stopped_at": (job.get("progress") or {}).get("early_stopped_at"),
-            "job_id": job["id"]}
+            "dev_history": [[h["step"], h.get("macro_f1")] for h in metrics.get("history") or []], "job_id": job["id"]}
 
 
 def measure(names: list[str] | None = None, threads: int = 2) -> dict:
@@ -173,6 +177,18 @@ def render(r: dict) -> str:
         lines.append(f"| {name} | `{change}` | {run['steps']} | {t.get('train_s', 0):.0f} | {t.get('eval_s', 0):.0f} | "
                      f"{t.get('setup_s', 0):.0f} | {run['wall_s']:.0f} | **{run['ratio']:.2f}** | "
                      f"{run['test_macro_f1']:.3f} | {'met' if met else 'missed'} |")
+    for name, run in r["runs"].items():
+        if run.get("dev_history"):
+            curve = ", ".join(f"{step}: {f1:.3f}" for step, f1 in run["dev_history"])
+            lines += ["", f"`{name}`, dev macro-F1 by step: {curve}."]
+        t = run.get("timing") or {}
+        if t:
+            other = run["wall_s"] - t.get("train_s", 0) - t.get("eval_s", 0) - t.get("setup_s", 0)
+            lines += ["", f"`{name}`, where the {run['wall_s']:.0f} s went: training {t.get('train_s', 0):.0f} s "
+                      f"({t.get('train_s', 0) / run['wall_s']:.0%}), dev evaluations {t.get('eval_s', 0):.0f} s, setup "
+                      f"{t.get('setup_s', 0):.0f} s, the rest (Ray job and worker start, baselines, test, export, "
+                      f"registration) {other:.0f} s."]
+    lines += [f"\n{note}" for note in r.get("notes", [])]
     return "\n".join(lines) + "\n"
 
 
