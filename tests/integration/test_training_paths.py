@@ -82,6 +82,8 @@ def test_an_offloaded_job_trains_with_cpu_adam_and_its_loss_falls(jobs_ahead, na
     assert m["optimizer"] == "DeepSpeedCPUAdam", m["optimizer"]
     assert m["step"] == 12
     assert m["dev"]["loss"] < m["baseline"]["dev"]["loss"], (m["dev"], m["baseline"]["dev"])
+    print(f"\n{name}: peak memory per worker while training {m['memory']['peak_train_mb']:.0f} MiB, dev loss "
+          f"{m['baseline']['dev']['loss']:.3f} -> {m['dev']['loss']:.3f}")  # for the notes (pytest -s)
 
 
 @pytest.mark.parametrize("name", list(OFFLOAD))
@@ -91,6 +93,8 @@ def test_the_plan_shows_the_memory_offload_moves_to_the_host(jobs_ahead, name):
     kept = client.plan_job(offload_job(ds["id"], {"zero_stage": OFFLOAD[name]["zero_stage"]}) | on_gpu)["memory_per_worker_mb"]
     moved = client.plan_job(offload_job(ds["id"], OFFLOAD[name]) | on_gpu)["memory_per_worker_mb"]
     assert moved["accelerator_mb"] < kept["accelerator_mb"] and moved["host_mb"] > kept["host_mb"], (kept, moved)
+    print(f"\n{name}, planned per GPU worker: accelerator {kept['accelerator_mb']:.0f} -> {moved['accelerator_mb']:.0f} MiB, "
+          f"host {kept['host_mb']:.0f} -> {moved['host_mb']:.0f} MiB")
     on_cpu = client.plan_job(offload_job(ds["id"], OFFLOAD[name]))
     assert any("same RAM" in w for w in on_cpu["warnings"]), on_cpu["warnings"]
 
