@@ -492,6 +492,11 @@ def _p3_lines(p3: dict) -> list[str]:
                   + (f": ZeRO-3 ÷ that ≈ {p3['ratio_vs_1worker']:.2f}" if p3.get("ratio_vs_1worker") else "")
                   + (f", with offload ≈ {p3['ratio_offload_vs_1worker']:.2f}" if p3.get("ratio_offload_vs_1worker")
                      else "") + ".", ""]
+    for rerun in p3.get("reruns", []):  # single cases measured again after a change, beside the run above
+        lines += [f"Re-measured {rerun['date']}, {rerun['case']} only, after {rerun['after']}: peak "
+                  f"{rerun['peak_train_mb']:,.0f} MiB per worker (plan {rerun['plan_mb']:,.0f})"
+                  + (f", ≈ {rerun['peak_train_mb'] / one['peak_train_mb']:.2f} of the 1-worker ZeRO-0 peak"
+                     if one and "peak_train_mb" in one else "") + ".", ""]
     return lines
 
 
