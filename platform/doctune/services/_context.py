@@ -7,7 +7,7 @@ calls); built lazily so importing doctune costs nothing.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Callable
+from typing import Any, Callable
 
 from doctune.config import Settings
 from doctune.errors import DoctuneError
@@ -96,28 +96,26 @@ class Platform(Stores):
             return self._tenant_env[tenant_id]
         return self.settings.tenant_job_env(*self._tenant_key[tenant_id], **token)
 
-    def _check_api_url(self) -> None:
+    def _tenants_row(self, table: Any, row_id: str, tenant_id: str, what: str) -> Any:
+        """The row a token is minted for: it must be the tenant's (403 otherwise), and the API must be
+        reachable from the tenant's cluster (503 otherwise)."""
         if not self.settings.api_url:
             raise DoctuneError("a driver on a tenant's dedicated cluster reports through the doctune API, and none "
                                "is configured: set DOCTUNE_API_URL to an address that cluster reaches", "unavailable")
+        with self.db.session() as s:
+            row = s.get(table, row_id)
+        if row is None or row.tenant_id != tenant_id:
+            raise DoctuneError(f"{what} {row_id!r} is not tenant {tenant_id}'s: nothing is submitted to its cluster",
+                               "forbidden", field=f"{what}_id")
+        return row
 
     def _job_token(self, tenant_id: str, job_id: str, submission_id: str) -> str:
-        self._check_api_url()
-        with self.db.session() as s:
-            job = s.get(Job, job_id)
-        if job is None or job.tenant_id != tenant_id:
-            raise DoctuneError(f"job {job_id!r} is not tenant {tenant_id}'s: nothing is submitted to its cluster",
-                               "forbidden", field="job_id")
+        job = self._tenants_row(Job, job_id, tenant_id, "job")
         return mint_job_token(server_secret(self.db, self.settings.key_secret), tenant_id, job_id, job.attempt,
                               submission_id)
 
     def _sweep_token(self, tenant_id: str, sweep_id: str, submission_id: str) -> str:
-        self._check_api_url()
-        with self.db.session() as s:
-            sweep = s.get(Sweep, sweep_id)
-        if sweep is None or sweep.tenant_id != tenant_id:
-            raise DoctuneError(f"sweep {sweep_id!r} is not tenant {tenant_id}'s: nothing is submitted to its cluster",
-                               "forbidden", field="sweep_id")
+        self._tenants_row(Sweep, sweep_id, tenant_id, "sweep")
         return mint_sweep_token(server_secret(self.db, self.settings.key_secret), tenant_id, sweep_id, submission_id)
 
     def runner_for(self, tenant_id: str) -> Runner:
