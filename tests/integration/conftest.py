@@ -165,10 +165,33 @@ def stack(tmp_path_factory):
     os.environ["DOCTUNE_MLFLOW_URI"] = f"sqlite:///{home / 'mlflow.db'}"
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     local = LocalStack(home=home, base=find_free_port_base(), num_cpus=2)
+    started = time.time()
     settings = local.up(echo=lambda _: None)
     os.environ.update(settings.ray_env())
     yield settings
+    _keep_job_timeline(settings, started, home.parent / "job_timeline.txt")
     local.down(echo=lambda _: None)
+
+
+JOB_TIMELINE: list[str] = []
+
+
+def _keep_job_timeline(settings, started: float, path: Path) -> None:
+    """The session's jobs, when each queued, started and ended (job_timeline.py), for the summary."""
+    from .job_timeline import job_rows, render
+
+    try:
+        JOB_TIMELINE.append(render(job_rows(settings, started)))
+    except Exception as exc:  # a report, not a test: a stack the fault tests left broken still ends
+        JOB_TIMELINE.append(f"(no job timeline: {exc})")
+    path.write_text(JOB_TIMELINE[-1] + "\n")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Where the session's time went, job by job (seconds): the queue of jobs on 2 cores is its wall time."""
+    if JOB_TIMELINE:
+        terminalreporter.section("integration jobs (seconds from the session's start)")
+        terminalreporter.write_line(JOB_TIMELINE[-1])
 
 
 @pytest.fixture(scope="session")
