@@ -14,7 +14,6 @@ from doctune.data import split_records
 from doctune.errors import DoctuneError
 from doctune.store.objects import ObjectStore
 
-from .conftest import poll
 
 
 @pytest.fixture(scope="module")
@@ -198,17 +197,3 @@ def test_cli_upload_shows_progress_and_stores_the_dataset(stack, tenant_a, bbc_s
 def test_cli_errors_are_one_line_and_nonzero(stack, tenant_b, finished_job):
     out = _cli(stack, tenant_b, "jobs", "get", finished_job["id"])
     assert out.returncode == 2 and "error [not_found]" in out.stderr and "Traceback" not in out.stderr
-
-
-def test_endpoints_lost_with_the_cluster_are_restored(stack, endpoint, tenant_a, client_a):
-    """Serve applications vanish when Ray restarts; the API's reconciler (at start and every
-    reconcile_interval_s, with no call from anyone) redeploys every deployment recorded as running."""
-    r = httpx.delete(f"{stack.ray_dashboard_url}/api/serve/applications/",
-                     headers={"Authorization": f"Bearer {stack.ray_token()}"}, timeout=60)
-    assert r.status_code < 300, r.text
-    poll(lambda: (d := client_a.get_deployment(endpoint["id"]))["status"] == "deploying"
-         and "restoring" in (d["message"] or ""), 300, "the reconciler to notice the lost application", interval=0.5)
-    dep = poll(lambda: (d := client_a.get_deployment(endpoint["id"]))["status"] != "deploying" and d, 300, "redeploy")
-    assert dep["status"] == "running"
-    r = httpx.post(endpoint["url"], json={"inputs": ["Shares rose."]}, headers={"Authorization": f"Bearer {tenant_a}"}, timeout=60)
-    assert r.status_code == 200 and r.json()["predictions"][0]["label"]
