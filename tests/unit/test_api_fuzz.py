@@ -44,7 +44,7 @@ def world(tmp_path_factory, s3):  # noqa: F811  (a real S3 server: base-model ro
 
 def _add_one_of_everything(p: Platform) -> None:
     with p.db.session() as s:
-        s.add(Dataset(id="ds-f", tenant_id="fuzz", name="d", task="classification", uri="s3://doctune/tenants/fuzz/datasets/ds-f",
+        s.add(Dataset(id="ds-f", tenant_id="fuzz", name="d", task="classification", uri=f"s3://{p.settings.bucket}/tenants/fuzz/datasets/ds-f",
                       info={"labels": ["x", "y"]}))
         s.add(Sweep(id="sweep-f", tenant_id="fuzz", task="classification", status="running",
                     spec={"tenant": "fuzz", "job": {"task": "classification"}, "search_space": {}}))
@@ -52,7 +52,7 @@ def _add_one_of_everything(p: Platform) -> None:
         s.add(Job(id="job-f", tenant_id="fuzz", task="classification", spec={"tenant": "fuzz"}, status="succeeded",
                   sweep_id="sweep-f", metrics={"test": {"macro_f1": 0.9, "n": 10}, "baseline": {"test": {"macro_f1": 0.5}}}))
     with p.db.session() as s:
-        s.add(Model(id="model-f", tenant_id="fuzz", job_id="job-f", task="classification", uri="s3://doctune/tenants/fuzz/models/model-f"))
+        s.add(Model(id="model-f", tenant_id="fuzz", job_id="job-f", task="classification", uri=f"s3://{p.settings.bucket}/tenants/fuzz/models/model-f"))
     with p.db.session() as s:
         s.add(Deployment(id="dep-f", tenant_id="fuzz", name="f", model_id="model-f", spec={}, route="/fuzz/f", status="running"))
 

@@ -111,8 +111,8 @@ def their_dataset(world):
     return _upload_dataset(world, "team-b")
 
 
-def test_upload_stores_the_folder_under_the_tenants_prefix(world, uploaded, tiny_model):
-    assert uploaded["base_model"] == "s3://doctune/tenants/team-a/base-models/my-base"
+def test_upload_stores_the_folder_under_the_tenants_prefix(world, uploaded, tiny_model, s3):  # noqa: F811
+    assert uploaded["base_model"] == f"s3://{s3['bucket']}/tenants/team-a/base-models/my-base"
     assert uploaded["files"] == len([f for f in tiny_model.rglob("*") if f.is_file()])
     keys = sorted(world["p"].objects.list_keys("tenants/team-a/base-models/my-base/"))
     assert "tenants/team-a/base-models/my-base/config.json" in keys and len(keys) == uploaded["files"]

@@ -119,7 +119,7 @@ def test_the_api_ledger_hears_a_pause_and_records_it(world):
     with w.p.db.session() as s:
         s.get(Job, "job-p").control = "pause"
     assert ProgressPump(w.p, "job-p", None, lg)._stop_wanted() == "pause"
-    ckpt = f"doctune/tenants/{w.tenant}/jobs/job-p/checkpoints/attempt-1/checkpoint_000000"
+    ckpt = f"{w.p.settings.bucket}/tenants/{w.tenant}/jobs/job-p/checkpoints/attempt-1/checkpoint_000000"
     out = _paused(attempt, SimpleNamespace(checkpoint=SimpleNamespace(path=ckpt)), {"paused_at": 2, "tokens_seen": 10})
     assert out == {"paused_at": 2, "checkpoint": ckpt}
     paused = job(w, "job-p")
@@ -209,7 +209,7 @@ def test_a_job_token_acts_on_its_own_attempt_only(world):
     # a job's own checkpoints only
     w.api.post("/v1/jobs/job-a/attempt/running", headers=hdr, json={"reason": "x"})
     r = w.api.post("/v1/jobs/job-a/attempt/paused", headers=hdr, json={
-        "resume_from": f"doctune/tenants/{w.other}/jobs/job-x/checkpoints/x", "usage": {}, "progress": {}, "reason": "x"})
+        "resume_from": f"{w.p.settings.bucket}/tenants/{w.other}/jobs/job-x/checkpoints/x", "usage": {}, "progress": {}, "reason": "x"})
     assert r.status_code == 403 and r.json()["error"]["field"] == "resume_from"
     # nor an API key's routes: the job token is not an API key
     assert w.api.get("/v1/jobs/job-a", headers={"Authorization": f"Bearer {hdr['X-Job-Token']}"}).status_code == 401
