@@ -66,7 +66,7 @@ down: install
 
 # The layer contracts (lint-imports, see [tool.importlinter] in pyproject.toml), then unit +
 # integration tests (real Ray, real S3 server, SQLite and PostgreSQL when
-# DOCTUNE_TEST_DATABASE_URL is set), as two sessions at once (tests/run_suite.sh). pytest exits 5
+# DOCTUNE_TEST_DATABASE_URL is set), as two sessions, one after the other (tests/run_suite.sh). pytest exits 5
 # when it collects no tests: that is a failure here, not a pass.
 test: install browser
 	$(VENV)/bin/lint-imports
@@ -79,7 +79,7 @@ test-full: install browser
 	$(VENV)/bin/lint-imports
 	DOCTUNE_FUZZ_EXAMPLES=30 PY=$(PY) tests/run_suite.sh $(PYTEST_ARGS)
 
-test-unit: install
+test-unit: install browser
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -p no:cacheprovider -ra tests/unit tests/chart
 
