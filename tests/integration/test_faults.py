@@ -114,9 +114,10 @@ def test_the_api_killed_then_the_ray_head_restarted_while_two_jobs_train_loses_n
     saved = {j["id"]: wait_until_training(client, j["id"], step=7, last_checkpoint_step=6)["progress"]["last_checkpoint_step"]
              for j in jobs}
     local.restart("ray")  # every driver and worker of the old head is gone; the new one knows none of them
+    # first the endpoint, while the jobs are retried: its "restoring" state lasts only as long as the redeploy
+    _restored_after_the_restart(client_a, endpoint, key_a)
     for job_id, step in saved.items():
         _retried_from_its_checkpoint(client, job_id, step)
-    _restored_after_the_restart(client_a, endpoint, key_a)
     assert_no_quota_leaked(client)
 
 

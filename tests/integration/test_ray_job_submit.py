@@ -68,8 +68,8 @@ def shell_ended(jobs_ahead: dict, name: str) -> subprocess.CompletedProcess:
 def readme_submission(request):
     """The README's lines, run as they stand, but for the stack's address and home."""
     lines, stack = readme_lines(), request.getfixturevalue("stack")
-    spec = tiny_job(request.getfixturevalue("bbc_dataset")["id"], max_steps=2, checkpoint_interval=100,
-                    eval_interval=100, name="via-readme")  # the README: "set dataset.id to one of yours"
+    spec = tiny_job(request.getfixturevalue("bbc_dataset")["id"], max_steps=2, num_workers=1,
+                    checkpoint_interval=100, eval_interval=100, name="via-readme")  # the README: "set dataset.id to one of yours"
     script = "\n".join(["set -euo pipefail", the_readmes_export_line(stack), lines["token"], lines["submit"]])
     return start_shell(request, "readme", script, {"job.yaml": yaml.safe_dump(spec)},
                        request.getfixturevalue("tenant_a"))

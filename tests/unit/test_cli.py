@@ -348,7 +348,7 @@ def jobs(world):
              _job("job-ner", task="ner", created_at=t0 + timedelta(minutes=2), metrics=_metrics("f1")),
              _job("job-b", tenant="team-b", created_at=t0 + timedelta(minutes=3)))
     add_rows(p, Model(id="model-old", tenant_id="team-a", job_id="job-old", task="classification",
-                      uri="s3://doctune/tenants/team-a/models/model-old", metrics={"test": {"macro_f1": 0.91}}))
+                      uri=f"s3://{p.settings.bucket}/tenants/team-a/models/model-old", metrics={"test": {"macro_f1": 0.91}}))
     return ["job-ner", "job-queued", "job-old"]
 
 
@@ -481,7 +481,7 @@ def test_models_list_and_delete(world, jobs):
     assert "model-old" in [m["id"] for m in as_json(world["a"], "models", "list", "--task", "classification")]
     assert "model-old" in ok(world["a"], "-o", "table", "models", "list").stdout
     add_rows(world["platform"], _job("job-spare"), Model(id="model-spare", tenant_id="team-a", job_id="job-spare",
-                                                        task="classification", uri="s3://doctune/tenants/team-a/models/model-spare"))
+                                                        task="classification", uri=f"s3://{world['platform'].settings.bucket}/tenants/team-a/models/model-spare"))
     ok(world["a"], "models", "delete", "model-spare")
     assert cli(world["a"], "models", "show", "model-spare").stderr.startswith("error [not_found]")
 
