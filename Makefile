@@ -79,6 +79,7 @@ test-full: install browser
 	$(VENV)/bin/lint-imports
 	DOCTUNE_FUZZ_EXAMPLES=30 PY=$(PY) tests/run_suite.sh $(PYTEST_ARGS)
 
+# (browser: its Chinese PDF tests draw with the CJK font that target installs, beside chromium)
 test-unit: install browser
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -p no:cacheprovider -ra tests/unit tests/chart

@@ -25,7 +25,7 @@ from typing import Callable
 import pytest
 
 from doctune.client import DoctuneClient
-from doctune.data import split_records, to_jsonl
+from doctune.data import to_jsonl
 from doctune.corpora import load_bbc_news
 
 
@@ -169,8 +169,10 @@ def stack(tmp_path_factory):
     settings = local.up(echo=lambda _: None)
     os.environ.update(settings.ray_env())
     yield settings
-    _keep_job_timeline(settings, started, home.parent / "job_timeline.txt")
-    local.down(echo=lambda _: None)
+    try:
+        _keep_job_timeline(settings, started, home.parent / "job_timeline.txt")
+    finally:
+        local.down(echo=lambda _: None)
 
 
 JOB_TIMELINE: list[str] = []

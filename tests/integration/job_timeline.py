@@ -19,7 +19,8 @@ def _ts(at: Any) -> float:
 
 
 def _marks(job: Any, events: list[Any]) -> dict[str, float]:
-    """The job's first time in each status, and its first attempt's worker milestones."""
+    """The job's first time in each status, and the worker milestones of its latest run (a paused or retried
+    job's "workers" span then runs from its first start to its last run's workers: read it with the status)."""
     marks = {"created": _ts(job.created_at)}
     for e in events:
         if e.kind == "status" and e.status:

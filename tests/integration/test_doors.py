@@ -54,7 +54,7 @@ def test_port_in_use_and_stale_pid_get_clear_messages(tmp_path):
 def _bind_s3_port_of_a_free_range(blocker: socket.socket) -> int:
     """Bind ``blocker`` to the S3 port of a free port range; another process (a client's ephemeral
     port) may take a port between the check and the bind, so try the next range then. From 31000:
-    below 32768, where no ephemeral port lands, and below the unit session's S3 servers (40000 up)."""
+    below 32768, where no ephemeral port lands, and below the unit session's S3 server (40000 up)."""
     start = 31000
     while True:
         base = find_free_port_base(start=start)

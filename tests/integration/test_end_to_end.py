@@ -15,7 +15,6 @@ from doctune.errors import DoctuneError
 from doctune.store.objects import ObjectStore
 
 
-
 @pytest.fixture(scope="module")
 def finished_job(classification_job):
     return classification_job

@@ -106,7 +106,7 @@ def test_the_api_killed_then_the_ray_head_restarted_while_two_jobs_train_loses_n
     session tens of seconds of its 2 cores before its first step)."""
     client, dataset = tenant
     client_a, endpoint, key_a = _session_endpoint(request)  # running before the faults: the head restart takes it away
-    jobs = [client.submit_job(small_job(dataset["id"], f"faults-{i}", max_steps=36, checkpoint_interval=6))
+    jobs = [client.submit_job(small_job(dataset["id"], f"faults-{i}", max_steps=48, checkpoint_interval=6))
             for i in range(2)]
     for j in jobs:
         wait_until_training(client, j["id"])
@@ -128,8 +128,8 @@ def _api_killed_while_they_train(local, stack, store, job_ids: list[str]) -> Non
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{stack.api_url}/healthz", timeout=5)
     before = {i: (db_job(store, i).progress or {}).get("step", 0) for i in job_ids}
-    poll(lambda: all((db_job(store, i).progress or {}).get("step", 0) > s for i, s in before.items()), 300,
-         "progress of both jobs while the API is down")
+    poll(lambda: all((j := db_job(store, i)).status in END or (j.progress or {}).get("step", 0) > s
+                     for i, s in before.items()), 300, "progress of both jobs while the API is down")
     local.restart("api")
     assert httpx.get(f"{stack.api_url}/healthz", timeout=30).status_code == 200
 
@@ -141,7 +141,7 @@ def _retried_from_its_checkpoint(client, job_id: str, saved: int) -> None:
     reasons = status_reasons(client, job_id)
     assert any("no longer knows" in r for r in reasons), reasons
     assert done["status"] == "succeeded" and done["attempt"] == 2, (done["error"], reasons)
-    assert done["metrics"]["step"] == 36 and done["model_id"]
+    assert done["metrics"]["step"] == 48 and done["model_id"]
     assert done["metrics"].get("resumed_from_step", 0) >= saved, done["metrics"]  # from its checkpoint, not step 0
     TRAINED[job_id] = done
 

@@ -28,7 +28,7 @@ from doctune.spec import DeploymentSpec, JobSpec, PromotionSpec, TenantSpec
 from doctune.store.dataset_files import read_split
 from doctune.store.db import Dataset, DatasetVersion, Job, Model
 
-from tests.unit.test_cli import s3  # noqa: F401  (a real SeaweedFS server, module-scoped)
+from tests.unit.test_cli import s3  # noqa: F401  (a bucket of its own on the session's real SeaweedFS server)
 
 LABELS = ("sport", "politics", "tech")
 

@@ -36,7 +36,7 @@ from doctune.services.scheduler import dispatch_once
 from doctune.spec import TenantSpec
 from doctune.store.db import Dataset, Job, Sweep, Tenant
 
-from tests.unit.test_cli import s3  # noqa: F401  (a real SeaweedFS server, module-scoped)
+from tests.unit.test_cli import s3  # noqa: F401  (a bucket of its own on the session's real SeaweedFS server)
 from tests.unit.test_reconcile import FakeCluster
 
 pytestmark = pytest.mark.both_databases  # the store itself: on PostgreSQL too

@@ -15,7 +15,7 @@ from doctune.config import Settings
 from doctune.errors import DoctuneError
 from doctune.store.objects import ObjectStore, _transient
 
-from tests.unit.test_cli import s3  # noqa: F401  (a real SeaweedFS server, module-scoped)
+from tests.unit.test_cli import s3  # noqa: F401  (a bucket of its own on the session's real SeaweedFS server)
 
 MiB = 1024 * 1024
 

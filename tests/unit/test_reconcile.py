@@ -28,7 +28,7 @@ from doctune.spec import TenantSpec
 from doctune.states import AttemptState, DeploymentState, JobState, SweepState
 from doctune.store.db import Deployment, Job, JobEvent, Model, Sweep, now
 
-from tests.unit.test_cli import s3  # noqa: F401  (a real SeaweedFS server, module-scoped)
+from tests.unit.test_cli import s3  # noqa: F401  (a bucket of its own on the session's real SeaweedFS server)
 
 SPEC = {"tenant": "team-a", "task": "classification", "num_workers": 2, "retries": 1,
         "resources_per_worker": {"cpu": 0.5}, "dataset": {"id": "ds-x"}, "base_model": "all-minilm-l6-v2"}

@@ -25,7 +25,7 @@ from doctune.services import retrain as retrain_svc
 from doctune.spec import DeploymentSpec, JobSpec, RetrainPolicySpec, TenantSpec
 from doctune.store.db import Deployment, Job, Model, RetrainEvent
 
-from tests.unit.test_cli import s3  # noqa: F401  (a real SeaweedFS server, module-scoped)
+from tests.unit.test_cli import s3  # noqa: F401  (a bucket of its own on the session's real SeaweedFS server)
 from tests.unit.test_dataset_versions import records
 from tests.unit.test_reconcile import FakeCluster
 

@@ -13,7 +13,7 @@ import pytest
 from doctune.config import Settings
 from doctune.store.objects import ObjectStore, retrying_upload
 
-from tests.unit.test_cli import s3  # noqa: F401  (a real SeaweedFS server, module-scoped)
+from tests.unit.test_cli import s3  # noqa: F401  (a bucket of its own on the session's real SeaweedFS server)
 
 
 class Relay:
