@@ -310,6 +310,16 @@ def classification_training(request):
     return client, job
 
 
+def session_classification(request, fixture: str = "classification_job") -> dict:
+    """The session's classification job (or ``classification_endpoint``) for a module that may run alone:
+    when no module that registers it runs, its job is submitted here (once) rather than a model of the
+    module's own being trained."""
+    jobs_ahead = request.getfixturevalue("jobs_ahead")
+    if "classification_training" not in jobs_ahead:
+        jobs_ahead["classification_training"] = AHEAD["classification_training"][0](request)
+    return request.getfixturevalue(fixture)
+
+
 @pytest.fixture(scope="session")
 def classification_job(jobs_ahead):
     return finished(jobs_ahead, "classification_training")[1]

@@ -21,7 +21,7 @@ from doctune.console import locales
 from doctune.data import to_jsonl
 from tests.e2e.console import (ConsolePage, DatasetsPage, JobsPage, ModelsPage, NewJobPage, PlaygroundPage, chart_marks,
                                launch_chromium, mojibake, plot_drawn, running_console, stack_console_url)
-from .conftest import AHEAD, poll
+from .conftest import poll, session_classification
 
 BBC_LABELS = ("business", "entertainment", "politics", "sports", "tech")
 ZH_NEWS = "国家队在昨晚的足球比赛中以三比一获胜，球迷们在体育场外庆祝。"  # a sports story, in Chinese
@@ -234,7 +234,7 @@ def _poll_new_job(client, before: set) -> dict:
 def test_deploy_then_query_the_playground_in_chinese_too(member, client_a, request):
     models, playground = ModelsPage(member).ready(), PlaygroundPage(member).ready()
     with member.failing_with_a_screenshot("deploy_then_query_the_playground_in_chinese_too"):
-        job = _trained_classification_job(request)
+        job = session_classification(request)
         member.open_tab("models")
         models.deploy(job["model_id"], "console-bbc")
         poll(lambda: _deployment_running(models), 600, "the deployment to show running (pressing Refresh)", interval=3)
@@ -259,12 +259,3 @@ def _deployment_running(models: ModelsPage, name: str = "console-bbc") -> bool:
     # <table> beside it, whose <tr> a `tr` locator found instead (this test then waited out its 600 s)
     rows = models.el("deployments").locator("[role=row]").filter(has_text=name)
     return any("running" in rows.nth(i).inner_text().split() for i in range(rows.count()))
-
-
-def _trained_classification_job(request) -> dict:
-    """The session's trained classification job; when no other module that uses it runs, this
-    module submits it (once) rather than training a model of its own."""
-    jobs_ahead = request.getfixturevalue("jobs_ahead")
-    if "classification_training" not in jobs_ahead:
-        jobs_ahead["classification_training"] = AHEAD["classification_training"][0](request)
-    return request.getfixturevalue("classification_job")

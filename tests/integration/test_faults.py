@@ -25,7 +25,7 @@ import pytest
 
 from doctune.data import to_jsonl
 
-from .conftest import AHEAD, END, new_tenant, poll, tiny_job
+from .conftest import END, new_tenant, poll, session_classification, tiny_job
 
 OUTAGE_S = 20
 TRAINED: dict[str, dict] = {}  # jobs that succeeded here, whose models a later test may serve
@@ -149,11 +149,8 @@ def _retried_from_its_checkpoint(client, job_id: str, saved: int) -> None:
 def _session_endpoint(request) -> tuple:
     """(team-a's client, the session's running classification endpoint of conftest.py, team-a's key); trained
     and deployed here when this module runs alone."""
-    jobs_ahead = request.getfixturevalue("jobs_ahead")
-    if "classification_training" not in jobs_ahead:
-        jobs_ahead["classification_training"] = AHEAD["classification_training"][0](request)
-    return request.getfixturevalue("client_a"), request.getfixturevalue("classification_endpoint"), \
-        request.getfixturevalue("tenant_a")
+    endpoint = session_classification(request, "classification_endpoint")
+    return request.getfixturevalue("client_a"), endpoint, request.getfixturevalue("tenant_a")
 
 
 def _restored_after_the_restart(client_a, endpoint: dict, key: str) -> None:
