@@ -141,6 +141,38 @@ def test_a_database_that_stays_busy_is_a_503_with_retry_after(world, monkeypatch
     assert err["code"] == "unavailable" and "busy" in err["message"] and "INSERT" not in err["message"]
 
 
+def test_a_sweep_stored_and_submitted_is_answered_even_when_recording_its_driver_finds_the_database_busy(
+        world, monkeypatch):
+    """Found by the contention test above (13 sweeps for 12 creates, 1 run in 3 under load): the sweep was
+    stored and its driver submitted, then recording the driver's id met a busy database and the request was a
+    503; the client's retry, its Idempotency-Key dropped with the failure, created a second sweep. Now the
+    request succeeds and the reconciler records the id (the cluster has that driver): one sweep, one driver."""
+    p, api, hdr = world
+    from doctune.services import sweeps as sweeps_svc
+
+    files = {"data": ("d.jsonl", to_jsonl(RECORDS), "application/jsonl")}
+    ds_id = api.post("/v1/datasets", data={"name": "seed", "task": "classification"}, files=files, headers=hdr).json()["id"]
+    real_update = sweeps_svc.update_sweep
+
+    def busy_when_recording_the_driver(p_, sweep_id, **fields):
+        if "ray_submission_id" in fields:
+            raise OperationalError("UPDATE sweeps ...", {}, Exception("database is locked"))
+        return real_update(p_, sweep_id, **fields)
+
+    monkeypatch.setattr(sweeps_svc, "update_sweep", busy_when_recording_the_driver)
+    h = {**hdr, "Idempotency-Key": "sweep-once"}
+    first = api.post("/v1/sweeps", json=sweep_spec(ds_id), headers=h)
+    assert first.status_code == 201, first.text
+    again = api.post("/v1/sweeps", json=sweep_spec(ds_id), headers=h)
+    assert again.status_code == 201 and again.json()["id"] == first.json()["id"]
+    monkeypatch.setattr(sweeps_svc, "update_sweep", real_update)
+    reconcile_all(p, grace_s=0.0)
+    with p.db.session() as s:
+        sweeps = s.query(Sweep).all()
+    assert [(w.id, w.ray_submission_id) for w in sweeps] == [(first.json()["id"], first.json()["id"])]
+    assert [sid for _, _, sid in p.runner.submitted] == [first.json()["id"]]  # one driver, not a second
+
+
 def test_an_idempotency_claim_on_a_busy_database_is_a_503(world, monkeypatch):
     p, api, hdr = world
     from doctune.services import idempotency as idem_svc

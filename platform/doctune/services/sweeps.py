@@ -94,7 +94,22 @@ def submit_sweep(p: Platform, caller: Principal, sweep: SweepSpec) -> Sweep:
         update_sweep(p, row.id, status=SweepState.FAILED,
                      error={"code": "unavailable", "message": f"the cluster refused the sweep: {exc}"[:2000]})
         raise DoctuneError(f"the cluster refused the sweep: {exc}", "unavailable") from None
-    return update_sweep(p, row.id, ray_submission_id=sid)
+    return _record_submission(p, row, sid)
+
+
+def _record_submission(p: Platform, row: Sweep, sid: str) -> Sweep:
+    """The sweep as submitted. Once it is stored and its driver submitted, a busy database must not fail the
+    request: the client's retry of that failure (its Idempotency-Key is dropped with a failed answer) would
+    create a second sweep. Left unrecorded, the submission is adopted by the reconciler
+    (:func:`reconcile_sweep`: the cluster already has a driver of that id)."""
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        return update_sweep(p, row.id, ray_submission_id=sid)
+    except OperationalError as exc:
+        logging.getLogger("doctune.sweeps").warning("sweep %s submitted; its submission id is left to the "
+                                                    "reconciler: %s", row.id, exc)
+        return row
 
 
 def check_trial_quota(sweep: SweepSpec, max_trials: int | None) -> None:
