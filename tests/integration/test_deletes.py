@@ -1,6 +1,7 @@
 """Deleting a dataset or a model over the real API removes its files from the real S3 server
 and its record, and a dataset a live job still uses is refused (409 naming the job) with
-nothing removed. A fresh tenant keeps the shared fixtures of other tests out of reach."""
+nothing removed. The dataset test's fresh tenant keeps the shared fixtures of other tests out of reach; the
+model deleted is that of test_lifecycle.py's job, which nothing else uses."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from doctune.data import to_jsonl
 from doctune.errors import DoctuneError
 from doctune.store.objects import ObjectStore
 
-from .conftest import ahead, finished, new_tenant, poll, tenant_client, tiny_job
+from .conftest import new_tenant, poll, tiny_job
+from .test_lifecycle import lifecycle_job, paused_then_failed  # noqa: F401  (registers the job it deletes the model of)
 
 
 def stored(stack, prefix: str) -> list[str]:
@@ -40,17 +42,11 @@ def test_a_dataset_in_use_stays_then_goes_with_its_files(stack, admin, bbc_small
     assert ds["id"] not in {d["id"] for d in client.list_datasets()}
 
 
-@ahead()
-def deletable_training(request):
-    """A two-step job whose model is then deleted."""
-    client = tenant_client(request, "team-delete-model")
-    ds = client.upload_dataset("bbc", "classification", {"data": to_jsonl(request.getfixturevalue("bbc_small"))}, seed=1)
-    return client, client.submit_job(tiny_job(ds["id"], num_workers=1, max_steps=2, eval_interval=2, checkpoint_interval=100))
-
-
-def test_a_model_goes_with_its_files(stack, admin, jobs_ahead):
-    client, job = finished(jobs_ahead, "deletable_training")
-    prefix = f"tenants/team-delete-model/models/{job['model_id']}/"
+def test_a_model_goes_with_its_files(stack, admin, client_a, jobs_ahead):
+    """On team-a's model of the lifecycle job, which nothing else uses (no job of its own: each job started costs
+    this session tens of seconds of its 2 cores)."""
+    client, (_, job) = client_a, lifecycle_job(jobs_ahead)
+    prefix = f"tenants/team-a/models/{job['model_id']}/"
     assert stored(stack, prefix), "the job exported no model files"
     with pytest.raises(DoctuneError) as e:  # another tenant cannot see it, let alone delete it
         new_tenant(stack, admin, "team-delete-other").delete_model(job["model_id"])

@@ -1,6 +1,8 @@
-"""The job lifecycle on the real stack: a paused job checkpoints and stops, and
-resumes from that checkpoint; an attempt that fails outright is retried as a new
-attempt from its last checkpoint, with attempts and checkpoints kept apart."""
+"""The job lifecycle on the real stack, on one job (each job started costs this 2-core session tens of
+seconds before its first step): it is paused, checkpoints and stops, and resumes from that
+checkpoint; then its worker is killed, and the failed attempt is retried as a new attempt from
+its last checkpoint, with attempts and checkpoints kept apart. Its model is what
+test_deletes.py then deletes."""
 
 from __future__ import annotations
 
@@ -12,32 +14,61 @@ from doctune.store.objects import ObjectStore
 from .conftest import QUEUED_S, ahead, in_background, outcome, own_client, poll, tiny_job
 
 END = ("succeeded", "failed", "cancelled")
-# the pause is asked for as soon as the driver runs, so it reaches the workers before their first step (they
-# take 10 s and more to start) and lands at step 1 or 2; a few steps more are left for the resumed attempt.
-# (It used to wait for step 4 and needed 200 steps to be sure it was still training: 196 steps after the
-# resume, which on a loaded CI machine took longer than the 600 s the test allowed.)
-PAUSED_JOB_STEPS = 12
+# The pause is asked for as soon as the driver runs, so it reaches the worker before its first step (it takes
+# 10 s and more to start) and lands at step 1 or 2. After the resume, the worker is killed once a checkpoint of
+# the resumed run is stored (every 5 steps) and it trained past it; the retry trains the rest. 40 steps: it must
+# not have finished before the kill (a step can take 0.3 s). (A pause that waited for step 4 needed 200 steps
+# to be sure the job still trained, and on a loaded CI machine took longer than the test allowed.)
+JOB_STEPS = 40
+CHECKPOINT_EVERY = 5
 
 
 def _events(client, job_id):
     return client.request("GET", f"/v1/jobs/{job_id}/events", params={"limit": 1000})["events"]
 
 
-@ahead()
-def pause_resume(request):
-    """Started with the session's other jobs; paused and resumed in the background when it gets there."""
+@ahead("test_lifecycle", "test_deletes")
+def paused_then_failed(request):
+    """Started with the session's other jobs; paused, resumed, and its worker killed in the background when it
+    gets there. One worker, no in-attempt restarts (max_failures 0), one retry."""
     stack, client_a = request.getfixturevalue("stack"), request.getfixturevalue("client_a")
-    job = client_a.submit_job(tiny_job(request.getfixturevalue("bbc_dataset")["id"], max_steps=PAUSED_JOB_STEPS,
-                                       num_workers=1, checkpoint_interval=100, eval_interval=100))
-    return client_a, in_background(pause_then_resume, own_client(stack, client_a), job)
+    spec = tiny_job(request.getfixturevalue("bbc_dataset")["id"], max_steps=JOB_STEPS, num_workers=1,
+                    checkpoint_interval=CHECKPOINT_EVERY, eval_interval=100, max_failures=0, retries=1)
+    return client_a, in_background(pause_resume_then_fail, own_client(stack, client_a), client_a.submit_job(spec))
 
 
-def test_pause_then_resume_continues_from_the_pause_checkpoint(jobs_ahead):
-    outcome(jobs_ahead, "pause_resume")
+def lifecycle_job(jobs_ahead) -> tuple[int, dict]:
+    """(the step the pause landed at, the job once it succeeded as the API shows it), once the scenario's
+    assertions passed."""
+    return outcome(jobs_ahead, "paused_then_failed")
 
 
-def pause_then_resume(client_a, job):
-    """Pause once its driver runs, resume from the pause's checkpoint: the test above reads what failed here."""
+def test_pause_then_resume_continues_from_the_pause_checkpoint(client_a, jobs_ahead):
+    at, done = lifecycle_job(jobs_ahead)
+    events = _events(client_a, done["id"])
+    resumed = [e["data"]["step"] for e in events if e["kind"] == "resumed"]
+    assert resumed[0] == at, resumed  # the resume started from the pause's checkpoint, not from step 0
+    paused = [e["reason"] for e in events if e["kind"] == "status" and e["status"] == "paused"]
+    assert len(paused) == 1 and paused[0].startswith(f"paused at step {at}; checkpoint "), paused
+
+
+def test_failed_attempt_is_retried_from_its_last_checkpoint(stack, client_a, jobs_ahead):
+    _, done = lifecycle_job(jobs_ahead)
+    assert done["attempt"] == 2 and done["metrics"]["step"] == JOB_STEPS
+    assert done["metrics"]["resumed_from_step"] >= CHECKPOINT_EVERY
+    events = _events(client_a, done["id"])
+    reasons = [e["reason"] for e in events if e["kind"] == "status"]
+    assert any("attempt 1 failed; retrying as attempt 2 from checkpoint" in r for r in reasons), reasons
+    statuses = [e["status"] for e in events if e["kind"] == "status"]
+    assert statuses == ["queued", "starting", "running", "paused", "queued", "starting", "running",
+                        "queued", "starting", "running", "succeeded"], statuses
+    keys = list(ObjectStore(stack).list_keys(f"tenants/team-a/jobs/{done['id']}/checkpoints/"))
+    assert any("/attempt-1/" in k for k in keys) and any("/attempt-2/" in k for k in keys)
+
+
+def pause_resume_then_fail(client_a, job):
+    """Pause once its driver runs, resume, kill its worker after a checkpoint of the resumed run; the retry
+    finishes it. Returns (the step the pause landed at, the succeeded job) (read by the tests above, which fail with what failed here)."""
     def driver_running():
         j = client_a.get_job(job["id"])
         assert j["status"] not in END, j  # it must still be training when the pause comes
@@ -48,45 +79,22 @@ def pause_then_resume(client_a, job):
     paused = poll(lambda: (j := client_a.get_job(job["id"]))["status"] in ("paused", *END) and j, 300, "the pause")
     assert paused["status"] == "paused", paused["error"]
     at = paused["progress"]["paused_at"]
-    assert 1 <= at < PAUSED_JOB_STEPS and paused["resume_from"]
+    assert 1 <= at < CHECKPOINT_EVERY and paused["resume_from"]
 
     client_a.request("POST", f"/v1/jobs/{job['id']}/resume")
-    done = poll(lambda: (j := client_a.get_job(job["id"]))["status"] in END and j, 600, "the resumed job")
-    assert done["status"] == "succeeded", done["error"]
-    assert done["metrics"]["step"] == PAUSED_JOB_STEPS and done["metrics"]["resumed_from_step"] == at
-    statuses = [e["status"] for e in _events(client_a, job["id"]) if e["kind"] == "status"]
-    assert statuses == ["queued", "starting", "running", "paused", "queued", "starting", "running", "succeeded"]
-
-
-@ahead()
-def failed_attempt(request):
-    """Started with the session's other jobs; a worker killed in the background once it checkpointed."""
-    stack, client_a = request.getfixturevalue("stack"), request.getfixturevalue("client_a")
-    # one worker, 40 steps: killed at step 7 or so, it must not have finished first (a step can take 0.3 s)
-    spec = tiny_job(request.getfixturevalue("bbc_dataset")["id"], max_steps=40, checkpoint_interval=5, eval_interval=100,
-                    num_workers=1, max_failures=0, retries=1)
-    return client_a, in_background(retried_from_checkpoint, stack, own_client(stack, client_a), client_a.submit_job(spec))
-
-
-def test_failed_attempt_is_retried_from_its_last_checkpoint(jobs_ahead):
-    outcome(jobs_ahead, "failed_attempt")
-
-
-def retried_from_checkpoint(stack, client_a, job):
-    """Kill a worker once a checkpoint is stored; the retry resumes from it (read by the test above)."""
-    def checkpointed():
-        j = client_a.get_job(job["id"])
-        assert j["status"] not in END, j  # it must still be training when the worker is killed
-        pr = j["progress"]
-        return pr.get("last_checkpoint_step", 0) >= 5 and pr.get("step", 0) >= 7 and pr.get("worker_pids") and pr
-
-    progress = poll(checkpointed, QUEUED_S, "a checkpoint at step 5", interval=0.5)
-    os.kill(progress["worker_pids"]["0"], signal.SIGKILL)
+    _kill_the_worker_after_a_checkpoint(client_a, job["id"])
     done = poll(lambda: (j := client_a.get_job(job["id"]))["status"] in END and j, 900, "the retried job")
     assert done["status"] == "succeeded", done["error"]
-    assert done["attempt"] == 2 and done["metrics"]["step"] == 40
-    assert done["metrics"]["resumed_from_step"] >= 5
-    reasons = [e["reason"] for e in _events(client_a, job["id"]) if e["kind"] == "status"]
-    assert any("attempt 1 failed; retrying as attempt 2 from checkpoint" in r for r in reasons), reasons
-    keys = list(ObjectStore(stack).list_keys(f"tenants/team-a/jobs/{job['id']}/checkpoints/"))
-    assert any("/attempt-1/" in k for k in keys) and any("/attempt-2/" in k for k in keys)
+    return at, done
+
+
+def _kill_the_worker_after_a_checkpoint(client_a, job_id: str) -> None:
+    def checkpointed():
+        j = client_a.get_job(job_id)
+        assert j["status"] not in END, j  # it must still be training when the worker is killed
+        pr = j["progress"] or {}
+        return (j["status"] == "running" and pr.get("last_checkpoint_step", 0) >= CHECKPOINT_EVERY
+                and pr.get("step", 0) >= CHECKPOINT_EVERY + 2 and pr.get("worker_pids") and pr)
+
+    progress = poll(checkpointed, 600, "a checkpoint of the resumed run", interval=0.5)
+    os.kill(progress["worker_pids"]["0"], signal.SIGKILL)
