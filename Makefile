@@ -82,7 +82,7 @@ test-full: install browser
 # (browser: its Chinese PDF tests draw with the CJK font that target installs, beside chromium)
 test-unit: install browser
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -p no:cacheprovider -ra tests/unit tests/chart
+	$(PY) -m pytest -p no:cacheprovider -ra --numprocesses=auto --maxprocesses=4 tests/unit tests/chart
 
 # The CRDs (operators/crds/, copied into charts/doctune/crds/), generated from the pydantic specs;
 # tests/chart/test_crds.py fails when the committed files differ from what this writes.
