@@ -58,7 +58,7 @@ def store(stack):
 
 
 def small_job(dataset_id: str, name: str, **overrides) -> dict:
-    """One worker on half a logical CPU: two of them and a Serve replica fit the 2-CPU test cluster."""
+    """One worker on half a logical CPU: it and the Serve replicas fit the 2-CPU test cluster."""
     return tiny_job(dataset_id, name=name, num_workers=1, resources_per_worker={"cpu": 0.5, "threads": 1},
                     eval_interval=100, **overrides)
 

@@ -1,5 +1,5 @@
-"""Fixtures of the unit session: one real SeaweedFS S3 server for the session (a module asks for
-the ``s3`` fixture of test_cli.py, a bucket of its own on it)."""
+"""Fixtures of the unit session: one real SeaweedFS S3 server per pytest process (the session runs on
+pytest-xdist: one per worker; a module asks for the ``s3`` fixture of test_cli.py, a bucket of its own on it)."""
 
 from __future__ import annotations
 
@@ -19,16 +19,17 @@ from doctune.config import Settings
 
 @pytest.fixture(scope="session")
 def weed_server(tmp_path_factory):
-    """A real SeaweedFS S3 server (the `weed` binary doctune ships with) on free ports, for the whole
-    unit session (each module gets a bucket of its own: the ``s3`` fixture of test_cli.py). A port
-    found free may be taken (by another session's stack) before weed binds it: then weed exits, and the
-    next free range is tried."""
+    """A real SeaweedFS S3 server (the `weed` binary doctune ships with) on free ports, for this pytest
+    process (each xdist worker has its own, in a port range of its own; each module gets a bucket of its
+    own: the ``s3`` fixture of test_cli.py). A port found free may be taken (by another worker or session)
+    before weed binds it: then weed exits, and the next free range is tried."""
     from doctune.local import find_free_port_base
 
     home = tmp_path_factory.mktemp("weed")
-    start = 40000 + 1000 * (os.getpid() % 9)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # gw0, gw1, ...: apart, so two workers never race for a range
+    start = 40000 + 1000 * ((int(worker[2:]) * 3 if worker[2:].isdigit() else 0) + os.getpid() % 3)
     for _ in range(5):
-        base = find_free_port_base(start=start)
+        base = find_free_port_base(start=start, stop=60000)
         started = _start_weed(home, base)
         if started is not None:
             break
@@ -64,6 +65,8 @@ def _start_weed(home: Path, base: int):
     while True:
         try:
             store.ensure_bucket()
+            if proc.poll() is not None:  # what answered was another process's server on that port
+                return None
             return proc, fields
         except Exception:
             if proc.poll() is not None:

@@ -173,6 +173,28 @@ def test_a_sweep_stored_and_submitted_is_answered_even_when_recording_its_driver
     assert [sid for _, _, sid in p.runner.submitted] == [first.json()["id"]]  # one driver, not a second
 
 
+def test_a_sweep_whose_driver_the_reconciler_submitted_first_is_adopted_not_failed(world):
+    """The other way to two sweeps for one create: the reconciler (grace 0 here) read the stored sweep before the
+    API submitted it and submitted its driver first; the API's submit then met "already exists", failed the
+    sweep and answered 503, and the retry created a second. Now the API adopts the driver the cluster has."""
+    p, api, hdr = world
+    files = {"data": ("d.jsonl", to_jsonl(RECORDS), "application/jsonl")}
+    ds_id = api.post("/v1/datasets", data={"name": "seed", "task": "classification"}, files=files, headers=hdr).json()["id"]
+    cluster = p.runner
+    real_submit = cluster.submit
+
+    def reconciler_came_first(module, args, *, submission_id=None):
+        real_submit(module, args, submission_id=submission_id)  # what reconcile_sweep did a moment earlier
+        return real_submit(module, args, submission_id=submission_id)  # the API's own: "already exists"
+
+    cluster.submit = reconciler_came_first
+    r = api.post("/v1/sweeps", json=sweep_spec(ds_id), headers={**hdr, "Idempotency-Key": "sweep-raced"})
+    assert r.status_code == 201 and r.json()["status"] == "queued", r.text
+    with p.db.session() as s:
+        assert [(w.id, w.ray_submission_id, w.status) for w in s.query(Sweep).all()] == [(r.json()["id"], r.json()["id"], "queued")]
+    assert [sid for _, _, sid in cluster.submitted] == [r.json()["id"]]
+
+
 def test_an_idempotency_claim_on_a_busy_database_is_a_503(world, monkeypatch):
     p, api, hdr = world
     from doctune.services import idempotency as idem_svc

@@ -88,13 +88,25 @@ def submit_sweep(p: Platform, caller: Principal, sweep: SweepSpec) -> Sweep:
         check_trial_quota(sweep, tenant.max_trials)
         check_sweep_concurrency(s, tenant)
         s.add(row)
+    runner = p.runner_on(row.ray_cluster_id)
     try:
-        sid = p.runner_on(row.ray_cluster_id).submit("ray_jobs.sweep", ["--sweep-id", row.id], submission_id=row.id)
+        sid = runner.submit("ray_jobs.sweep", ["--sweep-id", row.id], submission_id=row.id)
     except Exception as exc:
+        if _cluster_has_driver(runner, row.id):  # the reconciler, seeing it stored, submitted it first
+            return _record_submission(p, row, row.id)
         update_sweep(p, row.id, status=SweepState.FAILED,
                      error={"code": "unavailable", "message": f"the cluster refused the sweep: {exc}"[:2000]})
         raise DoctuneError(f"the cluster refused the sweep: {exc}", "unavailable") from None
     return _record_submission(p, row, sid)
+
+
+def _cluster_has_driver(runner: Any, submission_id: str) -> bool:
+    from doctune.states import AttemptState
+
+    try:
+        return runner.status(submission_id).state != AttemptState.UNKNOWN
+    except Exception:
+        return False
 
 
 def _record_submission(p: Platform, row: Sweep, sid: str) -> Sweep:
@@ -156,9 +168,11 @@ def cancel_sweep(p: Platform, caller: Principal, sweep_id: str) -> Sweep:
     for job in trials(p, sweep_id):
         if job.status not in JobState.terminal():
             update_job(p, job.id, status=JobState.CANCELLED, reason=f"its sweep was cancelled by {caller.key_id}")
-    if row.ray_submission_id:
+    runner = p.runner_on(row.ray_cluster_id)
+    # its driver's id is the sweep's: one submitted but not yet recorded (left to the reconciler) is stopped too
+    if row.ray_submission_id or _cluster_has_driver(runner, row.id):
         try:
-            p.runner_on(row.ray_cluster_id).stop(row.ray_submission_id)
+            runner.stop(row.ray_submission_id or row.id)
         except Exception as exc:  # its trials stop themselves; the driver starts no new one
             log.warning("sweep %s is cancelled, but stopping its driver failed: %s", sweep_id, exc)
     return row
