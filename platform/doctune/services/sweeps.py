@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -27,7 +28,7 @@ from doctune.services.scheduler import GPU_WEIGHT
 from doctune.services.tasks import known_task
 from doctune.services.tenants import DEFAULT_PAGE_SIZE, RowPage, check_tenant_access, get_owned, list_owned
 from doctune.spec import JobSpec, SweepSpec, set_path
-from doctune.states import JobState, SweepState
+from doctune.states import AttemptState, JobState, SweepState
 from doctune.store.db import Job, Sweep, Tenant, new_id, now, take_quota_lock
 
 log = logging.getLogger("doctune.sweeps")
@@ -101,8 +102,6 @@ def submit_sweep(p: Platform, caller: Principal, sweep: SweepSpec) -> Sweep:
 
 
 def _cluster_has_driver(runner: Any, submission_id: str) -> bool:
-    from doctune.states import AttemptState
-
     try:
         return runner.status(submission_id).state != AttemptState.UNKNOWN
     except Exception:
@@ -114,8 +113,6 @@ def _record_submission(p: Platform, row: Sweep, sid: str) -> Sweep:
     request: the client's retry of that failure (its Idempotency-Key is dropped with a failed answer) would
     create a second sweep. Left unrecorded, the submission is adopted by the reconciler
     (:func:`reconcile_sweep`: the cluster already has a driver of that id)."""
-    from sqlalchemy.exc import OperationalError
-
     try:
         return update_sweep(p, row.id, ray_submission_id=sid)
     except OperationalError as exc:
@@ -322,7 +319,6 @@ def reconcile_sweep(p: Platform, row: Sweep, grace_s: float) -> Sweep:
     driver, adopted); one whose driver was stopped is cancelled; one whose driver died or was
     forgotten by the cluster (a Ray head restart) is failed with that reason."""
     from doctune.services.jobs import seconds_since
-    from doctune.states import AttemptState
 
     sid = row.ray_submission_id
     if not sid:
