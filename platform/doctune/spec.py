@@ -217,6 +217,11 @@ class JobSpec(_Spec):
     learning_rate: float = Field(5e-4, description="Peak learning rate. Typical 1e-5..5e-5 for full tuning, 1e-4..1e-3 for LoRA.")
     warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="Fraction of steps spent warming the LR up linearly from 0.")
     weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="AdamW weight decay.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="Numeric precision of training and evaluation. auto: bf16 where the hardware multiplies bf16 "
+        "natively (a GPU; a CPU with Intel AMX or AVX-512 BF16, under autocast with fp32 weights), fp32 elsewhere. "
+        "fp32 or bf16 force one (bf16 on a CPU without those units is emulated and slow).")
     max_seq_length: int = Field(128, ge=8, le=8192, description="Tokens per document after truncation.")
     early_stopping: EarlyStoppingSpec | None = Field(None, description="Stop when a dev metric stops improving; omit to train to the end.")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="Experiment tracking (docs/tracking.md).")

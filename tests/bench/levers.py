@@ -49,6 +49,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--test", type=int, default=0, help="test sentences (0: all)")
     p.add_argument("--minutes", type=float, default=20.0)
     p.add_argument("--eval-every", type=float, default=4.0, help="minutes between dev evaluations")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="as JobSpec.precision: auto is bf16 autocast on a CPU with AMX / AVX-512 BF16")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     p.add_argument("--out", default=str(REPO / "docs" / "quality_runs.jsonl"))
     p.add_argument("--label", default="")
@@ -88,6 +90,7 @@ def build(args: argparse.Namespace, info: dict[str, Any]) -> tuple[Any, Any, Any
     from doctune.spec import parse_job_spec
     from doctune.tasks import get_task
     from doctune.tasks._hf import build_labelled_model
+    from doctune.train.precision import resolve_precision, train_in_cpu_bf16
     from doctune.train.tuning import apply_tuning
 
     task = CORPORA[args.corpus]
@@ -103,7 +106,10 @@ def build(args: argparse.Namespace, info: dict[str, Any]) -> tuple[Any, Any, Any
         lora["target_modules"] = args.targets.split(",")
     spec = parse_job_spec({"tenant": "t", "task": task, "dataset": {"id": "d"}, "max_steps": 1,
                            "base_model": args.base_model, "tuning": {"method": "lora", "lora": lora}})
-    return plugin, AutoTokenizer.from_pretrained(base), apply_tuning(model, spec, plugin, 1000)
+    model = apply_tuning(model, spec, plugin, 1000)
+    if resolve_precision(args.precision, use_gpu=False) == "bf16":
+        model = train_in_cpu_bf16(model)
+    return plugin, AutoTokenizer.from_pretrained(base), model
 
 
 def fitted_length(encoded_lengths: list[int], asked: int) -> int:
@@ -165,6 +171,8 @@ def error_kinds(predicted: list[Any], gold: list[Any], labels: list[str]) -> dic
 def main() -> None:
     import torch
 
+    from doctune.train.precision import resolve_precision
+
     args = parse_args()
     torch.set_num_threads(args.threads)
     train, test = load_corpus(args.corpus)
@@ -219,7 +227,8 @@ def main() -> None:
            "task": task, "corpus": args.corpus,
            "baseline": {"name": name, "test_f1": round(baseline["test"][plugin.primary_metric], 4)},
            "base_model": args.base_model, "attention": attention,
-           "targets": args.targets or "default", "r": args.r, "lr": args.lr, "batch": args.batch, "max_len": max_len,
+           "targets": args.targets or "default", "r": args.r,
+           "precision": resolve_precision(args.precision, use_gpu=False), "lr": args.lr, "batch": args.batch, "max_len": max_len,
            "threads": args.threads, "train_sentences": len(train), "test_sentences": len(test),
            "train_minutes": round(train_s / 60, 2), "wall_minutes": round((time.monotonic() - began) / 60, 2),
            "steps": step, "sentences_seen": step * args.batch, "curve": curve,

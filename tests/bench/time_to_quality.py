@@ -76,6 +76,12 @@ def levers() -> dict[str, dict]:
     """Each lever as a change to the example spec (``None`` removes a key)."""
     return {
         "default": {},
+        # the recipe before 2026-12-01: fp32 on every CPU, and a dropout mask drawn for each LoRA input
+        "fp32_lora_dropout": {"precision": "fp32",
+                              "tuning": {"method": "lora", "merge_adapter": True,
+                                         "lora": {"r": 8, "alpha": 16, "dropout": 0.05,
+                                                  "target_modules": ["query", "key", "value", "dense"]}}},
+        "fp32": {"precision": "fp32"},
         "target_097": {"early_stopping": {"metric": "macro_f1", "mode": "max", "patience": 3, "target": 0.97}},
         "target_097_seq_64": {"early_stopping": {"metric": "macro_f1", "mode": "max", "patience": 3, "target": 0.97},
                               "max_seq_length": 64},

@@ -39,8 +39,8 @@ def steps_schedule(n_train: int, spec: JobSpec) -> tuple[int, int]:
 
 
 def measured_throughput(p: Platform, spec: JobSpec) -> dict[str, Any] | None:
-    """Throughput of the newest finished jobs with the same base model, tuning method and
-    device kind, per logical CPU (or GPU): training tokens/s, evaluation examples/s, and the
+    """Throughput of the newest finished jobs with the same base model, tuning method, device
+    kind and precision, per logical CPU (or GPU): training tokens/s, evaluation examples/s, and the
     fixed cost of a job (Ray job start, data and model loading, export)."""
     on_gpu = spec.resources_per_worker.gpu > 0
     with p.db.session() as s:
@@ -51,9 +51,9 @@ def measured_throughput(p: Platform, spec: JobSpec) -> dict[str, Any] | None:
         if not timing or timing.get("train_s", 0) <= 0 or (job.metrics or {}).get("resumed_from_step"):
             continue
         res = js.get("resources_per_worker", {})
-        if (js.get("base_model"), js.get("tuning", {}).get("method"), (res.get("gpu", 0) or 0) > 0) != (
-            spec.base_model, spec.tuning.method, on_gpu):
-            continue
+        if (js.get("base_model"), js.get("tuning", {}).get("method"), (res.get("gpu", 0) or 0) > 0,
+                js.get("precision", "fp32")) != (spec.base_model, spec.tuning.method, on_gpu, spec.precision):
+            continue  # jobs before JobSpec.precision trained in fp32 on a CPU
         units = js.get("num_workers", 1) * (res.get("gpu") if on_gpu else res.get("cpu", 1))
         wall = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else None
         samples.append({

@@ -48,7 +48,7 @@ def build_deepspeed_config(spec: JobSpec, world_size: int, total_steps: int, *, 
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
-    if on_gpu:
+    if on_gpu and spec.precision != "fp32":  # on a CPU, bf16 is autocast around the forward (train.precision)
         cfg["bf16"] = {"enabled": True}
     if ds.offload_optimizer:
         # CPU offload: DeepSpeedCPUAdam (built once into TORCH_EXTENSIONS_DIR).

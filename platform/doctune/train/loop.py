@@ -32,6 +32,7 @@ from doctune.train.checkpoints import restore_checkpoint, save_checkpoint
 from doctune.train.early_stopping import EarlyStopper
 from doctune.train.evaluation import Evaluator
 from doctune.train.export import export_trained_model
+from doctune.train.precision import resolve_precision, train_in_cpu_bf16
 from doctune.train.progress import PROGRESS_EVERY_S, RATE_WINDOW, ProgressReporter
 from doctune.train.tuning import adalora_step
 
@@ -178,6 +179,8 @@ def build_engine(spec: JobSpec, plugin: Any, data: WorkerData, world: int, total
     ds_cfg = build_deepspeed_config(spec, world, total_steps, on_gpu=use_gpu)
     zero3 = zero3_context(ds_cfg)  # ZeRO-3: load straight into partitions; kept alive for the run
     model = apply_tuning(plugin.build_model(data.base, data.info), spec, plugin, total_steps)
+    if not use_gpu and resolve_precision(spec.precision, use_gpu) == "bf16":
+        model = train_in_cpu_bf16(model)
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         model_parameters=[p for p in model.parameters() if p.requires_grad],
@@ -432,7 +435,8 @@ class WorkerRun:
         """The run's result, delivered before returning: the driver reads it after fit()."""
         # where this run's time goes, for the plan's expected-time estimate (doctune.services.plans)
         timing = {"eval_s": self.evaluator.seconds, "eval_examples": self.evaluator.examples,
-                  "train_s": self.train_s, "train_tokens": self.train_tokens, "setup_s": self.setup_s}
+                  "train_s": self.train_s, "train_tokens": self.train_tokens, "setup_s": self.setup_s,
+                  "precision": resolve_precision(self.spec.precision, self.config.get("use_gpu", False))}
         final = {
             "step": self.engine.global_steps,
             "tokens_seen": self.state.tokens_seen,

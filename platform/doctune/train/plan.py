@@ -22,6 +22,7 @@ from typing import Any
 
 from doctune.spec import JobSpec
 from doctune.train.ds_config import BUCKET_ELEMENTS
+from doctune.train.precision import resolve_precision
 
 MB = 1024 * 1024
 # Resident memory of a training worker before any model or data is loaded: Python,
@@ -90,7 +91,7 @@ def estimate_memory(shape: ModelShape, spec: JobSpec, *, on_gpu: bool) -> Memory
     world = spec.num_workers
     stage = spec.deepspeed.zero_stage
     P, T = shape.params_total, shape.params_trainable
-    # CPU trains in fp32. GPU trains in bf16 with fp32 master weights in the optimizer.
+    # GPU trains in bf16 with fp32 master weights in the optimizer. CPU weights stay fp32 (bf16 only under autocast).
     w_bytes = 2 if on_gpu else 4
     params = w_bytes * P / (world if stage == 3 else 1)
     # from_pretrained reads the checkpoint into host memory before copying it into the
@@ -106,7 +107,10 @@ def estimate_memory(shape: ModelShape, spec: JobSpec, *, on_gpu: bool) -> Memory
     master = (4 * T / shard) if (stage >= 1 or on_gpu) else 0.0
     workspace = 8 * T / shard  # AdamW's foreach step: about two fp32 temporaries per parameter
     optimizer = adam + master + workspace
-    acts = activation_bytes(shape, spec.micro_batch_size, spec.max_seq_length, w_bytes)
+    cpu_bf16 = not on_gpu and resolve_precision(spec.precision, on_gpu) == "bf16"
+    if cpu_bf16:  # autocast: bf16 activations, and a bf16 copy of each weight kept for the backward pass
+        params += 2 * P / (world if stage == 3 else 1)
+    acts = activation_bytes(shape, spec.micro_batch_size, spec.max_seq_length, 2 if cpu_bf16 else w_bytes)
     params, grads, optimizer, acts = (x * ALLOCATOR_OVERHEAD for x in (params, grads, optimizer, acts))
     runtime = (RUNTIME_MB_GPU if on_gpu else RUNTIME_MB_CPU) * MB
     total = params + grads + optimizer + acts + runtime
