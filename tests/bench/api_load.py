@@ -397,6 +397,7 @@ def render(result: dict[str, Any]) -> str:
         f"(worst read route {g['read_p99_ms']:.0f} ms).",
         "",
     ]
+    lines += [f"{note}\n" for note in r.get("notes", [])]  # added by hand after a run: what changed, where time goes
     cores = int(r["machine"].split()[0])
     if not g["read_p99_met"] and max(r["load_average_1min"]) > cores:
         lines += [f"The machine was shared while this ran (load average {max(r['load_average_1min'])} on {cores} "

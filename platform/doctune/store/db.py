@@ -319,6 +319,10 @@ class Database:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+        else:  # the API runs up to 40 sync routes at once (its thread pool): keep that many connections open.
+            # SQLAlchemy's default (5, overflow 10) opened and closed a connection per request under load,
+            # and PostgreSQL forks a backend process for each one.
+            kwargs.update(pool_size=20, max_overflow=20)
         self.engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             @event.listens_for(self.engine, "connect")
