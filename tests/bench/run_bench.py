@@ -24,6 +24,9 @@ Not part of `make test`: timings are measured here, never asserted. BENCH_PARTS
 (default loop,tasks,serving,demo,explain,documents) and BENCH_TASK_NAMES (default: all) rerun a part; the
 other parts' last results are kept from docs/benchmarks.json.
 
+7. Precision (``tests/bench/precision.py``, in-process): one training step of the example spec's
+   model in fp32 and in CPU bf16 autocast, with and without LoRA dropout and fused attention.
+
 6. Quality against the cheap baselines (``tests/bench/quality.py``): the lever runs recorded in
    docs/quality_runs.jsonl by ``python -m tests.bench.levers ...`` (10-30 minutes each, so run one
    by one) and the GPU runs in docs/device/; ``BENCH_PARTS=quality`` only renders the page again.
@@ -257,8 +260,8 @@ def main() -> None:
     from doctune.corpora import load_bbc_news
     from doctune.local import LocalStack, find_free_port_base
 
-    parts = os.environ.get("BENCH_PARTS", "ttq,loop,tasks,serving,serving_backends,resources,api_load,demo,explain,"
-                                          "documents").split(",")
+    parts = os.environ.get("BENCH_PARTS", "ttq,precision,loop,tasks,serving,serving_backends,resources,api_load,"
+                                          "demo,explain,documents").split(",")
     if os.environ.get("BENCH_DEMO", "1") != "1":
         parts = [x for x in parts if x != "demo"]
     if os.environ.get("BENCH_TASKS", "1") != "1":
@@ -339,8 +342,8 @@ def main() -> None:
 
 
 # parts measured by their own module (measure() -> its docs/bench_<part>.json; render() -> a section)
-SEPARATE_PARTS = {"ttq": "time_to_quality", "serving_backends": "serving_backends", "resources": "resources",
-                  "api_load": "api_load"}
+SEPARATE_PARTS = {"ttq": "time_to_quality", "precision": "precision", "serving_backends": "serving_backends",
+                  "resources": "resources", "api_load": "api_load"}
 
 
 def _separate_part(part: str) -> None:
