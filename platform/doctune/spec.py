@@ -65,9 +65,7 @@ TARGET_MODULES_HELP = (
 class LoraSpec(_Spec):
     r: int = Field(8, ge=1, le=256, description="LoRA rank: the inner dimension of the low-rank update. Typical 4..64.")
     alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator; the update is scaled by alpha / r. Typical 2*r.")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA input, in [0, 1). 0 by default, as in "
-                           "peft: a random mask drawn for every adapted layer's input cost 17-27% of a training step on "
-                           "a CPU (docs/benchmarks.md, Precision).")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input, in [0, 1).")
     target_modules: list[str] | None = Field(
         None, min_length=1,
         description=TARGET_MODULES_HELP.format(what="LoRA adapters"),
