@@ -90,7 +90,7 @@ def build(args: argparse.Namespace, info: dict[str, Any]) -> tuple[Any, Any, Any
     from doctune.spec import parse_job_spec
     from doctune.tasks import get_task
     from doctune.tasks._hf import build_labelled_model
-    from doctune.train.precision import resolve_precision, train_in_cpu_bf16
+    from doctune.train.precision import apply_precision
     from doctune.train.tuning import apply_tuning
 
     task = CORPORA[args.corpus]
@@ -106,9 +106,7 @@ def build(args: argparse.Namespace, info: dict[str, Any]) -> tuple[Any, Any, Any
         lora["target_modules"] = args.targets.split(",")
     spec = parse_job_spec({"tenant": "t", "task": task, "dataset": {"id": "d"}, "max_steps": 1,
                            "base_model": args.base_model, "tuning": {"method": "lora", "lora": lora}})
-    model = apply_tuning(model, spec, plugin, 1000)
-    if resolve_precision(args.precision, use_gpu=False) == "bf16":
-        model = train_in_cpu_bf16(model)
+    model = apply_precision(apply_tuning(model, spec, plugin, 1000), args.precision, use_gpu=False)
     return plugin, AutoTokenizer.from_pretrained(base), model
 
 

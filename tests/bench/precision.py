@@ -38,7 +38,7 @@ def build_model(precision: str, attention: str, dropout: float):
     from doctune.base_models import resolve_base_model
     from doctune.spec import parse_job_spec
     from doctune.tasks import get_task
-    from doctune.train.precision import train_in_cpu_bf16
+    from doctune.train.precision import apply_precision
     from doctune.train.tuning import apply_tuning
 
     torch.manual_seed(42)
@@ -47,9 +47,7 @@ def build_model(precision: str, attention: str, dropout: float):
     spec = parse_job_spec({"tenant": "t", "task": "classification", "dataset": {"id": "d"}, "max_steps": 1,
                            "tuning": {"method": "lora", "lora": {"r": 8, "alpha": 16, "dropout": dropout,
                                                                  "target_modules": ["query", "key", "value", "dense"]}}})
-    model = apply_tuning(model, spec, plugin, 1000)
-    if precision == "bf16":
-        model = train_in_cpu_bf16(model)  # sets eager attention
+    model = apply_precision(apply_tuning(model, spec, plugin, 1000), precision, use_gpu=False)  # bf16: eager attention
     if attention == "sdpa":
         model.get_base_model().set_attn_implementation("sdpa")
     return model.train()

@@ -62,3 +62,15 @@ def test_the_plan_counts_the_bf16_weight_copies_and_halves_activations():
     assert 0.4 * fp32.activations_mb < bf16.activations_mb < 0.6 * fp32.activations_mb
     # fp32 weights and the checkpoint read (8 bytes a parameter), plus a bf16 copy (2 bytes)
     assert bf16.parameters_mb == pytest.approx(1.25 * fp32.parameters_mb)
+
+
+def test_apply_precision_wraps_only_a_cpu_bf16_model():
+    from doctune.train.precision import apply_precision
+
+    for requested, use_gpu in (("fp32", False), ("bf16", True), ("auto", True)):
+        model = tiny_classifier()
+        forward = model.forward
+        assert apply_precision(model, requested, use_gpu).forward == forward
+    bf16 = apply_precision(tiny_classifier(), "bf16", use_gpu=False)
+    assert bf16(input_ids=torch.randint(0, 100, (2, 8))).logits.dtype == torch.float32
+    assert bf16.config._attn_implementation == "eager"

@@ -32,7 +32,7 @@ from doctune.train.checkpoints import restore_checkpoint, save_checkpoint
 from doctune.train.early_stopping import EarlyStopper
 from doctune.train.evaluation import Evaluator
 from doctune.train.export import export_trained_model
-from doctune.train.precision import resolve_precision, train_in_cpu_bf16
+from doctune.train.precision import apply_precision, resolve_precision
 from doctune.train.progress import PROGRESS_EVERY_S, RATE_WINDOW, ProgressReporter
 from doctune.train.tuning import adalora_step
 
@@ -178,9 +178,8 @@ def build_engine(spec: JobSpec, plugin: Any, data: WorkerData, world: int, total
 
     ds_cfg = build_deepspeed_config(spec, world, total_steps, on_gpu=use_gpu)
     zero3 = zero3_context(ds_cfg)  # ZeRO-3: load straight into partitions; kept alive for the run
-    model = apply_tuning(plugin.build_model(data.base, data.info), spec, plugin, total_steps)
-    if not use_gpu and resolve_precision(spec.precision, use_gpu) == "bf16":
-        model = train_in_cpu_bf16(model)
+    model = apply_precision(apply_tuning(plugin.build_model(data.base, data.info), spec, plugin, total_steps),
+                            spec.precision, use_gpu)
     engine, _, _, _ = deepspeed.initialize(
         model=model,
         model_parameters=[p for p in model.parameters() if p.requires_grad],

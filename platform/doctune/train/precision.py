@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-__all__ = ["cpu_has_bf16_units", "resolve_precision", "train_in_cpu_bf16"]
+__all__ = ["apply_precision", "cpu_has_bf16_units", "resolve_precision", "train_in_cpu_bf16"]
 
 
 def cpu_has_bf16_units() -> bool:
@@ -76,3 +76,11 @@ def train_in_cpu_bf16(model: Any) -> Any:
 
     model.forward = forward_in_bf16
     return model
+
+
+def apply_precision(model: Any, requested: str, use_gpu: bool) -> Any:
+    """``model`` ready to train in ``requested`` precision on this worker: wrapped for CPU bf16 autocast
+    where that resolves to bf16 on a CPU; unchanged on a GPU (DeepSpeed's bf16 mode casts it) and in fp32."""
+    if use_gpu or resolve_precision(requested, use_gpu) != "bf16":
+        return model
+    return train_in_cpu_bf16(model)
