@@ -88,6 +88,7 @@ def levers() -> dict[str, dict]:
         "target_097_eval_7": {"early_stopping": {"metric": "macro_f1", "mode": "max", "patience": 3, "target": 0.97},
                               "eval_interval": 7},
         "seq_256": {"max_seq_length": 256},
+        "epochs_5": {"epochs": 5},  # where bf16 leaves time in the budget: two more passes over train
         "seq_64": {"max_seq_length": 64},
         "full_ft": {"tuning": {"method": "full"}, "learning_rate": 1e-4},
         "lora_r16": {"tuning": {"method": "lora", "merge_adapter": True, "lora": {"r": 16, "alpha": 32}}},
