@@ -17,17 +17,24 @@ from .conftest import ahead, example_job, finished, poll, tenant_client
 pytestmark = pytest.mark.full
 
 
+# all 2,225 pairs: a test split of 210 headlines ranked over their articles, where the zero-shot encoder
+# misses some (MRR@10 0.935); over 40 articles it ranked almost all first (0.988) and fine-tuning had nothing
+# to win. The example's 128 tokens per article: at 96 the zero-shot encoder scored 0.960 and 80 steps of
+# LoRA did not beat it (0.958); at 128, one pass over train did (0.956 against 0.935, 2026-12-02)
+PAIRS_PER_TOPIC = None
+
+
 @pytest.fixture(scope="module")
 def pairs():
-    return bbc_headline_pairs(limit_per_class=24)
+    return bbc_headline_pairs(limit_per_class=PAIRS_PER_TOPIC)
 
 
 @ahead()
 def retrieval_training(request):
     client = tenant_client(request, "team-search")
-    ds = client.upload_dataset("bbc-pairs", "retrieval", {"data": to_jsonl(bbc_headline_pairs(limit_per_class=24))},
+    ds = client.upload_dataset("bbc-pairs", "retrieval", {"data": to_jsonl(bbc_headline_pairs(limit_per_class=PAIRS_PER_TOPIC))},
                                seed=42)
-    spec = example_job("bbc-retrieval.yaml", ds["id"], num_workers=1, max_steps=8, micro_batch_size=8, max_seq_length=96, eval_interval=8,
+    spec = example_job("bbc-retrieval.yaml", ds["id"], num_workers=1, max_steps=110, micro_batch_size=16, eval_interval=55,
                        checkpoint_interval=100)
     return client, client.submit_job(spec)
 
@@ -48,8 +55,11 @@ def test_retrieval_reports_ranking_metrics_beside_the_zero_shot_encoder(ret_job)
     for name in ("mrr_at_10", "ndcg_at_10", "recall_at_1", "recall_at_10"):
         row = report["metrics"][name]
         assert 0 <= row["baseline"] <= 1 and 0 <= row["fine_tuned"] <= 1
-    # MiniLM is a sentence encoder: even zero-shot, headlines find their articles well above chance
-    assert report["metrics"]["mrr_at_10"]["baseline"] > 0.3
+    # MiniLM is a sentence encoder: even zero-shot, headlines find their articles well above chance;
+    # the quality bar: a search user would keep the zero-shot encoder unless fine-tuning ranks better
+    mrr = report["metrics"]["mrr_at_10"]
+    assert mrr["baseline"] > 0.3
+    assert mrr["fine_tuned"] > mrr["baseline"], mrr
     assert report["metrics"]["recall_at_10"]["fine_tuned"] >= report["metrics"]["recall_at_1"]["fine_tuned"]
 
 
