@@ -63,7 +63,7 @@ def test_chinese_classification_with_gemma(jobs_ahead):
     # docs/benchmarks.md, "Quality against the cheap baselines")
     report = job["report"]
     f1 = report["metrics"]["macro_f1"]
-    assert f1["fine_tuned"] >= f1["baseline"] + 0.15 and f1["fine_tuned"] >= 0.7, f1
+    assert f1["fine_tuned"] >= f1["baseline"] + 0.15 and f1["fine_tuned"] >= 0.65, f1  # 0.800 on 2026-12-02 (bf16)
     assert report["references"] == ["tfidf_logreg"] and 0 < f1["tfidf_logreg"] <= 1
 
 
