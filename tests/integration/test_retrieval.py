@@ -17,23 +17,21 @@ from .conftest import ahead, example_job, finished, poll, tenant_client
 pytestmark = pytest.mark.full
 
 
-# all 2,225 pairs: a test split of 210 headlines ranked over their articles, where the zero-shot encoder
+# All 2,225 pairs: a test split of 210 headlines ranked over their articles, where the zero-shot encoder
 # misses some (MRR@10 0.935); over 40 articles it ranked almost all first (0.988) and fine-tuning had nothing
 # to win. The example's 128 tokens per article: at 96 the zero-shot encoder scored 0.960 and 80 steps of
-# LoRA did not beat it (0.958); at 128, one pass over train did (0.956 against 0.935, 2026-12-02)
-PAIRS_PER_TOPIC = None
+# LoRA did not beat it (0.958); at 128, one pass over train did (0.956 against 0.935, 2026-12-02).
 
 
 @pytest.fixture(scope="module")
 def pairs():
-    return bbc_headline_pairs(limit_per_class=PAIRS_PER_TOPIC)
+    return bbc_headline_pairs()
 
 
 @ahead()
 def retrieval_training(request):
     client = tenant_client(request, "team-search")
-    ds = client.upload_dataset("bbc-pairs", "retrieval", {"data": to_jsonl(bbc_headline_pairs(limit_per_class=PAIRS_PER_TOPIC))},
-                               seed=42)
+    ds = client.upload_dataset("bbc-pairs", "retrieval", {"data": to_jsonl(bbc_headline_pairs())}, seed=42)
     spec = example_job("bbc-retrieval.yaml", ds["id"], num_workers=1, max_steps=110, micro_batch_size=16, eval_interval=55,
                        checkpoint_interval=100)
     return client, client.submit_job(spec)

@@ -2,11 +2,12 @@
 
 ``auto`` (the default) is bf16 wherever the hardware multiplies bf16 natively: a GPU (DeepSpeed's
 bf16 mode: bf16 weights, fp32 master weights in the optimizer), or a CPU with Intel AMX or
-AVX-512 BF16 units. On such a CPU a bf16 matrix product runs about 4 times as fast as fp32
-(3.8x on a 2-core AMX machine, 4.2x on a 2-core AVX-512 BF16 one; docs/benchmarks.md, *Precision*), so the worker's forward passes
-run under ``torch.autocast("cpu", dtype=torch.bfloat16)``: weights, gradients and the optimizer
-stay fp32, only the matrix products and the activations they produce are bf16. Elsewhere ``auto``
-is fp32: a CPU without those units would emulate bf16, more slowly than fp32.
+AVX-512 BF16 units. On such a CPU a bf16 matrix product runs about 4 times as fast as fp32 (3.8x
+on a 2-core AMX machine, 4.2x on a 2-core AVX-512 BF16 one; docs/benchmarks.md, *Precision*), so
+the worker's forward passes run under ``torch.autocast("cpu", dtype=torch.bfloat16)``: weights,
+gradients and the optimizer stay fp32, only the matrix products and the activations they produce
+are bf16. Elsewhere ``auto`` is fp32: a CPU without those units would emulate bf16, more slowly
+than fp32.
 
 The model's outputs are handed back in fp32, so that losses, metrics and decoding (Viterbi, argmax,
 NumPy) see the same dtypes whichever precision trained the model; the exported model is fp32 either way.
