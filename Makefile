@@ -37,9 +37,12 @@ $(STAMP): pyproject.toml
 	  echo "warning: install tesseract-ocr and tesseract-ocr-chi-sim for OCR with Tesseract (RapidOCR works without)"
 	$(PY) -m pip install -q -e ".[test]"
 	$(PY) platform/tools/install_helm.py --dest $(VENV)/bin
-	$(VENV)/bin/doctune models prepare
-	$(PY) -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder, CPUAdamBuilder; \
-	  ShareMemCommBuilder().load(); CPUAdamBuilder().load()"
+	@# the two slow one-time steps run side by side (2 cores): converting Gemma's GGUF weights (one
+	@# process, ~100 s) and compiling DeepSpeed's CPU ops (ninja); either failing fails the install
+	$(VENV)/bin/doctune models prepare & prepare=$$!; \
+	  $(PY) -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder, CPUAdamBuilder; \
+	    ShareMemCommBuilder().load(); CPUAdamBuilder().load()"; ops=$$?; \
+	  wait $$prepare && [ $$ops -eq 0 ]
 	touch $@
 
 # The browser tests (tests/integration/test_console_browser.py) drive Debian's chromium through

@@ -204,8 +204,8 @@ def served(tenant, stack):
                interval=2)
     assert dep["status"] == "running", dep["message"]
     yield client, dep
-    client.delete_deployment(dep["id"])
-    poll(lambda: client.get_deployment(dep["id"])["status"] == "deleted", 300, "undeploy")
+    # asked, not waited for (about 20 s here): these tests run last, and the stack goes down after them
+    assert client.delete_deployment(dep["id"])["status"] in ("deleting", "deleted")
 
 
 def replica_pids(stack, route: str) -> list[int]:
