@@ -30,12 +30,13 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "torch==2.13.0"
+	@# uv, under pip's configuration (pip when uv fails): the same packages in a fraction of pip's time
+	$(PY) platform/tools/install_packages.py "torch==2.13.0"
 	@# OCR of scanned documents (doctune.documents) runs Debian's Tesseract with its Chinese pack
 	command -v tesseract >/dev/null && tesseract --list-langs 2>/dev/null | grep -q chi_sim || \
 	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && apt-get update -q && apt-get install -y -q tesseract-ocr tesseract-ocr-chi-sim; } || \
 	  echo "warning: install tesseract-ocr and tesseract-ocr-chi-sim for OCR with Tesseract (RapidOCR works without)"
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) platform/tools/install_packages.py "torch==2.13.0" -e ".[test]"
 	$(PY) platform/tools/install_helm.py --dest $(VENV)/bin
 	@# the two slow one-time steps run side by side (2 cores): converting Gemma's GGUF weights (one
 	@# process, ~100 s) and compiling DeepSpeed's CPU ops (ninja); either failing fails the install
