@@ -38,8 +38,8 @@ $(STAMP): pyproject.toml
 	  echo "warning: install tesseract-ocr and tesseract-ocr-chi-sim for OCR with Tesseract (RapidOCR works without)"
 	$(PY) platform/tools/install_packages.py "torch==2.13.0" -e ".[test]"
 	$(PY) platform/tools/install_helm.py --dest $(VENV)/bin
-	@# the two slow one-time steps run side by side (2 cores): converting Gemma's GGUF weights (one
-	@# process, ~100 s) and compiling DeepSpeed's CPU ops (ninja); either failing fails the install
+	@# the two slow one-time steps run side by side: converting Gemma's GGUF weights (one
+	@# process, ~100 s alone, 165-208 s beside the other) and compiling DeepSpeed's CPU ops (ninja); either failing fails it
 	$(VENV)/bin/doctune models prepare & prepare=$$!; \
 	  $(PY) -c "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder, CPUAdamBuilder; \
 	    ShareMemCommBuilder().load(); CPUAdamBuilder().load()"; ops=$$?; \
