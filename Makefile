@@ -25,7 +25,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 install: $(STAMP)
 
 # Reinstall whenever pyproject.toml changes. torch is pinned to the local CPU wheel
-# (torch==2.13.0); installing it first keeps pip from choosing a CUDA build.
+# (torch==2.13.0); installing it first keeps the installer (uv, or pip) from choosing a CUDA build.
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
